@@ -1,0 +1,1 @@
+"""Thin pipeserve client: grpcio, protobuf and numpy only."""

@@ -1,0 +1,39 @@
+"""Tensor <-> numpy conversion for the wire format: raw little-endian bytes, dtype, shape.
+
+Shared by the client and the server so both sides read the bytes the same way.
+"""
+
+import numpy as np
+
+from pipeserve.v1 import pipeserve_pb2 as pb
+
+_NUMPY_BY_DTYPE = {
+    pb.DTYPE_FLOAT32: np.dtype("<f4"),
+    pb.DTYPE_FLOAT16: np.dtype("<f2"),
+    pb.DTYPE_INT64: np.dtype("<i8"),
+    pb.DTYPE_INT32: np.dtype("<i4"),
+}
+_DTYPE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in _NUMPY_BY_DTYPE.items()}
+
+
+def to_proto(array: np.ndarray) -> pb.Tensor:
+    """Encodes `array` (float32, float16, int64 or int32) as a Tensor."""
+    code = _DTYPE_BY_KIND.get((array.dtype.kind, array.dtype.itemsize))
+    if code is None:
+        raise TypeError(f"unsupported tensor dtype {array.dtype}")
+    data = np.ascontiguousarray(array, dtype=_NUMPY_BY_DTYPE[code]).tobytes()
+    return pb.Tensor(dtype=code, shape=array.shape, data=data)
+
+
+def from_proto(tensor: pb.Tensor) -> np.ndarray:
+    """Decodes a Tensor into a numpy array in native byte order."""
+    dtype = _NUMPY_BY_DTYPE.get(tensor.dtype)
+    if dtype is None:
+        raise ValueError(f"unknown tensor dtype {tensor.dtype}")
+    shape = tuple(tensor.shape)
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise ValueError(
+            f"tensor data has {len(tensor.data)} bytes; shape {shape} of {dtype} needs {expected}"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))

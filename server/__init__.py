@@ -1,0 +1,1 @@
+"""The pipeserve server: gRPC front end, dynamic batcher and model worker processes."""
