@@ -1,0 +1,39 @@
+"""`pipeserve serve` and `python -m pipeserve.server`: parse settings, serve, exit cleanly.
+
+Kept free of torch imports: spawned workers re-import the main module.
+"""
+
+import asyncio
+import sys
+
+from pipeserve.server.errors import ModelLoadError
+from pipeserve.server.logs import configure_logging
+from pipeserve.server.settings import parse_settings
+from pydantic import ValidationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        print(f"pipeserve serve: invalid settings: {problems}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    from pipeserve.server.app import serve
+
+    try:
+        asyncio.run(serve(settings))
+    except ModelLoadError as error:
+        print(f"pipeserve serve: error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # settings that only the machine can refuse, e.g. --devices
+        print(f"pipeserve serve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

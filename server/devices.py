@@ -1,0 +1,60 @@
+"""Which devices the workers are pinned to: GPUs by CUDA_VISIBLE_DEVICES, or CPU core sets.
+
+Runs in the server process without importing torch, so the server never creates a CUDA
+context of its own.
+"""
+
+import os
+import shutil
+import subprocess
+
+from pipeserve.server.schema import DeviceSpec
+
+
+def visible_gpus() -> list[str]:
+    """GPUs this process may use, as CUDA_VISIBLE_DEVICES would name them."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def plan_devices(devices: str, workers_per_device: int) -> list[DeviceSpec]:
+    """One DeviceSpec per worker. GPU indices in `devices` count the visible GPUs."""
+    gpus = visible_gpus()
+    if devices == "auto":
+        chosen = gpus
+    elif devices == "cpu":
+        chosen = []
+    else:
+        indices = [int(i) for i in devices.split(",")]
+        missing = [i for i in indices if i >= len(gpus)]
+        if missing:
+            raise ValueError(
+                f"--devices {devices}: GPU {missing[0]} is not visible ({len(gpus)} GPUs visible)"
+            )
+        chosen = [gpus[i] for i in indices]
+    if chosen:
+        return [DeviceSpec(gpu=g) for g in chosen for _ in range(workers_per_device)]
+    return split_cores(sorted(os.sched_getaffinity(0)), workers_per_device)
+
+
+def split_cores(cores: list[int], workers: int) -> list[DeviceSpec]:
+    """Contiguous, disjoint core sets; with more workers than cores, cores are shared."""
+    if workers >= len(cores):
+        return [DeviceSpec(cpus=(cores[i % len(cores)],)) for i in range(workers)]
+    size, extra = divmod(len(cores), workers)
+    specs, start = [], 0
+    for i in range(workers):
+        end = start + size + (1 if i < extra else 0)
+        specs.append(DeviceSpec(cpus=tuple(cores[start:end])))
+        start = end
+    return specs

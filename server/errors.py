@@ -1,0 +1,42 @@
+"""The server's error vocabulary. Raised anywhere on the data path; `status.py` alone
+maps each kind to a gRPC status code, so this module knows nothing of gRPC."""
+
+
+class PipeserveError(Exception):
+    """Base of every error meant for the caller; the message is shown to them as is."""
+
+
+class InvalidInput(PipeserveError):
+    """The request itself is wrong (empty, malformed, out of range, over a limit)."""
+
+
+class TooLarge(PipeserveError):
+    """The request is well formed but asks for more than a configured limit allows."""
+
+
+class Overloaded(PipeserveError):
+    """The queue is full; the caller should retry later."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Unavailable(PipeserveError):
+    """No worker can take the work right now (none alive, or one died twice under it)."""
+
+
+class DeadlineExceeded(PipeserveError):
+    """The caller's deadline passed before its items reached a worker."""
+
+
+class UnsupportedByModel(PipeserveError):
+    """The RPC needs a model head the server was not started with."""
+
+
+class ModelFailed(PipeserveError):
+    """The model raised on a batch; the worker survives and the message says why."""
+
+
+class ModelLoadError(Exception):
+    """The model or tokenizer cannot be loaded; start-up stops with this one line."""

@@ -1,0 +1,114 @@
+"""Step 2 of the pipeline: token ids -> named model outputs, with torch.
+
+Pure: knows nothing of gRPC or processes. Imported only inside worker processes, after
+CUDA_VISIBLE_DEVICES is set, because importing torch is what fixes the visible GPUs.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pipeserve.server.settings import DType, Task
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
+
+_AUTO_CLASS = {
+    Task.FEATURE_EXTRACTION: AutoModel,
+    Task.TEXT_CLASSIFICATION: AutoModelForSequenceClassification,
+    Task.TOKEN_CLASSIFICATION: AutoModelForTokenClassification,
+    Task.QUESTION_ANSWERING: AutoModelForQuestionAnswering,
+    Task.FILL_MASK: AutoModelForMaskedLM,
+}
+_TORCH_DTYPE = {
+    DType.FLOAT32: torch.float32,
+    DType.BFLOAT16: torch.bfloat16,
+    DType.FLOAT16: torch.float16,
+}
+# Outputs of the encoder under a head; returned when asked for, next to the head's own.
+_ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
+# ModelOutput fields that are tuples of tensors, not tensors.
+_TUPLE_OUTPUTS = ("hidden_states", "attentions", "past_key_values")
+
+
+class ModelRunner:
+    def __init__(self, model: PreTrainedModel, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self._encoder_output: dict[str, torch.Tensor] = {}
+        if model.base_model is not model:
+            model.base_model.register_forward_hook(self._keep_encoder_output)
+        self.outputs, self.token_level, self.default_outputs = self._probe()
+
+    @classmethod
+    def load(
+        cls, model: str, revision: str | None, task: Task, dtype: DType, device: str
+    ) -> "ModelRunner":
+        loaded = _AUTO_CLASS[task].from_pretrained(
+            model, revision=revision, dtype=_TORCH_DTYPE[dtype]
+        )
+        torch_device = torch.device(device)
+        return cls(loaded.to(torch_device).eval(), torch_device)
+
+    def _keep_encoder_output(self, _module, _args, output) -> None:
+        if not hasattr(output, "get"):  # a plain tuple carries no names to return
+            return
+        self._encoder_output = {
+            name: output[name] for name in _ENCODER_OUTPUTS if output.get(name) is not None
+        }
+
+    def _run(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None,
+    ) -> dict[str, torch.Tensor]:
+        kwargs = {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+        }
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = torch.from_numpy(token_type_ids).to(self.device)
+        self._encoder_output = {}
+        with torch.inference_mode():
+            result = self.model(**kwargs, return_dict=True)
+        found = {
+            k: v
+            for k, v in result.items()
+            if k not in _TUPLE_OUTPUTS and isinstance(v, torch.Tensor)
+        }
+        return {**self._encoder_output, **found}
+
+    def _probe(self) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+        """Output names; which have a token axis (dim 1 follows the length); the defaults:
+        the head's own outputs, or last_hidden_state for a bare encoder."""
+        shapes = []
+        for length in (3, 5):
+            ids = np.zeros((1, length), dtype=np.int64)
+            result = self._run(ids, np.ones_like(ids), None)
+            shapes.append({k: tuple(v.shape) for k, v in result.items()})
+        names = tuple(shapes[0])
+        token_level = frozenset(
+            n for n in names if len(shapes[0][n]) > 1 and shapes[0][n][1] != shapes[1][n][1]
+        )
+        if self.model.base_model is self.model:
+            defaults = ("last_hidden_state",)
+        else:
+            defaults = tuple(n for n in names if n not in _ENCODER_OUTPUTS)
+        return names, token_level, defaults
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None,
+        outputs: Sequence[str],
+    ) -> dict[str, np.ndarray]:
+        """Runs one batch; returns the named outputs as float32 numpy arrays."""
+        result = self._run(input_ids, attention_mask, token_type_ids)
+        return {name: result[name].float().cpu().numpy() for name in outputs}

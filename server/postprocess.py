@@ -1,0 +1,54 @@
+"""Step 3 of the pipeline: logits -> labelled scores, as transformers' text-classification
+pipeline computes them. Pure numpy; knows nothing of gRPC or workers."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+
+class ScoreFunction(StrEnum):
+    SOFTMAX = "softmax"
+    SIGMOID = "sigmoid"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+    index: int
+
+
+def default_score_function(
+    problem_type: str | None, num_labels: int, configured: str | None
+) -> ScoreFunction:
+    """The pipeline's default: the config's own choice, else by problem type and label count."""
+    if configured is not None:
+        return ScoreFunction(configured.lower())
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return ScoreFunction.SIGMOID
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return ScoreFunction.SOFTMAX
+    return ScoreFunction.NONE
+
+
+def apply_score_function(logits: np.ndarray, function: ScoreFunction) -> np.ndarray:
+    """Scores for logits of shape [..., labels], in float32 like the pipeline."""
+    logits = logits.astype(np.float32, copy=False)
+    if function is ScoreFunction.SIGMOID:
+        return 1.0 / (1.0 + np.exp(-logits))
+    if function is ScoreFunction.SOFTMAX:
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+    return logits
+
+
+def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: int | None) -> list[LabelScore]:
+    """Labels of one item, best first; top_k None means all. Ties keep label order."""
+    ranked = sorted(
+        (LabelScore(id2label.get(i, f"LABEL_{i}"), float(s), i) for i, s in enumerate(scores)),
+        key=lambda ls: ls.score,
+        reverse=True,
+    )
+    return ranked if top_k is None else ranked[:top_k]

@@ -1,0 +1,232 @@
+"""The gRPC servicer: converts protos to plain inputs, calls `Infer`, converts back.
+
+No logic of its own beyond the wire format; errors are mapped by `status.py`.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+from pipeserve.client.tensors import to_proto
+from pipeserve.server.errors import InvalidInput, PipeserveError
+from pipeserve.server.infer import Infer, Timings
+from pipeserve.server.inputs import (
+    EncodeFlags,
+    ModelInput,
+    Padding,
+    TextInput,
+    TextOptions,
+    TokenIds,
+)
+from pipeserve.server.pool import WorkerPool
+from pipeserve.server.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.settings import Settings
+from pipeserve.server.status import status_of
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
+
+_PADDING = {
+    pb.PADDING_UNSPECIFIED: Padding.LONGEST,
+    pb.PADDING_LONGEST: Padding.LONGEST,
+    pb.PADDING_MAX_LENGTH: Padding.MAX_LENGTH,
+    pb.PADDING_NONE: Padding.NONE,
+}
+_FUNCTION = {
+    pb.FUNCTION_TO_APPLY_UNSPECIFIED: None,
+    pb.FUNCTION_TO_APPLY_SOFTMAX: ScoreFunction.SOFTMAX,
+    pb.FUNCTION_TO_APPLY_SIGMOID: ScoreFunction.SIGMOID,
+    pb.FUNCTION_TO_APPLY_NONE: ScoreFunction.NONE,
+}
+_FLOAT_DTYPE = {
+    pb.DTYPE_UNSPECIFIED: np.float32,
+    pb.DTYPE_FLOAT32: np.float32,
+    pb.DTYPE_FLOAT16: np.float16,
+}
+TIMING_KEYS = ("pipeserve-tokenize-ms", "pipeserve-queue-ms", "pipeserve-forward-ms")
+
+
+def _enum(table: dict, value: int, field: str):
+    if value not in table:
+        raise InvalidInput(f"unknown {field} value {value}")
+    return table[value]
+
+
+def _text_options(options: pb.TokenizeOptions) -> TextOptions:
+    return TextOptions(
+        padding=_enum(_PADDING, options.padding, "padding"),
+        truncation=options.truncation if options.HasField("truncation") else True,
+        max_length=options.max_length or None,
+    )
+
+
+def _text_input(index: int, item: pb.TextInput | pb.ModelInput) -> TextInput:
+    kind = item.WhichOneof("kind")
+    if kind == "text":
+        return item.text
+    if kind == "pair":
+        return (item.pair.text, item.pair.text_pair)
+    raise InvalidInput(f"inputs[{index}] is empty: set text, pair or ids")
+
+
+def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
+    if item.WhichOneof("kind") == "ids":
+        types = item.ids.token_type_ids
+        return TokenIds(
+            np.asarray(item.ids.input_ids, dtype=np.int64),
+            np.asarray(types, dtype=np.int64) if len(types) else None,
+        )
+    return _text_input(index, item)
+
+
+def _labels_proto(labels: list[list[LabelScore]]) -> pb.ClassifyResponse:
+    return pb.ClassifyResponse(
+        results=[
+            pb.Classification(
+                labels=[pb.LabelScore(label=s.label, score=s.score, index=s.index) for s in row]
+            )
+            for row in labels
+        ]
+    )
+
+
+def _timing_metadata(timings: Timings) -> tuple[tuple[str, str], ...]:
+    values = (timings.tokenize_ms, timings.queue_ms, timings.forward_ms)
+    return tuple((key, f"{value:.3f}") for key, value in zip(TIMING_KEYS, values, strict=True))
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else asyncio.get_running_loop().time() + remaining
+
+
+class InferenceService(pb_grpc.InferenceServicer):
+    def __init__(self, infer: Infer, pool: WorkerPool, settings: Settings) -> None:
+        self._infer = infer
+        self._pool = pool
+        self._settings = settings
+
+    async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
+        items = [_text_input(i, item) for i, item in enumerate(request.inputs)]
+        flags = EncodeFlags(
+            attention_mask=(
+                request.return_attention_mask if request.HasField("return_attention_mask") else True
+            ),
+            token_type_ids=(
+                request.return_token_type_ids if request.HasField("return_token_type_ids") else None
+            ),
+            tokens=request.return_tokens,
+            offsets=request.return_offsets,
+        )
+        padded = await self._infer.tokenize(items, _text_options(request.options), flags)
+        want_types = flags.token_type_ids
+        if want_types is None:
+            want_types = self._infer.card.tokenizer.uses_token_type_ids
+        encodings = []
+        for row, ids in enumerate(padded.input_ids):
+            encoding = pb.Encoding(input_ids=ids)
+            if flags.attention_mask:
+                encoding.attention_mask.extend(padded.attention_mask[row])
+            if want_types:
+                types = padded.token_type_ids[row] if padded.token_type_ids else [0] * len(ids)
+                encoding.token_type_ids.extend(types)
+            if padded.tokens is not None:
+                encoding.tokens.extend(padded.tokens[row])
+            if padded.offsets is not None:
+                encoding.offsets.extend(pb.Offset(start=s, end=e) for s, e in padded.offsets[row])
+            encodings.append(encoding)
+        return pb.TokenizeResponse(encodings=encodings)
+
+    async def Forward(self, request: pb.ForwardRequest, context) -> pb.ForwardResponse:
+        items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
+        dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
+        result = await self._infer.forward(
+            items, list(request.outputs), _text_options(request.options), _deadline(context)
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        return pb.ForwardResponse(
+            outputs=[
+                pb.NamedTensor(name=name, tensor=to_proto(array.astype(dtype, copy=False)))
+                for name, array in result.outputs.items()
+            ],
+            sequence_lengths=result.sequence_lengths.tolist(),
+        )
+
+    async def _classify(
+        self, request: pb.ClassifyRequest, deadline: float | None
+    ) -> tuple[pb.ClassifyResponse, Timings]:
+        items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
+        function = _enum(_FUNCTION, request.function_to_apply, "function_to_apply")
+        if request.top_k < -1:
+            raise InvalidInput(
+                f"top_k must be -1 (all), 0 (default 1) or positive; got {request.top_k}"
+            )
+        top_k = None if request.top_k == -1 else (request.top_k or 1)
+        result = await self._infer.classify(
+            items, function, top_k, _text_options(request.options), deadline
+        )
+        return _labels_proto(result.labels), result.timings
+
+    async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
+        response, timings = await self._classify(request, _deadline(context))
+        context.set_trailing_metadata(_timing_metadata(timings))
+        return response
+
+    async def ClassifyStream(
+        self, request_iterator: AsyncIterator[pb.ClassifyStreamRequest], context
+    ) -> AsyncIterator[pb.ClassifyStreamResponse]:
+        """Each request runs as its own task through the shared batcher; responses go out
+        as they finish. A failed request answers with its error; the stream goes on."""
+        responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
+        deadline = _deadline(context)
+
+        async def answer(message: pb.ClassifyStreamRequest) -> None:
+            try:
+                response, _ = await self._classify(message.request, deadline)
+                await responses.put(pb.ClassifyStreamResponse(id=message.id, response=response))
+            except PipeserveError as error:
+                code, text, _ = status_of(error)
+                await responses.put(
+                    pb.ClassifyStreamResponse(
+                        id=message.id, error=pb.StreamError(code=code.value[0], message=text)
+                    )
+                )
+
+        async def read() -> None:
+            async with asyncio.TaskGroup() as group:
+                async for message in request_iterator:
+                    group.create_task(answer(message))
+            await responses.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await responses.get()) is not None:
+                yield response
+            await reader  # surfaces an unexpected error from a request task
+        finally:
+            reader.cancel()
+
+    async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
+        card = self._infer.card
+        model = self._pool.model
+        return pb.ModelInfoResponse(
+            model=card.name,
+            task=str(card.task),
+            architecture=model.model_class,
+            labels=card.labels,
+            max_length=card.max_length,
+            hidden_size=card.hidden_size,
+            vocab_size=card.vocab_size,
+            outputs=list(model.outputs),
+            dtype=str(self._settings.dtype),
+            max_items_per_request=self._settings.max_items_per_request,
+            workers=[
+                pb.WorkerInfo(
+                    id=w.spec.worker_id,
+                    device=w.spec.device.label,
+                    pid=w.pid if w.process.is_alive() else 0,
+                    ready=w.ready is not None,
+                )
+                for w in self._pool.workers
+            ],
+        )

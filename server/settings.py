@@ -1,0 +1,129 @@
+"""The server's one settings object, fed by CLI flags and PIPESERVE_* environment variables.
+
+Precedence: a flag on the command line, then the environment variable, then the default.
+Settings are read once in `main` and passed explicitly, also to worker processes at spawn.
+"""
+
+import argparse
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+
+
+class Task(StrEnum):
+    AUTO = "auto"
+    FEATURE_EXTRACTION = "feature-extraction"
+    TEXT_CLASSIFICATION = "text-classification"
+    TOKEN_CLASSIFICATION = "token-classification"
+    QUESTION_ANSWERING = "question-answering"
+    FILL_MASK = "fill-mask"
+
+
+class DType(StrEnum):
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIPESERVE_", frozen=True)
+
+    model: str = Field(
+        DEFAULT_MODEL, description="Hugging Face hub name or local checkpoint folder."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    task: Task = Field(
+        Task.AUTO, description="Model head; auto picks it from the config's architectures."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to bind. Use 0.0.0.0 to serve on all interfaces.",
+    )
+    port: int = Field(50051, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    devices: str = Field(
+        "auto",
+        description="auto (every visible GPU, else CPU), cpu, or GPU indices such as 0,1.",
+    )
+    workers_per_device: int = Field(1, ge=1, description="Worker processes per device.")
+    dtype: DType = Field(DType.FLOAT32, description="Compute precision of the workers.")
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="Token budget of a batch (longest sequence x batch size)."
+    )
+    max_batch_size: int = Field(32, ge=1, description="Most sequences in a batch.")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="How long a free worker waits for a batch to fill. 0 sends what is "
+        "queued at once, which gives the lowest latency; busy workers batch anyway.",
+    )
+    max_items_per_request: int = Field(256, ge=1, description="Most inputs in one request.")
+    max_text_chars: int = Field(
+        50_000, ge=1, description="Longest text in characters, checked before tokenizing."
+    )
+    max_queued_items: int = Field(
+        4096, ge=1, description="Items waiting for a worker before calls are refused."
+    )
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="gRPC max receive and send message size."
+    )
+    forward_timeout_s: float = Field(
+        120.0, gt=0, description="A batch not answered in this time marks its worker hung."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="Time to finish in-flight calls on SIGTERM before stopping."
+    )
+    reflection: bool = Field(True, description="Serve gRPC server reflection.")
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "cpu"):
+            return value
+        parts = [p.strip() for p in value.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"devices must be auto, cpu or GPU indices like 0,1; got {value!r}")
+        return ",".join(parts)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with one flag per Settings field; unset flags stay None so env vars apply."""
+    parser = argparse.ArgumentParser(
+        prog="pipeserve serve",
+        description="Serve a Hugging Face text model over gRPC. Every flag can also be set "
+        "with the environment variable shown, e.g. PIPESERVE_MAX_BATCH_SIZE=64.",
+    )
+    for name, field in Settings.model_fields.items():
+        env = "PIPESERVE_" + name.upper()
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        if field.annotation is bool:
+            parser.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
+            continue
+        kwargs: dict[str, Any] = {"dest": name, "help": help_text, "default": None}
+        if isinstance(field.default, StrEnum):
+            kwargs["choices"] = [m.value for m in type(field.default)]
+        parser.add_argument(_flag(name), **kwargs)
+    return parser
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**given)

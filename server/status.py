@@ -1,0 +1,102 @@
+"""The one place that maps errors to gRPC status codes, applied to every RPC by an
+interceptor so that no handler can forget it. No traceback ever reaches a client."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from pipeserve.server.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelFailed,
+    Overloaded,
+    PipeserveError,
+    TooLarge,
+    Unavailable,
+    UnsupportedByModel,
+)
+
+log = logging.getLogger("pipeserve.status")
+
+RETRY_AFTER_KEY = "retry-after-ms"
+
+_CODES: dict[type[PipeserveError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    TooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    UnsupportedByModel: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelFailed: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_of(error: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """(code, message, trailing metadata) for an error raised while serving a call."""
+    for kind, code in _CODES.items():
+        if isinstance(error, kind):
+            metadata: tuple[tuple[str, str], ...] = ()
+            if isinstance(error, Overloaded):
+                metadata = ((RETRY_AFTER_KEY, str(error.retry_after_ms)),)
+            return code, str(error), metadata
+    log.exception("unexpected error while serving a call", exc_info=error)
+    return grpc.StatusCode.INTERNAL, "internal server error (details in the server log)", ()
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    code, message, metadata = status_of(error)
+    await context.abort(code, message, metadata)
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+
+    return unary
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def stream(
+        request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request_iterator, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+
+    return stream
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-unary and stream-stream handler with the mapping above."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

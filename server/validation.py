@@ -1,0 +1,76 @@
+"""Checks on a request's items before anything is tokenized or queued.
+
+Every message names the offending item and limit, so a caller can fix its request.
+Nothing that fails here ever reaches the tokenizer or a worker.
+"""
+
+from collections.abc import Sequence
+
+from pipeserve.server.errors import InvalidInput, TooLarge
+from pipeserve.server.inputs import ModelInput, TextOptions, TokenIds
+
+
+def check_items(items: Sequence[ModelInput], max_items: int, max_text_chars: int) -> None:
+    if not items:
+        raise InvalidInput("inputs is empty: send at least one item")
+    if len(items) > max_items:
+        raise TooLarge(
+            f"too many items: {len(items)} in one request, limit max_items_per_request={max_items}"
+        )
+    for index, item in enumerate(items):
+        if isinstance(item, TokenIds):
+            continue
+        texts = (
+            (("text", item),)
+            if isinstance(item, str)
+            else (("text", item[0]), ("text_pair", item[1]))
+        )
+        for field, text in texts:
+            if not text:
+                raise InvalidInput(f"inputs[{index}].{field} is empty")
+            if len(text) > max_text_chars:
+                raise TooLarge(
+                    f"inputs[{index}].{field} has {len(text)} characters, limit "
+                    f"max_text_chars={max_text_chars}"
+                )
+
+
+def check_token_ids(
+    index: int, ids: TokenIds, vocab_size: int, max_length: int, type_vocab_size: int
+) -> None:
+    where = f"inputs[{index}].ids"
+    count = len(ids.input_ids)
+    if count == 0:
+        raise InvalidInput(f"{where}.input_ids is empty")
+    if count > max_length:
+        raise InvalidInput(f"{where} has {count} tokens; the model accepts at most {max_length}")
+    low, high = int(ids.input_ids.min()), int(ids.input_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise InvalidInput(
+            f"{where}.input_ids has id {bad}, outside the vocabulary [0, {vocab_size})"
+        )
+    if ids.token_type_ids is not None:
+        if len(ids.token_type_ids) != count:
+            raise InvalidInput(
+                f"{where}.token_type_ids has {len(ids.token_type_ids)} ids for {count} tokens"
+            )
+        if int(ids.token_type_ids.min()) < 0 or int(ids.token_type_ids.max()) >= type_vocab_size:
+            raise InvalidInput(f"{where}.token_type_ids must lie in [0, {type_vocab_size})")
+
+
+def resolve_max_length(options: TextOptions, model_max_length: int) -> int:
+    if options.max_length is None:
+        return model_max_length
+    if not 1 <= options.max_length <= model_max_length:
+        raise InvalidInput(
+            f"max_length {options.max_length} is outside [1, {model_max_length}] "
+            "(the model's maximum)"
+        )
+    return options.max_length
+
+
+def check_outputs(requested: Sequence[str], available: Sequence[str]) -> None:
+    unknown = [name for name in requested if name not in available]
+    if unknown:
+        raise InvalidInput(f"unknown output {unknown[0]!r}; this model has: {', '.join(available)}")
