@@ -68,6 +68,15 @@ class WorkerHandle:
     batch: _InFlight | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker slot, kept across its respawns."""
+
+    batches: int = 0
+    items: int = 0
+    restarts: int = 0
+
     @property
     def pid(self) -> int:
         return self.process.pid or 0
@@ -97,12 +106,12 @@ class WorkerPool:
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, WorkerHandle] = {}
         self._deaths: dict[int, int] = {}
+        self.stats = {spec.worker_id: WorkerStats() for spec in specs}
         self._idle: asyncio.Queue[WorkerHandle] = asyncio.Queue()
         self._batch_ids = itertools.count(1)
         self._started = asyncio.Event()
         self._start_failure: str | None = None
         self._stopping = False
-        self.restarts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model: WorkerReady | None = None
 
@@ -240,6 +249,9 @@ class WorkerPool:
             case BatchDone():
                 batch = self._finish_batch(worker, message.batch_id)
                 if batch is not None:
+                    stats = self.stats[worker.spec.worker_id]
+                    stats.batches += 1
+                    stats.items += len(batch.entries)
                     self._deliver(batch, message)
             case BatchFailed():
                 batch = self._finish_batch(worker, message.batch_id)
@@ -283,39 +295,38 @@ class WorkerPool:
             worker.process.kill()
 
     def _on_exit(self, worker: WorkerHandle) -> None:
+        worker_id = worker.spec.worker_id
         was_ready = worker.ready is not None
         worker.ready = None
         if was_ready:
             self._on_alive_change(self.alive)
         if worker.batch is not None:
             worker.batch.timer.cancel()
-            self._retry_or_fail(worker.batch.entries, worker.spec.worker_id)
+            self._retry_or_fail(worker.batch.entries, worker_id)
             worker.batch = None
-        replaced = self._workers.get(worker.spec.worker_id) is not worker
+        replaced = self._workers.get(worker_id) is not worker
         if self._stopping or replaced or self._start_failure is not None:
             return
         if not self._started.is_set():
             self._start_failure = (
-                f"worker {worker.spec.worker_id} exited with code {worker.process.exitcode} "
+                f"worker {worker_id} exited with code {worker.process.exitcode} "
                 "while loading the model"
             )
             self._started.set()
             return
         # A worker that served a while before dying starts its back-off afresh.
         if time.monotonic() - worker.started_at > _HEALTHY_AFTER_S:
-            self._deaths[worker.spec.worker_id] = 0
-        deaths = self._deaths[worker.spec.worker_id] = (
-            self._deaths.get(worker.spec.worker_id, 0) + 1
-        )
+            self._deaths[worker_id] = 0
+        deaths = self._deaths[worker_id] = self._deaths.get(worker_id, 0) + 1
         delay = _BACKOFF_S[min(deaths, len(_BACKOFF_S)) - 1]
         log.error(
             "worker %d (pid %d) died with exit code %s; respawning in %.1f s",
-            worker.spec.worker_id,
+            worker_id,
             worker.pid,
             worker.process.exitcode,
             delay,
         )
-        self.restarts += 1
+        self.stats[worker_id].restarts += 1
         assert self._loop is not None
         self._loop.call_later(delay, self._respawn, worker.spec)
 

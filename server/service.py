@@ -226,6 +226,9 @@ class InferenceService(pb_grpc.InferenceServicer):
                     device=w.spec.device.label,
                     pid=w.pid if w.process.is_alive() else 0,
                     ready=w.ready is not None,
+                    batches=self._pool.stats[w.spec.worker_id].batches,
+                    items=self._pool.stats[w.spec.worker_id].items,
+                    restarts=self._pool.stats[w.spec.worker_id].restarts,
                 )
                 for w in self._pool.workers
             ],
