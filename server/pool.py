@@ -125,7 +125,8 @@ class WorkerPool:
         await self._started.wait()
         if self._start_failure is not None:
             await self.stop()
-            raise ModelLoadError(self._start_failure)
+            model = self._specs[0].model
+            raise ModelLoadError(f"cannot load model {model!r}: {self._start_failure}")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Asks every worker to stop after its batch, then kills what is left."""
