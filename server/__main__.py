@@ -6,10 +6,11 @@ Kept free of torch imports: spawned workers re-import the main module.
 import asyncio
 import sys
 
+from pydantic import ValidationError
+
 from pipeserve.server.errors import ModelLoadError
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.settings import parse_settings
-from pydantic import ValidationError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from pipeserve.server.batcher import Batcher
 from pipeserve.server.devices import plan_devices
 from pipeserve.server.infer import Infer

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pipeserve.server.settings import DType, Task
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -17,6 +16,8 @@ from transformers import (
     AutoModelForTokenClassification,
     PreTrainedModel,
 )
+
+from pipeserve.server.settings import DType, Task
 
 _AUTO_CLASS = {
     Task.FEATURE_EXTRACTION: AutoModel,

@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
+
 from pipeserve.server.errors import InvalidInput, Unavailable, UnsupportedByModel
 from pipeserve.server.inputs import EncodeFlags, ModelInput, TextInput, TextOptions, TokenIds
 from pipeserve.server.model_card import ModelCard

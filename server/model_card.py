@@ -3,11 +3,12 @@ and the tokenizer. Used for validation, ModelInfo, postprocessing and start-up c
 
 from dataclasses import dataclass
 
+from transformers import AutoConfig, PretrainedConfig
+
 from pipeserve.server.errors import ModelLoadError
 from pipeserve.server.postprocess import ScoreFunction, default_score_function
 from pipeserve.server.settings import Settings, Task
 from pipeserve.server.tokenize import TextTokenizer
-from transformers import AutoConfig, PretrainedConfig
 
 _TASK_BY_ARCHITECTURE_SUFFIX = {
     "ForSequenceClassification": Task.TEXT_CLASSIFICATION,

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 import numpy as np
+
 from pipeserve.server.errors import ModelFailed, ModelLoadError, Unavailable
 from pipeserve.server.queue import Entry, Queue
 from pipeserve.server.schema import (

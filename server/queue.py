@@ -9,6 +9,7 @@ import contextlib
 from dataclasses import dataclass
 
 import numpy as np
+
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
 
 

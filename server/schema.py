@@ -8,6 +8,7 @@ message type with `match`, never on method names.
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from pipeserve.server.settings import DType, Task
 
 

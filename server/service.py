@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
+
 from pipeserve.client.tensors import to_proto
 from pipeserve.server.errors import InvalidInput, PipeserveError
 from pipeserve.server.infer import Infer, Timings

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
 from pipeserve.server.errors import (
     DeadlineExceeded,
     InvalidInput,

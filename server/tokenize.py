@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pipeserve.server.inputs import Padding, TextInput
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from pipeserve.server.inputs import Padding, TextInput
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def run_worker(spec: WorkerSpec, conn: Connection, log_level: str, log_format: L
     device = _pin(spec)
     try:
         import torch
+
         from pipeserve.server.forward import ModelRunner
 
         if spec.device.gpu is None:

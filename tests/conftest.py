@@ -60,8 +60,12 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
 
     torch.manual_seed(0)
     config = DistilBertConfig(
-        dim=32, hidden_dim=64, n_layers=2, n_heads=2,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
     model = DistilBertForSequenceClassification(config)
     return _save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), model, minilm_path)
@@ -88,7 +92,10 @@ def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
 
     torch.manual_seed(2)
     config = BertConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
         num_labels=3,
     )
     model = BertForTokenClassification(config)
@@ -118,11 +125,24 @@ def launch_server(model: Path | str, *args: str, timeout: float = 180) -> Server
     the process exits or the timeout passes first.
     """
     command = [
-        sys.executable, "-m", "pipeserve.server", "--model", str(model), "--host", "127.0.0.1",
-        "--port", "0", "--devices", "cpu", *args,
+        sys.executable,
+        "-m",
+        "pipeserve.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--devices",
+        "cpu",
+        *args,
     ]
     proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     server = ServerProcess(proc)

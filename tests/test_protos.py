@@ -25,5 +25,9 @@ def test_proto_package_is_versioned():
 
     assert pipeserve_pb2.DESCRIPTOR.package == "pipeserve.v1"
     assert set(pipeserve_pb2.DESCRIPTOR.services_by_name["Inference"].methods_by_name) == {
-        "Tokenize", "Forward", "Classify", "ClassifyStream", "ModelInfo",
+        "Tokenize",
+        "Forward",
+        "Classify",
+        "ClassifyStream",
+        "ModelInfo",
     }

@@ -12,7 +12,9 @@ from pipeserve.server.settings import Settings, parse_settings
 def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeserve.server", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
     )
 

@@ -1,0 +1,313 @@
+"""The `pipeserve` command: `serve` runs the server, the other subcommands call one.
+
+Client subcommands print one JSON document on stdout. Exit status: 0 on success, 1 when the
+server refuses the call (stderr says `error: CODE: details`), 2 for bad usage.
+
+Adding a subcommand: write a module whose docstring's first line is its help and which defines
+`add_arguments(parser)` and `run(args) -> int`, then list it in MODULE_SUBCOMMANDS. Every client
+subcommand gets --target, --timeout and --indent; `connect(args)` and `print_json(...)` are here
+for it to use. Keep heavy imports inside `run`: every module is imported to build the parser.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from pipeserve.client.client import Client
+from pipeserve.client.convert import TextLike
+from pipeserve.client.errors import PipeserveError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "PIPESERVE_TARGET"
+
+# Subcommands that live in their own module: name -> module path.
+MODULE_SUBCOMMANDS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A client subcommand: its help line, its own arguments and what it does."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+    @classmethod
+    def from_module(cls, name: str, module_path: str) -> "Subcommand":
+        """The subcommand a module defines (see the module docstring)."""
+        module = import_module(module_path)
+        summary = (module.__doc__ or "").strip().splitlines()
+        return cls(name, summary[0] if summary else "", module.add_arguments, module.run)
+
+
+class UsageError(Exception):
+    """Arguments that parse but make no sense together; exit status 2."""
+
+
+# --- Helpers for subcommands ------------------------------------------------------------------
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target, --timeout and --indent, which every client subcommand takes."""
+    parser.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
+        help=f"server address (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="deadline of each call (default: none)"
+    )
+    parser.add_argument(
+        "--indent", type=int, metavar="N", help="pretty-print the JSON (default: one line)"
+    )
+
+
+def connect(args: argparse.Namespace) -> Client:
+    """A Client for the subcommand's --target and --timeout."""
+    return Client(args.target, timeout=args.timeout)
+
+
+def print_json(value: Any, args: argparse.Namespace) -> None:
+    """Writes `value` as JSON on stdout, indented as --indent says."""
+    json.dump(value, sys.stdout, indent=args.indent, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def add_text_arguments(parser: argparse.ArgumentParser) -> None:
+    """Texts as arguments or from --file, and --pairs."""
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to send")
+    parser.add_argument(
+        "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
+    )
+    parser.add_argument(
+        "--pairs", action="store_true", help="take the texts two by two as (text, text_pair)"
+    )
+
+
+def read_texts(args: argparse.Namespace) -> list[TextLike]:
+    """The texts of add_text_arguments: arguments first, then the file's lines."""
+    texts: list[str] = list(args.texts)
+    if args.file == "-":
+        texts += sys.stdin.read().splitlines()
+    elif args.file is not None:
+        with open(args.file, encoding="utf-8") as lines:
+            texts += lines.read().splitlines()
+    if not texts:
+        raise UsageError("no texts: give them as arguments or with --file")
+    if not args.pairs:
+        return list(texts)
+    if len(texts) % 2:
+        raise UsageError(f"--pairs needs an even number of texts, got {len(texts)}")
+    return list(zip(texts[::2], texts[1::2], strict=True))
+
+
+def add_length_arguments(parser: argparse.ArgumentParser) -> None:
+    """--max-length and --truncation/--no-truncation."""
+    parser.add_argument(
+        "--max-length", type=int, metavar="N", help="token limit (default: the model's)"
+    )
+    parser.add_argument(
+        "--truncation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cut texts longer than the limit; without it they are refused (default: cut)",
+    )
+
+
+# --- Built-in subcommands ---------------------------------------------------------------------
+
+
+def _tokenize_arguments(parser: argparse.ArgumentParser) -> None:
+    add_text_arguments(parser)
+    add_length_arguments(parser)
+    parser.add_argument(
+        "--padding", choices=["longest", "max_length", "do_not_pad"], default="longest"
+    )
+    parser.add_argument(
+        "--return-attention-mask", action=argparse.BooleanOptionalAction, default=True
+    )
+    parser.add_argument(
+        "--return-token-type-ids",
+        action=argparse.BooleanOptionalAction,
+        help="(default: when the model takes them)",
+    )
+    parser.add_argument("--return-tokens", action="store_true", help="include the token strings")
+    parser.add_argument("--return-offsets", action="store_true", help="include character offsets")
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        encodings = client.tokenize(
+            read_texts(args),
+            padding=args.padding,
+            truncation=args.truncation,
+            max_length=args.max_length,
+            return_attention_mask=args.return_attention_mask,
+            return_token_type_ids=args.return_token_type_ids,
+            return_tokens=args.return_tokens,
+            return_offsets=args.return_offsets,
+        )
+    print_json([encoding.to_dict() for encoding in encodings], args)
+    return 0
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _forward_arguments(parser: argparse.ArgumentParser) -> None:
+    add_text_arguments(parser)
+    add_length_arguments(parser)
+    parser.add_argument(
+        "--outputs",
+        type=_names,
+        action="extend",
+        metavar="NAME[,NAME...]",
+        help="outputs to return, e.g. logits,last_hidden_state (default: the model's first)",
+    )
+    parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    parser.add_argument(
+        "--summary", action="store_true", help="print each output's shape and dtype, not values"
+    )
+
+
+def _forward(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        output = client.forward(
+            read_texts(args),
+            outputs=args.outputs or (),
+            dtype=args.dtype,
+            truncation=args.truncation,
+            max_length=args.max_length,
+        )
+    described: dict[str, dict[str, Any]] = {}
+    for name, array in output.items():
+        described[name] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+        if not args.summary:
+            described[name]["values"] = array.tolist()
+    print_json({"sequence_lengths": output.sequence_lengths.tolist(), "outputs": described}, args)
+    return 0
+
+
+def _top_k(value: str) -> int | None:
+    if value == "all":
+        return None
+    try:
+        top_k = int(value)
+    except ValueError:
+        top_k = 0
+    if top_k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'all', got {value!r}")
+    return top_k
+
+
+def _classify_arguments(parser: argparse.ArgumentParser) -> None:
+    add_text_arguments(parser)
+    add_length_arguments(parser)
+    parser.add_argument(
+        "--top-k", type=_top_k, default=1, metavar="K|all", help="labels per text (default: 1)"
+    )
+    parser.add_argument(
+        "--function-to-apply",
+        choices=["softmax", "sigmoid", "none"],
+        help="score function (default: from the model config)",
+    )
+
+
+def _classify(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        results = client.classify(
+            read_texts(args),
+            function_to_apply=args.function_to_apply,
+            top_k=args.top_k,
+            truncation=args.truncation,
+            max_length=args.max_length,
+        )
+    print_json([[label.to_dict() for label in labels] for labels in results], args)
+    return 0
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _info(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.model_info()
+    print_json(dataclasses.asdict(info), args)
+    return 0
+
+
+def subcommands() -> list[Subcommand]:
+    """The client subcommands, built-in first."""
+    return [
+        Subcommand("tokenize", "tokenize texts", _tokenize_arguments, _tokenize),
+        Subcommand("forward", "run the model and print its outputs", _forward_arguments, _forward),
+        Subcommand("classify", "classify texts", _classify_arguments, _classify),
+        Subcommand("info", "describe the served model", _info_arguments, _info),
+        *(Subcommand.from_module(name, path) for name, path in MODULE_SUBCOMMANDS.items()),
+    ]
+
+
+# --- Entry point ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand but `serve`, which parses its own arguments."""
+    parser = argparse.ArgumentParser(prog="pipeserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(title="subcommands", metavar="COMMAND", required=True)
+    # Listed for --help only: main() hands `serve` over before this parser sees it.
+    commands.add_parser(
+        "serve", help="run the server (needs pipeserve[server]; see `pipeserve serve --help`)"
+    )
+    for command in subcommands():
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        add_common_arguments(sub)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _serve(argv: list[str]) -> int:
+    try:
+        server = import_module("pipeserve.server.__main__")
+    except ImportError as error:
+        print(
+            f"error: `pipeserve serve` needs the server extra: pip install 'pipeserve[server]' "
+            f"({error})",
+            file=sys.stderr,
+        )
+        return 2
+    return int(server.main(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `pipeserve` command with `argv` (default: sys.argv[1:]); returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # Before any parsing, so that the server's flags (and its --help) reach the server untouched.
+    if arguments[:1] == ["serve"]:
+        return _serve(arguments[1:])
+    try:
+        args = build_parser().parse_args(arguments)
+    except SystemExit as exit_:
+        # argparse exits on --help and on bad usage; a caller of main() wants the status.
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+    try:
+        return int(args.run(args))
+    except PipeserveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (UsageError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The blocking client."""
+
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from pipeserve.client import convert
+from pipeserve.client.convert import (
+    Encoding,
+    ForwardDType,
+    ForwardOutput,
+    FunctionToApply,
+    LabelScore,
+    ModelInfo,
+    ModelInputLike,
+    PaddingLike,
+    StreamResult,
+    TextLike,
+)
+from pipeserve.client.errors import translating_rpc_errors
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+
+
+class Client:
+    """A blocking client of one pipeserve server.
+
+    `target` is a gRPC address such as "127.0.0.1:50051". `timeout` (seconds) is the default
+    deadline of every call; each method's own `timeout` overrides it, and None there means the
+    default. `max_message_bytes` caps messages both ways (Forward outputs can be large).
+    `wait_for_ready` makes calls wait (up to their deadline) for a server that is not up yet
+    instead of failing at once with UNAVAILABLE.
+
+    Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
+    ValueError before any call is made. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        wait_for_ready: bool = False,
+    ) -> None:
+        self._settings = convert.ClientSettings(
+            target,
+            timeout=timeout,
+            max_message_bytes=max_message_bytes,
+            channel_options=channel_options,
+            wait_for_ready=wait_for_ready,
+        )
+        options = self._settings.channel_options
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._stub = InferenceStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def tokenize(
+        self,
+        inputs: Iterable[TextLike],
+        *,
+        padding: PaddingLike = "longest",
+        truncation: bool = True,
+        max_length: int | None = None,
+        return_attention_mask: bool = True,
+        return_token_type_ids: bool | None = None,
+        return_tokens: bool = False,
+        return_offsets: bool = False,
+        timeout: float | None = None,
+    ) -> list[Encoding]:
+        """Tokenizes texts or (text, text_pair) pairs with the model's tokenizer.
+
+        `inputs` is a list even for one text: a bare string raises TypeError. `padding` is
+        "longest" (also True), "max_length" or "do_not_pad" (also False). `max_length` None means
+        the model's maximum. `return_token_type_ids` None means "when the model uses them".
+        Returns one Encoding per input, in order.
+        """
+        request = convert.tokenize_request(
+            inputs,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            return_attention_mask=return_attention_mask,
+            return_token_type_ids=return_token_type_ids,
+            return_tokens=return_tokens,
+            return_offsets=return_offsets,
+        )
+        with translating_rpc_errors():
+            response = self._stub.Tokenize(request, **self._settings.call_options(timeout))
+        return convert.parse_encodings(response)
+
+    def forward(
+        self,
+        inputs: Iterable[ModelInputLike],
+        *,
+        outputs: Sequence[str] = (),
+        dtype: ForwardDType = "float32",
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> ForwardOutput:
+        """Runs the model on texts, pairs or token ids and returns the named outputs.
+
+        Each input is a text, a (text, text_pair), an Encoding from tokenize() (its padding is
+        dropped) or a list / 1-D int array of token ids. `outputs` names what to return (see
+        ModelInfo.outputs); empty means the model's first output. `dtype` is "float32" or
+        "float16" for the returned float tensors.
+        """
+        request = convert.forward_request(
+            inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
+        )
+        with translating_rpc_errors():
+            response = self._stub.Forward(request, **self._settings.call_options(timeout))
+        return convert.parse_forward(response)
+
+    def classify(
+        self,
+        inputs: Iterable[ModelInputLike],
+        *,
+        function_to_apply: FunctionToApply = None,
+        top_k: int | None = 1,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> list[list[LabelScore]]:
+        """Classifies each input (as forward() takes them); per input, its labels best first.
+
+        `function_to_apply` is "softmax", "sigmoid", "none" (raw logits) or None for the model
+        config's choice. `top_k` is how many labels per input; None means all of them. The result
+        is always a list per input, whatever `top_k`.
+        """
+        request = convert.classify_request(
+            inputs,
+            function_to_apply=function_to_apply,
+            top_k=top_k,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = self._stub.Classify(request, **self._settings.call_options(timeout))
+        return convert.parse_classifications(response)
+
+    def classify_stream(
+        self,
+        requests: Iterable[tuple[str, Iterable[ModelInputLike]]],
+        *,
+        function_to_apply: FunctionToApply = None,
+        top_k: int | None = 1,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[StreamResult]:
+        """Classifies a stream of (id, inputs) requests over one bidirectional call.
+
+        Yields one StreamResult per request as the server answers, possibly out of order; match
+        them by id. A request the server refuses yields a StreamResult with `error` set and the
+        stream goes on. `requests` may be lazy (a generator fed from a queue, say): it is read
+        while results come back. An exception raised while reading it, or by an input that
+        cannot be sent, is re-raised after the results of the requests before it. `timeout`
+        bounds the whole stream. The options apply to every request. Stopping the iteration
+        early cancels the call.
+        """
+        feed = convert.ClassifyStreamFeed(
+            convert.classify_options(
+                function_to_apply=function_to_apply,
+                top_k=top_k,
+                truncation=truncation,
+                max_length=max_length,
+            )
+        )
+        # Options were checked above, eagerly; the call itself starts on the first next().
+        return self._stream(feed, requests, timeout)
+
+    def _stream(
+        self,
+        feed: convert.ClassifyStreamFeed,
+        requests: Iterable[tuple[str, Iterable[ModelInputLike]]],
+        timeout: float | None,
+    ) -> Iterator[StreamResult]:
+        call = self._stub.ClassifyStream(
+            feed.sync(requests), **self._settings.call_options(timeout)
+        )
+        try:
+            with translating_rpc_errors():
+                for response in call:
+                    yield convert.parse_stream_response(response)
+        finally:
+            call.cancel()
+        feed.raise_error()
+
+    def model_info(self, timeout: float | None = None) -> ModelInfo:
+        """Describes the loaded model, the server's limits and its workers."""
+        with translating_rpc_errors():
+            response = self._stub.ModelInfo(
+                pb.ModelInfoRequest(), **self._settings.call_options(timeout)
+            )
+        return convert.parse_model_info(response)
