@@ -27,7 +27,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PIPESERVE_TARGET"
 
 # Subcommands that live in their own module: name -> module path.
-MODULE_SUBCOMMANDS: dict[str, str] = {}
+MODULE_SUBCOMMANDS: dict[str, str] = {"health": "pipeserve.client.health"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,30 @@
+"""Checks the server's gRPC health (grpc.health.v1): exit 0 when SERVING, 1 otherwise.
+
+A probe for Docker HEALTHCHECK and scripts, since no grpc_health_probe binary can be shipped.
+"""
+
+import argparse
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service", default="", help="service to check (default: the server as a whole)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout or 5
+            )
+        except grpc.RpcError as error:
+            print(f"{args.target}: {error.code().name}: {error.details()}")
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(f"{args.target}: {status}")
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
