@@ -11,6 +11,7 @@ from pipeserve.client.convert import (
     WorkerInfo,
 )
 from pipeserve.client.errors import PipeserveError
+from pipeserve.client.security import tls_credentials
 
 __all__ = [
     "AsyncClient",
@@ -22,4 +23,5 @@ __all__ = [
     "PipeserveError",
     "StreamResult",
     "WorkerInfo",
+    "tls_credentials",
 ]

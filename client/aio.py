@@ -49,6 +49,7 @@ class AsyncClient:
         max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         wait_for_ready: bool = False,
     ) -> None:
         self._settings = convert.ClientSettings(
@@ -56,6 +57,7 @@ class AsyncClient:
             timeout=timeout,
             max_message_bytes=max_message_bytes,
             channel_options=channel_options,
+            token=token,
             wait_for_ready=wait_for_ready,
         )
         options = self._settings.channel_options

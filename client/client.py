@@ -31,7 +31,8 @@ class Client:
     deadline of every call; each method's own `timeout` overrides it, and None there means the
     default. `max_message_bytes` caps messages both ways (Forward outputs can be large).
     `wait_for_ready` makes calls wait (up to their deadline) for a server that is not up yet
-    instead of failing at once with UNAVAILABLE.
+    instead of failing at once with UNAVAILABLE. `credentials` (see `tls_credentials`) makes
+    the channel TLS; `token` is sent as a bearer token with every call.
 
     Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
     ValueError before any call is made. Safe to share between threads.
@@ -45,6 +46,7 @@ class Client:
         max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         wait_for_ready: bool = False,
     ) -> None:
         self._settings = convert.ClientSettings(
@@ -52,6 +54,7 @@ class Client:
             timeout=timeout,
             max_message_bytes=max_message_bytes,
             channel_options=channel_options,
+            token=token,
             wait_for_ready=wait_for_ready,
         )
         options = self._settings.channel_options

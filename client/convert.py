@@ -570,9 +570,12 @@ class ClientSettings:
         timeout: float | None,
         max_message_bytes: int,
         channel_options: Sequence[tuple[str, Any]] | None,
+        token: str | None,
         wait_for_ready: bool,
     ) -> None:
         self.target = target
+        # Sent with every call; the server compares it with its --auth-token-file tokens.
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
         self.wait_for_ready = wait_for_ready
         self.channel_options = build_channel_options(max_message_bytes, channel_options)
@@ -582,4 +585,5 @@ class ClientSettings:
         return {
             "timeout": self.timeout if timeout is None else timeout,
             "wait_for_ready": self.wait_for_ready,
+            "metadata": self.metadata,
         }

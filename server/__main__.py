@@ -8,7 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
-from pipeserve.server.errors import ModelLoadError
+from pipeserve.server.errors import StartupError
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.settings import parse_settings
 
@@ -27,12 +27,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(settings))
-    except ModelLoadError as error:
+    except StartupError as error:
         print(f"pipeserve serve: error: {error}", file=sys.stderr)
         return 1
-    except ValueError as error:  # settings that only the machine can refuse, e.g. --devices
-        print(f"pipeserve serve: error: {error}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -12,11 +12,13 @@ from grpc_reflection.v1alpha import reflection
 
 from pipeserve.server.batcher import Batcher
 from pipeserve.server.devices import plan_devices
+from pipeserve.server.errors import StartupError
 from pipeserve.server.infer import Infer
 from pipeserve.server.model_card import load_model_card
 from pipeserve.server.pool import WorkerPool
 from pipeserve.server.queue import Queue
 from pipeserve.server.schema import WorkerSpec
+from pipeserve.server.security import TokenAuthInterceptor, load_tokens, server_credentials
 from pipeserve.server.service import InferenceService
 from pipeserve.server.settings import Settings
 from pipeserve.server.status import ErrorInterceptor
@@ -89,7 +91,13 @@ async def serve(settings: Settings) -> None:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
     infer = Infer(card, queue, pool, settings, executor)
 
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=_server_options(settings))
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if settings.auth_token_file is not None:
+        tokens = load_tokens(settings.auth_token_file)
+        interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health))
+        log.info("token auth on: %d accepted tokens", len(tokens))
+    interceptors.append(ErrorInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
     pipeserve_pb2_grpc.add_InferenceServicer_to_server(
         InferenceService(infer, pool, settings), server
     )
@@ -99,7 +107,16 @@ async def serve(settings: Settings) -> None:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
     await on_alive_change(0)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    credentials = server_credentials(settings)
+    bind = f"{settings.host}:{settings.port}"
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, credentials)
+    except RuntimeError as error:
+        raise StartupError(f"cannot listen on {bind}: {error}") from error
+        log.info("TLS on%s", " with client certificates required" if settings.tls_client_ca else "")
     await server.start()
     log.info(
         "listening on %s:%d (health NOT_SERVING until the workers are ready)", settings.host, port

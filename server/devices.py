@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 
+from pipeserve.server.errors import StartupError
 from pipeserve.server.schema import DeviceSpec
 
 
@@ -38,7 +39,7 @@ def plan_devices(devices: str, workers_per_device: int) -> list[DeviceSpec]:
         indices = [int(i) for i in devices.split(",")]
         missing = [i for i in indices if i >= len(gpus)]
         if missing:
-            raise ValueError(
+            raise StartupError(
                 f"--devices {devices}: GPU {missing[0]} is not visible ({len(gpus)} GPUs visible)"
             )
         chosen = [gpus[i] for i in indices]

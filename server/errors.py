@@ -38,5 +38,9 @@ class ModelFailed(PipeserveError):
     """The model raised on a batch; the worker survives and the message says why."""
 
 
-class ModelLoadError(Exception):
-    """The model or tokenizer cannot be loaded; start-up stops with this one line."""
+class StartupError(Exception):
+    """The server cannot start; start-up stops with this one line, no traceback."""
+
+
+class ModelLoadError(StartupError):
+    """The model or tokenizer cannot be loaded."""

@@ -6,9 +6,10 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 
 import argparse
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
@@ -81,6 +82,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="Time to finish in-flight calls on SIGTERM before stopping."
     )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain; enables TLS.")
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA; clients must present a certificate it signed (mutual TLS)."
+    )
+    auth_token_file: Path | None = Field(
+        None, description="File of accepted bearer tokens, one per line; enables token auth."
+    )
+    auth_open_health: bool = Field(
+        False, description="Answer gRPC health checks without a token (for orchestrators)."
+    )
     reflection: bool = Field(True, description="Serve gRPC server reflection.")
     log_level: str = Field("INFO", description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
@@ -95,6 +107,14 @@ class Settings(BaseSettings):
         if not all(p.isdigit() for p in parts):
             raise ValueError(f"devices must be auto, cpu or GPU indices like 0,1; got {value!r}")
         return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return self
 
 
 def _flag(name: str) -> str:

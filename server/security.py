@@ -1,0 +1,90 @@
+"""TLS, mutual TLS and bearer-token authentication for the gRPC server."""
+
+import hmac
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health
+
+from pipeserve.server.errors import StartupError
+from pipeserve.server.settings import Settings
+
+_HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from --tls-cert/--tls-key; with --tls-client-ca, clients must present
+    a certificate signed by that CA (mutual TLS). None means plain text."""
+    if settings.tls_cert is None:
+        return None
+    pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())  # type: ignore[union-attr]
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def load_tokens(path: Path) -> list[bytes]:
+    """Accepted tokens, one per line; blank lines and # comments are skipped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tokens = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
+    if not tokens:
+        raise StartupError(f"--auth-token-file {path} holds no token")
+    return tokens
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Lets a call through only with `authorization: Bearer <token>` naming an accepted token.
+
+    Every accepted token is compared in constant time, so timing reveals neither which token
+    matched nor how much of one did.
+    """
+
+    def __init__(self, tokens: list[bytes], open_health: bool) -> None:
+        self._tokens = tokens
+        self._open_health = open_health
+
+    def _authorized(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> bool:
+        presented = b""
+        for key, value in metadata or ():
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                if text.startswith("Bearer "):
+                    presented = text[len("Bearer ") :].encode()
+        matches = [hmac.compare_digest(presented, token) for token in self._tokens]
+        return bool(presented) and any(matches)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        if self._open_health and handler_call_details.method.startswith(_HEALTH_PREFIX):
+            return handler
+        if self._authorized(handler_call_details.invocation_metadata):
+            return handler
+        return _refusing(handler)
+
+
+async def _refuse(_request, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming kind that refuses the call."""
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        _refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,0 +1,135 @@
+"""TLS, mutual TLS and bearer tokens against real servers, with throwaway certificates."""
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pipeserve.client import Client, PipeserveError, tls_credentials
+
+from .conftest import SEED_SENTENCES, launch_server
+
+
+def _write_key_and_cert(folder: Path, name: str, cert: x509.Certificate, key) -> None:
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _issue(name: str, issuer_cert, issuer_key, *, ca: bool = False, server: bool = False):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 127.0.0.1, a client certificate, and a stranger's."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_cert, ca_key = _issue("pipeserve test CA", None, None, ca=True)
+    _write_key_and_cert(folder, "ca", ca_cert, ca_key)
+    _write_key_and_cert(folder, "server", *_issue("127.0.0.1", ca_cert, ca_key, server=True))
+    _write_key_and_cert(folder, "client", *_issue("client", ca_cert, ca_key))
+    other_ca_cert, other_ca_key = _issue("other CA", None, None, ca=True)
+    _write_key_and_cert(folder, "stranger", *_issue("stranger", other_ca_cert, other_ca_key))
+    return folder
+
+
+def _classify(address: str, **client_args) -> str:
+    with Client(address, **{"timeout": 20, **client_args}) as client:
+        return client.classify(SEED_SENTENCES[:1])[0][0].label
+
+
+def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
+    server = launch_server(
+        tiny_distilbert, "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")
+    )
+    try:
+        with pytest.raises(PipeserveError) as refused:
+            _classify(server.address, timeout=5)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        label = _classify(server.address, credentials=tls_credentials(pki / "ca.pem"))
+        assert label in ("NEGATIVE", "POSITIVE")
+    finally:
+        server.stop()
+
+
+def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(tiny_distilbert, pki):
+    server = launch_server(
+        tiny_distilbert,
+        "--tls-cert", str(pki / "server.pem"),
+        "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"),
+    )  # fmt: skip
+    try:
+        for credentials in (
+            tls_credentials(pki / "ca.pem"),
+            tls_credentials(pki / "ca.pem", pki / "stranger.pem", pki / "stranger.key"),
+        ):
+            with pytest.raises(PipeserveError) as refused:
+                _classify(server.address, credentials=credentials)
+            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        trusted = tls_credentials(pki / "ca.pem", pki / "client.pem", pki / "client.key")
+        assert _classify(server.address, credentials=trusted) in ("NEGATIVE", "POSITIVE")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_server(tiny_distilbert, tmp_path_factory):
+    tokens = tmp_path_factory.mktemp("auth") / "tokens"
+    tokens.write_text("# service tokens\nalpha-token\n\nbeta-token\n")
+    server = launch_server(tiny_distilbert, "--auth-token-file", str(tokens), "--auth-open-health")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "alpha-toke", "alpha-token2"])
+def test_missing_or_wrong_token_is_unauthenticated(token_server, token):
+    with pytest.raises(PipeserveError) as refused:
+        _classify(token_server.address, token=token)
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("token", ["alpha-token", "beta-token"])
+def test_every_listed_token_is_accepted(token_server, token):
+    assert _classify(token_server.address, token=token) in ("NEGATIVE", "POSITIVE")
+
+
+def test_health_is_open_without_token_when_asked(token_server):
+    with grpc.insecure_channel(token_server.address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
