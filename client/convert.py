@@ -132,6 +132,8 @@ class ModelInfo:
     dtype: str
     max_items_per_request: int
     workers: list[WorkerInfo]
+    max_tokens_per_request: int = 0
+    queued_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -527,6 +529,8 @@ def parse_model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         outputs=list(response.outputs),
         dtype=response.dtype,
         max_items_per_request=response.max_items_per_request,
+        max_tokens_per_request=response.max_tokens_per_request,
+        queued_items=response.queued_items,
         workers=[
             WorkerInfo(
                 id=w.id,

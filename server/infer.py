@@ -26,6 +26,7 @@ from pipeserve.server.validation import (
     check_items,
     check_outputs,
     check_token_ids,
+    check_total_tokens,
     resolve_max_length,
 )
 
@@ -66,6 +67,10 @@ class Infer:
         self._pool = pool
         self._settings = settings
         self._executor = executor
+
+    @property
+    def queued_items(self) -> int:
+        return len(self._queue)
 
     async def tokenize(
         self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
@@ -167,6 +172,10 @@ class Infer:
                         f"{self.card.max_length} (enable truncation to cut it)"
                     )
                 sequences[index] = enc
+        check_total_tokens(
+            sum(len(s) for s in sequences),  # type: ignore[arg-type]
+            self._settings.max_tokens_per_request,
+        )
         return sequences, Timings(tokenize_ms=(time.perf_counter() - start) * 1000)  # type: ignore[return-value]
 
     async def _run(

@@ -221,6 +221,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             outputs=list(model.outputs),
             dtype=str(self._settings.dtype),
             max_items_per_request=self._settings.max_items_per_request,
+            max_tokens_per_request=self._settings.max_tokens_per_request,
+            queued_items=self._infer.queued_items,
             workers=[
                 pb.WorkerInfo(
                     id=w.spec.worker_id,

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         50_000, ge=1, description="Longest text in characters, checked before tokenizing."
     )
+    max_tokens_per_request: int = Field(
+        65536, ge=1, description="Most tokens in one request, all items together."
+    )
     max_queued_items: int = Field(
         4096, ge=1, description="Items waiting for a worker before calls are refused."
     )

@@ -74,3 +74,8 @@ def check_outputs(requested: Sequence[str], available: Sequence[str]) -> None:
     unknown = [name for name in requested if name not in available]
     if unknown:
         raise InvalidInput(f"unknown output {unknown[0]!r}; this model has: {', '.join(available)}")
+
+
+def check_total_tokens(total: int, limit: int) -> None:
+    if total > limit:
+        raise TooLarge(f"request has {total} tokens in all, limit max_tokens_per_request={limit}")
