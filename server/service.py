@@ -193,19 +193,27 @@ class InferenceService(pb_grpc.InferenceServicer):
                     )
                 )
 
+        answering: set[asyncio.Task] = set()
+
         async def read() -> None:
-            async with asyncio.TaskGroup() as group:
+            try:
                 async for message in request_iterator:
-                    group.create_task(answer(message))
-            await responses.put(None)
+                    task = asyncio.create_task(answer(message))
+                    answering.add(task)
+                    task.add_done_callback(answering.discard)
+                await asyncio.gather(*answering)
+            finally:  # wakes the writer below, also when reading failed
+                await responses.put(None)
 
         reader = asyncio.create_task(read())
         try:
             while (response := await responses.get()) is not None:
                 yield response
-            await reader  # surfaces an unexpected error from a request task
+            await reader  # surfaces a failed read (e.g. an undecodable message)
         finally:
             reader.cancel()
+            for task in answering:
+                task.cancel()
 
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
         card = self._infer.card

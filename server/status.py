@@ -50,9 +50,40 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     await context.abort(code, message, metadata)
 
 
+class _Undecodable:
+    """Stands for request bytes that are not a valid message (bad wire data, invalid UTF-8
+    in a string field), so the handler can answer INVALID_ARGUMENT instead of gRPC's INTERNAL."""
+
+
+_UNDECODABLE = _Undecodable()
+_UNDECODABLE_ERROR = "request is not a valid protobuf message of this RPC's type (or not UTF-8)"
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is _UNDECODABLE:
+            raise InvalidInput(_UNDECODABLE_ERROR)
+        yield request
+
+
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if request is _UNDECODABLE:
+                raise InvalidInput(_UNDECODABLE_ERROR)
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -67,7 +98,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
         request_iterator: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
         try:
-            async for response in behavior(request_iterator, context):
+            async for response in behavior(_decoded(request_iterator), context):
                 yield response
         except grpc.aio.AbortError:
             raise
@@ -91,13 +122,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 _wrap_stream(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
