@@ -27,7 +27,10 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PIPESERVE_TARGET"
 
 # Subcommands that live in their own module: name -> module path.
-MODULE_SUBCOMMANDS: dict[str, str] = {"health": "pipeserve.client.health"}
+MODULE_SUBCOMMANDS: dict[str, str] = {
+    "health": "pipeserve.client.health",
+    "loadtest": "pipeserve.client.loadtest",
+}
 
 
 @dataclass(frozen=True)

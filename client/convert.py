@@ -115,6 +115,7 @@ class WorkerInfo:
     batches: int = 0
     items: int = 0
     restarts: int = 0
+    busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -540,6 +541,7 @@ def parse_model_info(response: pb.ModelInfoResponse) -> ModelInfo:
                 batches=w.batches,
                 items=w.items,
                 restarts=w.restarts,
+                busy=w.busy,
             )
             for w in response.workers
         ],

@@ -3,7 +3,7 @@ await each item's outputs from the batcher and workers -> assemble or postproces
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -78,8 +78,9 @@ class Infer:
         check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
         max_length = resolve_max_length(options, self.card.max_length)
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
-        tokenizer = self.card.tokenizer
-        return tokenizer.pad(encoded, options.padding, max_length)
+        self._check_lengths(encoded, range(len(items)))
+        check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
+        return self.card.tokenizer.pad(encoded, options.padding, max_length)
 
     async def forward(
         self,
@@ -139,6 +140,15 @@ class Infer:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, encode)
 
+    def _check_lengths(self, encoded: Sequence[Encoded], indices: Iterable[int]) -> None:
+        """Refuses untruncated items longer than the model can take."""
+        for index, enc in zip(indices, encoded, strict=True):
+            if len(enc) > self.card.max_length:
+                raise InvalidInput(
+                    f"inputs[{index}] has {len(enc)} tokens; the model accepts at most "
+                    f"{self.card.max_length} (enable truncation to cut it)"
+                )
+
     async def _sequences(
         self, items: Sequence[ModelInput], options: TextOptions
     ) -> tuple[list[Encoded], Timings]:
@@ -165,15 +175,11 @@ class Infer:
         if text_indices:
             texts = [items[i] for i in text_indices]
             encoded = await self._encode(texts, options, max_length)  # type: ignore[arg-type]
+            self._check_lengths(encoded, text_indices)
             for index, enc in zip(text_indices, encoded, strict=True):
-                if len(enc) > self.card.max_length:
-                    raise InvalidInput(
-                        f"inputs[{index}] has {len(enc)} tokens; the model accepts at most "
-                        f"{self.card.max_length} (enable truncation to cut it)"
-                    )
                 sequences[index] = enc
         check_total_tokens(
-            sum(len(s) for s in sequences),  # type: ignore[arg-type]
+            sum(map(len, sequences)),  # type: ignore[arg-type]
             self._settings.max_tokens_per_request,
         )
         return sequences, Timings(tokenize_ms=(time.perf_counter() - start) * 1000)  # type: ignore[return-value]

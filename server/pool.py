@@ -69,6 +69,10 @@ class WorkerHandle:
     batch: _InFlight | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
 
 @dataclass
 class WorkerStats:
@@ -77,10 +81,6 @@ class WorkerStats:
     batches: int = 0
     items: int = 0
     restarts: int = 0
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid or 0
 
 
 class WorkerPool:

@@ -240,6 +240,7 @@ class InferenceService(pb_grpc.InferenceServicer):
                     batches=self._pool.stats[w.spec.worker_id].batches,
                     items=self._pool.stats[w.spec.worker_id].items,
                     restarts=self._pool.stats[w.spec.worker_id].restarts,
+                    busy=w.batch is not None,
                 )
                 for w in self._pool.workers
             ],

@@ -233,7 +233,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts")
+    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts", "busy")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +241,7 @@ class WorkerInfo(_message.Message):
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
     id: int
     device: str
     pid: int
@@ -248,7 +249,8 @@ class WorkerInfo(_message.Message):
     batches: int
     items: int
     restarts: int
-    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    busy: bool
+    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request")

@@ -1,0 +1,494 @@
+"""`pipeserve loadtest`: statistics, both load models on a virtual clock and against a real
+server, status-code counting, stage times and the command line."""
+
+import argparse
+import asyncio
+import heapq
+import itertools
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeserve.client import cli, loadtest
+from pipeserve.client.loadtest import (
+    BUILTIN_TEXTS,
+    Outcome,
+    Plan,
+    Sample,
+    Setup,
+    build_report,
+    format_report,
+    load_test,
+    parse_warmup,
+    percentile,
+    read_texts,
+    run_load,
+    stage_times,
+    summarize,
+)
+
+from .conftest import SST2_DEV
+
+# --- Statistics --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 100, 1001])
+def test_percentiles_match_numpy(size):
+    values = np.random.default_rng(size).lognormal(mean=1.0, sigma=0.8, size=size).tolist()
+    for q in (0, 1, 25, 50, 90, 95, 99, 99.9, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q), rel=1e-12)
+
+
+def test_summary_of_known_values():
+    summary = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (summary.count, summary.min, summary.max, summary.mean) == (5, 1.0, 5.0, 3.0)
+    assert summary.p50 == 3.0
+    assert summary.p90 == pytest.approx(np.percentile([1, 2, 3, 4, 5], 90))
+
+
+def test_empty_input():
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    empty = summarize([])
+    assert empty.count == 0
+    assert empty.to_dict() == {
+        "count": 0,
+        "min": None,
+        "mean": None,
+        "p50": None,
+        "p90": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+    }
+
+
+def test_report_of_no_samples_prints():
+    report = build_report([], Setup("host:1", Plan(requests=5)))
+    assert report["requests"] == 0
+    assert report["requests_per_s"] == 0.0
+    assert "(no requests)" in format_report(report)
+
+
+def test_stage_times_from_trailing_metadata():
+    metadata = (
+        ("pipeserve-tokenize-ms", "0.250"),
+        ("pipeserve-forward-ms", "3.5"),
+        ("pipeserve-queue-ms", "not a number"),
+        ("other", "1"),
+    )
+    assert stage_times(metadata) == {"tokenize": 0.25, "forward": 3.5}
+    assert stage_times(None) == {}
+
+
+# --- Load models on a virtual clock -------------------------------------------------------------
+
+
+class VirtualClock:
+    """Time that moves only when every task is waiting on it, or when a sender stalls it."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep_until(self, when: float) -> None:
+        if when <= self.time:
+            await asyncio.sleep(0)
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (when, next(self._order), wake))
+        await wake
+
+    async def drive(self) -> None:
+        """Once the ready tasks have run at the current time, jump to the next wake-up."""
+        while True:
+            for _ in range(20):
+                await asyncio.sleep(0)
+            if self._waiters:
+                self.time = max(self.time, self._waiters[0][0])
+            while self._waiters and self._waiters[0][0] <= self.time:
+                heapq.heappop(self._waiters)[2].set_result(None)
+
+
+def run_virtual(send_factory, plan: Plan) -> list[Sample]:
+    async def main() -> list[Sample]:
+        clock = VirtualClock()
+        driver = asyncio.create_task(clock.drive())
+        try:
+            return await run_load(send_factory(clock), plan, clock=clock)
+        finally:
+            driver.cancel()
+
+    return sorted(asyncio.run(main()), key=lambda sample: sample.index)
+
+
+def test_open_loop_latency_counts_a_client_stall_for_the_requests_it_delayed():
+    # 10 requests/s for 1 s; request 2 freezes the client for 0.5 s (a GC pause, a blocked
+    # loop). Requests 3 to 7 fall due during the freeze and go out late, at 0.7 s: their
+    # latency must count from their due time, not from when they were finally sent.
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            if index == 2:
+                clock.time += 0.5  # synchronous: nothing else runs meanwhile
+            await asyncio.sleep(0)
+            return Outcome("OK", 1)
+
+        return send
+
+    samples = run_virtual(sender, Plan(concurrency=None, rate=10, duration=1.0))
+    assert [s.index for s in samples] == list(range(10))
+    assert [s.scheduled for s in samples] == pytest.approx([i / 10 for i in range(10)])
+    for sample in samples:
+        expected = max(0.0, 0.7 - sample.scheduled) if sample.index >= 2 else 0.0
+        assert sample.latency == pytest.approx(expected, abs=1e-9), sample
+    late = [s for s in samples if 3 <= s.index <= 7]
+    assert all(s.sent == pytest.approx(0.7) for s in late)
+    # Measured from the send, as a closed-loop tool would, the stall would vanish:
+    assert all(s.done - s.sent == 0 for s in late)
+    assert all(s.latency > 0 for s in late[:-1])
+
+
+def test_open_loop_with_a_cap_counts_the_wait_for_a_slot():
+    # A server that takes 0.25 s per request, one request in flight, 10 due per second:
+    # request k goes out at 0.25 k, answered at 0.25 (k + 1), but was due at 0.1 k.
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            await clock.sleep_until(clock.now() + 0.25)
+            return Outcome("OK", 1)
+
+        return send
+
+    samples = run_virtual(sender, Plan(concurrency=1, rate=10, duration=1.0))
+    assert len(samples) == 10
+    for sample in samples:
+        assert sample.done - sample.sent == pytest.approx(0.25)
+        assert sample.latency == pytest.approx(0.25 + 0.15 * sample.index)
+    report = build_report(samples, Setup("virtual", Plan(concurrency=1, rate=10, duration=1.0)))
+    assert report["latency_ms"]["max"] == pytest.approx(1600.0)
+    assert report["send_lag_ms"]["max"] == pytest.approx(1350.0)
+
+
+def test_closed_loop_honours_request_count_and_warmup_requests():
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            await clock.sleep_until(clock.now() + 0.01 * (1 + index % 3))
+            return Outcome("OK", 2)
+
+        return send
+
+    plan = Plan(concurrency=3, requests=10, warmup_requests=4)
+    samples = run_virtual(sender, plan)
+    assert [s.index for s in samples] == list(range(14))
+    assert [s.index for s in samples if s.warmup] == [0, 1, 2, 3]
+    assert all(s.sent == s.scheduled for s in samples)  # closed loop: latency from the send
+    report = build_report(samples, Setup("virtual", plan))
+    assert (report["requests"], report["warmup_completed"], report["items"]) == (10, 4, 20)
+
+
+def test_closed_loop_honours_duration_and_warmup_time():
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            await clock.sleep_until(clock.now() + 0.125)
+            return Outcome("OK", 1)
+
+        return send
+
+    # One caller, 8 requests a second: 2 during the 0.25 s warmup, then 8 in the 1 s measured.
+    samples = run_virtual(sender, Plan(concurrency=1, duration=1.0, warmup_s=0.25))
+    assert sum(s.warmup for s in samples) == 2
+    assert sum(not s.warmup for s in samples) == 8
+
+
+def test_open_loop_warmup_time_is_not_counted():
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            return Outcome("OK", 1)
+
+        return send
+
+    samples = run_virtual(sender, Plan(concurrency=None, rate=20, duration=0.5, warmup_s=0.25))
+    assert sum(s.warmup for s in samples) == 5
+    assert sum(not s.warmup for s in samples) == 10
+
+
+def test_plan_needs_a_bound():
+    with pytest.raises(ValueError, match="duration"):
+        Plan()
+
+
+# --- Against a real server ----------------------------------------------------------------------
+
+
+def run_report(setup: Setup, texts=BUILTIN_TEXTS) -> dict:
+    return build_report(asyncio.run(load_test(setup, texts)), setup)
+
+
+def test_closed_loop_against_the_server(address):
+    setup = Setup(address, Plan(concurrency=4, requests=20))
+    report = run_report(setup)
+    assert report["requests"] == report["ok"] == 20
+    assert report["status_codes"] == {"OK": 20}
+    assert report["latency_ms"]["count"] == 20
+    latency = report["latency_ms"]
+    assert 0 < latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
+    assert report["requests_per_s"] > 0
+    # Classify reports its stages in trailing metadata; every OK response carried them.
+    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward"}
+    for stage in report["stages_ms"].values():
+        assert stage["count"] == 20
+        assert 0 <= stage["p50"] <= stage["p99"]
+    assert report["stages_ms"]["forward"]["mean"] > 0
+
+
+@pytest.mark.parametrize(
+    ("rpc", "outputs", "has_stages"),
+    [
+        ("tokenize", (), False),
+        ("forward", ("logits",), True),
+        ("forward", ("last_hidden_state",), True),
+        ("classify-stream", (), False),
+    ],
+)
+def test_every_rpc(address, rpc, outputs, has_stages):
+    setup = Setup(
+        address,
+        Plan(concurrency=2, requests=8),
+        rpc=rpc,
+        items_per_request=3,
+        outputs=outputs,
+    )
+    report = run_report(setup)
+    assert report["status_codes"] == {"OK": 8}
+    assert report["items"] == 24
+    assert bool(report["stages_ms"]) == has_stages
+
+
+def test_open_loop_keeps_the_rate(address):
+    setup = Setup(address, Plan(concurrency=None, rate=20, duration=1.5))
+    report = run_report(setup)
+    assert report["requests"] == 30  # the schedule decides the count, not the server
+    assert report["status_codes"] == {"OK": 30}
+    assert 20 * 0.7 <= report["requests_per_s"] <= 20 * 1.3
+    assert report["send_lag_ms"]["count"] == 30
+
+
+@pytest.fixture
+def refused_text() -> str:
+    # Over the server's default max_text_chars (50 000): INVALID_ARGUMENT, never queued.
+    return "too long " * 6000
+
+
+@pytest.mark.parametrize("rpc", ["classify", "classify-stream", "tokenize"])
+def test_refused_requests_are_counted_by_code(address, rpc, refused_text):
+    setup = Setup(address, Plan(concurrency=2, requests=10), rpc=rpc)
+    # Request i carries text i % 2: every other request is refused.
+    report = run_report(setup, ["A short and acceptable sentence.", refused_text])
+    assert report["status_codes"] == {"OK": 5, "INVALID_ARGUMENT": 5}
+    assert report["errors"] == 5
+    assert report["error_latency_ms"]["count"] == 5
+    assert "max_text_chars" in report["error_examples"]["INVALID_ARGUMENT"]
+
+
+@pytest.mark.parametrize("rpc", ["classify", "classify-stream"])
+def test_deadline_exceeded_is_counted(address, rpc):
+    setup = Setup(address, Plan(concurrency=2, requests=6), rpc=rpc, timeout=1e-6)
+    report = run_report(setup)
+    assert report["status_codes"] == {"DEADLINE_EXCEEDED": 6}
+    assert report["latency_ms"]["count"] == 0
+
+
+# --- Command line -------------------------------------------------------------------------------
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    status = cli.main(["loadtest", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_json_report(capsys, address):
+    status, out, err = run_cli(
+        capsys, "--target", address, "-n", "10", "-c", "2", "--warmup", "3r", "--json"
+    )
+    assert status == 0, err
+    report = json.loads(out)
+    for key in (
+        "target",
+        "rpc",
+        "load",
+        "requests",
+        "ok",
+        "errors",
+        "requests_per_s",
+        "items_per_s",
+        "latency_ms",
+        "status_codes",
+        "error_examples",
+        "stages_ms",
+    ):
+        assert key in report
+    assert (report["requests"], report["warmup_completed"]) == (10, 3)
+    assert report["load"] == {
+        "model": "closed",
+        "concurrency": 2,
+        "rate": None,
+        "duration_s": None,
+        "requests": 10,
+        "warmup_s": 0.0,
+        "warmup_requests": 3,
+    }
+    assert set(report["latency_ms"]) == {"count", "min", "mean", "p50", "p90", "p95", "p99", "max"}
+    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward"}
+    assert err.splitlines()[-1].startswith("done in ")  # the final progress line
+
+
+def test_text_report_and_texts_from_a_tsv_column(capsys, address, tmp_path):
+    table = tmp_path / "texts.tsv"
+    table.write_text("label\tsentence\n1\tit 's a charming journey . \n0\tbleak \n", "utf-8")
+    status, out, err = run_cli(
+        capsys,
+        "--target",
+        address,
+        "--rate",
+        "50",
+        "-n",
+        "5",
+        "--texts",
+        str(table),
+        "--column",
+        "sentence",
+        "--quiet",
+    )
+    assert status == 0, err
+    assert err == ""  # --quiet
+    for heading in ("Summary:", "Latency (ms, 5 OK responses):", "Status codes:"):
+        assert heading in out
+    assert "open loop, 50 requests/s scheduled" in out
+    assert "Server stage times (ms, from trailing metadata):" in out
+    assert any(line.split()[:2] == ["OK", "5"] for line in out.splitlines())
+
+
+def test_cli_exit_status_is_1_when_every_request_fails(capsys, address, tmp_path, refused_text):
+    texts = tmp_path / "long.txt"
+    texts.write_text(refused_text + "\n", "utf-8")
+    status, out, _ = run_cli(
+        capsys, "--target", address, "-n", "4", "--texts", str(texts), "--json", "-q"
+    )
+    assert status == 1
+    assert json.loads(out)["status_codes"] == {"INVALID_ARGUMENT": 4}
+
+
+def test_unreachable_server_fails_fast_with_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(loadtest, "CONNECT_TIMEOUT_S", 0.5)
+    status, out, err = run_cli(capsys, "--target", "127.0.0.1:1", "-n", "1", "-q")
+    assert status == 1
+    assert out == ""
+    assert err.strip() == "error: UNAVAILABLE: no server answered at 127.0.0.1:1 within 0.5 s"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--outputs", "logits"],  # classify takes no outputs
+        ["--column", "sentence"],  # no --texts
+        ["--warmup", "ten"],
+        ["--rate", "0"],
+        ["--rpc", "generate"],
+    ],
+)
+def test_usage_errors_exit_2(capsys, args):
+    status, _, err = run_cli(capsys, "--target", "127.0.0.1:1", *args)
+    assert status == 2
+    assert "Traceback" not in err
+
+
+def test_plot_without_matplotlib_says_so_in_one_line(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now raises ImportError
+    status, out, err = run_cli(capsys, "--target", "127.0.0.1:1", "--plot", "latency.png")
+    assert status == 2
+    assert out == ""
+    assert err.strip().splitlines() == [
+        "error: --plot needs matplotlib: pip install 'pipeserve[plot]'"
+    ]
+
+
+def test_plot(capsys, address, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "latency.png"
+    status, _, err = run_cli(capsys, "--target", address, "-n", "20", "-q", "--plot", str(path))
+    assert status == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_importing_pulls_neither_torch_nor_matplotlib():
+    code = (
+        "import sys, pipeserve.client.loadtest, pipeserve.client.cli as cli; cli.build_parser(); "
+        "print(sorted({'torch', 'transformers', 'matplotlib'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# --- Arguments and texts ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("2", (2.0, 0)), ("1.5s", (1.5, 0)), ("50r", (0.0, 50)), ("0", (0.0, 0))]
+)
+def test_parse_warmup(text, expected):
+    assert parse_warmup(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "r", "-1", "2m", "1.5r", "nan"])
+def test_parse_warmup_refuses(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_warmup(text)
+
+
+def test_read_texts_lines_and_columns(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("first line  \n\n   \nsecond\tline\n", "utf-8")
+    assert read_texts(str(plain)) == ["first line", "second\tline"]
+    table = tmp_path / "table.tsv"
+    table.write_text("sentence\tlabel\nhello there \t1\nbye\t0\n", "utf-8")
+    assert read_texts(str(table), "sentence") == ["hello there", "bye"]
+    assert read_texts(str(table), "2") == ["label", "1", "0"]  # by number: no header
+    with pytest.raises(cli.UsageError, match="not in the header row"):
+        read_texts(str(table), "text")
+
+
+def test_read_sst2_dev_sentences():
+    if not SST2_DEV.exists():
+        pytest.skip(f"{SST2_DEV} not found")
+    texts = read_texts(str(SST2_DEV), "sentence")
+    assert texts[0] == "it 's a charming and often affecting journey ."
+    assert len(texts) == len(SST2_DEV.read_text("utf-8").splitlines()) - 1
+    assert all(text == text.rstrip() for text in texts)
+
+
+def test_builtin_texts_vary_in_length():
+    lengths = [len(text.split()) for text in BUILTIN_TEXTS]
+    assert len(BUILTIN_TEXTS) == 20
+    assert min(lengths) <= 3
+    assert max(lengths) >= 25
+
+
+def test_console_script_entry_point_is_the_same_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["loadtest", "--help"])
+    assert "--rate" in capsys.readouterr().out
+    assert loadtest.main(["--target", "127.0.0.1:1", "--rpc", "nope"]) == 2
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text("utf-8"))
+    scripts = pyproject["project"]["scripts"]
+    assert scripts["pipeserve-loadtest"] == "pipeserve.client.loadtest:main"
+    assert pyproject["project"]["optional-dependencies"]["plot"] == ["matplotlib>=3.8"]
