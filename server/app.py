@@ -14,6 +14,7 @@ from pipeserve.server.batcher import Batcher
 from pipeserve.server.devices import plan_devices
 from pipeserve.server.errors import StartupError
 from pipeserve.server.infer import Infer
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.model_card import load_model_card
 from pipeserve.server.pool import WorkerPool
 from pipeserve.server.queue import Queue
@@ -76,6 +77,7 @@ async def serve(settings: Settings) -> None:
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, status)
 
+    metrics = Metrics()
     queue = Queue(settings.max_queued_items)
     pool = WorkerPool(
         specs,
@@ -85,17 +87,20 @@ async def serve(settings: Settings) -> None:
         forward_timeout_s=settings.forward_timeout_s,
         log_level=settings.log_level,
         log_format=settings.log_format,
+        metrics=metrics,
         on_alive_change=lambda alive: loop.create_task(on_alive_change(alive)),
     )
     # One tokenizer thread: the fast tokenizer parallelises a batch internally.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
-    infer = Infer(card, queue, pool, settings, executor)
+    infer = Infer(card, queue, pool, settings, executor, metrics)
+    metrics.watch(queue, pool)
 
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if settings.auth_token_file is not None:
         tokens = load_tokens(settings.auth_token_file)
         interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health))
         log.info("token auth on: %d accepted tokens", len(tokens))
+    interceptors.insert(0, metrics.interceptor())  # outermost: sees every final status
     interceptors.append(ErrorInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
     pipeserve_pb2_grpc.add_InferenceServicer_to_server(
@@ -121,6 +126,10 @@ async def serve(settings: Settings) -> None:
     log.info(
         "listening on %s:%d (health NOT_SERVING until the workers are ready)", settings.host, port
     )
+
+    if settings.metrics_port is not None:
+        metrics_port = metrics.serve(settings.host, settings.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

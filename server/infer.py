@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeserve.server.errors import InvalidInput, Unavailable, UnsupportedByModel
 from pipeserve.server.inputs import EncodeFlags, ModelInput, TextInput, TextOptions, TokenIds
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.model_card import ModelCard
 from pipeserve.server.pool import ItemOutput, WorkerPool
 from pipeserve.server.postprocess import (
@@ -61,8 +62,10 @@ class Infer:
         pool: WorkerPool,
         settings: Settings,
         executor: Executor,
+        metrics: Metrics,
     ) -> None:
         self.card = card
+        self._metrics = metrics
         self._queue = queue
         self._pool = pool
         self._settings = settings
@@ -116,9 +119,11 @@ class Infer:
             )
         sequences, timings = await self._sequences(items, options)
         results = await self._run(sequences, ("logits",), deadline, timings)
+        start = time.perf_counter()
         logits = np.stack([r.outputs["logits"] for r in results])
         scores = apply_score_function(logits, function or self.card.score_function)
         labels = [top_labels(row, self.card.id2label, top_k) for row in scores]
+        self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
         return ClassifyResult(labels, timings)
 
     async def _encode(
@@ -208,6 +213,9 @@ class Infer:
             raise
         timings.queue_ms = max(r.queue_ms for r in results)
         timings.forward_ms = max(r.forward_ms for r in results)
+        self._metrics.observe_stages(
+            tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
+        )
         return results
 
 

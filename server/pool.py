@@ -22,6 +22,7 @@ from multiprocessing.process import BaseProcess
 import numpy as np
 
 from pipeserve.server.errors import ModelFailed, ModelLoadError, Unavailable
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.queue import Entry, Queue
 from pipeserve.server.schema import (
     BatchDone,
@@ -81,6 +82,7 @@ class WorkerStats:
     batches: int = 0
     items: int = 0
     restarts: int = 0
+    busy_s: float = 0.0
 
 
 class WorkerPool:
@@ -94,6 +96,7 @@ class WorkerPool:
         forward_timeout_s: float,
         log_level: str,
         log_format: LogFormat,
+        metrics: Metrics,
         on_alive_change: Callable[[int], None] = lambda alive: None,
     ) -> None:
         self._specs = specs
@@ -103,6 +106,7 @@ class WorkerPool:
         self._forward_timeout_s = forward_timeout_s
         self._log_level = log_level
         self._log_format = log_format
+        self._metrics = metrics
         self._on_alive_change = on_alive_change
         self._context = multiprocessing.get_context("spawn")
         self._workers: dict[int, WorkerHandle] = {}
@@ -215,6 +219,7 @@ class WorkerPool:
             if types is not None and entry.token_type_ids is not None:
                 types[row, : entry.length] = entry.token_type_ids
             entry.attempts += 1
+        self._metrics.observe_batch(len(entries), ids.size)
         assert self._loop is not None
         timer = self._loop.call_later(self._forward_timeout_s, self._on_hung, worker, batch_id)
         worker.batch = _InFlight(batch_id, entries, lengths, timer)
@@ -254,6 +259,7 @@ class WorkerPool:
                     stats = self.stats[worker.spec.worker_id]
                     stats.batches += 1
                     stats.items += len(batch.entries)
+                    stats.busy_s += message.forward_ms / 1000
                     self._deliver(batch, message)
             case BatchFailed():
                 batch = self._finish_batch(worker, message.batch_id)

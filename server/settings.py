@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         False, description="Answer gRPC health checks without a token (for orchestrators)."
     )
     reflection: bool = Field(True, description="Serve gRPC server reflection.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics over HTTP on this port (0 picks one); off if unset.",
+    )
     log_level: str = Field("INFO", description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 
