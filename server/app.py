@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeserve.server.batcher import Batcher
-from pipeserve.server.devices import plan_devices
+from pipeserve.server.devices import check_precision, plan_devices
 from pipeserve.server.errors import StartupError
 from pipeserve.server.infer import Infer
 from pipeserve.server.metrics import Metrics
@@ -50,9 +50,19 @@ async def serve(settings: Settings) -> None:
         card.max_length,
         len(card.id2label),
     )
+    devices = plan_devices(settings.devices, settings.workers_per_device)
+    check_precision(settings, on_gpu=devices[0].gpu is not None)
     specs = [
-        WorkerSpec(i, settings.model, settings.revision, card.task, settings.dtype, device)
-        for i, device in enumerate(plan_devices(settings.devices, settings.workers_per_device))
+        WorkerSpec(
+            i,
+            settings.model,
+            settings.revision,
+            card.task,
+            settings.dtype,
+            settings.quantize,
+            device,
+        )
+        for i, device in enumerate(devices)
     ]
     log.info("workers: %s", ", ".join(f"{s.worker_id}={s.device.label}" for s in specs))
     log.info(

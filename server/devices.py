@@ -10,6 +10,7 @@ import subprocess
 
 from pipeserve.server.errors import StartupError
 from pipeserve.server.schema import DeviceSpec
+from pipeserve.server.settings import DType, Quantize, Settings
 
 
 def visible_gpus() -> list[str]:
@@ -59,3 +60,11 @@ def split_cores(cores: list[int], workers: int) -> list[DeviceSpec]:
         specs.append(DeviceSpec(cpus=tuple(cores[start:end])))
         start = end
     return specs
+
+
+def check_precision(settings: Settings, on_gpu: bool) -> None:
+    """float16 kernels are for GPUs; torch's dynamic int8 quantisation is for CPUs."""
+    if settings.dtype is DType.FLOAT16 and not on_gpu:
+        raise StartupError("--dtype float16 needs a GPU; on CPU use bfloat16 or float32")
+    if settings.quantize is Quantize.INT8 and on_gpu:
+        raise StartupError("--quantize int8 runs on CPU workers only; on GPU use --dtype float16")

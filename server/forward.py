@@ -4,6 +4,7 @@ Pure: knows nothing of gRPC or processes. Imported only inside worker processes,
 CUDA_VISIBLE_DEVICES is set, because importing torch is what fixes the visible GPUs.
 """
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from pipeserve.server.settings import DType, Task
+from pipeserve.server.settings import DType, Quantize, Task
 
 _AUTO_CLASS = {
     Task.FEATURE_EXTRACTION: AutoModel,
@@ -37,6 +38,17 @@ _ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 _TUPLE_OUTPUTS = ("hidden_states", "attentions", "past_key_values")
 
 
+def _quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 quantisation of the linear layers (weights int8, activations per batch)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    # torch.ao's eager API is deprecated in favour of torchao, which is not a dependency;
+    # it still works in torch 2.x, so its warning is not the operator's concern.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class ModelRunner:
     def __init__(self, model: PreTrainedModel, device: torch.device) -> None:
         self.model = model
@@ -48,13 +60,22 @@ class ModelRunner:
 
     @classmethod
     def load(
-        cls, model: str, revision: str | None, task: Task, dtype: DType, device: str
+        cls,
+        model: str,
+        revision: str | None,
+        task: Task,
+        dtype: DType,
+        quantize: Quantize,
+        device: str,
     ) -> "ModelRunner":
         loaded = _AUTO_CLASS[task].from_pretrained(
             model, revision=revision, dtype=_TORCH_DTYPE[dtype]
         )
         torch_device = torch.device(device)
-        return cls(loaded.to(torch_device).eval(), torch_device)
+        loaded = loaded.to(torch_device).eval()
+        if quantize is Quantize.INT8:
+            loaded = _quantize_int8(loaded)
+        return cls(loaded, torch_device)
 
     def _keep_encoder_output(self, _module, _args, output) -> None:
         if not hasattr(output, "get"):  # a plain tuple carries no names to return

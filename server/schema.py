@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeserve.server.settings import DType, Task
+from pipeserve.server.settings import DType, Quantize, Task
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class WorkerSpec:
     revision: str | None
     task: Task
     dtype: DType
+    quantize: Quantize
     device: DeviceSpec
 
 

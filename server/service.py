@@ -22,7 +22,7 @@ from pipeserve.server.inputs import (
 )
 from pipeserve.server.pool import WorkerPool
 from pipeserve.server.postprocess import LabelScore, ScoreFunction
-from pipeserve.server.settings import Settings
+from pipeserve.server.settings import Quantize, Settings
 from pipeserve.server.status import status_of
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
@@ -227,7 +227,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             hidden_size=card.hidden_size,
             vocab_size=card.vocab_size,
             outputs=list(model.outputs),
-            dtype=str(self._settings.dtype),
+            dtype=str(self._settings.dtype)
+            + ("+int8" if self._settings.quantize is Quantize.INT8 else ""),
             max_items_per_request=self._settings.max_items_per_request,
             max_tokens_per_request=self._settings.max_tokens_per_request,
             queued_items=self._infer.queued_items,

@@ -30,6 +30,11 @@ class DType(StrEnum):
     FLOAT16 = "float16"
 
 
+class Quantize(StrEnum):
+    NONE = "none"
+    INT8 = "int8"
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -55,7 +60,12 @@ class Settings(BaseSettings):
         description="auto (every visible GPU, else CPU), cpu, or GPU indices such as 0,1.",
     )
     workers_per_device: int = Field(1, ge=1, description="Worker processes per device.")
-    dtype: DType = Field(DType.FLOAT32, description="Compute precision of the workers.")
+    dtype: DType = Field(
+        DType.FLOAT32, description="Compute precision of the workers (float16 on GPU only)."
+    )
+    quantize: Quantize = Field(
+        Quantize.NONE, description="int8: dynamic quantisation of linear layers (CPU only)."
+    )
     max_batch_tokens: int = Field(
         16384, ge=1, description="Token budget of a batch (longest sequence x batch size)."
     )

@@ -47,7 +47,9 @@ def run_worker(spec: WorkerSpec, conn: Connection, log_level: str, log_format: L
 
         if spec.device.gpu is None:
             torch.set_num_threads(len(spec.device.cpus))
-        runner = ModelRunner.load(spec.model, spec.revision, spec.task, spec.dtype, device)
+        runner = ModelRunner.load(
+            spec.model, spec.revision, spec.task, spec.dtype, spec.quantize, device
+        )
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
         return

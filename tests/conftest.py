@@ -118,7 +118,9 @@ class ServerProcess:
             return self.proc.wait()
 
 
-def launch_server(model: Path | str, *args: str, timeout: float = 180) -> ServerProcess:
+def launch_server(
+    model: Path | str, *args: str, devices: str = "cpu", timeout: float = 180
+) -> ServerProcess:
     """Starts `python -m pipeserve.server` on 127.0.0.1 port 0 and waits for its ready line.
 
     Returns when the server logs that every worker is ready, or fails with its log when

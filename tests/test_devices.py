@@ -1,0 +1,35 @@
+"""Which device each worker gets: GPUs by CUDA_VISIBLE_DEVICES, or disjoint core sets."""
+
+import pytest
+
+from pipeserve.server.devices import plan_devices, split_cores
+from pipeserve.server.errors import StartupError
+
+
+def test_cores_are_split_into_disjoint_contiguous_sets():
+    specs = split_cores([0, 1, 2, 3, 4, 5, 6], 3)
+    assert [s.cpus for s in specs] == [(0, 1, 2), (3, 4), (5, 6)]
+    assert [s.label for s in specs] == ["cpu:0-2", "cpu:3-4", "cpu:5-6"]
+
+
+def test_more_workers_than_cores_share_cores():
+    assert [s.cpus for s in split_cores([0, 1], 3)] == [(0,), (1,), (0,)]
+
+
+def test_visible_gpus_are_pinned_one_per_worker(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert [s.label for s in plan_devices("auto", 2)] == ["cuda:3", "cuda:3", "cuda:5", "cuda:5"]
+    assert [s.label for s in plan_devices("1", 1)] == ["cuda:5"]
+    assert all(s.gpu is None for s in plan_devices("cpu", 2))
+
+
+def test_auto_without_gpus_uses_the_cpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    specs = plan_devices("auto", 2)
+    assert all(s.gpu is None and s.cpus for s in specs)
+
+
+def test_asking_for_a_gpu_that_is_not_visible_stops_startup(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(StartupError, match="GPU 1 is not visible"):
+        plan_devices("0,1", 1)
