@@ -1,5 +1,6 @@
 """The committed stubs are what scripts/gen_protos.sh produces from protos/ today."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,3 +32,20 @@ def test_proto_package_is_versioned():
         "ClassifyStream",
         "ModelInfo",
     }
+
+
+def test_every_message_field_and_enum_value_is_documented():
+    """Generated code in any language carries these comments to polyglot users."""
+    lines = (ROOT / "protos/pipeserve/v1/pipeserve.proto").read_text().splitlines()
+    declaration = re.compile(
+        r"^\s*(message|enum|service|rpc|oneof)\s|^\s*(optional |repeated )?[\w.<>, ]+ \w+ = \d+;"
+        r"|^\s*[A-Z_0-9]+ = \d+;"
+    )
+    undocumented = [
+        line.strip()
+        for previous, line in zip(lines, lines[1:], strict=False)
+        if declaration.match(line)
+        and not previous.strip().startswith("//")
+        and not line.strip().startswith("oneof")
+    ]
+    assert undocumented == []
