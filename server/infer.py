@@ -79,7 +79,9 @@ class Infer:
         self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
     ) -> Padded:
         check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
-        max_length = resolve_max_length(options, self.card.max_length)
+        max_length = resolve_max_length(
+            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
+        )
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
@@ -161,7 +163,9 @@ class Infer:
         if self._pool.alive == 0:
             raise Unavailable("no model worker is alive; retry shortly")
         check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
-        max_length = resolve_max_length(options, self.card.max_length)
+        max_length = resolve_max_length(
+            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
+        )
         sequences: list[Encoded | None] = [None] * len(items)
         text_indices = []
         for index, item in enumerate(items):

@@ -58,6 +58,11 @@ class TextTokenizer:
             model_max_length = tokenizer.model_max_length
         return cls(tokenizer, model_max_length)
 
+    def special_tokens(self, items: Sequence[object]) -> int:
+        """Most special tokens the tokenizer adds to any of `items` (pairs take more)."""
+        has_pair = any(isinstance(item, tuple) for item in items)
+        return self._tokenizer.num_special_tokens_to_add(pair=has_pair)
+
     def encode(
         self,
         items: Sequence[TextInput],

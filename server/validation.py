@@ -59,13 +59,16 @@ def check_token_ids(
             raise InvalidInput(f"{where}.token_type_ids must lie in [0, {type_vocab_size})")
 
 
-def resolve_max_length(options: TextOptions, model_max_length: int) -> int:
+def resolve_max_length(options: TextOptions, model_max_length: int, special_tokens: int) -> int:
+    """The length limit in force. It must leave room for at least one token of text beside
+    the special tokens ([CLS], [SEP]...), or the tokenizer would silently not truncate."""
     if options.max_length is None:
         return model_max_length
-    if not 1 <= options.max_length <= model_max_length:
+    if not special_tokens < options.max_length <= model_max_length:
         raise InvalidInput(
-            f"max_length {options.max_length} is outside [1, {model_max_length}] "
-            "(the model's maximum)"
+            f"max_length {options.max_length} is outside [{special_tokens + 1}, "
+            f"{model_max_length}] (the model adds {special_tokens} special tokens; "
+            f"{model_max_length} is its maximum)"
         )
     return options.max_length
 
@@ -74,6 +77,9 @@ def check_outputs(requested: Sequence[str], available: Sequence[str]) -> None:
     unknown = [name for name in requested if name not in available]
     if unknown:
         raise InvalidInput(f"unknown output {unknown[0]!r}; this model has: {', '.join(available)}")
+    repeated = [name for i, name in enumerate(requested) if name in requested[:i]]
+    if repeated:
+        raise InvalidInput(f"output {repeated[0]!r} is asked for more than once")
 
 
 def check_total_tokens(total: int, limit: int) -> None:

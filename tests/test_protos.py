@@ -1,5 +1,6 @@
 """The committed stubs are what scripts/gen_protos.sh produces from protos/ today."""
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -43,7 +44,7 @@ def test_every_message_field_and_enum_value_is_documented():
     )
     undocumented = [
         line.strip()
-        for previous, line in zip(lines, lines[1:], strict=False)
+        for previous, line in itertools.pairwise(lines)
         if declaration.match(line)
         and not previous.strip().startswith("//")
         and not line.strip().startswith("oneof")

@@ -318,6 +318,23 @@ CASES = [
         lambda t, m: t.client.classify([LONG_TEXT], truncation=False),
         ("inputs[0]", "{max}"),
     ),
+    # A limit that cannot hold [CLS] text [SEP] would silently not truncate at all.
+    Case(
+        "tokenize-max-length-below-special-tokens",
+        lambda t, m: t.client.tokenize([GOOD], max_length=2),
+        ("max_length 2", "special tokens"),
+    ),
+    Case(
+        "classify-pair-max-length-below-special-tokens",
+        lambda t, m: t.client.classify([(GOOD, GOOD)], max_length=3),
+        ("max_length 3", "special tokens"),
+    ),
+    # The response lists outputs in the order asked: a repeated name is a caller's mistake.
+    Case(
+        "forward-output-asked-twice",
+        lambda t, m: t.client.forward([GOOD], outputs=["logits", "logits"]),
+        ("'logits'", "more than once"),
+    ),
 ]
 
 
