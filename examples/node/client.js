@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// Calls a pipeserve server from Node.js and prints one JSON object with the answers.
+//
+//   node client.js [TARGET] [--full] [TEXT ...]
+//
+// TARGET defaults to $PIPESERVE_TARGET, else 127.0.0.1:50051. --full prints every value of
+// the Forward tensors instead of the first few. The .proto is loaded at run time: no codegen.
+'use strict';
+
+const os = require('node:os');
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO = path.join(__dirname, '..', '..', 'protos', 'pipeserve', 'v1', 'pipeserve.proto');
+const DEADLINE_MS = 30_000;
+const HEAD = 6; // Forward values printed per tensor without --full
+
+// --- Loading the contract ------------------------------------------------------------------
+
+const definition = protoLoader.loadSync(PROTO, {
+  keepCase: true, // field names as in the .proto: input_ids, not inputIds
+  longs: Number, // int64 ids and shapes as plain numbers (all well below 2**53)
+  enums: String, // 'DTYPE_FLOAT16', not 2
+  defaults: true, // unset fields read as their zero value, as in every other language
+  oneofs: true, // a oneof's name says which member is set: response.outcome === 'error'
+});
+const { Inference } = grpc.loadPackageDefinition(definition).pipeserve.v1;
+
+// --- Tensors: raw little-endian bytes + dtype + shape --------------------------------------
+
+// IEEE 754 half precision to a JS number (Node 20 has no Float16Array).
+function halfToNumber(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * fraction * 2 ** -24; // zero and subnormals
+  if (exponent === 0x1f) return fraction ? NaN : sign * Infinity;
+  return sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+}
+
+// Decodes a Tensor message into { dtype, shape, values } with values a flat row-major array.
+function decodeTensor({ dtype, shape, data }) {
+  if (os.endianness() !== 'LE') throw new Error('this example assumes a little-endian machine');
+  // `data` is a Buffer that usually views the middle of the received message, at a byteOffset
+  // a Float32Array may not start at: copy the bytes into a fresh, aligned ArrayBuffer.
+  const bytes = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+  const count = shape.reduce((a, b) => a * b, 1);
+  let values;
+  if (dtype === 'DTYPE_FLOAT32') values = Array.from(new Float32Array(bytes));
+  else if (dtype === 'DTYPE_FLOAT16') values = Array.from(new Uint16Array(bytes), halfToNumber);
+  else if (dtype === 'DTYPE_INT32') values = Array.from(new Int32Array(bytes));
+  else if (dtype === 'DTYPE_INT64') values = Array.from(new BigInt64Array(bytes), Number);
+  else throw new Error(`unknown tensor dtype ${dtype}`);
+  if (values.length !== count) {
+    throw new Error(`tensor has ${values.length} ${dtype} values; shape [${shape}] needs ${count}`);
+  }
+  return { dtype, shape, values };
+}
+
+// --- Calls -----------------------------------------------------------------------------------
+
+// A unary call as a promise.
+function unary(client, method, request) {
+  return new Promise((resolve, reject) => {
+    client[method](request, { deadline: Date.now() + DEADLINE_MS }, (error, response) =>
+      error ? reject(error) : resolve(response),
+    );
+  });
+}
+
+// Sends every [id, request] on one ClassifyStream call; resolves to the answers by id (they may
+// come back in any order). A refused request answers { error: { code, message } }.
+function classifyStream(client, requests) {
+  return new Promise((resolve, reject) => {
+    const byId = {};
+    const call = client.ClassifyStream({ deadline: Date.now() + DEADLINE_MS });
+    call.on('data', (answer) => {
+      byId[answer.id] =
+        answer.outcome === 'error'
+          ? { error: answer.error }
+          : { results: answer.response.results.map((r) => r.labels) };
+    });
+    call.on('error', reject);
+    call.on('end', () => resolve(byId));
+    for (const [id, request] of requests) call.write({ id, request });
+    call.end(); // half-close: the server answers what it got, then ends the stream
+  });
+}
+
+async function forward(client, texts, outputDtype, full) {
+  const response = await unary(client, 'Forward', {
+    inputs: texts.map((text) => ({ text })),
+    outputs: ['logits', 'last_hidden_state'],
+    output_dtype: outputDtype,
+  });
+  const outputs = {};
+  for (const { name, tensor } of response.outputs) {
+    const { dtype, shape, values } = decodeTensor(tensor);
+    outputs[name] = { dtype, shape, ...(full ? { values } : { head: values.slice(0, HEAD) }) };
+  }
+  return { sequence_lengths: response.sequence_lengths, outputs };
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const full = args.includes('--full');
+  const positional = args.filter((a) => a !== '--full');
+  const target = positional[0] || process.env.PIPESERVE_TARGET || '127.0.0.1:50051';
+  const texts = positional.length > 1 ? positional.slice(1) : [
+    "I've been waiting for a HuggingFace course my whole life.",
+    'I hate this so much!',
+  ];
+
+  const client = new Inference(target, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024, // hidden states grow fast
+  });
+  try {
+    const tokenized = await unary(client, 'Tokenize', { inputs: texts.map((text) => ({ text })) });
+    const classified = await unary(client, 'Classify', {
+      inputs: texts.map((text) => ({ text })),
+      top_k: -1, // every label, best first
+    });
+    const stream = await classifyStream(client, [
+      ...texts.map((text, i) => [`text-${i}`, { inputs: [{ text }] }]),
+      ['empty', { inputs: [{ text: '' }] }], // refused: shows a per-request error
+    ]);
+    const result = {
+      target,
+      tokenize: tokenized.encodings.map((e) => ({
+        input_ids: e.input_ids,
+        attention_mask: e.attention_mask,
+      })),
+      classify: classified.results.map((r) => r.labels),
+      classify_stream: stream,
+      forward: {
+        float32: await forward(client, texts, 'DTYPE_FLOAT32', full),
+        float16: await forward(client, texts, 'DTYPE_FLOAT16', full),
+      },
+    };
+    console.log(JSON.stringify(result, null, full ? 0 : 2));
+  } finally {
+    client.close();
+  }
+}
+
+module.exports = { decodeTensor, halfToNumber }; // for tests: require('./client.js')
+
+if (require.main === module) {
+  main().catch((error) => {
+    // A grpc-js error carries the status code number and the server's message.
+    const code = error.code !== undefined ? `code ${error.code}: ` : '';
+    console.error(`error: ${code}${error.details || error.message}`);
+    process.exit(1);
+  });
+}
