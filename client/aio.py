@@ -43,7 +43,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
@@ -62,9 +62,11 @@ class AsyncClient:
         )
         options = self._settings.channel_options
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(self._settings.target, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(
+                self._settings.target, credentials, options=options
+            )
         self._stub = InferenceStub(self._channel)
 
     async def close(self) -> None:

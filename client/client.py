@@ -25,7 +25,7 @@ from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 
 class Client:
-    """A blocking client of one pipeserve server.
+    """A blocking client of one pipeserve server, or of several replicas.
 
     `target` is a gRPC address such as "127.0.0.1:50051". `timeout` (seconds) is the default
     deadline of every call; each method's own `timeout` overrides it, and None there means the
@@ -34,13 +34,18 @@ class Client:
     instead of failing at once with UNAVAILABLE. `credentials` (see `tls_credentials`) makes
     the channel TLS; `token` is sent as a bearer token with every call.
 
+    To spread calls over replicas, pass a list of addresses (["10.0.0.1:50051",
+    "10.0.0.2:50051"]) or a "dns:///name:port" target that resolves to them (a headless
+    Service): calls then go round_robin over the reachable replicas, and a call that a replica
+    answers UNAVAILABLE is retried once, on another.
+
     Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
     ValueError before any call is made. Safe to share between threads.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
@@ -59,9 +64,9 @@ class Client:
         )
         options = self._settings.channel_options
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(self._settings.target, options=options)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = grpc.secure_channel(self._settings.target, credentials, options=options)
         self._stub = InferenceStub(self._channel)
 
     def close(self) -> None:

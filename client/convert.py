@@ -4,6 +4,8 @@ Everything here is pure (no I/O), so the sync and async clients share it and sta
 client method builds a request here, makes one call, and parses the response here.
 """
 
+import ipaddress
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -566,12 +568,96 @@ def build_channel_options(
     return list(options.items())
 
 
+# Every pipeserve RPC is idempotent, so when the client balances across replicas, a call that
+# one replica answers UNAVAILABLE (shutting down, still loading, no live worker) is retried once,
+# on the next replica round_robin picks. Once only: a request that kills workers (UNAVAILABLE
+# after a worker died twice under it) then reaches one more replica, not all of them.
+_RETRY_ONCE: dict[str, Any] = {
+    "methodConfig": [
+        {
+            "name": [{"service": "pipeserve.v1.Inference"}],
+            "retryPolicy": {
+                "maxAttempts": 2,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+# Client-side health checking: round_robin sends calls only to replicas whose health for the
+# Inference service is SERVING, so a replica that is loading, has no live worker or is draining
+# gets none. The server answers health checks without a token only with --auth-open-health, so
+# a client with a token leaves this out (else an UNAUTHENTICATED health check would take every
+# replica out of the rotation).
+_HEALTH_CHECK: dict[str, Any] = {"healthCheckConfig": {"serviceName": "pipeserve.v1.Inference"}}
+
+
+def balanced_channel_options(health_check: bool) -> list[tuple[str, Any]]:
+    """The channel options of a balanced target: round_robin, one retry, health checking."""
+    config = {**_RETRY_ONCE, **(_HEALTH_CHECK if health_check else {})}
+    return [("grpc.lb_policy_name", "round_robin"), ("grpc.service_config", json.dumps(config))]
+
+
+# Target schemes whose name can stand for several servers.
+_BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+
+
+def _list_address(entry: object) -> tuple[int, str]:
+    """(IP version, "host:port") of one entry of a list target."""
+    if not isinstance(entry, str):
+        raise TypeError(f"target addresses must be strings; got {type(entry).__name__}")
+    address = entry.strip()
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"target address {entry!r} is not host:port")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(
+            f"target address {entry!r}: a list of targets takes IP addresses such as "
+            "'10.0.0.1:50051' or '[::1]:50051'; for a host name use 'dns:///name:port'"
+        ) from None
+    if ip.version == 6 and not bracketed:
+        raise ValueError(f"target address {entry!r}: write IPv6 addresses in brackets, [::1]:port")
+    return ip.version, address
+
+
+def build_target(target: str | Sequence[str]) -> tuple[str, bool]:
+    """The gRPC target string for `target`, and whether calls are balanced across servers.
+
+    A string is used as is; it is balanced when its scheme can name several servers (dns:,
+    ipv4:, ipv6:), e.g. "dns:///pipeserve.ns.svc.cluster.local:50051" for the pods behind a
+    headless Service. A list of "ip:port" addresses becomes "ipv4:a:p,b:q" (or "ipv6:" for
+    bracketed addresses; one family per list) and is balanced.
+    """
+    if isinstance(target, str):
+        return target, target.startswith(_BALANCED_SCHEMES)
+    if not isinstance(target, Sequence):
+        raise TypeError(f"target must be a string or a list of strings; got {type(target)}")
+    if not target:
+        raise ValueError("target is an empty list of addresses")
+    parsed = [_list_address(entry) for entry in target]
+    versions = {version for version, _ in parsed}
+    if len(versions) > 1:
+        raise ValueError("a list target takes IPv4 or IPv6 addresses, not both")
+    return f"ipv{versions.pop()}:" + ",".join(address for _, address in parsed), True
+
+
 class ClientSettings:
-    """What the sync and async clients share besides conversions: channel options, deadlines."""
+    """What the sync and async clients share besides conversions: channel options, deadlines.
+
+    `target` becomes the gRPC target (see build_target). A balanced target gets the round_robin
+    load-balancing policy, one retry on UNAVAILABLE and, without a token, health checking
+    (balanced_channel_options); `channel_options` setting "grpc.lb_policy_name" or
+    "grpc.service_config" replaces those.
+    """
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None,
         max_message_bytes: int,
@@ -579,12 +665,15 @@ class ClientSettings:
         token: str | None,
         wait_for_ready: bool,
     ) -> None:
-        self.target = target
+        self.target, balanced = build_target(target)
         # Sent with every call; the server compares it with its --auth-token-file tokens.
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
         self.wait_for_ready = wait_for_ready
-        self.channel_options = build_channel_options(max_message_bytes, channel_options)
+        defaults = balanced_channel_options(health_check=token is None) if balanced else []
+        self.channel_options = build_channel_options(
+            max_message_bytes, [*defaults, *(channel_options or ())]
+        )
 
     def call_options(self, timeout: float | None) -> dict[str, Any]:
         """Keyword arguments for one stub call; a call's own timeout beats the default."""
