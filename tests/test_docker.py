@@ -1,4 +1,4 @@
-"""The Dockerfile (not built in CI: no Docker engine) lints clean and installs as the README says."""
+"""The Dockerfile (never built in CI, which has no Docker engine) matches the README."""
 
 import re
 import shutil
