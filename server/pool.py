@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 
 import numpy as np
 
+from pipeserve.server.cost import BatchCost
 from pipeserve.server.errors import ModelFailed, ModelLoadError, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.queue import Entry, Queue
@@ -58,6 +59,7 @@ class _InFlight:
     batch_id: int
     entries: list[Entry]
     lengths: list[int]
+    padded_tokens: int
     timer: asyncio.TimerHandle
 
 
@@ -119,6 +121,9 @@ class WorkerPool:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._model: WorkerReady | None = None
+        # (items, forward ms) of the batch that finished last, for the batcher's waits.
+        self.last_batch: tuple[int, float] = (0, 0.0)
+        self.cost = BatchCost()
 
     # Lifecycle.
 
@@ -222,7 +227,7 @@ class WorkerPool:
         self._metrics.observe_batch(len(entries), ids.size)
         assert self._loop is not None
         timer = self._loop.call_later(self._forward_timeout_s, self._on_hung, worker, batch_id)
-        worker.batch = _InFlight(batch_id, entries, lengths, timer)
+        worker.batch = _InFlight(batch_id, entries, lengths, ids.size, timer)
         try:
             worker.conn.send(ForwardBatch(batch_id, ids, mask, types, outputs))
         except (OSError, ValueError):
@@ -260,6 +265,8 @@ class WorkerPool:
                     stats.batches += 1
                     stats.items += len(batch.entries)
                     stats.busy_s += message.forward_ms / 1000
+                    self.last_batch = (len(batch.entries), message.forward_ms)
+                    self.cost.observe(batch.padded_tokens, message.forward_ms)
                     self._deliver(batch, message)
             case BatchFailed():
                 batch = self._finish_batch(worker, message.batch_id)

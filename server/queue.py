@@ -92,12 +92,15 @@ class Queue:
     def oldest_enqueued_at(self) -> float:
         return self._pending[0].enqueued_at if self._pending else float("-inf")
 
-    def take(self, max_tokens: int, max_size: int, now: float) -> list[Entry]:
+    def take(
+        self, max_tokens: int, max_size: int, overhead_tokens: float, now: float
+    ) -> list[Entry]:
         """Removes and returns the next batch (see `pick_batch`)."""
         self._drop_gone(now)
         if not self._pending:
             return []
-        chosen = pick_batch([e.length for e in self._pending], max_tokens, max_size)
+        lengths = [e.length for e in self._pending]
+        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
         taken = [self._pending[i] for i in chosen]
         chosen_set = set(chosen)
         self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
@@ -105,43 +108,44 @@ class Queue:
             entry.queue_ms = (now - entry.enqueued_at) * 1000
         return taken
 
-    def has_full_batch(self, max_tokens: int, max_size: int) -> bool:
+    def has_full_batch(self, max_tokens: int, max_size: int, overhead_tokens: float) -> bool:
         """Whether waiting longer cannot make the next batch bigger."""
         lengths = [e.length for e in self._pending]
-        chosen = pick_batch(lengths, max_tokens, max_size)
+        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
         return len(chosen) >= max_size or len(chosen) < len(lengths)
 
 
-def pick_batch(lengths: list[int], max_tokens: int, max_size: int) -> list[int]:
+def pick_batch(
+    lengths: list[int], max_tokens: int, max_size: int, overhead_tokens: float = 0.0
+) -> list[int]:
     """Indices of the next batch from queued lengths (index 0 is the oldest).
 
-    The oldest entry always goes, so nothing starves. Around it the batch grows with the
-    entries closest in length, so padding stays small, while the padded cost (longest x
-    count) fits `max_tokens` and the count fits `max_size`.
+    The oldest entry always goes, so nothing starves. With the entries sorted by length, the
+    batch is the run of neighbours around it that gives the most real tokens per unit of
+    cost, where a batch costs `overhead_tokens` plus its padded tokens (longest x count):
+    similar lengths go together, and a batch is split where padding would cost more than
+    running another batch. Ties go to the bigger batch. The padded tokens stay within
+    `max_tokens` (a single entry over it still goes alone) and the count within `max_size`.
     """
     if not lengths:
         return []
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    ordered = [lengths[i] for i in order]
+    prefix = [0]
+    for length in ordered:
+        prefix.append(prefix[-1] + length)
     anchor = order.index(0)
-    lo = hi = anchor
-    longest = lengths[0]
-    while hi - lo + 1 < max_size:
-        left = order[lo - 1] if lo > 0 else None
-        right = order[hi + 1] if hi + 1 < len(order) else None
-        candidates = [c for c in (left, right) if c is not None]
-        if not candidates:
-            break
-        best = min(candidates, key=lambda c: abs(lengths[c] - lengths[0]))
-        new_longest = max(longest, lengths[best])
-        if new_longest * (hi - lo + 2) > max_tokens:
-            # Shorter neighbours cost no more padding than what is already there.
-            if left is not None and max(longest, lengths[left]) * (hi - lo + 2) <= max_tokens:
-                best, new_longest = left, max(longest, lengths[left])
-            else:
-                break
-        longest = new_longest
-        if best == left:
-            lo -= 1
-        else:
-            hi += 1
-    return [order[i] for i in range(lo, hi + 1)]
+    best, best_score = (anchor, anchor), 0.0
+    for lo in range(max(0, anchor - max_size + 1), anchor + 1):
+        for hi in range(anchor, min(len(ordered), lo + max_size)):
+            count = hi - lo + 1
+            padded = ordered[hi] * count
+            if padded > max_tokens and count > 1:
+                break  # a longer window only pads more
+            score = (prefix[hi + 1] - prefix[lo]) / (overhead_tokens + padded)
+            best_count = best[1] - best[0] + 1
+            if score > best_score * (1 + 1e-9) or (
+                score >= best_score * (1 - 1e-9) and count > best_count
+            ):
+                best, best_score = (lo, hi), score
+    return [order[i] for i in range(best[0], best[1] + 1)]

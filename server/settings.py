@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         0.0,
         ge=0,
-        description="How long a free worker waits for a batch to fill. 0 sends what is "
-        "queued at once, which gives the lowest latency; busy workers batch anyway.",
+        description="How long a free worker waits for a batch to fill. 0 adapts to the load: "
+        "no wait for a lone caller; under load, up to a tenth of the last batch's forward time.",
     )
     max_items_per_request: int = Field(256, ge=1, description="Most inputs in one request.")
     max_text_chars: int = Field(
