@@ -60,13 +60,7 @@ class AsyncClient:
             token=token,
             wait_for_ready=wait_for_ready,
         )
-        options = self._settings.channel_options
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(self._settings.target, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                self._settings.target, credentials, options=options
-            )
+        self._channel = self._settings.open_channel(grpc.aio, credentials)
         self._stub = InferenceStub(self._channel)
 
     async def close(self) -> None:

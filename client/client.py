@@ -62,11 +62,7 @@ class Client:
             token=token,
             wait_for_ready=wait_for_ready,
         )
-        options = self._settings.channel_options
-        if credentials is None:
-            self._channel = grpc.insecure_channel(self._settings.target, options=options)
-        else:
-            self._channel = grpc.secure_channel(self._settings.target, credentials, options=options)
+        self._channel = self._settings.open_channel(grpc, credentials)
         self._stub = InferenceStub(self._channel)
 
     def close(self) -> None:

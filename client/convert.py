@@ -10,6 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+import grpc
 import numpy as np
 
 from pipeserve.client.errors import PipeserveError, from_status
@@ -674,6 +675,12 @@ class ClientSettings:
         self.channel_options = build_channel_options(
             max_message_bytes, [*defaults, *(channel_options or ())]
         )
+
+    def open_channel(self, channels: Any, credentials: grpc.ChannelCredentials | None) -> Any:
+        """A channel from `channels`: the grpc or the grpc.aio module, whose factories match."""
+        if credentials is None:
+            return channels.insecure_channel(self.target, options=self.channel_options)
+        return channels.secure_channel(self.target, credentials, options=self.channel_options)
 
     def call_options(self, timeout: float | None) -> dict[str, Any]:
         """Keyword arguments for one stub call; a call's own timeout beats the default."""

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeserve.server.handlers import with_behavior
+
 if TYPE_CHECKING:
     from pipeserve.server.pool import WorkerPool
     from pipeserve.server.queue import Queue
@@ -165,11 +167,7 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     done(context, start, failed)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return with_behavior(handler, unary)
         if handler.stream_stream is not None:
             stream_behavior = handler.stream_stream
 
@@ -190,9 +188,5 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     done(context, start, failed)
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return with_behavior(handler, stream)
         return handler

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health
 
 from pipeserve.server.errors import StartupError
+from pipeserve.server.handlers import with_behavior
 from pipeserve.server.settings import Settings
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
@@ -67,24 +68,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._authorized(handler_call_details.invocation_metadata):
             return handler
-        return _refusing(handler)
+        return with_behavior(handler, _refuse)
 
 
 async def _refuse(_request, context: grpc.aio.ServicerContext) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-
-
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind that refuses the call."""
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    make = kinds[(handler.request_streaming, handler.response_streaming)]
-    return make(
-        _refuse,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )

@@ -17,6 +17,7 @@ from pipeserve.server.errors import (
     Unavailable,
     UnsupportedByModel,
 )
+from pipeserve.server.handlers import with_behavior
 
 log = logging.getLogger("pipeserve.status")
 
@@ -119,16 +120,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
+            return with_behavior(handler, _wrap_unary(handler.unary_unary), deserializer)
         if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
+            return with_behavior(handler, _wrap_stream(handler.stream_stream), deserializer)
         return handler

@@ -178,3 +178,25 @@ def server(tiny_distilbert) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="session")
 def address(server) -> str:
     return server.address
+
+
+@pytest.fixture(scope="session")
+def client(address):
+    """A client of the session server, shared by the tests that only need to call it."""
+    from pipeserve.client import Client
+
+    with Client(address, timeout=120) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="session")
+def bert_client(tiny_bert):
+    """A client of a bare BERT encoder (token type ids, pooler), served by one worker."""
+    from pipeserve.client import Client
+
+    process = launch_server(tiny_bert)
+    try:
+        with Client(process.address, timeout=120) as shared:
+            yield shared
+    finally:
+        process.stop()

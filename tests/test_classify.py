@@ -20,12 +20,6 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def client(address) -> Iterator[Client]:
-    with Client(address, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def classifier(tiny_distilbert):
     """The served checkpoint in-process: (tokenizer, model, config)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -192,16 +186,6 @@ def test_token_classifier_forward_returns_per_token_logits(ner_client, tiny_bert
         length = len(expected)
         np.testing.assert_allclose(out.logits[row, :length], expected, rtol=0, atol=1e-5)
         assert not out.logits[row, length:].any()
-
-
-@pytest.fixture(scope="module")
-def bert_client(tiny_bert) -> Iterator[Client]:
-    process = launch_server(tiny_bert, "--workers-per-device", "1")
-    try:
-        with Client(process.address, timeout=60) as c:
-            yield c
-    finally:
-        process.stop()
 
 
 def test_bare_encoder_forward_defaults_to_last_hidden_state(bert_client, tiny_bert):

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from pipeserve.client import Client
 from tests.conftest import SEED_SENTENCES
 
-TIMEOUT = 60.0
 HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
 
 
@@ -46,12 +44,6 @@ def json_output(result: subprocess.CompletedProcess) -> object:
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1  # one document, one line
     return json.loads(result.stdout)
-
-
-@pytest.fixture(scope="module")
-def client(address: str) -> Iterator[Client]:
-    with Client(address, timeout=TIMEOUT) as client:
-        yield client
 
 
 def test_tokenize_prints_the_clients_encodings(address: str, client: Client):

@@ -37,12 +37,6 @@ PAIR = ("Where is the course?", "The course is on the Hugging Face website.")
 HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
 
 
-@pytest.fixture(scope="module")
-def client(address: str) -> Iterator[Client]:
-    with Client(address, timeout=TIMEOUT) as client:
-        yield client
-
-
 # --- Sync and async agree ---------------------------------------------------------------------
 
 # Each call works on a Client (returns the result) and an AsyncClient (returns an awaitable).

@@ -88,12 +88,6 @@ def reference(tiny_distilbert, sentences) -> dict[str, Reference]:
     }
 
 
-@pytest.fixture(scope="module")
-def client(address) -> Iterator[Client]:
-    with Client(address, timeout=120) as c:
-        yield c
-
-
 def _info(client: Client) -> ModelInfo | PipeserveError:
     """ModelInfo, or the error it failed with, so value checks do not depend on ModelInfo."""
     try:

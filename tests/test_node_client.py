@@ -7,7 +7,6 @@ the locked dependencies first (from the npm registry).
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +47,6 @@ def run_node(script: Path, *args: str) -> dict[str, Any]:
     done = subprocess.run(["node", str(script), *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"client.js failed:\n{done.stdout}\n{done.stderr}"
     return json.loads(done.stdout)
-
-
-@pytest.fixture(scope="module")
-def client(address: str) -> Iterator[Client]:
-    with Client(address, timeout=60) as c:
-        yield c
 
 
 def labels(results) -> list[list[dict[str, Any]]]:

@@ -1,13 +1,11 @@
 """Tokenize against the model's own tokenizer run in-process, and Tokenize -> Forward by ids."""
 
-from collections.abc import Iterator
-
 import grpc
 import numpy as np
 import pytest
 
-from pipeserve.client import Client, Encoding, PipeserveError
-from tests.conftest import SEED_SENTENCES, launch_server
+from pipeserve.client import Encoding, PipeserveError
+from tests.conftest import SEED_SENTENCES
 
 # The issue's expected ids for SEED_SENTENCES, verbatim (bert-base-uncased vocabulary).
 # fmt: off
@@ -26,27 +24,10 @@ TOO_LONG = "word " * 600
 
 
 @pytest.fixture(scope="module")
-def client(address) -> Iterator[Client]:
-    with Client(address, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def tokenizer(tiny_distilbert):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_distilbert)
-
-
-@pytest.fixture(scope="module")
-def bert_client(tiny_bert) -> Iterator[Client]:
-    """A bare BERT encoder, which uses token type ids, so pairs reach the model as pairs."""
-    process = launch_server(tiny_bert, "--workers-per-device", "1")
-    try:
-        with Client(process.address, timeout=60) as c:
-            yield c
-    finally:
-        process.stop()
 
 
 def _column(encodings: list[Encoding], name: str) -> list[list]:
