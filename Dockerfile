@@ -39,5 +39,5 @@ USER 10001
 VOLUME ["/models"]
 EXPOSE 50051
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["pipeserve", "health", "--target", "127.0.0.1:50051"]
+  CMD ["/bin/bash", "-c", "pipeserve health --target \"127.0.0.1:${PIPESERVE_PORT}\""]
 ENTRYPOINT ["pipeserve", "serve"]

@@ -173,7 +173,7 @@ def _forward_arguments(parser: argparse.ArgumentParser) -> None:
         type=_names,
         action="extend",
         metavar="NAME[,NAME...]",
-        help="outputs to return, e.g. logits,last_hidden_state (default: the model's first)",
+        help="outputs to return, e.g. logits,last_hidden_state (default: the head's own)",
     )
     parser.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     parser.add_argument(

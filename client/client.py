@@ -128,7 +128,7 @@ class Client:
 
         Each input is a text, a (text, text_pair), an Encoding from tokenize() (its padding is
         dropped) or a list / 1-D int array of token ids. `outputs` names what to return (see
-        ModelInfo.outputs); empty means the model's first output. `dtype` is "float32" or
+        ModelInfo.outputs); empty means the head's own outputs. `dtype` is "float32" or
         "float16" for the returned float tensors.
         """
         request = convert.forward_request(

@@ -54,13 +54,15 @@ async def serve(settings: Settings) -> None:
     check_precision(settings, on_gpu=devices[0].gpu is not None)
     specs = [
         WorkerSpec(
-            i,
-            settings.model,
-            settings.revision,
-            card.task,
-            settings.dtype,
-            settings.quantize,
-            device,
+            worker_id=i,
+            model=settings.model,
+            revision=settings.revision,
+            task=card.task,
+            dtype=settings.dtype,
+            quantize=settings.quantize,
+            device=device,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         )
         for i, device in enumerate(devices)
     ]
@@ -95,8 +97,6 @@ async def serve(settings: Settings) -> None:
         pad_token_id=card.tokenizer.pad_token_id,
         send_token_type_ids=card.tokenizer.uses_token_type_ids,
         forward_timeout_s=settings.forward_timeout_s,
-        log_level=settings.log_level,
-        log_format=settings.log_format,
         metrics=metrics,
         on_alive_change=lambda alive: loop.create_task(on_alive_change(alive)),
     )
@@ -131,6 +131,7 @@ async def serve(settings: Settings) -> None:
             port = server.add_secure_port(bind, credentials)
     except RuntimeError as error:
         raise StartupError(f"cannot listen on {bind}: {error}") from error
+    if credentials is not None:
         log.info("TLS on%s", " with client certificates required" if settings.tls_client_ca else "")
     await server.start()
     log.info(
@@ -138,7 +139,11 @@ async def serve(settings: Settings) -> None:
     )
 
     if settings.metrics_port is not None:
-        metrics_port = metrics.serve(settings.host, settings.metrics_port)
+        try:
+            metrics_port = metrics.serve(settings.host, settings.metrics_port)
+        except OSError as error:
+            port_text = settings.metrics_port
+            raise StartupError(f"cannot serve metrics on port {port_text}: {error}") from error
         log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
 
     stop = asyncio.Event()
@@ -153,6 +158,14 @@ async def serve(settings: Settings) -> None:
         max_wait_ms=settings.max_wait_ms,
     )
     batcher_task = asyncio.create_task(batcher.run(), name="batcher")
+
+    def on_batcher_end(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Without a batcher every call would hang: fail loudly and shut down instead.
+            log.error("batcher stopped", exc_info=task.exception())
+            stop.set()
+
+    batcher_task.add_done_callback(on_batcher_end)
     try:
         starting = asyncio.create_task(pool.start())
         waiting = asyncio.create_task(stop.wait())

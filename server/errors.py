@@ -14,6 +14,10 @@ class TooLarge(PipeserveError):
     """The request is well formed but asks for more than a configured limit allows."""
 
 
+class Unauthenticated(PipeserveError):
+    """No accepted bearer token came with the call."""
+
+
 class Overloaded(PipeserveError):
     """The queue is full; the caller should retry later."""
 

@@ -206,7 +206,9 @@ class Infer:
             Entry(s.input_ids, s.token_type_ids, outputs, loop.create_future(), now, deadline)
             for s in sequences
         ]
-        self._queue.put(entries)
+        if self._pool.alive == 0:  # checked again: workers may have died while tokenizing
+            raise Unavailable("no model worker is alive; retry shortly")
+        self._queue.put(entries, now)
         # Cancelling this call cancels the gather and so every entry's future, which
         # tells the queue to drop entries not yet sent to a worker.
         try:

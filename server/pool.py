@@ -35,7 +35,6 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
-from pipeserve.server.settings import LogFormat
 from pipeserve.server.worker import run_worker
 
 log = logging.getLogger("pipeserve.pool")
@@ -71,6 +70,8 @@ class WorkerHandle:
     ready: WorkerReady | None = None
     batch: _InFlight | None = None
     started_at: float = field(default_factory=time.monotonic)
+    # Set once its exit has been handled; nothing sent to it after that gets an answer.
+    exited: bool = False
 
     @property
     def pid(self) -> int:
@@ -96,8 +97,6 @@ class WorkerPool:
         pad_token_id: int,
         send_token_type_ids: bool,
         forward_timeout_s: float,
-        log_level: str,
-        log_format: LogFormat,
         metrics: Metrics,
         on_alive_change: Callable[[int], None] = lambda alive: None,
     ) -> None:
@@ -106,8 +105,6 @@ class WorkerPool:
         self._pad_token_id = pad_token_id
         self._send_token_type_ids = send_token_type_ids
         self._forward_timeout_s = forward_timeout_s
-        self._log_level = log_level
-        self._log_format = log_format
         self._metrics = metrics
         self._on_alive_change = on_alive_change
         self._context = multiprocessing.get_context("spawn")
@@ -158,7 +155,7 @@ class WorkerPool:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=run_worker,
-            args=(spec, child, self._log_level, self._log_format),
+            args=(spec, child),
             name=f"pipeserve-worker-{spec.worker_id}",
             daemon=True,
         )
@@ -212,6 +209,10 @@ class WorkerPool:
         self._idle.put_nowait(worker)
 
     def dispatch(self, worker: WorkerHandle, entries: list[Entry]) -> None:
+        if worker.exited or worker.ready is None:
+            # It died while the batcher waited for the batch to fill: the entries never left.
+            self._queue.requeue(entries)
+            return
         batch_id = next(self._batch_ids)
         outputs = tuple(dict.fromkeys(name for e in entries for name in e.outputs))
         lengths = [e.length for e in entries]
@@ -223,16 +224,19 @@ class WorkerPool:
             mask[row, : entry.length] = 1
             if types is not None and entry.token_type_ids is not None:
                 types[row, : entry.length] = entry.token_type_ids
+        try:
+            worker.conn.send(ForwardBatch(batch_id, ids, mask, types, outputs))
+        except (OSError, ValueError):
+            # Dying, its exit not handled yet: the batch never reached it, so no attempt spent.
+            log.warning("worker %d gone before batch %d was sent", worker.spec.worker_id, batch_id)
+            self._queue.requeue(entries)
+            return
+        for entry in entries:
             entry.attempts += 1
         self._metrics.observe_batch(len(entries), ids.size)
         assert self._loop is not None
         timer = self._loop.call_later(self._forward_timeout_s, self._on_hung, worker, batch_id)
         worker.batch = _InFlight(batch_id, entries, lengths, ids.size, timer)
-        try:
-            worker.conn.send(ForwardBatch(batch_id, ids, mask, types, outputs))
-        except (OSError, ValueError):
-            # The worker died between being picked and being sent to; _on_exit requeues.
-            log.warning("worker %d gone before batch %d was sent", worker.spec.worker_id, batch_id)
 
     # Events, all on the event loop.
 
@@ -271,7 +275,10 @@ class WorkerPool:
             case BatchFailed():
                 batch = self._finish_batch(worker, message.batch_id)
                 if batch is not None:
-                    error = ModelFailed(f"model failed on this batch: {message.reason}")
+                    log.error("batch %d failed in the model: %s", message.batch_id, message.reason)
+                    error = ModelFailed(
+                        "the model failed on this batch (details in the server log)"
+                    )
                     for entry in batch.entries:
                         if not entry.future.done():
                             entry.future.set_exception(error)
@@ -313,12 +320,16 @@ class WorkerPool:
         worker_id = worker.spec.worker_id
         was_ready = worker.ready is not None
         worker.ready = None
+        worker.exited = True
         if was_ready:
             self._on_alive_change(self.alive)
         if worker.batch is not None:
             worker.batch.timer.cancel()
             self._retry_or_fail(worker.batch.entries, worker_id)
             worker.batch = None
+        if self.alive == 0 and not self._stopping:
+            # Waiting out a respawn and a model load helps no caller: they can retry elsewhere.
+            self._queue.fail_all(Unavailable("no model worker is alive; retry shortly"))
         replaced = self._workers.get(worker_id) is not worker
         if self._stopping or replaced or self._start_failure is not None:
             return

@@ -42,8 +42,10 @@ class Queue:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def put(self, entries: list[Entry]) -> None:
+    def put(self, entries: list[Entry], now: float) -> None:
         """Queues a request's entries, all or none, so no request is half accepted."""
+        if len(self._pending) + len(entries) > self._max_items:
+            self._drop_gone(now)  # entries whose callers left must not hold places
         if len(self._pending) + len(entries) > self._max_items:
             raise Overloaded(
                 f"server overloaded: {len(self._pending)} items queued, limit "
@@ -57,6 +59,13 @@ class Queue:
         """Puts entries back at the front (a retry after a worker died), past the limit."""
         self._pending[:0] = entries
         self._changed.set()
+
+    def fail_all(self, error: Exception) -> None:
+        """Fails every queued entry with `error` and empties the queue."""
+        for entry in self._pending:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+        self._pending = []
 
     def _drop_gone(self, now: float) -> None:
         kept = []

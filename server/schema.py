@@ -1,15 +1,15 @@
 """Every message between the server process and its worker processes, in one place.
 
-Messages are frozen dataclasses pickled over a multiprocessing Pipe; arrays travel as
-numpy buffers (pickle protocol 5 keeps them out of band). Receivers dispatch on the
-message type with `match`, never on method names.
+Messages are frozen dataclasses pickled over a multiprocessing Pipe, numpy arrays included
+(a batch of ids is kilobytes; outputs are copied once into the pickle). Receivers dispatch
+on the message type with `match`, never on method names.
 """
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeserve.server.settings import DType, Quantize, Task
+from pipeserve.server.settings import DType, LogFormat, Quantize, Task
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class WorkerSpec:
     dtype: DType
     quantize: Quantize
     device: DeviceSpec
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
 
 
 # Server -> worker.

@@ -7,9 +7,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from pipeserve.server.errors import StartupError
+from pipeserve.server.errors import StartupError, Unauthenticated
 from pipeserve.server.handlers import with_behavior
 from pipeserve.server.settings import Settings
+from pipeserve.server.status import abort
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
 
@@ -72,4 +73,4 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _refuse(_request, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+    await abort(context, Unauthenticated("missing or invalid bearer token"))

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 
 from pipeserve.client.tensors import to_proto
-from pipeserve.server.errors import InvalidInput, PipeserveError
+from pipeserve.server.errors import InvalidInput
 from pipeserve.server.infer import Infer, Timings
 from pipeserve.server.inputs import (
     EncodeFlags,
@@ -185,7 +185,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             try:
                 response, _ = await self._classify(message.request, deadline)
                 await responses.put(pb.ClassifyStreamResponse(id=message.id, response=response))
-            except PipeserveError as error:
+            except Exception as error:  # answered per id; unexpected ones are logged there
                 code, text, _ = status_of(error)
                 await responses.put(
                     pb.ClassifyStreamResponse(

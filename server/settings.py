@@ -35,6 +35,13 @@ class Quantize(StrEnum):
     INT8 = "int8"
 
 
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class LogFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -113,7 +120,7 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve Prometheus metrics over HTTP on this port (0 picks one); off if unset.",
     )
-    log_level: str = Field("INFO", description="Log level.")
+    log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 
     @field_validator("devices")

@@ -14,6 +14,7 @@ from pipeserve.server.errors import (
     Overloaded,
     PipeserveError,
     TooLarge,
+    Unauthenticated,
     Unavailable,
     UnsupportedByModel,
 )
@@ -27,6 +28,7 @@ _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     TooLarge: grpc.StatusCode.INVALID_ARGUMENT,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     UnsupportedByModel: grpc.StatusCode.FAILED_PRECONDITION,
@@ -46,7 +48,10 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, 
     return grpc.StatusCode.INTERNAL, "internal server error (details in the server log)", ()
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+async def abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    """Ends the call with the status `error` maps to."""
+    if context.done():  # the call already ended (deadline, cancelled): nobody to tell
+        return
     code, message, metadata = status_of(error)
     await context.abort(code, message, metadata)
 
@@ -89,7 +94,7 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error)
+            await abort(context, error)
 
     return unary
 
@@ -104,7 +109,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            await _abort(context, error)
+            await abort(context, error)
 
     return stream
 

@@ -46,7 +46,11 @@ class TextTokenizer:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_token = tokenizer.pad_token or ""
         self.padding_side = tokenizer.padding_side
-        self.vocab_size = len(tokenizer)
+        # Special tokens the tokenizer adds to a single text and to a pair ([CLS] a [SEP] b [SEP]).
+        self._special = (
+            tokenizer.num_special_tokens_to_add(pair=False),
+            tokenizer.num_special_tokens_to_add(pair=True),
+        )
 
     @classmethod
     def load(cls, model: str, revision: str | None, model_max_length: int) -> "TextTokenizer":
@@ -60,8 +64,7 @@ class TextTokenizer:
 
     def special_tokens(self, items: Sequence[object]) -> int:
         """Most special tokens the tokenizer adds to any of `items` (pairs take more)."""
-        has_pair = any(isinstance(item, tuple) for item in items)
-        return self._tokenizer.num_special_tokens_to_add(pair=has_pair)
+        return self._special[any(isinstance(item, tuple) for item in items)]
 
     def encode(
         self,

@@ -6,6 +6,7 @@ This module must not import torch at import time: the worker pins itself to its 
 
 import logging
 import os
+import signal
 import time
 from multiprocessing.connection import Connection
 
@@ -19,7 +20,6 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
-from pipeserve.server.settings import LogFormat
 
 log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
 
@@ -36,9 +36,13 @@ def _pin(spec: WorkerSpec) -> str:
     return "cpu"
 
 
-def run_worker(spec: WorkerSpec, conn: Connection, log_level: str, log_format: LogFormat) -> None:
+def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     """Entry point of a worker process (spawned)."""
-    configure_logging(log_level, log_format)
+    # Ctrl-C and a SIGTERM to the process group reach workers too; the server alone decides
+    # when they stop (Stop message, pipe closed, or killed), so it can drain first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(spec.log_level, spec.log_format)
     device = _pin(spec)
     try:
         import torch

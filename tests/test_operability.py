@@ -96,3 +96,29 @@ def test_json_logs_name_each_worker_device(observed):
     assert entries, "no JSON log lines"
     assert any("pinned to cpu:" in e["message"] for e in entries)
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+
+
+def test_health_is_not_serving_while_the_model_loads(tiny_distilbert):
+    """Health turns SERVING only once the workers are ready (the server listens before)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeserve.server", "--model", str(tiny_distilbert),
+         "--port", "0", "--devices", "cpu"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        address = next(
+            re.search(r"listening on (\S+:\d+)", line).group(1)  # type: ignore[union-attr]
+            for line in proc.stderr
+            if "listening on" in line
+        )
+        with grpc.insecure_channel(address) as channel:
+            updates = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="pipeserve.v1.Inference"), timeout=120
+            )
+            # Workers are still importing torch when the port opens.
+            assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.terminate()
+        proc.wait(60)

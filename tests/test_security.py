@@ -2,6 +2,8 @@
 
 import datetime
 import ipaddress
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -81,6 +83,13 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
         assert refused.value.code == grpc.StatusCode.UNAVAILABLE
         label = _classify(server.address, credentials=tls_credentials(pki / "ca.pem"))
         assert label in ("NEGATIVE", "POSITIVE")
+        # The Docker/Kubernetes probe speaks TLS too.
+        probe = subprocess.run(
+            [sys.executable, "-m", "pipeserve.client.cli", "health", "--target", server.address,
+             "--tls-ca", str(pki / "ca.pem")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert probe.returncode == 0, probe.stdout + probe.stderr
     finally:
         server.stop()
 

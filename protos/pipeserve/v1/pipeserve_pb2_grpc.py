@@ -91,7 +91,9 @@ class InferenceServicer:
     def ClassifyStream(self, request_iterator, context):
         """Bidirectional streaming Classify. Each request carries a caller-chosen id
         that its response echoes; responses may arrive out of order. A bad
-        request gets a response with `error` set; the stream stays open.
+        request gets a response with `error` set; the stream stays open. A
+        message that cannot be decoded at all ends the stream with
+        INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
