@@ -161,7 +161,8 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names(value: str) -> list[str]:
+def comma_list(value: str) -> list[str]:
+    """An argparse type: "a, b,c" -> ["a", "b", "c"]."""
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
@@ -170,7 +171,7 @@ def _forward_arguments(parser: argparse.ArgumentParser) -> None:
     add_length_arguments(parser)
     parser.add_argument(
         "--outputs",
-        type=_names,
+        type=comma_list,
         action="extend",
         metavar="NAME[,NAME...]",
         help="outputs to return, e.g. logits,last_hidden_state (default: the head's own)",

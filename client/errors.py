@@ -8,6 +8,11 @@ import grpc
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 
 
+def status_code(number: int) -> grpc.StatusCode:
+    """The StatusCode for its number on the wire (UNKNOWN for numbers gRPC does not define)."""
+    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
 class PipeserveError(Exception):
     """A call the server (or the channel) refused: a gRPC status code and its details."""
 
@@ -26,7 +31,7 @@ class PipeserveError(Exception):
 
 def from_status(code: int, details: str) -> PipeserveError:
     """Makes the error for a status code number, as ClassifyStream reports per request."""
-    return PipeserveError(_STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), details)
+    return PipeserveError(status_code(code), details)
 
 
 def from_rpc_error(error: grpc.RpcError) -> PipeserveError:

@@ -876,10 +876,6 @@ def parse_warmup(text: str) -> tuple[float, int]:
     raise argparse.ArgumentTypeError(f"expected seconds (2, 2s) or requests (50r), got {text!r}")
 
 
-def _names(value: str) -> list[str]:
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def read_texts(path: str, column: str | None = None) -> list[str]:
     """Texts from a file ('-': stdin): one per line, or one tab-separated `column` per row.
 
@@ -915,7 +911,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--rpc", choices=RPCS, default="classify", help="(default: classify)")
     what.add_argument(
         "--outputs",
-        type=_names,
+        type=cli.comma_list,
         action="extend",
         metavar="NAME[,NAME...]",
         help="forward only: outputs to ask for, e.g. logits or last_hidden_state "

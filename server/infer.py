@@ -78,10 +78,7 @@ class Infer:
     async def tokenize(
         self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
     ) -> Padded:
-        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
-        max_length = resolve_max_length(
-            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
-        )
+        max_length = self._admit(items, options)
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
@@ -147,6 +144,13 @@ class Infer:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, encode)
 
+    def _admit(self, items: Sequence[ModelInput], options: TextOptions) -> int:
+        """Checks the request's size limits; returns the length limit for its texts."""
+        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
+        return resolve_max_length(
+            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
+        )
+
     def _check_lengths(self, encoded: Sequence[Encoded], indices: Iterable[int]) -> None:
         """Refuses untruncated items longer than the model can take."""
         for index, enc in zip(indices, encoded, strict=True):
@@ -162,10 +166,7 @@ class Infer:
         """Validates items and turns each into unpadded ids; texts are tokenized here."""
         if self._pool.alive == 0:
             raise Unavailable("no model worker is alive; retry shortly")
-        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
-        max_length = resolve_max_length(
-            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
-        )
+        max_length = self._admit(items, options)
         sequences: list[Encoded | None] = [None] * len(items)
         text_indices = []
         for index, item in enumerate(items):

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeserve.client.errors import status_code
 from pipeserve.server.handlers import with_behavior
 
 if TYPE_CHECKING:
@@ -122,15 +123,12 @@ def _rpc_name(method: str) -> str:
     return method.rsplit("/", 1)[-1]
 
 
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-
-
 def _code(context: grpc.aio.ServicerContext, failed: bool) -> str:
     """The call's status name. A call that raised without setting one was cancelled."""
     code = context.code()
     if code is None:
         return "CANCELLED" if failed else "OK"
-    return code.name if isinstance(code, grpc.StatusCode) else _CODE_NAMES.get(code, str(code))
+    return code.name if isinstance(code, grpc.StatusCode) else status_code(code).name
 
 
 class _MetricsInterceptor(grpc.aio.ServerInterceptor):
