@@ -82,7 +82,10 @@ class Infer:
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
-        return self.card.tokenizer.pad(encoded, options.padding, max_length)
+        # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.card.tokenizer.pad, encoded, options.padding, max_length
+        )
 
     async def forward(
         self,

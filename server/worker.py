@@ -16,6 +16,7 @@ from pipeserve.server.schema import (
     BatchFailed,
     ForwardBatch,
     Stop,
+    ToWorker,
     WorkerReady,
     WorkerSpec,
     WorkerStartFailed,
@@ -82,7 +83,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
 def _serve(runner, conn: Connection) -> None:
     while True:
         try:
-            message = conn.recv()
+            message: ToWorker = conn.recv()
         except (EOFError, OSError):  # the server is gone; nothing left to serve
             return
         match message:
