@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 
 from pipeserve.client.errors import PipeserveError, from_status
-from pipeserve.client.tensors import from_proto
 from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.wire import from_proto
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -5,12 +5,7 @@ from contextlib import contextmanager
 
 import grpc
 
-_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
-
-
-def status_code(number: int) -> grpc.StatusCode:
-    """The StatusCode for its number on the wire (UNKNOWN for numbers gRPC does not define)."""
-    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+from pipeserve.wire import status_code
 
 
 class PipeserveError(Exception):

@@ -47,7 +47,7 @@ from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 RPCS = ("tokenize", "forward", "classify", "classify-stream")
-# Trailing metadata key -> stage name, as server/service.py sends them (milliseconds).
+# Trailing metadata key -> stage name, as server/edge/service.py sends them (milliseconds).
 STAGE_KEYS = {
     "pipeserve-tokenize-ms": "tokenize",
     "pipeserve-queue-ms": "queue",

@@ -10,19 +10,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pipeserve.server.batcher import Batcher
-from pipeserve.server.devices import check_precision, plan_devices
+from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
+from pipeserve.server.edge.service import InferenceService
+from pipeserve.server.edge.status import ErrorInterceptor
+from pipeserve.server.engine.batcher import Batcher
+from pipeserve.server.engine.infer import Infer
+from pipeserve.server.engine.queue import Queue
 from pipeserve.server.errors import StartupError
-from pipeserve.server.infer import Infer
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.model_card import load_model_card
-from pipeserve.server.pool import WorkerPool
-from pipeserve.server.queue import Queue
+from pipeserve.server.pipeline.model_card import load_model_card
 from pipeserve.server.schema import WorkerSpec
-from pipeserve.server.security import TokenAuthInterceptor, load_tokens, server_credentials
-from pipeserve.server.service import InferenceService
 from pipeserve.server.settings import Settings
-from pipeserve.server.status import ErrorInterceptor
+from pipeserve.server.workers.devices import check_precision, plan_devices
+from pipeserve.server.workers.pool import WorkerPool
 from pipeserve.v1 import pipeserve_pb2, pipeserve_pb2_grpc
 
 log = logging.getLogger("pipeserve")

@@ -14,12 +14,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipeserve.client.errors import status_code
-from pipeserve.server.handlers import with_behavior
+from pipeserve.server.edge.handlers import with_behavior
+from pipeserve.wire import status_code
 
 if TYPE_CHECKING:
-    from pipeserve.server.pool import WorkerPool
-    from pipeserve.server.queue import Queue
+    from pipeserve.server.engine.queue import Queue
+    from pipeserve.server.workers.pool import WorkerPool
 
 # Milliseconds to minutes: a GPU forward of one sentence up to a long CPU queue wait.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

@@ -3,8 +3,8 @@ model that tells it when splitting by length beats padding."""
 
 import pytest
 
-from pipeserve.server.cost import BatchCost
-from pipeserve.server.queue import pick_batch
+from pipeserve.server.engine.cost import BatchCost
+from pipeserve.server.engine.queue import pick_batch
 
 CPU_LIKE = 64.0  # fixed cost of a batch, in padded tokens
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeserve.server.pool import WorkerPool
 from pipeserve.server.settings import Settings
+from pipeserve.server.workers.pool import WorkerPool
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeserve.server.devices import plan_devices, split_cores
 from pipeserve.server.errors import StartupError
+from pipeserve.server.workers.devices import plan_devices, split_cores
 
 
 def test_cores_are_split_into_disjoint_contiguous_sets():

@@ -9,27 +9,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeserve.server.engine.queue import Entry, Queue
 from pipeserve.server.errors import InvalidInput, Unavailable, UnsupportedByModel
-from pipeserve.server.inputs import EncodeFlags, ModelInput, TextInput, TextOptions, TokenIds
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.model_card import ModelCard
-from pipeserve.server.pool import ItemOutput, WorkerPool
-from pipeserve.server.postprocess import (
+from pipeserve.server.pipeline.inputs import (
+    EncodeFlags,
+    ModelInput,
+    TextInput,
+    TextOptions,
+    TokenIds,
+)
+from pipeserve.server.pipeline.model_card import ModelCard
+from pipeserve.server.pipeline.postprocess import (
     LabelScore,
     ScoreFunction,
     apply_score_function,
     top_labels,
 )
-from pipeserve.server.queue import Entry, Queue
-from pipeserve.server.settings import Settings, Task
-from pipeserve.server.tokenize import Encoded, Padded
-from pipeserve.server.validation import (
+from pipeserve.server.pipeline.tokenize import Encoded, Padded
+from pipeserve.server.pipeline.validation import (
     check_items,
     check_outputs,
     check_token_ids,
     check_total_tokens,
     resolve_max_length,
 )
+from pipeserve.server.settings import Settings, Task
+from pipeserve.server.workers.pool import ItemOutput, WorkerPool
 
 
 @dataclass

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from transformers import AutoConfig, PretrainedConfig
 
 from pipeserve.server.errors import ModelLoadError
-from pipeserve.server.postprocess import ScoreFunction, default_score_function
+from pipeserve.server.pipeline.postprocess import ScoreFunction, default_score_function
+from pipeserve.server.pipeline.tokenize import TextTokenizer
 from pipeserve.server.settings import Settings, Task
-from pipeserve.server.tokenize import TextTokenizer
 
 _TASK_BY_ARCHITECTURE_SUFFIX = {
     "ForSequenceClassification": Task.TEXT_CLASSIFICATION,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from pipeserve.server.inputs import Padding, TextInput
+from pipeserve.server.pipeline.inputs import Padding, TextInput
 
 
 @dataclass(frozen=True)

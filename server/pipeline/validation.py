@@ -7,7 +7,7 @@ Nothing that fails here ever reaches the tokenizer or a worker.
 from collections.abc import Sequence
 
 from pipeserve.server.errors import InvalidInput, TooLarge
-from pipeserve.server.inputs import ModelInput, TextOptions, TokenIds
+from pipeserve.server.pipeline.inputs import ModelInput, TextOptions, TokenIds
 
 
 def check_items(items: Sequence[ModelInput], max_items: int, max_text_chars: int) -> None:

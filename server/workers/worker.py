@@ -48,7 +48,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     try:
         import torch
 
-        from pipeserve.server.forward import ModelRunner
+        from pipeserve.server.pipeline.forward import ModelRunner
 
         if spec.device.gpu is None:
             torch.set_num_threads(len(spec.device.cpus))

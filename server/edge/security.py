@@ -7,10 +7,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
+from pipeserve.server.edge.handlers import with_behavior
+from pipeserve.server.edge.status import abort
 from pipeserve.server.errors import StartupError, Unauthenticated
-from pipeserve.server.handlers import with_behavior
 from pipeserve.server.settings import Settings
-from pipeserve.server.status import abort
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
 

@@ -16,8 +16,8 @@ caller) nothing waits, which keeps single-caller latency at its minimum.
 
 import asyncio
 
-from pipeserve.server.pool import WorkerPool
-from pipeserve.server.queue import Queue
+from pipeserve.server.engine.queue import Queue
+from pipeserve.server.workers.pool import WorkerPool
 
 # Adaptive wait: at most this share of the last batch's forward time, and this many ms.
 _WAIT_SHARE = 0.1

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-from pipeserve.client.tensors import to_proto
+from pipeserve.server.edge.status import status_of
+from pipeserve.server.engine.infer import Infer, Timings
 from pipeserve.server.errors import InvalidInput
-from pipeserve.server.infer import Infer, Timings
-from pipeserve.server.inputs import (
+from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
     ModelInput,
     Padding,
@@ -20,12 +20,12 @@ from pipeserve.server.inputs import (
     TextOptions,
     TokenIds,
 )
-from pipeserve.server.pool import WorkerPool
-from pipeserve.server.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.settings import Quantize, Settings
-from pipeserve.server.status import status_of
+from pipeserve.server.workers.pool import WorkerPool
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
+from pipeserve.wire import to_proto
 
 _PADDING = {
     pb.PADDING_UNSPECIFIED: Padding.LONGEST,

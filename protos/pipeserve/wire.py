@@ -1,8 +1,8 @@
-"""Tensor <-> numpy conversion for the wire format: raw little-endian bytes, dtype, shape.
-
-Shared by the client and the server so both sides read the bytes the same way.
+"""Wire helpers that the client and the server share, so both read the bytes the same way:
+tensors as raw little-endian bytes with dtype and shape, and status codes by number.
 """
 
+import grpc
 import numpy as np
 
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -14,6 +14,12 @@ _NUMPY_BY_DTYPE = {
     pb.DTYPE_INT32: np.dtype("<i4"),
 }
 _DTYPE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in _NUMPY_BY_DTYPE.items()}
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The StatusCode for its number on the wire (UNKNOWN for numbers gRPC does not define)."""
+    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
 
 
 def to_proto(array: np.ndarray) -> pb.Tensor:

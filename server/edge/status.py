@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from pipeserve.server.edge.handlers import with_behavior
 from pipeserve.server.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -18,7 +19,6 @@ from pipeserve.server.errors import (
     Unavailable,
     UnsupportedByModel,
 )
-from pipeserve.server.handlers import with_behavior
 
 log = logging.getLogger("pipeserve.status")
 

@@ -21,10 +21,10 @@ from multiprocessing.process import BaseProcess
 
 import numpy as np
 
-from pipeserve.server.cost import BatchCost
+from pipeserve.server.engine.cost import BatchCost
+from pipeserve.server.engine.queue import Entry, Queue
 from pipeserve.server.errors import ModelFailed, ModelLoadError, Unavailable
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.queue import Entry, Queue
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -35,7 +35,7 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
-from pipeserve.server.worker import run_worker
+from pipeserve.server.workers.worker import run_worker
 
 log = logging.getLogger("pipeserve.pool")
 
