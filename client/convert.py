@@ -137,6 +137,8 @@ class ModelInfo:
     max_items_per_request: int
     workers: list[WorkerInfo]
     max_tokens_per_request: int = 0
+    frontend_pid: int = 0
+    frontends: int = 0
     queued_items: int = 0
 
 
@@ -534,6 +536,8 @@ def parse_model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         dtype=response.dtype,
         max_items_per_request=response.max_items_per_request,
         max_tokens_per_request=response.max_tokens_per_request,
+        frontend_pid=response.frontend_pid,
+        frontends=response.frontends,
         queued_items=response.queued_items,
         workers=[
             WorkerInfo(
