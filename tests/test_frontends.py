@@ -20,7 +20,7 @@ from pipeserve.client import Client, PipeserveError
 
 from .conftest import sst2_sentences
 from .test_operability import _scrape
-from .test_reliability import serving, wait_until
+from .test_reliability import paused, serving, wait_until
 
 # gRPC shares connections between channels of a process; each client here needs its own.
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -181,3 +181,24 @@ def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert)
     assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 10
     assert metrics[("pipeserve_batch_size_sum", ())] == 10
     assert metrics[("pipeserve_workers_alive", ())] == 1
+
+
+def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):
+    with serving(tiny_distilbert, "--frontends", "2", "--max-queued-items", "1") as server:
+        clients = _channels_by_frontend(server.address)
+        (_, one), (_, other) = clients.items()
+        worker = one.model_info().workers[0]
+        try:
+            with ThreadPoolExecutor(2) as pool, paused(worker.pid):
+                running = pool.submit(one.classify, ["held by the paused worker"])
+                wait_until(lambda: one.model_info().workers[0].busy)
+                waiting = pool.submit(one.classify, ["waits for the worker"])
+                wait_until(lambda: other.model_info().queued_items == 1)
+                with pytest.raises(PipeserveError) as refused:
+                    other.classify(["one too many"])
+            assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_queued_items=1" in refused.value.details
+            assert running.result() and waiting.result()
+        finally:
+            for client in clients.values():
+                client.close()
