@@ -54,7 +54,8 @@ def _save_tiny(folder: Path, model, tokenizer_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
-    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary."""
+    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
+    outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -64,10 +65,21 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
         hidden_dim=64,
         n_layers=2,
         n_heads=2,
+        # The default 0.02 gives logits below 1e-2 that hardly move with the input, so a
+        # server that swapped two items' results would still match. 0.3 spreads the logits
+        # over several units without saturating the softmax.
+        initializer_range=0.3,
         id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
-    model = DistilBertForSequenceClassification(config)
+    model = DistilBertForSequenceClassification(config).eval()
+    # Centre each logit on random token sequences, so that both labels win often on real
+    # text; no corpus is needed to build the model.
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, config.vocab_size, (512, 24), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    with torch.no_grad():
+        model.classifier.bias -= model(input_ids=ids).logits.median(dim=0).values
     return _save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), model, minilm_path)
 
 
