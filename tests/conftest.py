@@ -149,7 +149,7 @@ def launch_server(
         "--port",
         "0",
         "--devices",
-        "cpu",
+        devices,
         *args,
     ]
     proc = subprocess.Popen(
