@@ -32,7 +32,7 @@ from pipeserve.client.loadtest import (
     summarize,
 )
 
-from .conftest import SST2_DEV
+from .conftest import require_sst2_dev
 
 # --- Statistics --------------------------------------------------------------------------------
 
@@ -422,7 +422,6 @@ def test_plot_without_matplotlib_says_so_in_one_line(capsys, monkeypatch):
 
 
 def test_plot(capsys, address, tmp_path):
-    pytest.importorskip("matplotlib")
     path = tmp_path / "latency.png"
     status, _, err = run_cli(capsys, "--target", address, "-n", "20", "-q", "--plot", str(path))
     assert status == 0, err
@@ -468,11 +467,10 @@ def test_read_texts_lines_and_columns(tmp_path):
 
 
 def test_read_sst2_dev_sentences():
-    if not SST2_DEV.exists():
-        pytest.skip(f"{SST2_DEV} not found")
-    texts = read_texts(str(SST2_DEV), "sentence")
+    dev = require_sst2_dev()
+    texts = read_texts(str(dev), "sentence")
     assert texts[0] == "it 's a charming and often affecting journey ."
-    assert len(texts) == len(SST2_DEV.read_text("utf-8").splitlines()) - 1
+    assert len(texts) == len(dev.read_text("utf-8").splitlines()) - 1
     assert all(text == text.rstrip() for text in texts)
 
 
