@@ -87,46 +87,41 @@ def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, reference
         victim = workers(server.address)[0]
         outcomes: Counter[str] = Counter()
         wrong: list[str] = []
-        slowest = 0.0
-        first_success = threading.Event()
         lock = threading.Lock()
 
         def caller(index: int) -> None:
-            nonlocal slowest
             with Client(server.address, timeout=30) as client:
                 for step in range(25):
                     sentence = sentences[(index * 25 + step) % len(sentences)]
-                    start = time.monotonic()
                     try:
                         out = client.forward([sentence], outputs=["logits"])
                         code = "OK"
-                        if not np.allclose(out.logits[0], reference[sentence], atol=1e-5):
+                        if not np.allclose(out.logits[0], reference[sentence], rtol=0, atol=1e-5):
                             wrong.append(sentence)
-                        first_success.set()
                     except PipeserveError as error:
                         code = error.code.name
                     with lock:
                         outcomes[code] += 1
-                        slowest = max(slowest, time.monotonic() - start)
 
         with ThreadPoolExecutor(8) as pool:
+            # Stopped, the victim keeps the batch it is given until the SIGKILL: the kill lands
+            # mid-batch for certain, and that batch must be retried on the other worker.
+            os.kill(victim.pid, signal.SIGSTOP)
             calls = [pool.submit(caller, i) for i in range(8)]
-            assert first_success.wait(60)
+            wait_until(lambda: workers(server.address)[0].busy)
             killed_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
             for call in calls:
                 call.result()
 
-        assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
-        assert sum(outcomes.values()) == 8 * 25
-        assert outcomes["OK"] > 0
-        assert slowest < 30  # no call hung to its deadline
+        # The other worker lived throughout, so no call may fail.
+        assert outcomes == {"OK": 8 * 25}, outcomes
         assert wrong == []
         wait_until(lambda: workers(server.address)[0].ready)
         recovered_s = time.monotonic() - killed_at
         respawned = workers(server.address)[0]
         assert respawned.restarts == 1 and respawned.pid != victim.pid
-        print(f"\nworker kill: {dict(outcomes)}; respawned and ready in {recovered_s:.2f} s")
+        print(f"\nworker killed mid-batch: {dict(outcomes)}; ready again in {recovered_s:.2f} s")
 
         # The respawned worker serves: idle workers take turns, so it gets some of these.
         before = workers(server.address)[0].batches
