@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,18 @@ def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
     )
     model = BertForTokenClassification(config)
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-ner"), model, minilm_path)
+
+
+@contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """Holds a process stopped (SIGSTOP), so that work given to it stays in flight."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        # The worker may have been killed meanwhile (the server kills hung workers).
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -22,7 +22,7 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import ServerProcess, launch_server, sst2_sentences
+from .conftest import ServerProcess, launch_server, paused, sst2_sentences
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -57,17 +57,6 @@ def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
         for update in stub.Watch(health_pb2.HealthCheckRequest(), timeout=timeout):
             if update.status == status:
                 return
-
-
-@contextmanager
-def paused(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        # The worker may have been killed meanwhile (the server kills hung workers).
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
