@@ -208,8 +208,10 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                 with paused(worker.pid):
                     busy = asyncio.create_task(client.classify(["held"], timeout=60))
                     await asyncio.to_thread(wait_until, lambda: workers(server.address)[0].busy)
+                    # Long enough to be queued first however loaded the machine; checked
+                    # below, since an item that expired before it was queued proves nothing.
                     expiring = [
-                        asyncio.create_task(client.classify([f"late {i}"], timeout=0.3))
+                        asyncio.create_task(client.classify([f"late {i}"], timeout=3))
                         for i in range(3)
                     ]
                     cancelled = [
@@ -217,6 +219,7 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                         for i in range(2)
                     ]
                     await asyncio.to_thread(wait_until, lambda: _queued(server) == 5)
+                    assert not any(task.done() for task in expiring)
                     for task in cancelled:
                         task.cancel()
                     for task in expiring:
@@ -228,6 +231,17 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
         asyncio.run(scenario())
         # The worker computed the held item and nothing else.
         assert workers(server.address)[0].items == items_before + 1
+
+
+def _new_call(server: ServerProcess) -> grpc.StatusCode:
+    """How a Classify on a new connection ends."""
+    with grpc.insecure_channel(server.address) as channel:
+        request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="a new call")])
+        try:
+            pb_grpc.InferenceStub(channel).Classify(request, timeout=2)
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
 
 
 def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
@@ -251,6 +265,11 @@ def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
                 assert next(updates).status == SERVING
                 server.proc.send_signal(signal.SIGTERM)
                 assert next(updates).status == NOT_SERVING
+            # Draining (the accepted calls are held by the paused workers): new calls are
+            # refused. Health turns first, so a call may slip in just before; it is left to
+            # its short deadline, and the next one tried.
+            wait_until(lambda: _new_call(server) == grpc.StatusCode.UNAVAILABLE)
+            assert not any(call.done() for call in accepted)
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
             results = [call.result() for call in accepted]
