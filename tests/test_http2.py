@@ -532,8 +532,3 @@ def test_connection_cut_mid_frame(target: Target, where: str, reset: bool) -> No
     connection = _cut(target, where)
     connection.close(reset=reset)
     target.assert_healthy()
-
-
-def test_server_survives_all_of_it(target: Target) -> None:
-    """Last in the module: still alive and answering after every abuse above."""
-    target.assert_healthy()
