@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,9 @@ SEED_SENTENCES = [
     "I hate this so much!",
 ]
 _READY = re.compile(r"ready on (\S+):(\d+) with")
+# Logged once the port is open, before the workers have loaded the model.
+_LISTENING = re.compile(r"listening on (\S+):(\d+) ")
+_METRICS = re.compile(r"(http://\S+/metrics)")
 
 
 def require(present: bool, reason: str) -> None:
@@ -143,6 +148,14 @@ def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-ner"), model, minilm_path)
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Polls `condition` (an RPC each time) until it holds; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
 @contextmanager
 def paused(pid: int) -> Iterator[None]:
     """Holds a process stopped (SIGSTOP), so that work given to it stays in flight."""
@@ -161,6 +174,22 @@ class ServerProcess:
     address: str = ""
     log: list[str] = field(default_factory=list)
 
+    def worker_processes(self) -> list[int]:
+        """Pids of the worker processes that the server has spawned (loading or ready)."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = []
+        for child in children:
+            with suppress(FileNotFoundError):  # it may have exited since
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    workers.append(int(child))
+        return workers
+
+    @property
+    def metrics_url(self) -> str:
+        """The /metrics address it logged (it needs --metrics-port)."""
+        return next(m.group(1) for line in self.log if (m := _METRICS.search(line)))
+
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -172,13 +201,18 @@ class ServerProcess:
 
 
 def launch_server(
-    model: Path | str, *args: str, devices: str = "cpu", timeout: float = 180
+    model: Path | str,
+    *args: str,
+    devices: str = "cpu",
+    timeout: float = 180,
+    until_listening: bool = False,
 ) -> ServerProcess:
     """Starts `python -m pipeserve.server` on 127.0.0.1 port 0 and waits for its ready line.
 
-    Returns when the server logs that every worker is ready, or fails with its log when
-    the process exits or the timeout passes first.
+    Returns when the server logs that every worker is ready (or, with `until_listening`, that
+    its port is open), or fails with its log when the process exits or the timeout passes first.
     """
+    awaited = _LISTENING if until_listening else _READY
     command = [
         sys.executable,
         "-m",
@@ -207,8 +241,8 @@ def launch_server(
         assert proc.stderr is not None
         for line in proc.stderr:
             server.log.append(line.rstrip())
-            match = _READY.search(line)
-            if match:
+            match = awaited.search(line)
+            if match and not server.address:
                 server.address = f"{match.group(1)}:{match.group(2)}"
                 ready.set()
         ready.set()  # the process ended
@@ -218,6 +252,18 @@ def launch_server(
         server.stop()
         raise RuntimeError("server did not become ready:\n" + "\n".join(server.log[-30:]))
     return server
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus samples by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -22,7 +22,7 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import ServerProcess, launch_server, paused, sst2_sentences
+from .conftest import ServerProcess, launch_server, paused, sst2_sentences, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -40,14 +40,6 @@ def serving(model, *flags: str) -> Iterator[ServerProcess]:
 def workers(address: str):
     with Client(address, timeout=10) as client:
         return client.model_info().workers
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Polls `condition` (an RPC each time) until it holds; fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
