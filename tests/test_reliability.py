@@ -3,6 +3,7 @@ cancellation and SIGTERM. Workers are paused with SIGSTOP to hold work in flight
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -22,9 +23,17 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import ServerProcess, launch_server, paused, sst2_sentences, wait_until
+from .conftest import (
+    ServerProcess,
+    launch_server,
+    paused,
+    scrape,
+    sst2_sentences,
+    wait_until,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+_RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -144,10 +153,18 @@ def test_items_fail_unavailable_after_their_retry_also_dies(tiny_distilbert):
         assert "died" in failed.value.details
 
 
+def _respawn_delays(server: ServerProcess) -> list[float]:
+    """The back-off of each respawn so far, from the server's log."""
+    return [float(m.group(1)) for line in server.log if (m := _RESPAWNING.search(line))]
+
+
 def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilbert):
-    with serving(tiny_distilbert) as server:
+    with serving(tiny_distilbert, "--metrics-port", "0") as server:
+        alive = ("pipeserve_workers_alive", ())
+        assert scrape(server.metrics_url)[alive] == 1
         os.kill(workers(server.address)[0].pid, signal.SIGKILL)
         wait_for_health(server.address, NOT_SERVING)
+        assert scrape(server.metrics_url)[alive] == 0
         with Client(server.address, timeout=30) as client:
             start = time.monotonic()
             with pytest.raises(PipeserveError) as refused:
@@ -156,7 +173,33 @@ def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilber
             assert refused.value.code == grpc.StatusCode.UNAVAILABLE
             wait_for_health(server.address, SERVING)
             assert client.classify(["hello"])[0][0].label in ("NEGATIVE", "POSITIVE")
+        assert scrape(server.metrics_url)[alive] == 1
         print(f"\nno worker alive: UNAVAILABLE in {refused_ms:.1f} ms")
+
+        # Dying again soon after its respawn, the worker waits longer before the next one.
+        os.kill(workers(server.address)[0].pid, signal.SIGKILL)
+        wait_until(lambda: len(_respawn_delays(server)) == 2)
+        first, second = _respawn_delays(server)
+        assert second > first > 0
+        wait_for_health(server.address, SERVING)
+        assert workers(server.address)[0].restarts == 2
+
+
+def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
+    """--max-wait-ms: a free worker waits for more items (here up to a minute) before it
+    takes a batch, so calls sent one by one, each queued before the next, go as one batch."""
+    with serving(tiny_distilbert, "--max-wait-ms", "60000", "--max-batch-size", "4") as server:
+        before = workers(server.address)[0]
+        with Client(server.address, timeout=120) as client, ThreadPoolExecutor(4) as pool:
+            calls = []
+            for count in range(1, 4):
+                calls.append(pool.submit(client.classify, [f"sentence number {count}"]))
+                # Held in the queue, not sent to the idle worker.
+                wait_until(lambda n=count: _queued(server) == n)
+            calls.append(pool.submit(client.classify, ["the fourth fills the batch"]))
+            assert all(len(call.result()) == 1 for call in calls)
+        after = workers(server.address)[0]
+        assert (after.batches - before.batches, after.items - before.items) == (1, 4)
 
 
 def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
