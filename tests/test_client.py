@@ -329,3 +329,20 @@ def test_both_workers_serve_concurrent_traffic(client: Client, server: ServerPro
         assert items[worker.id] >= batches[worker.id]
         os.kill(worker.pid, 0)  # a live process: raises ProcessLookupError otherwise
     assert sum(items.values()) == 64
+
+
+def _cores(label: str) -> set[int]:
+    """The cores of a device label such as cpu:0-2, cpu:0,3 or cpu:1."""
+    cores: set[int] = set()
+    for part in label.removeprefix("cpu:").split(","):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def test_each_cpu_worker_runs_on_its_own_cores(client: Client):
+    workers = client.model_info().workers
+    for worker in workers:
+        assert os.sched_getaffinity(worker.pid) == _cores(worker.device), worker
+    if len(os.sched_getaffinity(0)) >= len(workers):
+        assert not set.intersection(*(_cores(w.device) for w in workers))
