@@ -2,7 +2,6 @@
 (batches hold items of both), and one that is killed loses none of the other's calls."""
 
 import os
-import re
 import signal
 import threading
 import time
@@ -18,9 +17,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import Client, PipeserveError
 
-from .conftest import sst2_sentences
-from .test_operability import _scrape
-from .test_reliability import paused, serving, wait_until
+from .conftest import paused, scrape, sst2_sentences, wait_until
+from .test_reliability import serving
 
 # gRPC shares connections between channels of a process; each client here needs its own.
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -162,11 +160,7 @@ def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
 
 def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server:
-        url = next(
-            re.search(r"(http://\S+/metrics)", line).group(1)  # type: ignore[union-attr]
-            for line in server.log
-            if "/metrics" in line
-        )
+        url = server.metrics_url
         clients = _channels_by_frontend(server.address)
         try:
             for count, client in enumerate(clients.values(), start=2):
@@ -175,7 +169,7 @@ def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert)
         finally:
             for client in clients.values():
                 client.close()
-        metrics = _scrape(url)
+        metrics = scrape(url)
     # 2 calls through one front end and 3 through the other, counted together.
     assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Classify")))] == 5
     assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 10

@@ -13,10 +13,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
 
 from .conftest import SEED_SENTENCES, launch_server
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def _write_key_and_cert(folder: Path, name: str, cert: x509.Certificate, key) -> None:
@@ -142,3 +145,41 @@ def test_health_is_open_without_token_when_asked(token_server):
             health_pb2.HealthCheckRequest(), timeout=10
         )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def locked_server(tiny_distilbert, tmp_path_factory):
+    """Tokens without --auth-open-health, and no reflection."""
+    tokens = tmp_path_factory.mktemp("locked") / "tokens"
+    tokens.write_text("gamma-token\n")
+    server = launch_server(tiny_distilbert, "--auth-token-file", str(tokens), "--no-reflection")
+    yield server
+    server.stop()
+
+
+def _health(address: str, token: str | None) -> health_pb2.HealthCheckResponse:
+    metadata = [] if token is None else [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10, metadata=metadata
+        )
+
+
+def test_health_needs_a_token_without_auth_open_health(locked_server):
+    with pytest.raises(grpc.RpcError) as refused:
+        _health(locked_server.address, None)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _health(locked_server.address, "gamma-token").status == SERVING
+
+
+def test_no_reflection_turns_reflection_off(locked_server):
+    """Asked with a valid token, so that only --no-reflection can refuse (reflection when on is
+    in tests/test_operability.py)."""
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(locked_server.address) as channel:
+        answers = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([request]), timeout=10, metadata=[("authorization", "Bearer gamma-token")]
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            next(answers)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
