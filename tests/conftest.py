@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # The hub is unreachable here and in CI; fail fast instead of retrying downloads.
@@ -115,6 +116,20 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     with torch.no_grad():
         model.classifier.bias -= model(input_ids=ids).logits.median(dim=0).values
     return _save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), model, minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_logits(tiny_distilbert) -> dict[str, np.ndarray]:
+    """In-process logits of the tiny classifier for 64 SST-2 sentences, one at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
+    sentences = sst2_sentences(64)
+    with torch.inference_mode():
+        logits = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
+    return dict(zip(sentences, logits, strict=True))
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,7 @@ from contextlib import contextmanager
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -28,7 +26,6 @@ from .conftest import (
     launch_server,
     paused,
     scrape,
-    sst2_sentences,
     wait_until,
 )
 
@@ -60,19 +57,8 @@ def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
                 return
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_distilbert):
-    """In-process logits of the tiny model, one sentence at a time."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    sentences = sst2_sentences(64)
-    with torch.inference_mode():
-        logits = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
-    return dict(zip(sentences, logits, strict=True))
-
-
-def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, reference):
-    sentences = list(reference)
+def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, tiny_logits):
+    sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--workers-per-device", "2", "--max-batch-size", "4") as server:
         victim = workers(server.address)[0]
         outcomes: Counter[str] = Counter()
@@ -86,7 +72,7 @@ def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, reference
                     try:
                         out = client.forward([sentence], outputs=["logits"])
                         code = "OK"
-                        if not np.allclose(out.logits[0], reference[sentence], rtol=0, atol=1e-5):
+                        if not np.allclose(out.logits[0], tiny_logits[sentence], rtol=0, atol=1e-5):
                             wrong.append(sentence)
                     except PipeserveError as error:
                         code = error.code.name
@@ -118,12 +104,12 @@ def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, reference
         with Client(server.address, timeout=30) as client:
             for sentence in sentences[:4]:
                 out = client.forward([sentence], outputs=["logits"])
-                np.testing.assert_allclose(out.logits[0], reference[sentence], atol=1e-5)
+                np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
         assert workers(server.address)[0].batches > before
 
 
-def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, reference):
-    sentence = next(iter(reference))
+def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, tiny_logits):
+    sentence = next(iter(tiny_logits))
     with serving(
         tiny_distilbert, "--workers-per-device", "2", "--forward-timeout-s", "2"
     ) as server:
@@ -132,7 +118,7 @@ def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert,
             # Idle workers are used in turn, so one of the first two calls meets the hung one.
             for _ in range(2):
                 out = client.forward([sentence], outputs=["logits"])
-                np.testing.assert_allclose(out.logits[0], reference[sentence], atol=1e-5)
+                np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
         wait_until(lambda: workers(server.address)[0].ready)
         assert workers(server.address)[0].restarts == 1
 
