@@ -74,9 +74,8 @@ class Hub:
         return EngineState(engine.alive, model, engine.waiting)
 
     def _on_readable(self, link: FrontendLink) -> None:
-        try:
-            while link.conn.poll():
-                self._on_message(link, link.conn.recv())
+        try:  # one message a call, as the supervisor reads its workers
+            self._on_message(link, link.conn.recv())
         except (EOFError, OSError):
             loop = asyncio.get_running_loop()
             loop.remove_reader(link.conn.fileno())

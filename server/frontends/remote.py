@@ -129,9 +129,8 @@ class RemoteEngine:
             self.send(Cancel(request_id))
 
     def _on_readable(self) -> None:
-        try:
-            while self._conn.poll():
-                self._on_message(self._conn.recv())
+        try:  # one message a call, as the supervisor reads its workers
+            self._on_message(self._conn.recv())
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(self._conn.fileno())
             log.error("the engine process is gone; this front end stops")

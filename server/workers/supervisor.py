@@ -154,11 +154,13 @@ class Supervisor:
         self._loop.add_reader(parent.fileno(), self._on_readable, handle)
 
     def _on_readable(self, handle: WorkerHandle) -> None:
-        """Hands every message that has arrived to the listener; at EOF, reaps the worker."""
+        """Hands the message that has arrived to the listener; at EOF, reaps the worker.
+
+        One message a call: the reader is level-triggered, so the loop calls again while more
+        are waiting, and Connection.poll would build a selector for every message."""
         assert self._loop is not None
         try:
-            while handle.conn.poll():
-                self._on_message(handle, handle.conn.recv())
+            self._on_message(handle, handle.conn.recv())
         except (EOFError, OSError):
             self._loop.remove_reader(handle.conn.fileno())
             reaped = self._loop.run_in_executor(None, handle.process.join)
