@@ -5,6 +5,7 @@ hold their next batch without computing what expired while it waited."""
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -152,9 +153,13 @@ def test_an_item_that_expires_behind_a_batch_is_not_computed(tiny_distilbert):
             with paused(worker.pid):
                 running = pool.submit(client.classify, ["held by the paused worker"])
                 wait_until(lambda: workers(server.address)[0].busy)
+                given_up_at = time.monotonic() + 1
                 late = pool.submit(client.classify, ["expires while it waits"], timeout=1)
                 with pytest.raises(PipeserveError) as expired:
                     late.result()
+                # The server's copy of the deadline is as late as the caller's, plus the
+                # network: the worker resumes only once that has passed too.
+                wait_until(lambda: time.monotonic() > given_up_at + 0.5)
             assert running.result()
             # The worker takes batches in order: once this one is answered, the expired one
             # has been skipped or computed.
