@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from pipeserve.server.errors import StartupError
 from pipeserve.server.logs import configure_logging
+from pipeserve.server.pipeline.model_source import check_model_source
 from pipeserve.server.settings import parse_settings
 
 
@@ -23,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeserve serve: invalid settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    from pipeserve.server.app import serve
-
     try:
+        # Before torch and transformers load: a wrong --model fails in a second, not in ten.
+        check_model_source(settings.model)
+        from pipeserve.server.app import serve
+
         asyncio.run(serve(settings))
     except StartupError as error:
         print(f"pipeserve serve: error: {error}", file=sys.stderr)

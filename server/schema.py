@@ -42,6 +42,7 @@ class WorkerSpec:
     dtype: DType
     quantize: Quantize
     device: DeviceSpec
+    allow_missing_weights: bool = False
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
