@@ -9,7 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from pipeserve.server.errors import StartupError
-from pipeserve.server.logs import configure_logging
+from pipeserve.server.logs import configure_logging, log_startup_failure
 from pipeserve.server.pipeline.model_source import check_model_source
 from pipeserve.server.settings import parse_settings
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.run(serve(settings))
     except StartupError as error:
-        print(f"pipeserve serve: error: {error}", file=sys.stderr)
+        log_startup_failure(f"pipeserve serve: error: {error}", settings.log_format)
         return 1
     return 0
 

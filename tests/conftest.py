@@ -135,15 +135,20 @@ class ServerProcess:
     proc: subprocess.Popen
     address: str = ""
     log: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def stop(self, timeout: float = 60) -> int:
+        """Stops the server; once this returns, `log` holds every line it wrote."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return code
 
 
 def launch_server(
@@ -188,7 +193,8 @@ def launch_server(
                 ready.set()
         ready.set()  # the process ended
 
-    threading.Thread(target=pump, daemon=True).start()
+    server.reader = threading.Thread(target=pump, daemon=True)
+    server.reader.start()
     if not ready.wait(timeout) or not server.address:
         server.stop()
         raise RuntimeError("server did not become ready:\n" + "\n".join(server.log[-30:]))

@@ -41,6 +41,11 @@ class Padded:
 class TextTokenizer:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, model_max_length: int) -> None:
         self._tokenizer = tokenizer
+        # Texts over the limit are refused with a status before they reach the model, so
+        # transformers' warning that they would overflow it only misleads the log.
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
+            True
+        )
         self.max_length = model_max_length
         self.uses_token_type_ids = "token_type_ids" in tokenizer.model_input_names
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
