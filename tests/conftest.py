@@ -30,10 +30,21 @@ SEED_SENTENCES = [
 _READY = re.compile(r"ready on (\S+):(\d+) with")
 
 
+_SST2_MISSING = (
+    f"SST-2 dev set not found at {SST2_DEV}: the ../shared folder beside this checkout holds it "
+    "(see README, Quick start)"
+)
+
+
+def pytest_report_header() -> str:
+    found = "found" if SST2_DEV.exists() else "MISSING, so the tests on real sentences skip"
+    return f"SST-2 dev set (../shared, real sentences for fidelity tests): {SST2_DEV} {found}"
+
+
 def sst2_sentences(limit: int | None = None) -> list[str]:
     """SST-2 dev sentences, trailing space stripped (see shared/data/sst2/SOURCE.md)."""
     if not SST2_DEV.exists():
-        pytest.skip(f"{SST2_DEV} not found")
+        pytest.skip(_SST2_MISSING)
     lines = SST2_DEV.read_text(encoding="utf-8").splitlines()[1:]
     return [line.split("\t")[0].strip() for line in lines][:limit]
 
@@ -221,6 +232,14 @@ def client(address):
 
     with Client(address, timeout=120) as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def minilm_server(minilm_path) -> Iterator[ServerProcess]:
+    """The real pretrained MiniLM encoder (the README's offline model), one worker."""
+    process = launch_server(minilm_path, "--workers-per-device", "1")
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from pipeserve.client.loadtest.command import parse_warmup
 from pipeserve.client.loadtest.senders import stage_times
 from pipeserve.client.loadtest.texts import BUILTIN_TEXTS, read_texts
 
-from .conftest import SST2_DEV
+from .conftest import SST2_DEV, sst2_sentences
 
 # --- Statistics --------------------------------------------------------------------------------
 
@@ -519,8 +519,7 @@ def test_read_texts_lines_and_columns(tmp_path):
 
 
 def test_read_sst2_dev_sentences():
-    if not SST2_DEV.exists():
-        pytest.skip(f"{SST2_DEV} not found")
+    sst2_sentences(1)  # skips, saying why, without ../shared
     texts = read_texts(str(SST2_DEV), "sentence")
     assert texts[0] == "it 's a charming and often affecting journey ."
     assert len(texts) == len(SST2_DEV.read_text("utf-8").splitlines()) - 1
