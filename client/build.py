@@ -182,13 +182,13 @@ def _output_dtype(dtype: ForwardDType) -> int:
     return _choice("dtype", name, _DTYPE)
 
 
-def _top_k(top_k: int | None) -> int:
+def _top_k(top_k: int | None) -> dict[str, Any]:
     if top_k is None:
-        return -1
+        return {"all_labels": True}
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, or None for every label; got {top_k!r}")
     # The server returns every label past their count, so capping keeps the int32 in range.
-    return min(top_k, _INT32_MAX)
+    return {"top_k": min(top_k, _INT32_MAX)}
 
 
 def _function(function_to_apply: FunctionToApply) -> int:
@@ -257,7 +257,7 @@ def classify_options(
     """A ClassifyRequest with the options set and no inputs yet."""
     return pb.ClassifyRequest(
         function_to_apply=_function(function_to_apply),
-        top_k=_top_k(top_k),
+        **_top_k(top_k),
         options=_options(truncation=truncation, max_length=max_length),
     )
 

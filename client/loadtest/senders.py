@@ -14,15 +14,15 @@ from google.protobuf.message import Message
 from pipeserve.client import build
 from pipeserve.client.errors import from_status
 from pipeserve.client.loadtest.plan import (
-    STAGES,
     Outcome,
     Setup,
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+from pipeserve.wire import STAGE_TIME_KEYS
 
-# Trailing metadata key -> stage name, as server/edge/service.py sends them (milliseconds).
-STAGE_KEYS = {f"pipeserve-{stage}-ms": stage for stage in STAGES}
+# Trailing metadata key -> stage name (milliseconds), as the .proto declares them.
+STAGE_KEYS = {key: stage for stage, key in STAGE_TIME_KEYS.items()}
 Metadata: TypeAlias = tuple[tuple[str, str], ...] | None
 # How long a stream's close may wait for its last answers.
 CLOSE_TIMEOUT_S = 10.0

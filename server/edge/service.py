@@ -21,11 +21,11 @@ from pipeserve.server.pipeline.inputs import (
     TokenIds,
 )
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
-from pipeserve.server.settings import Quantize, Settings
+from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.server.workers.pool import WorkerPool
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from pipeserve.wire import to_proto
+from pipeserve.wire import STAGE_TIME_KEYS, to_proto
 
 _PADDING = {
     pb.PADDING_UNSPECIFIED: Padding.LONGEST,
@@ -44,7 +44,20 @@ _FLOAT_DTYPE = {
     pb.DTYPE_FLOAT32: np.float32,
     pb.DTYPE_FLOAT16: np.float16,
 }
-TIMING_KEYS = ("pipeserve-tokenize-ms", "pipeserve-queue-ms", "pipeserve-forward-ms")
+_TASK = {
+    Task.FEATURE_EXTRACTION: pb.TASK_FEATURE_EXTRACTION,
+    Task.TEXT_CLASSIFICATION: pb.TASK_TEXT_CLASSIFICATION,
+    Task.TOKEN_CLASSIFICATION: pb.TASK_TOKEN_CLASSIFICATION,
+    Task.QUESTION_ANSWERING: pb.TASK_QUESTION_ANSWERING,
+    Task.FILL_MASK: pb.TASK_FILL_MASK,
+}
+_COMPUTE_DTYPE = {
+    DType.FLOAT32: pb.COMPUTE_DTYPE_FLOAT32,
+    DType.BFLOAT16: pb.COMPUTE_DTYPE_BFLOAT16,
+    DType.FLOAT16: pb.COMPUTE_DTYPE_FLOAT16,
+}
+_QUANTIZATION = {Quantize.NONE: pb.QUANTIZATION_NONE, Quantize.INT8: pb.QUANTIZATION_INT8}
+TIMING_KEYS = tuple(STAGE_TIME_KEYS.values())
 
 
 def _enum(table: dict, value: int, field: str):
@@ -162,7 +175,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             raise InvalidInput(
                 f"top_k must be -1 (all), 0 (default 1) or positive; got {request.top_k}"
             )
-        top_k = None if request.top_k == -1 else (request.top_k or 1)
+        every = request.all_labels or request.top_k == -1
+        top_k = None if every else (request.top_k or 1)
         result = await self._infer.classify(
             items, function, top_k, _text_options(request.options), deadline
         )
@@ -232,6 +246,9 @@ class InferenceService(pb_grpc.InferenceServicer):
             max_items_per_request=self._settings.max_items_per_request,
             max_tokens_per_request=self._settings.max_tokens_per_request,
             queued_items=self._infer.queued_items,
+            task_type=_TASK[card.task],
+            compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
+            quantization=_QUANTIZATION[self._settings.quantize],
             workers=[
                 pb.WorkerInfo(
                     id=w.spec.worker_id,

@@ -19,10 +19,10 @@ from pipeserve.server.errors import (
     Unavailable,
     UnsupportedByModel,
 )
+from pipeserve.wire import RETRY_AFTER_KEY
 
 log = logging.getLogger("pipeserve.status")
 
-RETRY_AFTER_KEY = "retry-after-ms"
 
 _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class InferenceStub:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     """
 
     def __init__(self, channel):
@@ -64,6 +69,11 @@ class InferenceStub:
 
 class InferenceServicer:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     """
 
     def Tokenize(self, request, context):
@@ -144,6 +154,11 @@ def add_InferenceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Inference:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     """
 
     @staticmethod
