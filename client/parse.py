@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipeserve.client.errors import from_status
+from pipeserve.client.errors import PipeserveError, from_status
 from pipeserve.client.results import (
     Encoding,
     ForwardOutput,
@@ -45,12 +45,20 @@ def classifications(response: pb.ClassifyResponse) -> list[list[LabelScore]]:
     ]
 
 
+def stream_error(response: pb.ClassifyStreamResponse) -> PipeserveError | None:
+    """The failure of one stream request, None if it succeeded."""
+    if response.HasField("status"):
+        return from_status(response.status.code, response.status.message)
+    if response.WhichOneof("outcome") == "error":  # a server older than `status`
+        return from_status(response.error.code, response.error.message)
+    return None
+
+
 def stream_result(response: pb.ClassifyStreamResponse) -> StreamResult:
     """A StreamResult holding either the results or the per-request error."""
-    if response.WhichOneof("outcome") == "error":
-        return StreamResult(
-            id=response.id, error=from_status(response.error.code, response.error.message)
-        )
+    error = stream_error(response)
+    if error is not None:
+        return StreamResult(id=response.id, error=error)
     return StreamResult(id=response.id, results=classifications(response.response))
 
 

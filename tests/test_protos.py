@@ -93,3 +93,21 @@ def test_the_metadata_keys_the_server_sends_are_the_ones_the_proto_declares(addr
     assert (info.task, info.task_type) == ("text-classification", pb.TASK_TEXT_CLASSIFICATION)
     assert (info.dtype, info.compute_dtype) == ("float32", pb.COMPUTE_DTYPE_FLOAT32)
     assert info.quantization == pb.QUANTIZATION_NONE
+
+
+def test_a_refused_call_carries_its_google_rpc_status(address):
+    import grpc
+    import pytest
+    from google.rpc import status_pb2
+
+    from pipeserve.v1 import pipeserve_pb2 as pb
+    from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+        InferenceStub(channel).Classify(
+            pb.ClassifyRequest(inputs=[pb.ModelInput(text="")]), timeout=60
+        )
+    trailer = dict(refused.value.trailing_metadata())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(trailer)
+    assert status.code == refused.value.code().value[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.message == refused.value.details()

@@ -12,11 +12,11 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from pipeserve.client import build
-from pipeserve.client.errors import from_status
 from pipeserve.client.loadtest.plan import (
     Outcome,
     Setup,
 )
+from pipeserve.client.parse import stream_error
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 from pipeserve.wire import STAGE_TIME_KEYS
@@ -135,8 +135,8 @@ class _Stream:
                 answer = self._pending.get(message.id)
                 if answer is None or answer.done():
                     continue  # timed out already
-                if message.WhichOneof("outcome") == "error":
-                    error = from_status(message.error.code, message.error.message)
+                error = stream_error(message)
+                if error is not None:
                     answer.set_result((error.code.name, error.details))
                 else:
                     answer.set_result(("OK", ""))

@@ -31,6 +31,8 @@ STAGE_TIME_KEYS = {
     "forward": metadata_key(pb.TRAILING_METADATA_KEY_FORWARD_MS),
 }
 RETRY_AFTER_KEY = metadata_key(pb.TRAILING_METADATA_KEY_RETRY_AFTER_MS)
+# Where gRPC's rich error model puts a failed call's google.rpc.Status.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def status_code(number: int) -> grpc.StatusCode:

@@ -200,10 +200,12 @@ class InferenceService(pb_grpc.InferenceServicer):
                 response, _ = await self._classify(message.request, deadline)
                 await responses.put(pb.ClassifyStreamResponse(id=message.id, response=response))
             except Exception as error:  # answered per id; unexpected ones are logged there
-                code, text, _ = status_of(error)
+                status = status_of(error).rich()
                 await responses.put(
                     pb.ClassifyStreamResponse(
-                        id=message.id, error=pb.StreamError(code=code.value[0], message=text)
+                        id=message.id,
+                        error=pb.StreamError(code=status.code, message=status.message),
+                        status=status,
                     )
                 )
 

@@ -32,6 +32,9 @@ class InferenceStub:
     client retries UNAVAILABLE once on another replica). Forward and Classify
     send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     def __init__(self, channel):
@@ -74,6 +77,9 @@ class InferenceServicer:
     client retries UNAVAILABLE once on another replica). Forward and Classify
     send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     def Tokenize(self, request, context):
@@ -159,6 +165,9 @@ class Inference:
     client retries UNAVAILABLE once on another replica). Forward and Classify
     send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     @staticmethod
