@@ -13,6 +13,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeserve.server.pipeline.inputs import Padding, TextInput
 
+# transformers' name for its once-per-tokenizer warning about a text the model cannot take.
+_TOO_LONG_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -43,9 +46,7 @@ class TextTokenizer:
         self._tokenizer = tokenizer
         # Texts over the limit are refused with a status before they reach the model, so
         # transformers' warning that they would overflow it only misleads the log.
-        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = (
-            True
-        )
+        tokenizer.deprecation_warnings[_TOO_LONG_WARNING] = True
         self.max_length = model_max_length
         self.uses_token_type_ids = "token_type_ids" in tokenizer.model_input_names
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
