@@ -76,6 +76,8 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         dtype=response.dtype,
         max_items_per_request=response.max_items_per_request,
         max_tokens_per_request=response.max_tokens_per_request,
+        frontend_pid=response.frontend_pid,
+        frontends=response.frontends,
         queued_items=response.queued_items,
         workers=[
             WorkerInfo(

@@ -124,6 +124,8 @@ class ModelInfo:
     max_items_per_request: int
     workers: list[WorkerInfo]
     max_tokens_per_request: int = 0
+    frontend_pid: int = 0
+    frontends: int = 0
     queued_items: int = 0
 
 

@@ -4,6 +4,7 @@ Kept free of torch imports: spawned workers re-import the main module.
 """
 
 import asyncio
+import os
 import sys
 
 from pydantic import ValidationError
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeserve serve: invalid settings: {problems}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    # Concurrent calls already keep the cores busy; a tokenizer that also splits each call
+    # across threads only spins them. An operator's choice stands.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         # Before torch and transformers load: a wrong --model fails in a second, not in ten.
         check_model_source(settings.model)

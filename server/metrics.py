@@ -1,8 +1,8 @@
 """Prometheus metrics, served on their own HTTP port (--metrics-port).
 
-Calls are counted by one interceptor; stage times come from the request path; queue depth
-and per-worker counters are read from the queue and the pool at scrape time, so the data
-path carries no bookkeeping of its own for them.
+Calls are counted by a wrapper around each RPC (`edge/handlers.py`); stage times come from the
+request path; queue depth and per-worker counters are read from the queue, the supervisor and
+the dispatcher at scrape time, so the data path carries no bookkeeping of its own for them.
 """
 
 import time
@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from pipeserve.server.edge.handlers import with_behavior
 from pipeserve.wire import status_code
 
 if TYPE_CHECKING:
+    from pipeserve.server.engine.dispatch import Dispatcher
     from pipeserve.server.engine.queue import Queue
-    from pipeserve.server.workers.pool import WorkerPool
+    from pipeserve.server.workers.supervisor import Supervisor
 
 # Milliseconds to minutes: a GPU forward of one sentence up to a long CPU queue wait.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -30,18 +31,19 @@ _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 class _PoolCollector(Collector):
     """Reads queue depth and worker counters when Prometheus scrapes."""
 
-    def __init__(self, queue: "Queue", pool: "WorkerPool") -> None:
+    def __init__(self, queue: "Queue", workers: "Supervisor", dispatcher: "Dispatcher") -> None:
         self._queue = queue
-        self._pool = pool
+        self._workers = workers
+        self._dispatcher = dispatcher
 
     def collect(self) -> Iterator[Any]:
         yield GaugeMetricFamily(
-            "pipeserve_queue_depth", "Items waiting for a worker.", value=len(self._queue)
+            "pipeserve_queue_depth", "Items waiting for a worker.", value=self._queue.waiting
         )
         yield GaugeMetricFamily(
             "pipeserve_workers_alive",
             "Worker processes ready to take batches.",
-            value=self._pool.alive,
+            value=self._workers.alive,
         )
         restarts = CounterMetricFamily(
             "pipeserve_worker_restarts",
@@ -53,16 +55,43 @@ class _PoolCollector(Collector):
             "Time workers spent computing batches.",
             labels=["worker"],
         )
-        for worker_id, stats in self._pool.stats.items():
-            restarts.add_metric([str(worker_id)], stats.restarts)
+        for worker_id, count in self._workers.restarts.items():
+            restarts.add_metric([str(worker_id)], count)
+        for worker_id, stats in self._dispatcher.stats.items():
             busy.add_metric([str(worker_id)], stats.busy_s)
         yield restarts
         yield busy
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The server's metrics. A process holds the part it observes: `calls` (requests, items,
+    latency, stages) in a front end, `batches` (and the pool's gauges) with the engine. With
+    several front-end processes, theirs are kept in files (prometheus_client's multiprocess
+    mode) and served by the main process beside its own."""
+
+    def __init__(
+        self, *, calls: bool = True, batches: bool = True, frontends_dir: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
+        if frontends_dir is not None:
+            MultiProcessCollector(self.registry, frontends_dir)
+        if calls:
+            self._create_call_metrics()
+        if batches:
+            self.batch_size = Histogram(
+                "pipeserve_batch_size",
+                "Sequences per batch sent to a worker.",
+                buckets=_SIZES,
+                registry=self.registry,
+            )
+            self.batch_tokens = Histogram(
+                "pipeserve_batch_tokens",
+                "Padded tokens (longest x sequences) per batch.",
+                buckets=_TOKENS,
+                registry=self.registry,
+            )
+
+    def _create_call_metrics(self) -> None:
         self.requests = Counter(
             "pipeserve_requests",
             "RPCs answered, by method and status code.",
@@ -86,25 +115,18 @@ class Metrics:
             buckets=_SECONDS,
             registry=self.registry,
         )
-        self.batch_size = Histogram(
-            "pipeserve_batch_size",
-            "Sequences per batch sent to a worker.",
-            buckets=_SIZES,
-            registry=self.registry,
-        )
-        self.batch_tokens = Histogram(
-            "pipeserve_batch_tokens",
-            "Padded tokens (longest x sequences) per batch.",
-            buckets=_TOKENS,
-            registry=self.registry,
-        )
+        # Label children looked up once: a lookup per call costs more than the observation.
+        self._stages = {
+            stage: self.stage.labels(stage)
+            for stage in ("tokenize", "queue", "forward", "postprocess")
+        }
 
-    def watch(self, queue: "Queue", pool: "WorkerPool") -> None:
-        self.registry.register(_PoolCollector(queue, pool))
+    def watch(self, queue: "Queue", workers: "Supervisor", dispatcher: "Dispatcher") -> None:
+        self.registry.register(_PoolCollector(queue, workers, dispatcher))
 
     def observe_stages(self, **milliseconds: float) -> None:
         for stage, ms in milliseconds.items():
-            self.stage.labels(stage).observe(ms / 1000)
+            self._stages[stage].observe(ms / 1000)
 
     def observe_batch(self, size: int, padded_tokens: int) -> None:
         self.batch_size.observe(size)
@@ -115,12 +137,62 @@ class Metrics:
         server, _ = start_http_server(port, addr=host, registry=self.registry)
         return server.server_port
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _MetricsInterceptor(self)
+    def _counter_by_code(self, rpc: str) -> Callable[[str], Any]:
+        children: dict[str, Any] = {}
 
+        def child(code: str) -> Any:
+            if code not in children:
+                children[code] = self.requests.labels(rpc, code)
+            return children[code]
 
-def _rpc_name(method: str) -> str:
-    return method.rsplit("/", 1)[-1]
+        return child
+
+    def count_unary(
+        self, rpc: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        """`behavior` counted and timed as RPC `rpc`, by its final status code."""
+        items = self.items.labels(rpc)
+        latency = self.latency.labels(rpc)
+        done = self._counter_by_code(rpc)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            items.inc(len(getattr(request, "inputs", ())))
+            start, failed = time.perf_counter(), True
+            try:
+                response = await behavior(request, context)
+                failed = False
+                return response
+            finally:
+                done(_code(context, failed)).inc()
+                latency.observe(time.perf_counter() - start)
+
+        return unary
+
+    def count_stream(
+        self, rpc: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        """`behavior`, a stream, counted and timed as RPC `rpc`; items counted per message."""
+        items = self.items.labels(rpc)
+        latency = self.latency.labels(rpc)
+        done = self._counter_by_code(rpc)
+
+        async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for message in requests:
+                inner = getattr(message, "request", None)
+                items.inc(len(getattr(inner, "inputs", ())))
+                yield message
+
+        async def stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start, failed = time.perf_counter(), True
+            try:
+                async for response in behavior(counted(requests), context):
+                    yield response
+                failed = False
+            finally:
+                done(_code(context, failed)).inc()
+                latency.observe(time.perf_counter() - start)
+
+        return stream
 
 
 def _code(context: grpc.aio.ServicerContext, failed: bool) -> str:
@@ -129,62 +201,3 @@ def _code(context: grpc.aio.ServicerContext, failed: bool) -> str:
     if code is None:
         return "CANCELLED" if failed else "OK"
     return code.name if isinstance(code, grpc.StatusCode) else status_code(code).name
-
-
-class _MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times the pipeserve RPCs (outermost, so it sees the final status)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith("/pipeserve."):
-            return handler
-        rpc = _rpc_name(handler_call_details.method)
-        metrics = self._metrics
-
-        def done(context: grpc.aio.ServicerContext, start: float, failed: bool) -> None:
-            metrics.requests.labels(rpc, _code(context, failed)).inc()
-            metrics.latency.labels(rpc).observe(time.perf_counter() - start)
-
-        if handler.unary_unary is not None:
-            behavior = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                metrics.items.labels(rpc).inc(len(getattr(request, "inputs", ())))
-                start, failed = time.perf_counter(), True
-                try:
-                    response = await behavior(request, context)
-                    failed = False
-                    return response
-                finally:
-                    done(context, start, failed)
-
-            return with_behavior(handler, unary)
-        if handler.stream_stream is not None:
-            stream_behavior = handler.stream_stream
-
-            async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-                async for message in requests:
-                    inner = getattr(message, "request", None)
-                    metrics.items.labels(rpc).inc(len(getattr(inner, "inputs", ())))
-                    yield message
-
-            async def stream(
-                requests: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                start, failed = time.perf_counter(), True
-                try:
-                    async for response in stream_behavior(counted(requests), context):
-                        yield response
-                    failed = False
-                finally:
-                    done(context, start, failed)
-
-            return with_behavior(handler, stream)
-        return handler

@@ -1,8 +1,8 @@
 """Every message between the server process and its worker processes, in one place.
 
-Messages are frozen dataclasses pickled over a multiprocessing Pipe, numpy arrays included
-(a batch of ids is kilobytes; outputs are copied once into the pickle). Receivers dispatch
-on the message type with `match`, never on method names.
+Messages are frozen dataclasses pickled over a multiprocessing Pipe. Batches' ids and large
+outputs stay in shared memory (`workers/shm.py`), so a message is a few hundred bytes.
+Receivers dispatch on the message type with `match`, never on method names.
 """
 
 from dataclasses import dataclass, field
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeserve.server.settings import DType, LogFormat, Quantize, Task
+from pipeserve.server.workers.shm import SharedArray, SlotSpec
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class WorkerSpec:
     allow_missing_weights: bool = False
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
+    # Filled in by the supervisor: this worker slot's shared input slots.
+    slots: SlotSpec | None = None
 
 
 # Server -> worker.
@@ -52,13 +55,18 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class ForwardBatch:
-    """A right-padded batch. `outputs` names what to return (the union of the callers' asks)."""
+    """A right-padded batch of `len(lengths)` rows x `width` ids, written into input slot
+    `slot` (token type ids too when `has_types`). `outputs` names what to return (the union
+    of the callers' asks)."""
 
     batch_id: int
-    input_ids: np.ndarray
-    attention_mask: np.ndarray
-    token_type_ids: np.ndarray | None
+    slot: int
+    width: int
+    lengths: tuple[int, ...]
+    has_types: bool
     outputs: tuple[str, ...]
+    # time.monotonic() after which every row's caller has given up: skip the forward.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ class WorkerStartFailed:
 @dataclass(frozen=True)
 class BatchDone:
     batch_id: int
-    outputs: dict[str, np.ndarray]
+    # Float32 arrays with the batch axis first; large ones left in shared memory.
+    outputs: dict[str, np.ndarray | SharedArray]
     forward_ms: float
 
 
@@ -104,4 +113,107 @@ class BatchFailed:
     reason: str
 
 
-FromWorker = WorkerReady | WorkerStartFailed | BatchDone | BatchFailed
+@dataclass(frozen=True)
+class BatchExpired:
+    """The batch waited past its deadline behind the one before it and was not computed."""
+
+    batch_id: int
+
+
+FromWorker = WorkerReady | WorkerStartFailed | BatchDone | BatchFailed | BatchExpired
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What ModelInfo shows of one worker slot."""
+
+    worker_id: int
+    device: str
+    pid: int
+    ready: bool
+    batches: int
+    items: int
+    restarts: int
+    busy: bool
+
+
+# Front end -> engine, with several front ends (--frontends). Times are time.monotonic(),
+# one clock for every process on the host.
+
+
+@dataclass(frozen=True)
+class Submit:
+    """A request's sequences for the shared queue."""
+
+    request_id: int
+    input_ids: tuple[np.ndarray, ...]
+    token_type_ids: tuple[np.ndarray | None, ...]
+    outputs: tuple[str, ...]
+    deadline: float | None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The caller of a submitted request has gone."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class AskStatus:
+    ask_id: int
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Sent by a front end once its gRPC server is bound."""
+
+    port: int
+
+
+ToEngine = Submit | Cancel | AskStatus | Listening
+
+
+# Engine -> front end. Each carries the items waiting for a worker, for admission.
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A request's outputs, by name: rows stacked (token-level ones padded) along axis 0."""
+
+    request_id: int
+    outputs: dict[str, np.ndarray | SharedArray]
+    queue_ms: float
+    forward_ms: float
+    waiting: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    request_id: int
+    error: Exception
+    waiting: int
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """Sent when the live workers change: front ends mirror it in their health."""
+
+    alive: int
+    model: WorkerReady | None
+    waiting: int
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    ask_id: int
+    workers: tuple[WorkerStatus, ...]
+    waiting: int
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Stop taking calls, finish those in flight within the grace period, then exit."""
+
+
+FromEngine = Answered | Refused | EngineState | StatusReply | Drain

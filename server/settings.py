@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description="Serve a checkpoint that lacks weights of the model it is loaded as (say, "
         "the --task head), which are then random. Without it such a checkpoint is refused.",
     )
+    frontends: int = Field(
+        0,
+        ge=0,
+        description="gRPC front-end processes serving the port (SO_REUSEPORT) and feeding the "
+        "same workers. 0 picks: 1 without a GPU, else a quarter of the cores the GPU workers "
+        "leave (at most 8).",
+    )
     dtype: DType = Field(
         DType.FLOAT32, description="Compute precision of the workers (float16 on GPU only)."
     )
@@ -97,6 +104,12 @@ class Settings(BaseSettings):
     )
     max_queued_items: int = Field(
         4096, ge=1, description="Items waiting for a worker before calls are refused."
+    )
+    max_stream_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Requests of one ClassifyStream held at once; beyond that the stream is "
+        "not read until answers have been written.",
     )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="gRPC max receive and send message size."

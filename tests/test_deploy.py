@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.pool import WorkerPool
+from pipeserve.server.workers.supervisor import Supervisor
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -146,7 +146,7 @@ def test_grace_period_covers_the_shutdown(resources, container, env):
     assert command[0] == "sleep"
     pre_stop = float(command[1])
     drain = float(env.get("PIPESERVE_SHUTDOWN_GRACE_S", _default("shutdown_grace_s")))
-    workers_stop = inspect.signature(WorkerPool.stop).parameters["timeout_s"].default
+    workers_stop = inspect.signature(Supervisor.stop).parameters["timeout_s"].default
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain + workers_stop
 
 

@@ -1,5 +1,8 @@
 """The GPU path: skipped without a CUDA GPU (never needed by CI)."""
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -44,3 +47,29 @@ def test_float16_on_gpu(tiny_distilbert):
             assert client.classify(SEED_SENTENCES)[0][0].label in ("NEGATIVE", "POSITIVE")
     finally:
         server.stop()
+
+
+def test_each_worker_holds_a_context_on_its_own_gpu_only(tiny_distilbert):
+    """With every GPU in use, nvidia-smi shows each worker process on exactly one GPU, a
+    different one each: CUDA_VISIBLE_DEVICES was set before the worker loaded torch."""
+    if shutil.which("nvidia-smi") is None:
+        pytest.skip("needs nvidia-smi")
+    server = launch_server(tiny_distilbert, devices="auto")
+    try:
+        with Client(server.address, timeout=60) as client:
+            client.classify(SEED_SENTENCES)  # every worker has run, so holds a context
+            pids = {w.pid for w in client.model_info().workers}
+            apps = subprocess.run(
+                ["nvidia-smi", "--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+    finally:
+        server.stop()
+    gpus_of: dict[int, set[str]] = {}
+    for line in apps.splitlines():
+        pid, uuid = (part.strip() for part in line.split(","))
+        if int(pid) in pids:
+            gpus_of.setdefault(int(pid), set()).add(uuid)
+    assert set(gpus_of) == pids
+    assert all(len(gpus) == 1 for gpus in gpus_of.values())
+    assert len({next(iter(g)) for g in gpus_of.values()}) == len(pids) == torch.cuda.device_count()

@@ -7,9 +7,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health
 
-from pipeserve.server.edge.handlers import with_behavior
+from pipeserve.server.edge.handlers import SERVICE, with_behavior
 from pipeserve.server.edge.status import abort
 from pipeserve.server.errors import StartupError, Unauthenticated
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.settings import Settings
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
@@ -43,9 +44,10 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     matched nor how much of one did.
     """
 
-    def __init__(self, tokens: list[bytes], open_health: bool) -> None:
+    def __init__(self, tokens: list[bytes], open_health: bool, metrics: Metrics) -> None:
         self._tokens = tokens
         self._open_health = open_health
+        self._metrics = metrics
 
     def _authorized(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> bool:
         presented = b""
@@ -69,6 +71,12 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._authorized(handler_call_details.invocation_metadata):
             return handler
+        method = handler_call_details.method
+        if method.startswith(f"/{SERVICE.full_name}/"):
+            # Refused before the service's own wrappers: counted here, as they would count it.
+            return with_behavior(
+                handler, self._metrics.count_unary(method.rsplit("/")[-1], _refuse)
+            )
         return with_behavior(handler, _refuse)
 
 

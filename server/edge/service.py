@@ -1,15 +1,18 @@
 """The gRPC servicer: converts protos to plain inputs, calls `Infer`, converts back.
 
-No logic of its own beyond the wire format; errors are mapped by `status.py`.
+No logic of its own beyond the wire format; errors are mapped by `status.py` and calls
+counted by `metrics.py`, both wrapped around each method by `handlers.py`.
 """
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
 
 from pipeserve.server.edge.status import status_of
+from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.engine.infer import Infer, Timings
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.inputs import (
@@ -21,8 +24,8 @@ from pipeserve.server.pipeline.inputs import (
     TokenIds,
 )
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.schema import WorkerStatus
 from pipeserve.server.settings import DType, Quantize, Settings, Task
-from pipeserve.server.workers.pool import WorkerPool
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 from pipeserve.wire import STAGE_TIME_KEYS, to_proto
@@ -94,14 +97,12 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
 
 
 def _labels_proto(labels: list[list[LabelScore]]) -> pb.ClassifyResponse:
-    return pb.ClassifyResponse(
-        results=[
-            pb.Classification(
-                labels=[pb.LabelScore(label=s.label, score=s.score, index=s.index) for s in row]
-            )
-            for row in labels
-        ]
-    )
+    response = pb.ClassifyResponse()
+    for row in labels:  # add() in place: half the cost of building each message first
+        classification = response.results.add()
+        for s in row:
+            classification.labels.add(label=s.label, score=s.score, index=s.index)
+    return response
 
 
 def _timing_metadata(timings: Timings) -> tuple[tuple[str, str], ...]:
@@ -115,9 +116,9 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class InferenceService(pb_grpc.InferenceServicer):
-    def __init__(self, infer: Infer, pool: WorkerPool, settings: Settings) -> None:
+    def __init__(self, infer: Infer, engine: EngineCalls, settings: Settings) -> None:
         self._infer = infer
-        self._pool = pool
+        self._engine = engine
         self._settings = settings
 
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
@@ -191,8 +192,13 @@ class InferenceService(pb_grpc.InferenceServicer):
         self, request_iterator: AsyncIterator[pb.ClassifyStreamRequest], context
     ) -> AsyncIterator[pb.ClassifyStreamResponse]:
         """Each request runs as its own task through the shared batcher; responses go out
-        as they finish. A failed request answers with its error; the stream goes on."""
+        as they finish. A failed request answers with its error; the stream goes on.
+
+        At most max_stream_in_flight requests are held at once, computing or waiting to be
+        written; beyond that the stream is not read, and HTTP/2 flow control holds the
+        sender back."""
         responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
+        room = asyncio.Semaphore(self._settings.max_stream_in_flight)
         deadline = _deadline(context)
 
         async def answer(message: pb.ClassifyStreamRequest) -> None:
@@ -213,7 +219,13 @@ class InferenceService(pb_grpc.InferenceServicer):
 
         async def read() -> None:
             try:
-                async for message in request_iterator:
+                messages = aiter(request_iterator)
+                while True:
+                    await room.acquire()
+                    try:
+                        message = await anext(messages)
+                    except StopAsyncIteration:
+                        break
                     task = asyncio.create_task(answer(message))
                     answering.add(task)
                     task.add_done_callback(answering.discard)
@@ -225,6 +237,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         try:
             while (response := await responses.get()) is not None:
                 yield response
+                room.release()
             await reader  # surfaces a failed read (e.g. an undecodable message)
         finally:
             reader.cancel()
@@ -233,7 +246,8 @@ class InferenceService(pb_grpc.InferenceServicer):
 
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
         card = self._infer.card
-        model = self._pool.model
+        model = self._engine.model
+        workers = await self._engine.worker_status()  # refreshes `waiting` from a remote engine
         return pb.ModelInfoResponse(
             model=card.name,
             task=str(card.task),
@@ -247,21 +261,24 @@ class InferenceService(pb_grpc.InferenceServicer):
             + ("+int8" if self._settings.quantize is Quantize.INT8 else ""),
             max_items_per_request=self._settings.max_items_per_request,
             max_tokens_per_request=self._settings.max_tokens_per_request,
-            queued_items=self._infer.queued_items,
+            queued_items=self._engine.waiting,
+            workers=[_worker_info(w) for w in workers],
+            frontend_pid=os.getpid(),
+            frontends=self._settings.frontends,
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
             quantization=_QUANTIZATION[self._settings.quantize],
-            workers=[
-                pb.WorkerInfo(
-                    id=w.spec.worker_id,
-                    device=w.spec.device.label,
-                    pid=w.pid if w.process.is_alive() else 0,
-                    ready=w.ready is not None,
-                    batches=self._pool.stats[w.spec.worker_id].batches,
-                    items=self._pool.stats[w.spec.worker_id].items,
-                    restarts=self._pool.stats[w.spec.worker_id].restarts,
-                    busy=w.batch is not None,
-                )
-                for w in self._pool.workers
-            ],
         )
+
+
+def _worker_info(status: WorkerStatus) -> pb.WorkerInfo:
+    return pb.WorkerInfo(
+        id=status.worker_id,
+        device=status.device,
+        pid=status.pid,
+        ready=status.ready,
+        batches=status.batches,
+        items=status.items,
+        restarts=status.restarts,
+        busy=status.busy,
+    )

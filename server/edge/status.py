@@ -1,5 +1,6 @@
-"""The one place that maps errors to gRPC status codes, applied to every RPC by an
-interceptor so that no handler can forget it. No traceback ever reaches a client."""
+"""The one place that maps errors to gRPC status codes, wrapped around every RPC when the
+service is registered (`handlers.py`), so that no handler can forget it. No traceback ever
+reaches a client."""
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,7 +11,6 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from pipeserve.server.edge.handlers import with_behavior
 from pipeserve.server.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -93,9 +93,8 @@ _UNDECODABLE = _Undecodable()
 _UNDECODABLE_ERROR = "request is not a valid protobuf message of this RPC's type (or not UTF-8)"
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
+def tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserializer`, answering bytes it cannot decode with a marker instead of raising."""
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -113,7 +112,7 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def map_unary_errors(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if request is _UNDECODABLE:
@@ -127,7 +126,9 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return unary
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def map_stream_errors(
+    behavior: Callable[..., AsyncIterator[Any]],
+) -> Callable[..., AsyncIterator[Any]]:
     async def stream(
         request_iterator: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
@@ -140,22 +141,3 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
             await abort(context, error)
 
     return stream
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary and stream-stream handler with the mapping above."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            return with_behavior(handler, _wrap_unary(handler.unary_unary), deserializer)
-        if handler.stream_stream is not None:
-            return with_behavior(handler, _wrap_stream(handler.stream_stream), deserializer)
-        return handler

@@ -26,17 +26,32 @@ class BatchCost:
         self._xx = self._xx * _DECAY + padded_tokens * padded_tokens
         self._xy = self._xy * _DECAY + padded_tokens * forward_ms
 
-    @property
-    def overhead_tokens(self) -> float:
-        """Fixed cost of a batch, in padded tokens' worth of compute."""
+    def _fit(self) -> tuple[float, float] | None:
+        """(fixed ms, ms per padded token), once batches of different sizes have been seen."""
         if self._n < _MIN_BATCHES:
-            return _PRIOR_OVERHEAD_TOKENS
+            return None
         mean_x, mean_y = self._x / self._n, self._y / self._n
         variance = self._xx / self._n - mean_x * mean_x
         if variance <= 1.0:  # all batches the same size: the slope is unknown
-            return _PRIOR_OVERHEAD_TOKENS
+            return None
         per_token = (self._xy / self._n - mean_x * mean_y) / variance
         if per_token <= 0:
+            return None
+        return mean_y - per_token * mean_x, per_token
+
+    @property
+    def overhead_tokens(self) -> float:
+        """Fixed cost of a batch, in padded tokens' worth of compute."""
+        fit = self._fit()
+        if fit is None:
             return _PRIOR_OVERHEAD_TOKENS
-        fixed = mean_y - per_token * mean_x
+        fixed, per_token = fit
         return min(max(fixed / per_token, 0.0), _MAX_OVERHEAD_TOKENS)
+
+    def predict_ms(self, padded_tokens: int) -> float:
+        """Expected forward time of a batch; the mean batch's until the fit has data."""
+        fit = self._fit()
+        if fit is None:
+            return self._y / self._n if self._n else 0.0
+        fixed, per_token = fit
+        return max(fixed, 0.0) + per_token * padded_tokens

@@ -1,5 +1,10 @@
-"""The request path, free of gRPC: validate -> tokenize (off the event loop) -> queue ->
-await each item's outputs from the batcher and workers -> assemble or postprocess."""
+"""The request path, free of gRPC: validate -> admit -> tokenize -> queue -> await the
+request's outputs from the batcher and workers -> assemble or postprocess.
+
+A call takes its places in the queue (an admission permit) before it is tokenized, so an
+overloaded server refuses at once. A short request is tokenized right on the event loop, where
+it costs less than the hop to a thread would; a long one goes to the tokenizer thread.
+"""
 
 import asyncio
 import time
@@ -9,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeserve.server.engine.queue import Entry, Queue
+from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.queue import stack_rows
 from pipeserve.server.errors import InvalidInput, Unavailable, UnsupportedByModel
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.inputs import (
@@ -35,7 +41,10 @@ from pipeserve.server.pipeline.validation import (
     resolve_max_length,
 )
 from pipeserve.server.settings import Settings, Task
-from pipeserve.server.workers.pool import ItemOutput, WorkerPool
+
+# Requests with at most this many characters are tokenized on the event loop (tens of
+# microseconds); longer ones in the tokenizer thread, so the loop never stalls on them.
+_INLINE_CHARS = 4096
 
 
 @dataclass
@@ -64,27 +73,21 @@ class Infer:
     def __init__(
         self,
         card: ModelCard,
-        queue: Queue,
-        pool: WorkerPool,
+        engine: EngineCalls,
         settings: Settings,
         executor: Executor,
         metrics: Metrics,
     ) -> None:
         self.card = card
         self._metrics = metrics
-        self._queue = queue
-        self._pool = pool
+        self._engine = engine
         self._settings = settings
         self._executor = executor
-
-    @property
-    def queued_items(self) -> int:
-        return len(self._queue)
 
     async def tokenize(
         self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
     ) -> Padded:
-        max_length = self._admit(items, options)
+        max_length = self._check(items, options)
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
@@ -100,17 +103,14 @@ class Infer:
         options: TextOptions,
         deadline: float | None,
     ) -> ForwardResult:
-        model = self._pool.model
+        model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        sequences, timings = await self._sequences(items, options)
-        results = await self._run(sequences, names, deadline, timings)
-        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        rows, lengths, timings = await self._run(items, options, names, deadline)
         assembled = {
-            name: _stack([r.outputs[name] for r in results], name in model.token_level)
-            for name in names
+            name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
         }
-        return ForwardResult(assembled, lengths, timings)
+        return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
 
     async def classify(
         self,
@@ -125,12 +125,11 @@ class Infer:
                 f"Classify needs a sequence-classification model; {self.card.name} is "
                 f"served as {self.card.task}. Use Forward instead."
             )
-        sequences, timings = await self._sequences(items, options)
-        results = await self._run(sequences, ("logits",), deadline, timings)
+        rows, _, timings = await self._run(items, options, ("logits",), deadline)
         start = time.perf_counter()
-        logits = np.stack([r.outputs["logits"] for r in results])
+        logits = np.stack([r["logits"] for r in rows])
         scores = apply_score_function(logits, function or self.card.score_function)
-        labels = [top_labels(row, self.card.id2label, top_k) for row in scores]
+        labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
         self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
         return ClassifyResult(labels, timings)
 
@@ -151,9 +150,12 @@ class Infer:
                 offsets=offsets,
             )
 
+        chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
+        if chars <= _INLINE_CHARS:
+            return encode()
         return await asyncio.get_running_loop().run_in_executor(self._executor, encode)
 
-    def _admit(self, items: Sequence[ModelInput], options: TextOptions) -> int:
+    def _check(self, items: Sequence[ModelInput], options: TextOptions) -> int:
         """Checks the request's size limits; returns the length limit for its texts."""
         check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
         return resolve_max_length(
@@ -169,13 +171,42 @@ class Infer:
                     f"{self.card.max_length} (enable truncation to cut it)"
                 )
 
-    async def _sequences(
-        self, items: Sequence[ModelInput], options: TextOptions
-    ) -> tuple[list[Encoded], Timings]:
-        """Validates items and turns each into unpadded ids; texts are tokenized here."""
-        if self._pool.alive == 0:
+    def _check_alive(self) -> None:
+        if self._engine.alive == 0:
             raise Unavailable("no model worker is alive; retry shortly")
-        max_length = self._admit(items, options)
+
+    async def _run(
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
+        """Each item's outputs, its length in tokens, and where the time went."""
+        self._check_alive()
+        max_length = self._check(items, options)
+        permit = self._engine.admit(len(items))
+        try:
+            start = time.perf_counter()
+            sequences = await self._sequences(items, options, max_length)
+            timings = Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
+            self._check_alive()  # again: workers may have died while tokenizing
+            request = self._engine.submit(sequences, outputs, deadline, permit)
+        finally:
+            permit.release()
+        # Cancelling this call cancels the request's future, which tells the queue to drop
+        # its entries not yet sent to a worker.
+        rows = await request.future
+        timings.queue_ms, timings.forward_ms = request.queue_ms, request.forward_ms
+        self._metrics.observe_stages(
+            tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
+        )
+        return rows, [len(s) for s in sequences], timings
+
+    async def _sequences(
+        self, items: Sequence[ModelInput], options: TextOptions, max_length: int
+    ) -> list[Encoded]:
+        """Turns each item into unpadded ids, checked; texts are tokenized here."""
         sequences: list[Encoded | None] = [None] * len(items)
         text_indices = []
         for index, item in enumerate(items):
@@ -190,7 +221,6 @@ class Infer:
                 sequences[index] = Encoded(item.input_ids, item.token_type_ids)
             else:
                 text_indices.append(index)
-        start = time.perf_counter()
         if text_indices:
             texts = [items[i] for i in text_indices]
             encoded = await self._encode(texts, options, max_length)  # type: ignore[arg-type]
@@ -201,46 +231,4 @@ class Infer:
             sum(map(len, sequences)),  # type: ignore[arg-type]
             self._settings.max_tokens_per_request,
         )
-        return sequences, Timings(tokenize_ms=(time.perf_counter() - start) * 1000)  # type: ignore[return-value]
-
-    async def _run(
-        self,
-        sequences: list[Encoded],
-        outputs: tuple[str, ...],
-        deadline: float | None,
-        timings: Timings,
-    ) -> list[ItemOutput]:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        entries = [
-            Entry(s.input_ids, s.token_type_ids, outputs, loop.create_future(), now, deadline)
-            for s in sequences
-        ]
-        if self._pool.alive == 0:  # checked again: workers may have died while tokenizing
-            raise Unavailable("no model worker is alive; retry shortly")
-        self._queue.put(entries, now)
-        # Cancelling this call cancels the gather and so every entry's future, which
-        # tells the queue to drop entries not yet sent to a worker.
-        try:
-            results: list[ItemOutput] = await asyncio.gather(*(e.future for e in entries))
-        except Exception:
-            for entry in entries:  # one item failed the call: its siblings need no compute
-                entry.future.cancel()
-            raise
-        timings.queue_ms = max(r.queue_ms for r in results)
-        timings.forward_ms = max(r.forward_ms for r in results)
-        self._metrics.observe_stages(
-            tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
-        )
-        return results
-
-
-def _stack(rows: list[np.ndarray], token_level: bool) -> np.ndarray:
-    """Stacks per-item outputs; token-level ones are zero-padded to the longest item."""
-    if not token_level:
-        return np.stack(rows)
-    longest = max(len(r) for r in rows)
-    out = np.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out
+        return sequences  # type: ignore[return-value]

@@ -1,35 +1,84 @@
 """The queue between callers and the batcher: one entry per sequence, in arrival order.
 
-Entries whose caller has gone (future cancelled) or whose deadline has passed are dropped
-here, before they can reach a worker.
+A call first takes an admission permit for its items (before it is tokenized), so a full queue
+refuses at once instead of tokenizing work it would drop. Entries whose caller has gone (its
+request ended) or whose deadline has passed are dropped here, before they reach a worker.
 """
 
 import asyncio
-import contextlib
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
 
+# A batch is picked among the oldest entries only, this many times the batch size: it costs
+# the same however long the queue, and older entries keep going first.
+_WINDOW_BATCHES = 4
+
+
+@dataclass(eq=False)
+class Request:
+    """One call's sequences on their way through the engine. Its future gets every item's
+    outputs (token axes cut to the item's length), in input order, once all are computed."""
+
+    future: asyncio.Future
+    outputs: tuple[str, ...]
+    remaining: int
+    rows: list[dict[str, np.ndarray] | None] = field(default_factory=list)
+    # The slowest item's time queued and in forward, in milliseconds.
+    queue_ms: float = 0.0
+    forward_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.rows = [None] * self.remaining
+
+    @property
+    def gone(self) -> bool:
+        """Answered, failed or cancelled: its remaining entries need no compute."""
+        return self.future.done()
+
+    def deliver(self, index: int, outputs: dict[str, np.ndarray], forward_ms: float) -> None:
+        self.rows[index] = outputs
+        self.forward_ms = max(self.forward_ms, forward_ms)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(self.rows)
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 @dataclass(eq=False)
 class Entry:
-    """One sequence waiting for the model. The future gets this item's outputs."""
+    """One sequence of a request, waiting for the model."""
 
+    request: Request
+    index: int
     input_ids: np.ndarray
     token_type_ids: np.ndarray | None
-    outputs: tuple[str, ...]
-    future: asyncio.Future
     enqueued_at: float
     deadline: float | None = None
-    # Batches this entry was sent in; a second worker death under it fails it.
+    # Batches this entry ran in when a worker died; a second death under it fails it.
     attempts: int = 0
-    queue_ms: float = 0.0
 
     @property
     def length(self) -> int:
         return len(self.input_ids)
+
+
+class Permit:
+    """Places in the queue held for a call between admission and queueing."""
+
+    def __init__(self, queue: "Queue", items: int) -> None:
+        self._queue = queue
+        self.items = items
+
+    def release(self) -> None:
+        self._queue._reserved -= self.items
+        self.items = 0
 
 
 class Queue:
@@ -37,45 +86,80 @@ class Queue:
         self._max_items = max_items
         self._retry_after_ms = retry_after_ms
         self._pending: list[Entry] = []
-        self._changed = asyncio.Event()
+        # Batches formed already (halves of a batch the model failed on), run before the rest.
+        self._formed: deque[list[Entry]] = deque()
+        self._reserved = 0
+        # Entries sent to a worker as its next batch, not started yet: still waiting.
+        self._held = 0
+        # The batcher's wait, woken by arrivals and pokes.
+        self._waiter: asyncio.Future | None = None
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + sum(map(len, self._formed))
 
-    def put(self, entries: list[Entry], now: float) -> None:
-        """Queues a request's entries, all or none, so no request is half accepted."""
-        if len(self._pending) + len(entries) > self._max_items:
+    @property
+    def waiting(self) -> int:
+        """Items not started on a worker: queued here or waiting in a worker's inbox."""
+        return len(self) + self._held
+
+    def hold(self, items: int) -> None:
+        """Counts `items` (negative: no longer) as waiting in a worker's inbox."""
+        self._held += items
+
+    def admit(self, items: int, now: float) -> Permit:
+        """Holds places for `items` entries, or refuses the call if the queue has none."""
+        if self.waiting + self._reserved + items > self._max_items:
             self._drop_gone(now)  # entries whose callers left must not hold places
-        if len(self._pending) + len(entries) > self._max_items:
+        if self.waiting + self._reserved + items > self._max_items:
             raise Overloaded(
-                f"server overloaded: {len(self._pending)} items queued, limit "
+                f"server overloaded: {self.waiting + self._reserved} items queued, limit "
                 f"max_queued_items={self._max_items}; retry later",
                 self._retry_after_ms,
             )
+        self._reserved += items
+        return Permit(self, items)
+
+    def put(self, entries: list[Entry], permit: Permit) -> None:
+        """Queues a request's entries in the places its permit holds."""
+        permit.release()
         self._pending.extend(entries)
-        self._changed.set()
+        self._wake()
 
     def requeue(self, entries: list[Entry]) -> None:
         """Puts entries back at the front (a retry after a worker died), past the limit."""
         self._pending[:0] = entries
-        self._changed.set()
+        self._wake()
+
+    def requeue_formed(self, batches: list[list[Entry]]) -> None:
+        """Queues batches to run as they are, before anything else."""
+        self._formed.extendleft(reversed(batches))
+        self._wake()
+
+    def poke(self) -> None:
+        """Wakes the batcher to look again (a worker has room)."""
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     def fail_all(self, error: Exception) -> None:
-        """Fails every queued entry with `error` and empties the queue."""
+        """Fails every queued entry's request with `error` and empties the queue."""
         for entry in self._pending:
-            if not entry.future.done():
-                entry.future.set_exception(error)
+            entry.request.fail(error)
+        for batch in self._formed:
+            for entry in batch:
+                entry.request.fail(error)
         self._pending = []
+        self._formed.clear()
 
     def _drop_gone(self, now: float) -> None:
         kept = []
         for entry in self._pending:
-            if entry.future.done():
+            if entry.request.gone:
                 continue
             if entry.deadline is not None and now >= entry.deadline:
-                entry.future.set_exception(
-                    DeadlineExceeded("deadline exceeded while queued; not computed")
-                )
+                entry.request.fail(DeadlineExceeded("deadline exceeded while queued; not computed"))
                 continue
             kept.append(entry)
         self._pending = kept
@@ -84,44 +168,64 @@ class Queue:
         """Returns once at least one live entry is queued."""
         while True:
             self._drop_gone(loop.time())
-            if self._pending:
+            if self._pending or self._formed:
                 return
-            self._changed.clear()
-            await self._changed.wait()
+            await self._changed_or(None, loop)
 
     async def wait_for_more(self, until: float, loop: asyncio.AbstractEventLoop) -> None:
-        """Waits for another arrival or until `until` (loop time), whichever first."""
-        self._changed.clear()
-        timeout = until - loop.time()
-        if timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+        """Waits for another arrival (or a poke) or until `until` (loop time)."""
+        if until > loop.time():
+            await self._changed_or(until, loop)
+
+    async def _changed_or(self, until: float | None, loop: asyncio.AbstractEventLoop) -> None:
+        # A bare future and a timer: the batcher waits once per arrival under load, and
+        # asyncio.wait_for would wrap each wait in a task of its own.
+        waiter = self._waiter = loop.create_future()
+        timer = None if until is None else loop.call_at(until, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     @property
     def oldest_enqueued_at(self) -> float:
+        if self._formed:
+            return float("-inf")
         return self._pending[0].enqueued_at if self._pending else float("-inf")
 
     def take(
         self, max_tokens: int, max_size: int, overhead_tokens: float, now: float
     ) -> list[Entry]:
-        """Removes and returns the next batch (see `pick_batch`)."""
+        """Removes and returns the next batch: a formed one first, else see `pick_batch`."""
+        if self._formed:
+            return [e for e in self._formed.popleft() if not e.request.gone]
         self._drop_gone(now)
         if not self._pending:
             return []
-        lengths = [e.length for e in self._pending]
+        lengths = [e.length for e in self._pending[: max_size * _WINDOW_BATCHES]]
         chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
-        taken = [self._pending[i] for i in chosen]
-        chosen_set = set(chosen)
-        self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
-        for entry in taken:
-            entry.queue_ms = (now - entry.enqueued_at) * 1000
+        if len(chosen) == len(self._pending):
+            taken, self._pending = self._pending, []
+        else:
+            taken = [self._pending[i] for i in chosen]
+            chosen_set = set(chosen)
+            self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
         return taken
 
     def has_full_batch(self, max_tokens: int, max_size: int, overhead_tokens: float) -> bool:
         """Whether waiting longer cannot make the next batch bigger."""
+        if self._formed or len(self._pending) >= max_size * _WINDOW_BATCHES:
+            return True
         lengths = [e.length for e in self._pending]
         chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
         return len(chosen) >= max_size or len(chosen) < len(lengths)
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def pick_batch(
@@ -158,3 +262,14 @@ def pick_batch(
             ):
                 best, best_score = (lo, hi), score
     return [order[i] for i in range(best[0], best[1] + 1)]
+
+
+def stack_rows(rows: list[np.ndarray], token_level: bool) -> np.ndarray:
+    """Stacks items' outputs; token-level ones are zero-padded to the longest item."""
+    if not token_level:
+        return np.stack(rows)
+    longest = max(len(r) for r in rows)
+    out = np.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

@@ -114,6 +114,13 @@ class ModelRunner:
             name: output[name] for name in _ENCODER_OUTPUTS if output.get(name) is not None
         }
 
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return tensor  # the worker's own view of the ids: no copy
+        # Through pinned memory the copy to the GPU is asynchronous, queued before the forward.
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
     def _run(
         self,
         input_ids: np.ndarray,
@@ -121,11 +128,11 @@ class ModelRunner:
         token_type_ids: np.ndarray | None,
     ) -> dict[str, torch.Tensor]:
         kwargs = {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(attention_mask).to(self.device),
+            "input_ids": self._to_device(input_ids),
+            "attention_mask": self._to_device(attention_mask),
         }
         if token_type_ids is not None:
-            kwargs["token_type_ids"] = torch.from_numpy(token_type_ids).to(self.device)
+            kwargs["token_type_ids"] = self._to_device(token_type_ids)
         self._encoder_output = {}
         with torch.inference_mode():
             result = self.model(**kwargs, return_dict=True)

@@ -1,6 +1,7 @@
 """Step 3 of the pipeline: logits -> labelled scores, as transformers' text-classification
 pipeline computes them. Pure numpy; knows nothing of gRPC or workers."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,11 +45,11 @@ def apply_score_function(logits: np.ndarray, function: ScoreFunction) -> np.ndar
     return logits
 
 
-def top_labels(scores: np.ndarray, id2label: dict[int, str], top_k: int | None) -> list[LabelScore]:
+def top_labels(
+    scores: Sequence[float], id2label: dict[int, str], top_k: int | None
+) -> list[LabelScore]:
     """Labels of one item, best first; top_k None means all. Ties keep label order."""
-    ranked = sorted(
-        (LabelScore(id2label.get(i, f"LABEL_{i}"), float(s), i) for i, s in enumerate(scores)),
-        key=lambda ls: ls.score,
-        reverse=True,
-    )
-    return ranked if top_k is None else ranked[:top_k]
+    ranked = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    if top_k is not None:
+        ranked = ranked[:top_k]
+    return [LabelScore(id2label.get(i, f"LABEL_{i}"), scores[i], i) for i in ranked]

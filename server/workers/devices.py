@@ -68,3 +68,14 @@ def check_precision(settings: Settings, on_gpu: bool) -> None:
         raise StartupError("--dtype float16 needs a GPU; on CPU use bfloat16 or float32")
     if settings.quantize is Quantize.INT8 and on_gpu:
         raise StartupError("--quantize int8 runs on CPU workers only; on GPU use --dtype float16")
+
+
+def plan_frontends(requested: int, devices: list[DeviceSpec]) -> int:
+    """Front-end processes: as asked, else 1 on CPU workers (they use every core), and with
+    GPUs a quarter of the cores their workers leave, at most 8 (1 on a 2-core machine)."""
+    if requested:
+        return requested
+    if devices[0].gpu is None:
+        return 1
+    spare = len(os.sched_getaffinity(0)) - len(devices)
+    return max(1, min(8, spare // 4))

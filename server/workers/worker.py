@@ -10,17 +10,20 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+import numpy as np
+
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
+    BatchExpired,
     BatchFailed,
-    ForwardBatch,
     Stop,
     ToWorker,
     WorkerReady,
     WorkerSpec,
     WorkerStartFailed,
 )
+from pipeserve.server.workers.shm import InputSlots, share
 
 log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
 
@@ -34,6 +37,9 @@ def _pin(spec: WorkerSpec) -> str:
     os.sched_setaffinity(0, spec.device.cpus)
     # Intra-op threads match the cores, so workers sharing a machine do not oversubscribe.
     os.environ["OMP_NUM_THREADS"] = str(len(spec.device.cpus))
+    # Idle OpenMP threads sleep instead of spinning on cores that the front end needs: a
+    # small batch otherwise costs several times its compute. An operator's choice stands.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return "cpu"
 
 
@@ -83,30 +89,42 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
             token_level=runner.token_level,
         )
     )
-    _serve(runner, conn)
+    assert spec.slots is not None
+    slots = InputSlots.attach(spec.slots)
+    try:
+        _serve(runner, conn, slots)
+    finally:
+        slots.close(unlink=False)
 
 
-def _serve(runner, conn: Connection) -> None:
+def _serve(runner, conn: Connection, slots: InputSlots) -> None:
+    """The busy loop. The server keeps the next batch waiting in the pipe while this one runs,
+    so the loop goes from one forward to the next without a round trip."""
     while True:
+        # 1. The next batch, or the order to stop.
         try:
             message: ToWorker = conn.recv()
         except (EOFError, OSError):  # the server is gone; nothing left to serve
             return
-        match message:
-            case ForwardBatch():
-                start = time.perf_counter()
-                try:
-                    outputs = runner.forward(
-                        message.input_ids,
-                        message.attention_mask,
-                        message.token_type_ids,
-                        message.outputs,
-                    )
-                except Exception as exc:
-                    log.exception("batch %d failed", message.batch_id)
-                    conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))
-                    continue
-                elapsed_ms = (time.perf_counter() - start) * 1000
-                conn.send(BatchDone(message.batch_id, outputs, elapsed_ms))
-            case Stop():
-                return
+        if isinstance(message, Stop):
+            return
+        if message.deadline is not None and time.monotonic() >= message.deadline:
+            conn.send(BatchExpired(message.batch_id))
+            continue
+        # 2. Its ids, read in place from the shared slot; the mask follows from the lengths.
+        start = time.perf_counter()
+        ids, types = slots.views(message.slot, len(message.lengths), message.width)
+        lengths = np.asarray(message.lengths)
+        mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
+        try:
+            outputs = runner.forward(
+                ids, mask, types if message.has_types else None, message.outputs
+            )
+        except Exception as exc:
+            log.exception("batch %d failed", message.batch_id)
+            conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        # 3. Its outputs: small ones in the message, large ones in shared memory.
+        shared = {name: share(array) for name, array in outputs.items()}
+        conn.send(BatchDone(message.batch_id, shared, elapsed_ms))

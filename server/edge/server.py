@@ -1,0 +1,105 @@
+"""The gRPC edge of one front end: the Inference service, health, reflection, TLS and tokens,
+bound and started. The same in every front end, whether the engine runs in its process or
+in the main one (`--frontends`)."""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pipeserve.server.edge import handlers
+from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
+from pipeserve.server.edge.service import InferenceService
+from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.infer import Infer
+from pipeserve.server.errors import StartupError
+from pipeserve.server.metrics import Metrics
+from pipeserve.server.pipeline.model_card import ModelCard
+from pipeserve.server.settings import Settings
+
+log = logging.getLogger("pipeserve")
+
+SERVICE_NAME = handlers.SERVICE.full_name
+
+
+class Edge:
+    def __init__(
+        self,
+        settings: Settings,
+        card: ModelCard,
+        engine: EngineCalls,
+        metrics: Metrics,
+        *,
+        reuse_port: bool,
+        quiet: bool = False,
+    ) -> None:
+        self._settings = settings
+        self.health = health.aio.HealthServicer()
+        # One tokenizer thread, for long requests: the fast tokenizer parallelises a batch itself.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        infer = Infer(card, engine, settings, self._executor, metrics)
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if settings.auth_token_file is not None:
+            tokens = load_tokens(settings.auth_token_file)
+            interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health, metrics))
+            if not quiet:
+                log.info("token auth on: %d accepted tokens", len(tokens))
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Only front ends of one server share a port; never two servers by accident.
+            ("grpc.so_reuseport", int(reuse_port)),
+        ]
+        self.server = grpc.aio.server(interceptors=interceptors, options=options)
+        handlers.register(self.server, InferenceService(infer, engine, settings), metrics)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            )
+        self._quiet = quiet
+        self._health_updates: set[asyncio.Task] = set()
+
+    async def start(self, port: int) -> int:
+        """Binds `port` (0 picks one) and starts serving; returns the bound port."""
+        settings = self._settings
+        await self.set_alive(0)
+        credentials = server_credentials(settings)
+        bind = f"{settings.host}:{port}"
+        try:
+            if credentials is None:
+                bound = self.server.add_insecure_port(bind)
+            else:
+                bound = self.server.add_secure_port(bind, credentials)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on {bind}: {error}") from error
+        if credentials is not None and not self._quiet:
+            log.info(
+                "TLS on%s", " with client certificates required" if settings.tls_client_ca else ""
+            )
+        await self.server.start()
+        return bound
+
+    async def set_alive(self, alive: int) -> None:
+        status = health_pb2.HealthCheckResponse
+        value = status.SERVING if alive else status.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, value)
+
+    def mark_alive(self, alive: int) -> None:
+        """`set_alive` from a plain callback on the event loop."""
+        task = asyncio.get_running_loop().create_task(self.set_alive(alive))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
+    async def drain(self, grace_s: float) -> None:
+        """Health NOT_SERVING, no new calls, calls in flight finish within `grace_s`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+    async def close(self) -> None:
+        await self.server.stop(None)
+        self._executor.shutdown(wait=False, cancel_futures=True)

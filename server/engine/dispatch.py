@@ -1,0 +1,289 @@
+"""The batches in flight on the workers, and what becomes of them.
+
+Each worker holds up to `depth` batches: the one it runs and the next, waiting in its pipe, so
+it goes from one forward to the next without waiting for the server. The dispatcher writes a
+batch's ids into a free shared input slot of the worker, owns the batch until it is answered,
+and scatters the outputs to the requests. When the model raises on a batch, the batch is split
+in two and each half run again, until the one item that fails is found and fails alone. When a
+worker dies (or hangs past forward_timeout_s and is killed), its batches go back to the front
+of the queue once; a second death under the same items fails them with UNAVAILABLE.
+"""
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeserve.server.engine.cost import BatchCost
+from pipeserve.server.engine.queue import Entry, Queue
+from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
+from pipeserve.server.metrics import Metrics
+from pipeserve.server.schema import BatchDone, BatchExpired, BatchFailed, ForwardBatch
+from pipeserve.server.workers.shm import take
+from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
+
+log = logging.getLogger("pipeserve.dispatch")
+
+_MAX_ATTEMPTS = 2
+# Batches a worker holds: the one it runs and the next.
+PIPELINE_DEPTH = 2
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker slot, kept across its respawns."""
+
+    batches: int = 0
+    items: int = 0
+    busy_s: float = 0.0
+
+
+@dataclass(eq=False)
+class _InFlight:
+    batch_id: int
+    entries: list[Entry]
+    slot: int
+    padded_tokens: int
+    # Loop time it became the worker's running batch; None while it waits behind another.
+    started_at: float | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: Queue,
+        metrics: Metrics,
+        *,
+        pad_token_id: int,
+        send_token_type_ids: bool,
+        forward_timeout_s: float,
+        depth: int = PIPELINE_DEPTH,
+    ) -> None:
+        self._queue = queue
+        self._metrics = metrics
+        self._pad_token_id = pad_token_id
+        self._send_token_type_ids = send_token_type_ids
+        self._forward_timeout_s = forward_timeout_s
+        self._depth = depth
+        self._ready: dict[int, WorkerHandle] = {}
+        self._in_flight: dict[int, deque[_InFlight]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._room = asyncio.Event()
+        self._batch_ids = itertools.count(1)
+        self._last_sent: dict[int, int] = {}  # worker id -> id of the last batch sent to it
+        self._token_level: frozenset[str] = frozenset()
+        self.stats: dict[int, WorkerStats] = {}
+        self.cost = BatchCost()
+        # (items, forward ms) of the batch that finished last, for the batcher's waits.
+        self.last_batch: tuple[int, float] = (0, 0.0)
+
+    # What the batcher asks.
+
+    def pick_worker(self) -> WorkerHandle | None:
+        """The ready worker with the fewest batches in flight, if one has room; among equals
+        the one sent a batch longest ago, so idle workers take turns."""
+        candidates = [
+            (len(self._in_flight[worker_id]), self._last_sent.get(worker_id, 0), worker_id)
+            for worker_id in self._ready
+            if len(self._in_flight[worker_id]) < self._depth
+        ]
+        return self._ready[min(candidates)[2]] if candidates else None
+
+    async def wait_for_room(self) -> None:
+        self._room.clear()
+        await self._room.wait()
+
+    def running(self, worker: WorkerHandle) -> bool:
+        return bool(self._in_flight.get(worker.worker_id))
+
+    def running_batch(self, worker: WorkerHandle) -> tuple[float, float]:
+        """(loop time it started, expected forward seconds) of the batch the worker runs."""
+        head = self._in_flight[worker.worker_id][0]
+        assert head.started_at is not None
+        return head.started_at, self.cost.predict_ms(head.padded_tokens) / 1000
+
+    def held(self, worker_id: int) -> int:
+        return len(self._in_flight.get(worker_id, ()))
+
+    def dispatch(self, worker: WorkerHandle, entries: list[Entry]) -> None:
+        if worker.worker_id not in self._ready:
+            # It died while the batcher waited for the batch to fill: the entries never left.
+            self._queue.requeue(entries)
+            return
+        in_flight = self._in_flight[worker.worker_id]
+        slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
+        lengths = tuple(e.length for e in entries)
+        width = max(lengths)
+        ids, types = worker.slots.views(slot, len(entries), width)
+        ids.fill(self._pad_token_id)
+        if self._send_token_type_ids:
+            types.fill(0)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for row, entry in enumerate(entries):
+            ids[row, : entry.length] = entry.input_ids
+            if self._send_token_type_ids and entry.token_type_ids is not None:
+                types[row, : entry.length] = entry.token_type_ids
+            request = entry.request
+            request.queue_ms = max(request.queue_ms, (now - entry.enqueued_at) * 1000)
+        outputs = tuple(dict.fromkeys(n for e in entries for n in e.request.outputs))
+        deadlines = [e.deadline for e in entries]
+        deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
+        batch_id = next(self._batch_ids)
+        message = ForwardBatch(
+            batch_id, slot, width, lengths, self._send_token_type_ids, outputs, deadline
+        )
+        if not worker.send(message):
+            # Dying, its exit not handled yet: the batch never reached it, so no attempt spent.
+            log.warning("worker %d gone before batch %d was sent", worker.worker_id, batch_id)
+            self._queue.requeue(entries)
+            return
+        self._last_sent[worker.worker_id] = batch_id
+        batch = _InFlight(batch_id, entries, slot, ids.size)
+        in_flight.append(batch)
+        if len(in_flight) == 1:
+            self._start(worker, batch)
+        else:
+            self._queue.hold(len(entries))
+        self._metrics.observe_batch(len(entries), ids.size)
+
+    def _start(self, worker: WorkerHandle, batch: _InFlight) -> None:
+        """The batch is now the one the worker runs: its attempt and its hang timer start."""
+        loop = asyncio.get_running_loop()
+        batch.started_at = loop.time()
+        for entry in batch.entries:
+            entry.attempts += 1
+        self._timers[worker.worker_id] = loop.call_later(
+            self._forward_timeout_s, self._on_hung, worker, batch.batch_id
+        )
+
+    # What the supervisor tells, all on the event loop.
+
+    def on_ready(self, worker: WorkerHandle) -> None:
+        assert worker.ready is not None
+        self._token_level = worker.ready.token_level
+        self._ready[worker.worker_id] = worker
+        self._in_flight[worker.worker_id] = deque()
+        self.stats.setdefault(worker.worker_id, WorkerStats())
+        self._room.set()
+        self._queue.poke()
+
+    def on_batch(self, worker: WorkerHandle, message: BatchOutcome) -> None:
+        # Shared outputs are taken first: their blocks must go whatever became of the batch.
+        outputs = (
+            {name: take(value) for name, value in message.outputs.items()}
+            if isinstance(message, BatchDone)
+            else {}
+        )
+        in_flight = self._in_flight.get(worker.worker_id)
+        if not in_flight or in_flight[0].batch_id != message.batch_id:
+            return
+        batch = in_flight.popleft()
+        self._timers.pop(worker.worker_id).cancel()
+        if in_flight:
+            self._queue.hold(-len(in_flight[0].entries))
+            self._start(worker, in_flight[0])
+        self._room.set()
+        self._queue.poke()
+        match message:
+            case BatchDone():
+                self._done(worker, batch, outputs, message.forward_ms)
+            case BatchFailed():
+                self._failed(batch, message.reason)
+            case BatchExpired():
+                for entry in batch.entries:
+                    entry.request.fail(
+                        DeadlineExceeded("deadline exceeded while queued; not computed")
+                    )
+
+    def on_exit(self, worker: WorkerHandle, alive: int) -> None:
+        self._ready.pop(worker.worker_id, None)
+        timer = self._timers.pop(worker.worker_id, None)
+        if timer is not None:
+            timer.cancel()
+        held = self._in_flight.pop(worker.worker_id, ())
+        for waiting in list(held)[1:]:
+            self._queue.hold(-len(waiting.entries))
+        self._retry_or_fail([e for batch in held for e in batch.entries], worker.worker_id)
+        if alive == 0:
+            # Waiting out a respawn and a model load helps no caller: they can retry elsewhere.
+            self._queue.fail_all(Unavailable("no model worker is alive; retry shortly"))
+
+    # Outcomes.
+
+    def _done(
+        self,
+        worker: WorkerHandle,
+        batch: _InFlight,
+        outputs: dict[str, np.ndarray],
+        forward_ms: float,
+    ) -> None:
+        stats = self.stats[worker.worker_id]
+        stats.batches += 1
+        stats.items += len(batch.entries)
+        stats.busy_s += forward_ms / 1000
+        self.last_batch = (len(batch.entries), forward_ms)
+        self.cost.observe(batch.padded_tokens, forward_ms)
+        token_level = self._token_level
+        for row, entry in enumerate(batch.entries):
+            request = entry.request
+            if request.gone:
+                continue
+            rows = {
+                name: outputs[name][row, : entry.length]
+                if name in token_level
+                else outputs[name][row]
+                for name in request.outputs
+            }
+            request.deliver(entry.index, rows, forward_ms)
+
+    def _failed(self, batch: _InFlight, reason: str) -> None:
+        entries = [e for e in batch.entries if not e.request.gone]
+        if len(entries) > 1:
+            log.error(
+                "batch %d (%d items) failed in the model: %s; running it in halves to find "
+                "the item",
+                batch.batch_id,
+                len(entries),
+                reason,
+            )
+            half = len(entries) // 2
+            self._queue.requeue_formed([entries[:half], entries[half:]])
+        elif entries:
+            log.error("batch %d failed in the model on its one item: %s", batch.batch_id, reason)
+            entries[0].request.fail(
+                ModelFailed("the model failed on this input (details in the server log)")
+            )
+
+    def _on_hung(self, worker: WorkerHandle, batch_id: int) -> None:
+        in_flight = self._in_flight.get(worker.worker_id)
+        if in_flight and in_flight[0].batch_id == batch_id:
+            log.error(
+                "worker %d hung: batch %d not answered in %.0f s; killing pid %d",
+                worker.worker_id,
+                batch_id,
+                self._forward_timeout_s,
+                worker.pid,
+            )
+            worker.kill()
+
+    def _retry_or_fail(self, entries: list[Entry], worker_id: int) -> None:
+        retry = []
+        for entry in entries:
+            if entry.request.gone:
+                continue
+            if entry.attempts < _MAX_ATTEMPTS:
+                retry.append(entry)
+            else:
+                entry.request.fail(
+                    Unavailable(
+                        f"worker {worker_id} died while computing this request, "
+                        "after a retry on another worker"
+                    )
+                )
+        if retry:
+            log.warning("retrying %d items from worker %d", len(retry), worker_id)
+            self._queue.requeue(retry)

@@ -1,0 +1,104 @@
+"""The front-end processes of the main process (with `--frontends` N > 1): spawned one by one
+on the same port, and respawned with back-off when one dies, while the others serve on."""
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+from multiprocessing.process import BaseProcess
+
+from pipeserve.server.errors import StartupError
+from pipeserve.server.frontends.hub import Hub
+from pipeserve.server.frontends.process import run_frontend
+from pipeserve.server.schema import Drain
+from pipeserve.server.settings import Settings
+
+log = logging.getLogger("pipeserve.frontends")
+
+_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+
+
+class FrontendPool:
+    def __init__(self, settings: Settings, count: int, hub: Hub) -> None:
+        self._settings = settings
+        self._count = count
+        self._hub = hub
+        self._context = multiprocessing.get_context("spawn")
+        self._processes: dict[int, BaseProcess] = {}
+        self._conns: dict[int, multiprocessing.connection.Connection] = {}
+        self._deaths: dict[int, int] = {}
+        self._stopping = False
+        self.port = settings.port
+        self.restarts = 0
+
+    async def start(self) -> int:
+        """Starts every front end, the first on the configured port (0: one picked), the
+        others on the port it got; returns the port once all listen."""
+        try:
+            self.port = await self._spawn(0)
+            await asyncio.gather(*(self._spawn(i) for i in range(1, self._count)))
+        except EOFError as error:
+            raise StartupError(f"a front end did not start: {error}") from error
+        return self.port
+
+    async def _spawn(self, index: int) -> int:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=run_frontend,
+            args=(self._settings, index, self.port, child),
+            name=f"pipeserve-frontend-{index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self._processes[index] = process
+        self._conns[index] = parent
+        listening = self._hub.attach(index, parent)
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, process.join).add_done_callback(
+            lambda _: self._on_exit(index, process)
+        )
+        return await listening
+
+    def _on_exit(self, index: int, process: BaseProcess) -> None:
+        if self._stopping or self._processes.get(index) is not process:
+            return
+        deaths = self._deaths[index] = self._deaths.get(index, 0) + 1
+        delay = _BACKOFF_S[min(deaths, len(_BACKOFF_S)) - 1]
+        log.error(
+            "front end %d (pid %s) died with exit code %s; respawning in %.1f s",
+            index,
+            process.pid,
+            process.exitcode,
+            delay,
+        )
+        self.restarts += 1
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._respawn(index)))
+
+    async def _respawn(self, index: int) -> None:
+        if self._stopping:
+            return
+        with contextlib.suppress(EOFError):
+            await self._spawn(index)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid or 0 for p in self._processes.values()]
+
+    async def drain(self) -> None:
+        """Tells every front end to drain, and waits for them to exit (killed after the grace)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for conn in self._conns.values():
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(Drain())
+        loop = asyncio.get_running_loop()
+        timeout = self._settings.shutdown_grace_s + 10
+        processes = list(self._processes.values())
+        await asyncio.gather(*(loop.run_in_executor(None, p.join, timeout) for p in processes))
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()

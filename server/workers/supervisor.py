@@ -1,0 +1,247 @@
+"""Supervision of the worker processes: spawn, ready, exit, respawn with back-off.
+
+One process per device slot, started with spawn. Each worker slot owns shared input slots
+(`shm.py`) that outlive its processes. Messages are read on the event loop as the pipe becomes
+readable (no reader threads) and handed to a `WorkerEvents` listener, the dispatcher, which
+alone knows what is in flight. Dead workers are respawned with back-off; a worker that served
+a while before dying starts its back-off afresh.
+"""
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+from pipeserve.server.errors import ModelLoadError, Unavailable
+from pipeserve.server.schema import (
+    BatchDone,
+    BatchExpired,
+    BatchFailed,
+    FromWorker,
+    Stop,
+    ToWorker,
+    WorkerReady,
+    WorkerSpec,
+    WorkerStartFailed,
+)
+from pipeserve.server.workers.shm import InputSlots
+from pipeserve.server.workers.worker import run_worker
+
+log = logging.getLogger("pipeserve.workers")
+
+BatchOutcome = BatchDone | BatchFailed | BatchExpired
+
+_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+_HEALTHY_AFTER_S = 60.0
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    spec: WorkerSpec
+    process: BaseProcess
+    conn: Connection
+    slots: InputSlots
+    ready: WorkerReady | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    # Set once its exit has been handled; nothing sent to it after that gets an answer.
+    exited: bool = False
+
+    @property
+    def worker_id(self) -> int:
+        return self.spec.worker_id
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    def send(self, message: ToWorker) -> bool:
+        """Sends `message`; False when the worker is gone (its exit may not be handled yet)."""
+        if self.exited:
+            return False
+        try:
+            self.conn.send(message)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def kill(self) -> None:
+        self.process.kill()
+
+
+class WorkerEvents(Protocol):
+    """What the supervisor tells the dispatcher, all on the event loop."""
+
+    def on_ready(self, worker: WorkerHandle) -> None: ...
+
+    def on_batch(self, worker: WorkerHandle, message: BatchOutcome) -> None: ...
+
+    def on_exit(self, worker: WorkerHandle, alive: int) -> None: ...
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        events: WorkerEvents,
+        *,
+        depth: int,
+        slot_capacity: int,
+        on_alive_change: Callable[[int], None] = lambda alive: None,
+    ) -> None:
+        self._events = events
+        self._on_alive_change = on_alive_change
+        self._context = multiprocessing.get_context("spawn")
+        self._slots = {s.worker_id: InputSlots.create(depth, slot_capacity) for s in specs}
+        self._specs = [replace(s, slots=self._slots[s.worker_id].spec) for s in specs]
+        self._workers: dict[int, WorkerHandle] = {}
+        self._deaths: dict[int, int] = {}
+        self.restarts = {spec.worker_id: 0 for spec in specs}
+        self._started = asyncio.Event()
+        self._start_failure: str | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._model: WorkerReady | None = None
+
+    # Lifecycle.
+
+    async def start(self) -> None:
+        """Spawns every worker and returns when all are ready; raises ModelLoadError if not."""
+        self._loop = asyncio.get_running_loop()
+        for spec in self._specs:
+            self._spawn(spec)
+        await self._started.wait()
+        if self._start_failure is not None:
+            await self.stop()
+            model = self._specs[0].model
+            raise ModelLoadError(f"cannot load model {model!r}: {self._start_failure}")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Asks every worker to stop after its batch, then kills what is left."""
+        if self._stopping:
+            return
+        self._stopping = True
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.send(Stop())
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(None, w.process.join, timeout_s) for w in workers)
+        )
+        for worker in workers:
+            if worker.process.is_alive():
+                worker.kill()
+                worker.process.join()
+        for slots in self._slots.values():
+            slots.close(unlink=True)
+
+    def _spawn(self, spec: WorkerSpec) -> None:
+        assert self._loop is not None
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=run_worker,
+            args=(spec, child),
+            name=f"pipeserve-worker-{spec.worker_id}",
+            daemon=True,
+        )
+        process.start()
+        child.close()  # so the parent sees EOF when the worker exits
+        handle = WorkerHandle(spec, process, parent, self._slots[spec.worker_id])
+        self._workers[spec.worker_id] = handle
+        self._loop.add_reader(parent.fileno(), self._on_readable, handle)
+
+    def _on_readable(self, handle: WorkerHandle) -> None:
+        """Hands every message that has arrived to the listener; at EOF, reaps the worker."""
+        assert self._loop is not None
+        try:
+            while handle.conn.poll():
+                self._on_message(handle, handle.conn.recv())
+        except (EOFError, OSError):
+            self._loop.remove_reader(handle.conn.fileno())
+            reaped = self._loop.run_in_executor(None, handle.process.join)
+            reaped.add_done_callback(lambda _: self._on_exit(handle))
+
+    # Queries.
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for w in self._workers.values() if w.ready is not None)
+
+    @property
+    def workers(self) -> list[WorkerHandle]:
+        return [self._workers[spec.worker_id] for spec in self._specs]
+
+    @property
+    def model(self) -> WorkerReady:
+        """What the first ready worker reported of the model (every worker loads the same)."""
+        if self._model is None:
+            raise Unavailable("the model is still loading; retry shortly")
+        return self._model
+
+    # Events, all on the event loop.
+
+    def _on_message(self, worker: WorkerHandle, message: FromWorker) -> None:
+        match message:
+            case WorkerReady():
+                worker.ready = message
+                self._model = self._model or message
+                log.info(
+                    "worker %d ready: pid %d on %s", worker.worker_id, message.pid, message.device
+                )
+                self._events.on_ready(worker)
+                self._on_alive_change(self.alive)
+                if not self._started.is_set() and self.alive == len(self._specs):
+                    self._started.set()
+            case WorkerStartFailed():
+                log.error(
+                    "worker %d failed to load the model: %s", message.worker_id, message.reason
+                )
+                if not self._started.is_set():
+                    self._start_failure = message.reason
+                    self._started.set()
+            case BatchDone() | BatchFailed() | BatchExpired():
+                self._events.on_batch(worker, message)
+
+    def _on_exit(self, worker: WorkerHandle) -> None:
+        worker_id = worker.worker_id
+        was_ready = worker.ready is not None
+        worker.ready = None
+        worker.exited = True
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        if was_ready:
+            self._on_alive_change(self.alive)
+        self._events.on_exit(worker, self.alive)
+        replaced = self._workers.get(worker_id) is not worker
+        if self._stopping or replaced or self._start_failure is not None:
+            return
+        if not self._started.is_set():
+            self._start_failure = (
+                f"worker {worker_id} exited with code {worker.process.exitcode} "
+                "while loading the model"
+            )
+            self._started.set()
+            return
+        if time.monotonic() - worker.started_at > _HEALTHY_AFTER_S:
+            self._deaths[worker_id] = 0
+        deaths = self._deaths[worker_id] = self._deaths.get(worker_id, 0) + 1
+        delay = _BACKOFF_S[min(deaths, len(_BACKOFF_S)) - 1]
+        log.error(
+            "worker %d (pid %d) died with exit code %s; respawning in %.1f s",
+            worker_id,
+            worker.pid,
+            worker.process.exitcode,
+            delay,
+        )
+        self.restarts[worker_id] += 1
+        assert self._loop is not None
+        self._loop.call_later(delay, self._respawn, worker.spec)
+
+    def _respawn(self, spec: WorkerSpec) -> None:
+        if not self._stopping:
+            self._spawn(spec)

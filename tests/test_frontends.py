@@ -1,0 +1,158 @@
+"""Several front-end processes on one port (--frontends 2): each serves, they feed one queue
+(batches hold items of both), and one that is killed loses none of the other's calls."""
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from pipeserve.client import Client, PipeserveError
+
+from .conftest import sst2_sentences
+from .test_reliability import serving, wait_until
+
+# gRPC shares connections between channels of a process; each client here needs its own.
+_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def _client(address: str) -> Client:
+    return Client(address, timeout=60, channel_options=_OWN_CONNECTION)
+
+
+def _frontend_of(address: str) -> int:
+    """The pid of the front end a new connection lands on."""
+    with _client(address) as client:
+        return client.model_info().frontend_pid
+
+
+def _channels_by_frontend(address: str, count: int = 2, tries: int = 200) -> dict[int, Client]:
+    """Clients whose connections landed on `count` different front ends."""
+    found: dict[int, Client] = {}
+    for _ in range(tries):
+        client = _client(address)
+        pid = client.model_info().frontend_pid
+        if pid in found or len(found) == count:
+            client.close()
+        else:
+            found[pid] = client
+        if len(found) == count:
+            return found
+    raise AssertionError(f"connections reached only front ends {sorted(found)}")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_distilbert):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
+    sentences = sst2_sentences(48)
+    with torch.inference_mode():
+        rows = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
+    return dict(zip(sentences, rows, strict=True))
+
+
+def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, reference):
+    sentences = list(reference)
+    # A long wait and room for both: two calls through two front ends make one batch.
+    flags = ("--frontends", "2", "--max-wait-ms", "3000", "--max-batch-size", "2")
+    with serving(tiny_distilbert, *flags) as server:
+        clients = _channels_by_frontend(server.address)
+        try:
+            assert all(c.model_info().frontends == 2 for c in clients.values())
+            (first, one), (second, other) = clients.items()
+            assert first != second and os.getpid() not in (first, second)
+            before = one.model_info().workers[0].batches
+            start = threading.Barrier(2)
+
+            def call(client: Client, sentence: str) -> np.ndarray:
+                start.wait()
+                return client.forward([sentence], outputs=["logits"]).logits[0]
+
+            with ThreadPoolExecutor(2) as pool:
+                a = pool.submit(call, one, sentences[0])
+                b = pool.submit(call, other, sentences[1])
+                logits = [a.result(), b.result()]
+            assert one.model_info().workers[0].batches == before + 1
+            for sentence, row in zip(sentences[:2], logits, strict=True):
+                np.testing.assert_allclose(row, reference[sentence], rtol=0, atol=1e-5)
+            # Fidelity through either front end, whatever the batching.
+            for client in (one, other):
+                out = client.forward(sentences, outputs=["logits"]).logits
+                np.testing.assert_allclose(out, np.stack(list(reference.values())), atol=1e-5)
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, reference):
+    sentences = list(reference)
+    with serving(tiny_distilbert, "--frontends", "2") as server:
+        clients = _channels_by_frontend(server.address)
+        (victim, doomed), (survivor, kept) = clients.items()
+        outcomes: Counter[str] = Counter()
+        wrong: list[str] = []
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def caller(index: int) -> None:
+            step = 0
+            while step < 40 or not killed.is_set():
+                sentence = sentences[(index * 7 + step) % len(sentences)]
+                try:
+                    out = kept.forward([sentence], outputs=["logits"]).logits[0]
+                    code = "OK"
+                    if not np.allclose(out, reference[sentence], atol=1e-5):
+                        wrong.append(sentence)
+                except PipeserveError as error:
+                    code = error.code.name
+                with lock:
+                    outcomes[code] += 1
+                step += 1
+
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                calls = [pool.submit(caller, i) for i in range(4)]
+                wait_until(lambda: outcomes["OK"] >= 8)
+                os.kill(victim, signal.SIGKILL)
+                killed.set()
+                for call in calls:
+                    call.result()
+            assert set(outcomes) == {"OK"}, outcomes
+            assert wrong == []
+            # Its own callers reconnect, to a front end that lives.
+            assert doomed.classify(["through the killed front end"])[0][0].label
+        finally:
+            for client in clients.values():
+                client.close()
+        # It is respawned: new connections reach two live front ends again.
+        wait_until(lambda: survivor != _frontend_of(server.address) != victim, timeout=90)
+        assert len(_channels_by_frontend(server.address)) == 2
+
+
+def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
+    with serving(tiny_distilbert, "--frontends", "2", "--shutdown-grace-s", "30") as server:
+        clients = _channels_by_frontend(server.address)
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                updates = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(), timeout=60
+                )
+                assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+                results = [c.classify(["before the end"]) for c in clients.values()]
+                started = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert server.proc.wait(60) == 0
+            assert time.monotonic() - started < 30
+            assert all(r[0][0].label for r in results)
+        finally:
+            for client in clients.values():
+                client.close()
