@@ -25,6 +25,10 @@ class Overloaded(PipeserveError):
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
 
+    def __reduce__(self) -> tuple:
+        # Pickled whole: the engine process refuses a front end's request with it.
+        return (Overloaded, (str(self), self.retry_after_ms))
+
 
 class Unavailable(PipeserveError):
     """No worker can take the work right now (none alive, or one died twice under it)."""

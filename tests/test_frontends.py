@@ -2,6 +2,7 @@
 (batches hold items of both), and one that is killed loses none of the other's calls."""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -18,7 +19,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from pipeserve.client import Client, PipeserveError
 
 from .conftest import sst2_sentences
-from .test_reliability import serving, wait_until
+from .test_operability import _scrape
+from .test_reliability import paused, serving, wait_until
 
 # gRPC shares connections between channels of a process; each client here needs its own.
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -153,6 +155,50 @@ def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
             assert server.proc.wait(60) == 0
             assert time.monotonic() - started < 30
             assert all(r[0][0].label for r in results)
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert):
+    with serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server:
+        url = next(
+            re.search(r"(http://\S+/metrics)", line).group(1)  # type: ignore[union-attr]
+            for line in server.log
+            if "/metrics" in line
+        )
+        clients = _channels_by_frontend(server.address)
+        try:
+            for count, client in enumerate(clients.values(), start=2):
+                for _ in range(count):
+                    client.classify(["one", "two"])
+        finally:
+            for client in clients.values():
+                client.close()
+        metrics = _scrape(url)
+    # 2 calls through one front end and 3 through the other, counted together.
+    assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Classify")))] == 5
+    assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 10
+    assert metrics[("pipeserve_batch_size_sum", ())] == 10
+    assert metrics[("pipeserve_workers_alive", ())] == 1
+
+
+def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):
+    with serving(tiny_distilbert, "--frontends", "2", "--max-queued-items", "1") as server:
+        clients = _channels_by_frontend(server.address)
+        (_, one), (_, other) = clients.items()
+        worker = one.model_info().workers[0]
+        try:
+            with ThreadPoolExecutor(2) as pool, paused(worker.pid):
+                running = pool.submit(one.classify, ["held by the paused worker"])
+                wait_until(lambda: one.model_info().workers[0].busy)
+                waiting = pool.submit(one.classify, ["waits for the worker"])
+                wait_until(lambda: other.model_info().queued_items == 1)
+                with pytest.raises(PipeserveError) as refused:
+                    other.classify(["one too many"])
+            assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_queued_items=1" in refused.value.details
+            assert running.result() and waiting.result()
         finally:
             for client in clients.values():
                 client.close()

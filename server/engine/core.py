@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pipeserve.server.engine.batcher import Batcher
 from pipeserve.server.engine.dispatch import PIPELINE_DEPTH, Dispatcher, WorkerStats
-from pipeserve.server.engine.queue import Entry, Permit, Queue, Request
+from pipeserve.server.engine.queue import Admission, Entry, Permit, Queue, Request
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.model_card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
@@ -22,10 +22,6 @@ from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle
 
 log = logging.getLogger("pipeserve.engine")
-
-
-class Admission(Protocol):
-    def release(self) -> None: ...
 
 
 class EngineCalls(Protocol):
@@ -132,7 +128,6 @@ class Engine:
         permit: Admission,
     ) -> Request:
         """Queues a request's sequences; its future gets every item's outputs."""
-        assert isinstance(permit, Permit)
         loop = asyncio.get_running_loop()
         now = loop.time()
         request = Request(loop.create_future(), outputs, len(sequences))

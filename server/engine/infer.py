@@ -8,9 +8,10 @@ it costs less than the hop to a thread would; a long one goes to the tokenizer t
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -45,6 +46,8 @@ from pipeserve.server.settings import Settings, Task
 # Requests with at most this many characters are tokenized on the event loop (tens of
 # microseconds); longer ones in the tokenizer thread, so the loop never stalls on them.
 _INLINE_CHARS = 4096
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -92,8 +95,8 @@ class Infer:
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
         # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self.card.tokenizer.pad, encoded, options.padding, max_length
+        return await self._off_loop_if_long(
+            items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
         )
 
     async def forward(
@@ -150,10 +153,14 @@ class Infer:
                 offsets=offsets,
             )
 
+        return await self._off_loop_if_long(items, encode)
+
+    async def _off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
+        """`work()` on the event loop for a short request, in the tokenizer thread otherwise."""
         chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
         if chars <= _INLINE_CHARS:
-            return encode()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, encode)
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _check(self, items: Sequence[ModelInput], options: TextOptions) -> int:
         """Checks the request's size limits; returns the length limit for its texts."""

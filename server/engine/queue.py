@@ -8,6 +8,7 @@ request ended) or whose deadline has passed are dropped here, before they reach 
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -69,6 +70,12 @@ class Entry:
         return len(self.input_ids)
 
 
+class Admission(Protocol):
+    """What admitting a call returns: its places, released once its entries are queued."""
+
+    def release(self) -> None: ...
+
+
 class Permit:
     """Places in the queue held for a call between admission and queueing."""
 
@@ -119,7 +126,7 @@ class Queue:
         self._reserved += items
         return Permit(self, items)
 
-    def put(self, entries: list[Entry], permit: Permit) -> None:
+    def put(self, entries: list[Entry], permit: Admission) -> None:
         """Queues a request's entries in the places its permit holds."""
         permit.release()
         self._pending.extend(entries)

@@ -73,12 +73,17 @@ class TextTokenizer:
         return cls(tokenizer, model_max_length)
 
     def _backend(self, truncation: bool, max_length: int) -> Tokenizer:
-        backend: Tokenizer | None = getattr(self._local, "backend", None)
+        local = self._local
+        backend: Tokenizer | None = getattr(local, "backend", None)
         if backend is None:
             backend = Tokenizer.from_str(self._backend_json)
             backend.no_padding()
             backend.encode_special_tokens = self._split_special_tokens
-            self._local.backend = backend
+            local.backend, local.setup = backend, None
+        # Reading the backend's settings back costs more than encoding a short text.
+        if local.setup == (truncation, max_length):
+            return backend
+        local.setup = (truncation, max_length)
         if not truncation:
             if backend.truncation is not None:
                 backend.no_truncation()
