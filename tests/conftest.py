@@ -12,10 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # The hub is unreachable here and in CI; fail fast instead of retrying downloads.
@@ -28,12 +32,38 @@ SEED_SENTENCES = [
     "I hate this so much!",
 ]
 _READY = re.compile(r"ready on (\S+):(\d+) with")
+# Logged once the port is open, before the workers have loaded the model.
+_LISTENING = re.compile(r"listening on (\S+):(\d+) ")
+_METRICS = re.compile(r"(http://\S+/metrics)")
 
 
-_SST2_MISSING = (
-    f"SST-2 dev set not found at {SST2_DEV}: the ../shared folder beside this checkout holds it "
-    "(see README, Quick start)"
-)
+def require(present: bool, reason: str) -> None:
+    """Skips the test when something it needs is missing, and `-rs` (pyproject) names why in
+    the summary; in CI (CI=true), where .ci/run provides all of it, fails the run instead, so
+    that no test goes quietly missing there."""
+    if present:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must provide it", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_sst2_dev() -> Path:
+    require(SST2_DEV.exists(), f"{SST2_DEV} not found")
+    return SST2_DEV
+
+
+def venv_path() -> str:
+    """PATH with this interpreter's folder first: the venv's tools (hadolint, python) are found
+    whether or not the venv is activated."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def require_tool(name: str) -> str:
+    found = shutil.which(name, path=venv_path())
+    require(found is not None, f"{name} not installed")
+    assert found is not None
+    return found
 
 
 def pytest_report_header() -> str:
@@ -43,9 +73,7 @@ def pytest_report_header() -> str:
 
 def sst2_sentences(limit: int | None = None) -> list[str]:
     """SST-2 dev sentences, trailing space stripped (see shared/data/sst2/SOURCE.md)."""
-    if not SST2_DEV.exists():
-        pytest.skip(_SST2_MISSING)
-    lines = SST2_DEV.read_text(encoding="utf-8").splitlines()[1:]
+    lines = require_sst2_dev().read_text(encoding="utf-8").splitlines()[1:]
     return [line.split("\t")[0].strip() for line in lines][:limit]
 
 
@@ -66,7 +94,8 @@ def _save_tiny(folder: Path, model, tokenizer_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
-    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary."""
+    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
+    outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
@@ -76,11 +105,36 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
         hidden_dim=64,
         n_layers=2,
         n_heads=2,
+        # The default 0.02 gives logits below 1e-2 that hardly move with the input, so a
+        # server that swapped two items' results would still match. 0.3 spreads the logits
+        # over several units without saturating the softmax.
+        initializer_range=0.3,
         id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
-    model = DistilBertForSequenceClassification(config)
+    model = DistilBertForSequenceClassification(config).eval()
+    # Centre each logit on random token sequences, so that both labels win often on real
+    # text; no corpus is needed to build the model.
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, config.vocab_size, (512, 24), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    with torch.no_grad():
+        model.classifier.bias -= model(input_ids=ids).logits.median(dim=0).values
     return _save_tiny(tmp_path_factory.mktemp("tiny-distilbert"), model, minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_logits(tiny_distilbert) -> dict[str, np.ndarray]:
+    """In-process logits of the tiny classifier for 64 SST-2 sentences, one at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
+    sentences = sst2_sentences(64)
+    with torch.inference_mode():
+        logits = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
+    return dict(zip(sentences, logits, strict=True))
 
 
 @pytest.fixture(scope="session")
@@ -141,12 +195,48 @@ def pipeserve(
     )
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Polls `condition` (an RPC each time) until it holds; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """Holds a process stopped (SIGSTOP), so that work given to it stays in flight."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        # The worker may have been killed meanwhile (the server kills hung workers).
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
     address: str = ""
     log: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+
+    def worker_processes(self) -> list[int]:
+        """Pids of the worker processes that the server has spawned (loading or ready)."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        workers = []
+        for child in children:
+            with suppress(FileNotFoundError):  # it may have exited since
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    workers.append(int(child))
+        return workers
+
+    @property
+    def metrics_url(self) -> str:
+        """The /metrics address it logged (it needs --metrics-port)."""
+        return next(m.group(1) for line in self.log if (m := _METRICS.search(line)))
 
     def stop(self, timeout: float = 60) -> int:
         """Stops the server; once this returns, `log` holds every line it wrote."""
@@ -163,13 +253,18 @@ class ServerProcess:
 
 
 def launch_server(
-    model: Path | str, *args: str, devices: str = "cpu", timeout: float = 180
+    model: Path | str,
+    *args: str,
+    devices: str = "cpu",
+    timeout: float = 180,
+    until_listening: bool = False,
 ) -> ServerProcess:
     """Starts `python -m pipeserve.server` on 127.0.0.1 port 0 and waits for its ready line.
 
-    Returns when the server logs that every worker is ready, or fails with its log when
-    the process exits or the timeout passes first.
+    Returns when the server logs that every worker is ready (or, with `until_listening`, that
+    its port is open), or fails with its log when the process exits or the timeout passes first.
     """
+    awaited = _LISTENING if until_listening else _READY
     command = [
         sys.executable,
         "-m",
@@ -181,7 +276,7 @@ def launch_server(
         "--port",
         "0",
         "--devices",
-        "cpu",
+        devices,
         *args,
     ]
     proc = subprocess.Popen(
@@ -198,8 +293,8 @@ def launch_server(
         assert proc.stderr is not None
         for line in proc.stderr:
             server.log.append(line.rstrip())
-            match = _READY.search(line)
-            if match:
+            match = awaited.search(line)
+            if match and not server.address:
                 server.address = f"{match.group(1)}:{match.group(2)}"
                 ready.set()
         ready.set()  # the process ended
@@ -210,6 +305,18 @@ def launch_server(
         server.stop()
         raise RuntimeError("server did not become ready:\n" + "\n".join(server.log[-30:]))
     return server
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus samples by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @pytest.fixture(scope="session")

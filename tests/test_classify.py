@@ -266,16 +266,3 @@ def test_model_info_describes_a_bare_encoder(bert_client, tiny_bert):
     assert info.vocab_size == config.vocab_size
     assert {"last_hidden_state", "pooler_output"} <= set(info.outputs)
     assert len(info.workers) == 1
-
-
-# --- Deadlines --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["classify", "forward"])
-def test_tiny_timeout_is_deadline_exceeded(client, method):
-    with pytest.raises(PipeserveError) as caught:
-        getattr(client, method)(SEED_SENTENCES, timeout=1e-4)
-
-    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    # The server is still fine afterwards.
-    assert len(client.classify(SEED_SENTENCES)) == 2

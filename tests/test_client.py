@@ -308,6 +308,8 @@ def _cpu_labels(cores: list[int], workers: int) -> list[str]:
 
 def test_both_workers_serve_concurrent_traffic(client: Client, server: ServerProcess):
     sentences = _many_sentences(64)
+    # The counters are the session server's since it started: only their change is this test's.
+    before = {w.id: w for w in client.model_info().workers}
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda i: client.classify(sentences[i : i + 4]), range(0, 64, 4)))
     assert [len(r) for r in results] == [4] * 16
@@ -319,9 +321,28 @@ def test_both_workers_serve_concurrent_traffic(client: Client, server: ServerPro
     pids = [w.pid for w in workers]
     assert len(set(pids)) == 2
     assert server.proc.pid not in pids
+    batches = {w.id: w.batches - before[w.id].batches for w in workers}
+    items = {w.id: w.items - before[w.id].items for w in workers}
     for worker in workers:
         assert worker.ready
-        assert worker.batches > 0, f"worker {worker.id} computed no batch"
-        assert worker.items >= worker.batches
+        assert batches[worker.id] > 0, f"worker {worker.id} computed no batch: {batches}"
+        assert items[worker.id] >= batches[worker.id]
         os.kill(worker.pid, 0)  # a live process: raises ProcessLookupError otherwise
-    assert sum(w.items for w in workers) >= 64
+    assert sum(items.values()) == 64
+
+
+def _cores(label: str) -> set[int]:
+    """The cores of a device label such as cpu:0-2, cpu:0,3 or cpu:1."""
+    cores: set[int] = set()
+    for part in label.removeprefix("cpu:").split(","):
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
+def test_each_cpu_worker_runs_on_its_own_cores(client: Client):
+    workers = client.model_info().workers
+    for worker in workers:
+        assert os.sched_getaffinity(worker.pid) == _cores(worker.device), worker
+    if len(os.sched_getaffinity(0)) >= len(workers):
+        assert not set.intersection(*(_cores(w.device) for w in workers))

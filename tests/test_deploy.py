@@ -7,7 +7,6 @@ unknown or misspelt field fails), for the oldest Kubernetes with GA gRPC probes 
 
 import inspect
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor
+from tests.conftest import require_tool
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -87,10 +87,9 @@ def test_kustomization_lists_every_manifest():
     assert sorted(listed) == sorted(p.name for p in MANIFESTS)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 def test_kustomize_build_is_valid():
     built = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY)],
+        [require_tool("kubectl"), "kustomize", str(DEPLOY)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,7 +3,8 @@
 import pytest
 
 from pipeserve.server.errors import StartupError
-from pipeserve.server.workers.devices import plan_devices, split_cores
+from pipeserve.server.settings import Settings
+from pipeserve.server.workers.devices import check_precision, plan_devices, split_cores
 
 
 def test_cores_are_split_into_disjoint_contiguous_sets():
@@ -33,3 +34,13 @@ def test_asking_for_a_gpu_that_is_not_visible_stops_startup(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(StartupError, match="GPU 1 is not visible"):
         plan_devices("0,1", 1)
+
+
+def test_int8_is_refused_on_a_gpu_and_float16_on_a_cpu():
+    int8, float16 = Settings(quantize="int8"), Settings(dtype="float16")
+    with pytest.raises(StartupError, match="int8 runs on CPU workers only"):
+        check_precision(int8, on_gpu=True)
+    with pytest.raises(StartupError, match="float16 needs a GPU"):
+        check_precision(float16, on_gpu=False)
+    check_precision(int8, on_gpu=False)
+    check_precision(float16, on_gpu=True)

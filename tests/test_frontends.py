@@ -2,7 +2,6 @@
 (batches hold items of both), and one that is killed loses none of the other's calls."""
 
 import os
-import re
 import signal
 import threading
 import time
@@ -12,15 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import Client, PipeserveError
 
-from .conftest import sst2_sentences
-from .test_operability import _scrape
-from .test_reliability import paused, serving, wait_until
+from .conftest import paused, scrape, wait_until
+from .test_reliability import serving
 
 # gRPC shares connections between channels of a process; each client here needs its own.
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -51,18 +47,8 @@ def _channels_by_frontend(address: str, count: int = 2, tries: int = 200) -> dic
     raise AssertionError(f"connections reached only front ends {sorted(found)}")
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_distilbert):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    sentences = sst2_sentences(48)
-    with torch.inference_mode():
-        rows = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
-    return dict(zip(sentences, rows, strict=True))
-
-
-def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, reference):
-    sentences = list(reference)
+def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, tiny_logits):
+    sentences = list(tiny_logits)
     # A long wait and room for both: two calls through two front ends make one batch.
     flags = ("--frontends", "2", "--max-wait-ms", "3000", "--max-batch-size", "2")
     with serving(tiny_distilbert, *flags) as server:
@@ -84,18 +70,18 @@ def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, re
                 logits = [a.result(), b.result()]
             assert one.model_info().workers[0].batches == before + 1
             for sentence, row in zip(sentences[:2], logits, strict=True):
-                np.testing.assert_allclose(row, reference[sentence], rtol=0, atol=1e-5)
+                np.testing.assert_allclose(row, tiny_logits[sentence], rtol=0, atol=1e-5)
             # Fidelity through either front end, whatever the batching.
             for client in (one, other):
                 out = client.forward(sentences, outputs=["logits"]).logits
-                np.testing.assert_allclose(out, np.stack(list(reference.values())), atol=1e-5)
+                np.testing.assert_allclose(out, np.stack(list(tiny_logits.values())), atol=1e-5)
         finally:
             for client in clients.values():
                 client.close()
 
 
-def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, reference):
-    sentences = list(reference)
+def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny_logits):
+    sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--frontends", "2") as server:
         clients = _channels_by_frontend(server.address)
         (victim, doomed), (survivor, kept) = clients.items()
@@ -111,7 +97,7 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, refe
                 try:
                     out = kept.forward([sentence], outputs=["logits"]).logits[0]
                     code = "OK"
-                    if not np.allclose(out, reference[sentence], atol=1e-5):
+                    if not np.allclose(out, tiny_logits[sentence], atol=1e-5):
                         wrong.append(sentence)
                 except PipeserveError as error:
                     code = error.code.name
@@ -162,11 +148,7 @@ def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
 
 def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server:
-        url = next(
-            re.search(r"(http://\S+/metrics)", line).group(1)  # type: ignore[union-attr]
-            for line in server.log
-            if "/metrics" in line
-        )
+        url = server.metrics_url
         clients = _channels_by_frontend(server.address)
         try:
             for count, client in enumerate(clients.values(), start=2):
@@ -175,7 +157,7 @@ def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert)
         finally:
             for client in clients.values():
                 client.close()
-        metrics = _scrape(url)
+        metrics = scrape(url)
     # 2 calls through one front end and 3 through the other, counted together.
     assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Classify")))] == 5
     assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 10

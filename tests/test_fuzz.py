@@ -16,16 +16,18 @@ Properties checked on every request:
   an unknown output name) is never answered OK, and undecodable bytes answer INVALID_ARGUMENT;
 * an OK response is well-formed: one result per input, tensor byte sizes match dtype x shape,
   labels and scores as asked;
-* after the whole run the server process is alive and a known-good Classify returns the same
-  scores as before it.
+* a request that breaks none of them (nor a limit that tokenizing reveals, checked with the same
+  tokenizer in-process) is answered OK;
+* after each test the server process is alive and a known-good Classify returns the same
+  scores as before the fuzzing.
 
 The number of examples, shared among the RPCs, comes from PIPESERVE_FUZZ_EXAMPLES (default
 300, for CI). The nightly run is:
 
     PIPESERVE_FUZZ_EXAMPLES=10000 python -m pytest tests/test_fuzz.py
 
-Runs are derandomized (no example database), so a CI failure reproduces locally. With -s the
-last test prints how many requests were sent and how they ended.
+Runs are derandomized (no example database), so a CI failure reproduces locally. With -s each
+test prints how many requests were sent so far and how they ended.
 """
 
 import math
@@ -43,6 +45,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transformers import AutoTokenizer
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
@@ -508,6 +511,28 @@ def request_faults(method: str, request, outputs: frozenset[str]) -> list[str]:
     return faults
 
 
+def token_faults(tokenizer, request) -> list[str]:
+    """Rules that only tokenizing can tell, decided by the same tokenizer in-process: an
+    untruncated text longer than the model, or more tokens in all than MAX_TOKENS."""
+    options = request.options
+    truncation = options.truncation if options.HasField("truncation") else True
+    max_length = options.max_length or MAX_LENGTH
+    faults, total = [], 0
+    for index, item in enumerate(request.inputs):
+        kind = item.WhichOneof("kind")
+        if kind == "ids":
+            total += len(item.ids.input_ids)
+            continue
+        texts = (item.text,) if kind == "text" else (item.pair.text, item.pair.text_pair)
+        count = len(tokenizer(*texts, truncation=truncation, max_length=max_length).input_ids)
+        if count > MAX_LENGTH:
+            faults.append(f"inputs[{index}] has {count} tokens untruncated")
+        total += count
+    if total > MAX_TOKENS:
+        faults.append(f"{total} tokens in all")
+    return faults
+
+
 def _real_lengths(encoding) -> int:
     return sum(encoding.attention_mask) if encoding.attention_mask else len(encoding.input_ids)
 
@@ -608,6 +633,7 @@ class Fuzzer:
     server: ServerProcess
     channel: grpc.Channel
     stub: InferenceStub
+    tokenizer: Any = None
     outputs: frozenset[str] = frozenset()
     baseline: list[list[tuple[str, float]]] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
@@ -636,6 +662,32 @@ class Fuzzer:
         response = self.stub.Classify(request, timeout=CALL_TIMEOUT)
         return [[(s.label, s.score) for s in r.labels] for r in response.results]
 
+    def faults(self, method: str, request) -> list[str]:
+        """Every rule `request` breaks: any one means it must be refused, none that it must
+        be answered OK."""
+        faults = request_faults(method, request, self.outputs)
+        if faults or method == "ModelInfo":
+            return faults
+        return token_faults(self.tokenizer, request)
+
+    def assert_survived(self) -> None:
+        """The process is alive and answers as before the fuzzing."""
+        assert self.server.proc.poll() is None, "\n".join(self.server.log[-30:])
+        after = self.known_good()
+        assert [[label for label, _ in row] for row in after] == [
+            [label for label, _ in row] for row in self.baseline
+        ]
+        for row, before in zip(after, self.baseline, strict=True):
+            assert [s for _, s in row] == pytest.approx([s for _, s in before], abs=1e-5)
+        unexpected = [line for line in self.server.log if "unexpected error" in line]
+        print(
+            f"\nfuzz so far: {self.calls} calls, {self.sent} request messages "
+            f"(PIPESERVE_FUZZ_EXAMPLES={EXAMPLES}); outcomes (stream items: one per response):"
+        )
+        for (method, code), count in sorted(self.outcomes.items()):
+            print(f"  {method:26} {code:20} {count}")
+        assert not unexpected, unexpected
+
 
 @pytest.fixture(scope="module")
 def fuzzer(tiny_distilbert: Path) -> Iterator[Fuzzer]:
@@ -657,7 +709,8 @@ def fuzzer(tiny_distilbert: Path) -> Iterator[Fuzzer]:
         server.address, options=[("grpc.max_receive_message_length", -1)]
     )
     try:
-        fuzz = Fuzzer(server, channel, InferenceStub(channel))
+        tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
+        fuzz = Fuzzer(server, channel, InferenceStub(channel), tokenizer)
         info = fuzz.stub.ModelInfo(pb.ModelInfoRequest(), timeout=CALL_TIMEOUT)
         check_model_info(None, info)
         fuzz.outputs = frozenset(info.outputs)
@@ -698,10 +751,12 @@ def fuzz_unary(fuzz: Fuzzer, method: str, data: bytes, *, raw: bool = False) -> 
             code == grpc.StatusCode.RESOURCE_EXHAUSTED and len(data) > MAX_MESSAGE_BYTES
         ), context
         return
-    faults = request_faults(method, request, fuzz.outputs)
+    faults = fuzz.faults(method, request)
     if code == OK:
         assert not faults, f"{context}; accepted although: {faults}"
         CHECKS[method](request, response)
+    else:
+        assert faults, f"{context}; refused although it breaks no rule"
 
 
 def _settings(share: str) -> settings:
@@ -716,6 +771,13 @@ def _settings(share: str) -> settings:
 
 
 # --- The tests -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def survives(fuzzer: Fuzzer) -> Iterator[None]:
+    """After each test, whatever ran before it: the server lives and answers as before."""
+    yield
+    fuzzer.assert_survived()
 
 
 @_settings("tokenize")
@@ -785,31 +847,13 @@ def test_fuzz_classify_stream(fuzzer: Fuzzer, messages: list[bytes]) -> None:
     assert sorted(r.id for r in responses) == sorted(by_id), context
     for response in responses:
         request = by_id[response.id]
-        faults = request_faults("Classify", request, fuzzer.outputs)
+        faults = fuzzer.faults("Classify", request)
         outcome = response.WhichOneof("outcome")
         fuzzer.outcomes["ClassifyStream item", outcome or "neither"] += 1
         if outcome == "error":
             assert response.error.code in ALLOWED_STREAM_ERRORS, response.error
+            assert faults, f"stream item {response.id!r} refused although it breaks no rule"
         else:
             assert outcome == "response", response
             assert not faults, f"stream item {response.id!r} accepted although: {faults}"
             check_classify(request, response.response)
-
-
-def test_server_survives_the_fuzzing(fuzzer: Fuzzer) -> None:
-    """Runs last in this module: the process is alive and answers as before the fuzzing."""
-    assert fuzzer.server.proc.poll() is None, "\n".join(fuzzer.server.log[-30:])
-    after = fuzzer.known_good()
-    assert [[label for label, _ in row] for row in after] == [
-        [label for label, _ in row] for row in fuzzer.baseline
-    ]
-    for row, before in zip(after, fuzzer.baseline, strict=True):
-        assert [s for _, s in row] == pytest.approx([s for _, s in before], abs=1e-5)
-    unexpected = [line for line in fuzzer.server.log if "unexpected error" in line]
-    print(
-        f"\nfuzz: {fuzzer.calls} calls, {fuzzer.sent} request messages "
-        f"(PIPESERVE_FUZZ_EXAMPLES={EXAMPLES}); outcomes (stream items: one per response):"
-    )
-    for (method, code), count in sorted(fuzzer.outcomes.items()):
-        print(f"  {method:26} {code:20} {count}")
-    assert not unexpected, unexpected

@@ -1,11 +1,11 @@
 """The Node.js example (examples/node/client.js) gets the same answers as the Python client.
 
-Skipped without `node` and `npm`. When examples/node/node_modules is missing, `npm ci` installs
-the locked dependencies first (from the npm registry).
+Needs `node` and the example's locked dependencies, which the test never installs itself (tests
+use no network): `npm ci --prefix examples/node` once, as .ci/run does. Skipped without them
+locally, failed without them in CI.
 """
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeserve.client import Client
-from tests.conftest import SEED_SENTENCES
+from tests.conftest import SEED_SENTENCES, require, require_tool
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
 # Non-ASCII text checks that argv and the strings on the wire stay UTF-8.
@@ -22,24 +22,15 @@ TEXTS = [*SEED_SENTENCES, "Ça marche très bien, naïve café 👍"]
 OUTPUTS = ["logits", "last_hidden_state"]
 HEAD = 6  # values client.js prints per tensor without --full
 
-# A mark, not a skip in the fixture: it applies before the session server starts.
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None,
-    reason="node and npm are needed for the Node.js example",
-)
 
-
-@pytest.fixture(scope="module")
+# Session scope: checked before the session server starts for nothing.
+@pytest.fixture(scope="session")
 def node_example() -> Path:
-    if not (EXAMPLE / "node_modules").is_dir():
-        installed = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--quiet"],
-            cwd=EXAMPLE,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
+    require_tool("node")
+    require(
+        (EXAMPLE / "node_modules").is_dir(),
+        "examples/node has no node_modules: run `npm ci --prefix examples/node`",
+    )
     return EXAMPLE / "client.js"
 
 

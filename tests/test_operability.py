@@ -1,10 +1,9 @@
 """What an operator relies on: Prometheus metrics, gRPC health, reflection, JSON logs."""
 
 import json
-import re
 import subprocess
 import sys
-import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -12,58 +11,74 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeserve.client import Client, PipeserveError
 
-from .conftest import launch_server
+from .conftest import launch_server, paused, scrape, wait_until
 
 
 @pytest.fixture(scope="module")
 def observed(tiny_distilbert):
     server = launch_server(tiny_distilbert, "--metrics-port", "0", "--log-format", "json")
-    metrics_url = next(
-        re.search(r"(http://\S+/metrics)", line).group(1)  # type: ignore[union-attr]
-        for line in server.log
-        if "/metrics" in line
-    )
-    yield server, metrics_url
+    yield server, server.metrics_url
     server.stop()
 
 
-def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+def _change(before: dict, after: dict, name: str, *labels: tuple[str, str]) -> float:
+    """How much a sample moved: the module's server is shared, so only changes are a test's."""
+    key = (name, tuple(sorted(labels)))
+    return after[key] - before.get(key, 0.0)
 
 
 def test_metrics_count_what_was_sent(observed):
     server, url = observed
+    texts = ["one", "two", "three"]
+    before = scrape(url)
     with Client(server.address, timeout=30) as client:
         for _ in range(5):
-            client.classify(["one", "two", "three"])
+            client.classify(texts)
         for _ in range(2):
             with pytest.raises(PipeserveError):
                 client.classify([""])
         client.tokenize(["four"])
-    metrics = _scrape(url)
-    assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Classify")))] == 5
-    invalid = (("code", "INVALID_ARGUMENT"), ("rpc", "Classify"))
-    assert metrics[("pipeserve_requests_total", invalid)] == 2
-    assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Tokenize")))] == 1
-    assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 5 * 3 + 2
-    assert metrics[("pipeserve_request_duration_seconds_count", (("rpc", "Classify"),))] == 7
+        lengths = [len(e.input_ids) for e in client.tokenize(texts, padding="do_not_pad")]
+    metrics = scrape(url)
+    assert lengths == [3, 3, 3]  # [CLS] word [SEP]: no padding, whatever the batching
+    ok, invalid = ("code", "OK"), ("code", "INVALID_ARGUMENT")
+    classify, tokenize = ("rpc", "Classify"), ("rpc", "Tokenize")
+    assert _change(before, metrics, "pipeserve_requests_total", ok, classify) == 5
+    assert _change(before, metrics, "pipeserve_requests_total", invalid, classify) == 2
+    assert _change(before, metrics, "pipeserve_requests_total", ok, tokenize) == 2
+    assert _change(before, metrics, "pipeserve_items_total", classify) == 5 * 3 + 2
+    assert _change(before, metrics, "pipeserve_request_duration_seconds_count", classify) == 7
     # Each of the 15 good items went through one batch; the 2 bad ones never reached one.
-    assert metrics[("pipeserve_batch_size_sum", ())] == 15
+    assert _change(before, metrics, "pipeserve_batch_size_sum") == 15
+    assert _change(before, metrics, "pipeserve_batch_tokens_sum") == 5 * sum(lengths)
     for stage in ("tokenize", "queue", "forward", "postprocess"):
-        assert metrics[("pipeserve_stage_duration_seconds_count", (("stage", stage),))] == 5
+        change = _change(
+            before, metrics, "pipeserve_stage_duration_seconds_count", ("stage", stage)
+        )
+        assert change == 5, stage
     assert metrics[("pipeserve_queue_depth", ())] == 0
     assert metrics[("pipeserve_workers_alive", ())] == 1
     assert metrics[("pipeserve_worker_restarts_total", (("worker", "0"),))] == 0
-    assert metrics[("pipeserve_worker_busy_seconds_total", (("worker", "0"),))] > 0
+    busy = ("pipeserve_worker_busy_seconds_total", (("worker", "0"),))
+    assert metrics[busy] > before[busy]
+
+
+def test_queue_depth_gauge_follows_the_queue(observed):
+    server, url = observed
+    with Client(server.address, timeout=60) as client, ThreadPoolExecutor(3) as pool:
+        (worker,) = client.model_info().workers
+        with paused(worker.pid):
+            held = pool.submit(client.classify, ["held by the paused worker"])
+            wait_until(lambda: client.model_info().workers[0].busy)
+            queued = [pool.submit(client.classify, [f"queued {i}"]) for i in range(2)]
+            wait_until(lambda: client.model_info().queued_items == 2)
+            assert scrape(url)[("pipeserve_queue_depth", ())] == 2
+        for call in (held, *queued):
+            call.result()
+    assert scrape(url)[("pipeserve_queue_depth", ())] == 0
 
 
 def test_health_reports_serving_for_the_server_and_the_service(observed):
@@ -98,30 +113,26 @@ def test_json_logs_name_each_worker_device(observed):
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
 
 
-def test_health_is_not_serving_while_the_model_loads(tiny_distilbert):
-    """Health turns SERVING only once the workers are ready (the server listens before)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeserve.server", "--model", str(tiny_distilbert),
-         "--port", "0", "--devices", "cpu"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def test_while_the_model_loads_health_is_not_serving_and_calls_unavailable(tiny_distilbert):
+    """The port opens before the workers have loaded the model; the worker is stopped as soon
+    as it exists, so the model is certainly still loading while this looks."""
+    server = launch_server(tiny_distilbert, until_listening=True)
     try:
-        assert proc.stderr is not None
-        address = next(
-            re.search(r"listening on (\S+:\d+)", line).group(1)  # type: ignore[union-attr]
-            for line in proc.stderr
-            if "listening on" in line
-        )
-        with grpc.insecure_channel(address) as channel:
+        wait_until(lambda: bool(server.worker_processes()))
+        (loading,) = server.worker_processes()
+        with grpc.insecure_channel(server.address) as channel, Client(server.address) as client:
             updates = health_pb2_grpc.HealthStub(channel).Watch(
                 health_pb2.HealthCheckRequest(service="pipeserve.v1.Inference"), timeout=120
             )
-            # Workers are still importing torch when the port opens.
-            assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with paused(loading):
+                assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                with pytest.raises(PipeserveError) as refused:
+                    client.classify(["too early"], timeout=30)
+                assert refused.value.code == grpc.StatusCode.UNAVAILABLE, refused.value
             assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
+            assert client.classify(["in time"], timeout=30)[0][0].label in ("NEGATIVE", "POSITIVE")
     finally:
-        proc.terminate()
-        proc.wait(60)
+        server.stop()
 
 
 def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert):

@@ -1,10 +1,13 @@
 """The committed stubs are what scripts/gen_protos.sh produces from protos/ today."""
 
 import itertools
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from tests.conftest import venv_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ("pipeserve_pb2.py", "pipeserve_pb2.pyi", "pipeserve_pb2_grpc.py")
@@ -15,7 +18,9 @@ def test_generated_stubs_are_up_to_date(tmp_path):
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
     for name in GENERATED:
         (tmp_path / "protos/pipeserve/v1" / name).unlink()
-    subprocess.run(["bash", str(tmp_path / "scripts/gen_protos.sh")], check=True)
+    # The script runs `python` from PATH: this interpreter's, activated or not.
+    env = {**os.environ, "PATH": venv_path()}
+    subprocess.run(["bash", str(tmp_path / "scripts/gen_protos.sh")], check=True, env=env)
     for name in GENERATED:
         fresh = (tmp_path / "protos/pipeserve/v1" / name).read_text()
         committed = (ROOT / "protos/pipeserve/v1" / name).read_text()

@@ -3,29 +3,35 @@ cancellation and SIGTERM. Workers are paused with SIGSTOP to hold work in flight
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
 import pytest
-import torch
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import ServerProcess, launch_server, sst2_sentences
+from .conftest import (
+    ServerProcess,
+    launch_server,
+    paused,
+    scrape,
+    wait_until,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+_RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
@@ -43,14 +49,6 @@ def workers(address: str):
         return client.model_info().workers
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Polls `condition` (an RPC each time) until it holds; fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
     """Blocks on the health Watch stream until the server reports `status`."""
     with grpc.insecure_channel(address) as channel:
@@ -60,86 +58,59 @@ def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
                 return
 
 
-@contextmanager
-def paused(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        # The worker may have been killed meanwhile (the server kills hung workers).
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_distilbert):
-    """In-process logits of the tiny model, one sentence at a time."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    sentences = sst2_sentences(64)
-    with torch.inference_mode():
-        logits = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
-    return dict(zip(sentences, logits, strict=True))
-
-
-def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, reference):
-    sentences = list(reference)
+def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, tiny_logits):
+    sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--workers-per-device", "2", "--max-batch-size", "4") as server:
         victim = workers(server.address)[0]
         outcomes: Counter[str] = Counter()
         wrong: list[str] = []
-        slowest = 0.0
-        first_success = threading.Event()
         lock = threading.Lock()
 
         def caller(index: int) -> None:
-            nonlocal slowest
             with Client(server.address, timeout=30) as client:
                 for step in range(25):
                     sentence = sentences[(index * 25 + step) % len(sentences)]
-                    start = time.monotonic()
                     try:
                         out = client.forward([sentence], outputs=["logits"])
                         code = "OK"
-                        if not np.allclose(out.logits[0], reference[sentence], atol=1e-5):
+                        if not np.allclose(out.logits[0], tiny_logits[sentence], rtol=0, atol=1e-5):
                             wrong.append(sentence)
-                        first_success.set()
                     except PipeserveError as error:
                         code = error.code.name
                     with lock:
                         outcomes[code] += 1
-                        slowest = max(slowest, time.monotonic() - start)
 
         with ThreadPoolExecutor(8) as pool:
+            # Stopped, the victim keeps the batch it is given until the SIGKILL: the kill lands
+            # mid-batch for certain, and that batch must be retried on the other worker.
+            os.kill(victim.pid, signal.SIGSTOP)
             calls = [pool.submit(caller, i) for i in range(8)]
-            assert first_success.wait(60)
+            wait_until(lambda: workers(server.address)[0].busy)
             killed_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
             for call in calls:
                 call.result()
 
-        assert set(outcomes) <= {"OK", "UNAVAILABLE"}, outcomes
-        assert sum(outcomes.values()) == 8 * 25
-        assert outcomes["OK"] > 0
-        assert slowest < 30  # no call hung to its deadline
+        # The other worker lived throughout, so no call may fail.
+        assert outcomes == {"OK": 8 * 25}, outcomes
         assert wrong == []
         wait_until(lambda: workers(server.address)[0].ready)
         recovered_s = time.monotonic() - killed_at
         respawned = workers(server.address)[0]
         assert respawned.restarts == 1 and respawned.pid != victim.pid
-        print(f"\nworker kill: {dict(outcomes)}; respawned and ready in {recovered_s:.2f} s")
+        print(f"\nworker killed mid-batch: {dict(outcomes)}; ready again in {recovered_s:.2f} s")
 
         # The respawned worker serves: idle workers take turns, so it gets some of these.
         before = workers(server.address)[0].batches
         with Client(server.address, timeout=30) as client:
             for sentence in sentences[:4]:
                 out = client.forward([sentence], outputs=["logits"])
-                np.testing.assert_allclose(out.logits[0], reference[sentence], atol=1e-5)
+                np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
         assert workers(server.address)[0].batches > before
 
 
-def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, reference):
-    sentence = next(iter(reference))
+def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, tiny_logits):
+    sentence = next(iter(tiny_logits))
     with serving(
         tiny_distilbert, "--workers-per-device", "2", "--forward-timeout-s", "2"
     ) as server:
@@ -148,7 +119,7 @@ def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert,
             # Idle workers are used in turn, so one of the first two calls meets the hung one.
             for _ in range(2):
                 out = client.forward([sentence], outputs=["logits"])
-                np.testing.assert_allclose(out.logits[0], reference[sentence], atol=1e-5)
+                np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
         wait_until(lambda: workers(server.address)[0].ready)
         assert workers(server.address)[0].restarts == 1
 
@@ -169,10 +140,18 @@ def test_items_fail_unavailable_after_their_retry_also_dies(tiny_distilbert):
         assert "died" in failed.value.details
 
 
+def _respawn_delays(server: ServerProcess) -> list[float]:
+    """The back-off of each respawn so far, from the server's log."""
+    return [float(m.group(1)) for line in server.log if (m := _RESPAWNING.search(line))]
+
+
 def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilbert):
-    with serving(tiny_distilbert) as server:
+    with serving(tiny_distilbert, "--metrics-port", "0") as server:
+        alive = ("pipeserve_workers_alive", ())
+        assert scrape(server.metrics_url)[alive] == 1
         os.kill(workers(server.address)[0].pid, signal.SIGKILL)
         wait_for_health(server.address, NOT_SERVING)
+        assert scrape(server.metrics_url)[alive] == 0
         with Client(server.address, timeout=30) as client:
             start = time.monotonic()
             with pytest.raises(PipeserveError) as refused:
@@ -181,7 +160,33 @@ def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilber
             assert refused.value.code == grpc.StatusCode.UNAVAILABLE
             wait_for_health(server.address, SERVING)
             assert client.classify(["hello"])[0][0].label in ("NEGATIVE", "POSITIVE")
+        assert scrape(server.metrics_url)[alive] == 1
         print(f"\nno worker alive: UNAVAILABLE in {refused_ms:.1f} ms")
+
+        # Dying again soon after its respawn, the worker waits longer before the next one.
+        os.kill(workers(server.address)[0].pid, signal.SIGKILL)
+        wait_until(lambda: len(_respawn_delays(server)) == 2)
+        first, second = _respawn_delays(server)
+        assert second > first > 0
+        wait_for_health(server.address, SERVING)
+        assert workers(server.address)[0].restarts == 2
+
+
+def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
+    """--max-wait-ms: a free worker waits for more items (here up to a minute) before it
+    takes a batch, so calls sent one by one, each queued before the next, go as one batch."""
+    with serving(tiny_distilbert, "--max-wait-ms", "60000", "--max-batch-size", "4") as server:
+        before = workers(server.address)[0]
+        with Client(server.address, timeout=120) as client, ThreadPoolExecutor(4) as pool:
+            calls = []
+            for count in range(1, 4):
+                calls.append(pool.submit(client.classify, [f"sentence number {count}"]))
+                # Held in the queue, not sent to the idle worker.
+                wait_until(lambda n=count: _queued(server) == n)
+            calls.append(pool.submit(client.classify, ["the fourth fills the batch"]))
+            assert all(len(call.result()) == 1 for call in calls)
+        after = workers(server.address)[0]
+        assert (after.batches - before.batches, after.items - before.items) == (1, 4)
 
 
 def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
@@ -231,8 +236,10 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                 with paused(worker.pid):
                     busy = asyncio.create_task(client.classify(["held"], timeout=60))
                     await asyncio.to_thread(wait_until, lambda: workers(server.address)[0].busy)
+                    # Long enough to be queued first however loaded the machine; checked
+                    # below, since an item that expired before it was queued proves nothing.
                     expiring = [
-                        asyncio.create_task(client.classify([f"late {i}"], timeout=0.3))
+                        asyncio.create_task(client.classify([f"late {i}"], timeout=3))
                         for i in range(3)
                     ]
                     cancelled = [
@@ -240,6 +247,7 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                         for i in range(2)
                     ]
                     await asyncio.to_thread(wait_until, lambda: _queued(server) == 5)
+                    assert not any(task.done() for task in expiring)
                     for task in cancelled:
                         task.cancel()
                     for task in expiring:
@@ -251,6 +259,17 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
         asyncio.run(scenario())
         # The worker computed the held item and nothing else.
         assert workers(server.address)[0].items == items_before + 1
+
+
+def _new_call(server: ServerProcess) -> grpc.StatusCode:
+    """How a Classify on a new connection ends."""
+    with grpc.insecure_channel(server.address) as channel:
+        request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="a new call")])
+        try:
+            pb_grpc.InferenceStub(channel).Classify(request, timeout=2)
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
 
 
 def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
@@ -274,6 +293,11 @@ def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
                 assert next(updates).status == SERVING
                 server.proc.send_signal(signal.SIGTERM)
                 assert next(updates).status == NOT_SERVING
+            # Draining (the accepted calls are held by the paused workers): new calls are
+            # refused. Health turns first, so a call may slip in just before; it is left to
+            # its short deadline, and the next one tried.
+            wait_until(lambda: _new_call(server) == grpc.StatusCode.UNAVAILABLE)
+            assert not any(call.done() for call in accepted)
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
             results = [call.result() for call in accepted]

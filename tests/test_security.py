@@ -14,12 +14,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
 
 from .conftest import SEED_SENTENCES, launch_server, pipeserve
 
 TOKEN = "locked-token"
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 def _write_key_and_cert(folder: Path, name: str, cert: x509.Certificate, key) -> None:
@@ -98,7 +101,7 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
 
 
 @pytest.fixture(scope="module")
-def locked_server(tiny_distilbert, pki, tmp_path_factory):
+def mtls_token_server(tiny_distilbert, pki, tmp_path_factory):
     """Mutual TLS and a bearer token, health included: what every client command must reach."""
     tokens = tmp_path_factory.mktemp("locked") / "tokens"
     tokens.write_text(f"{TOKEN}\n")
@@ -113,16 +116,16 @@ def locked_server(tiny_distilbert, pki, tmp_path_factory):
     server.stop()
 
 
-def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(locked_server, pki):
+def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_token_server, pki):
     for credentials in (
         tls_credentials(pki / "ca.pem"),
         tls_credentials(pki / "ca.pem", pki / "stranger.pem", pki / "stranger.key"),
     ):
         with pytest.raises(PipeserveError) as refused:
-            _classify(locked_server.address, credentials=credentials, token=TOKEN)
+            _classify(mtls_token_server.address, credentials=credentials, token=TOKEN)
         assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     trusted = tls_credentials(pki / "ca.pem", pki / "client.pem", pki / "client.key")
-    label = _classify(locked_server.address, credentials=trusted, token=TOKEN)
+    label = _classify(mtls_token_server.address, credentials=trusted, token=TOKEN)
     assert label in ("NEGATIVE", "POSITIVE")
 
 
@@ -152,9 +155,9 @@ _COMMANDS = {
     list(zip(_COMMANDS, itertools.cycle(["flag", "environment", "file"]), strict=False)),
 )
 def test_every_command_reaches_a_server_with_tls_and_a_token(
-    locked_server, pki, tmp_path, command, token_from
+    mtls_token_server, pki, tmp_path, command, token_from
 ):
-    args, env = [*_COMMANDS[command], *_tls_args(locked_server, pki)], {"PIPESERVE_TOKEN": ""}
+    args, env = [*_COMMANDS[command], *_tls_args(mtls_token_server, pki)], {"PIPESERVE_TOKEN": ""}
     if token_from == "flag":
         args += ["--token", TOKEN]
     elif token_from == "environment":
@@ -170,9 +173,9 @@ def test_every_command_reaches_a_server_with_tls_and_a_token(
 
 
 @pytest.mark.parametrize("command", ["classify", "health"])
-def test_commands_without_the_token_are_refused(locked_server, pki, command):
+def test_commands_without_the_token_are_refused(mtls_token_server, pki, command):
     result = pipeserve(
-        *_COMMANDS[command], *_tls_args(locked_server, pki), env={"PIPESERVE_TOKEN": ""}
+        *_COMMANDS[command], *_tls_args(mtls_token_server, pki), env={"PIPESERVE_TOKEN": ""}
     )
 
     assert result.returncode == 1
@@ -180,10 +183,10 @@ def test_commands_without_the_token_are_refused(locked_server, pki, command):
     assert "Traceback" not in result.stderr
 
 
-def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(locked_server, pki):
+def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_token_server, pki):
     # Asked to run for ten minutes: every call fails the same way, so it gives up at once.
     result = pipeserve(
-        "loadtest", "--duration", "600", "-c", "2", *_tls_args(locked_server, pki),
+        "loadtest", "--duration", "600", "-c", "2", *_tls_args(mtls_token_server, pki),
         env={"PIPESERVE_TOKEN": ""},
     )  # fmt: skip
 
@@ -221,3 +224,41 @@ def test_health_is_open_without_token_when_asked(token_server):
             health_pb2.HealthCheckRequest(), timeout=10
         )
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def locked_server(tiny_distilbert, tmp_path_factory):
+    """Tokens without --auth-open-health, and no reflection."""
+    tokens = tmp_path_factory.mktemp("locked") / "tokens"
+    tokens.write_text("gamma-token\n")
+    server = launch_server(tiny_distilbert, "--auth-token-file", str(tokens), "--no-reflection")
+    yield server
+    server.stop()
+
+
+def _health(address: str, token: str | None) -> health_pb2.HealthCheckResponse:
+    metadata = [] if token is None else [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10, metadata=metadata
+        )
+
+
+def test_health_needs_a_token_without_auth_open_health(locked_server):
+    with pytest.raises(grpc.RpcError) as refused:
+        _health(locked_server.address, None)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _health(locked_server.address, "gamma-token").status == SERVING
+
+
+def test_no_reflection_turns_reflection_off(locked_server):
+    """Asked with a valid token, so that only --no-reflection can refuse (reflection when on is
+    in tests/test_operability.py)."""
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with grpc.insecure_channel(locked_server.address) as channel:
+        answers = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([request]), timeout=10, metadata=[("authorization", "Bearer gamma-token")]
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            next(answers)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -18,8 +18,8 @@ from pipeserve.client import Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, launch_server, sst2_sentences
-from .test_reliability import paused, serving, wait_until, workers
+from .conftest import SEED_SENTENCES, launch_server, paused, sst2_sentences, wait_until
+from .test_reliability import serving, workers
 
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters
 # and "the" (1996). A model with this vocabulary raises on any other word.

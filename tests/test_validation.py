@@ -365,11 +365,15 @@ def test_client_refuses_what_the_raw_cases_send(targets):
 
 
 @pytest.mark.parametrize("name", ["limited", "default"])
-def test_a_megabyte_text_is_refused_before_tokenizing(name, targets, record_property):
+def test_a_megabyte_text_is_refused_by_its_characters_not_its_tokens(
+    name, targets, record_property
+):
+    """The character limit, checked before tokenizing, answers: with truncation off, a
+    tokenized megabyte would be refused for its tokens instead."""
     megabyte = "word " * 200_000
     client = targets[name].client
     start = time.perf_counter()
-    code, details = outcome(lambda: client.classify([megabyte]))
+    code, details = outcome(lambda: client.classify([megabyte], truncation=False))
     elapsed = time.perf_counter() - start
     record_property("refuse_1mb_seconds", elapsed)
     print(f"{name} server refused a 1 MB text in {elapsed * 1000:.1f} ms")
@@ -377,6 +381,7 @@ def test_a_megabyte_text_is_refused_before_tokenizing(name, targets, record_prop
     assert "inputs[0].text" in details
     assert "1000000" in details
     assert "max_text_chars=" in details
+    assert "tokens" not in details
 
 
 def _stream_request(request_id: str, request: pb.ClassifyRequest) -> pb.ClassifyStreamRequest:

@@ -5,8 +5,10 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import time
 from multiprocessing.process import BaseProcess
 
+from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.process import run_frontend
@@ -14,8 +16,6 @@ from pipeserve.server.schema import Drain
 from pipeserve.server.settings import Settings
 
 log = logging.getLogger("pipeserve.frontends")
-
-_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
 
 
 class FrontendPool:
@@ -26,7 +26,8 @@ class FrontendPool:
         self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
         self._conns: dict[int, multiprocessing.connection.Connection] = {}
-        self._deaths: dict[int, int] = {}
+        self._backoff = Backoff()
+        self._started_at: dict[int, float] = {}
         self._stopping = False
         self.port = settings.port
         self.restarts = 0
@@ -52,6 +53,7 @@ class FrontendPool:
         process.start()
         child.close()
         self._processes[index] = process
+        self._started_at[index] = time.monotonic()
         self._conns[index] = parent
         listening = self._hub.attach(index, parent)
         loop = asyncio.get_running_loop()
@@ -63,8 +65,7 @@ class FrontendPool:
     def _on_exit(self, index: int, process: BaseProcess) -> None:
         if self._stopping or self._processes.get(index) is not process:
             return
-        deaths = self._deaths[index] = self._deaths.get(index, 0) + 1
-        delay = _BACKOFF_S[min(deaths, len(_BACKOFF_S)) - 1]
+        delay = self._backoff.delay_s(index, time.monotonic() - self._started_at[index])
         log.error(
             "front end %d (pid %s) died with exit code %s; respawning in %.1f s",
             index,

@@ -115,8 +115,9 @@ class TextTokenizer:
         """Encodes texts and pairs (special tokens included), in input order."""
         backend = self._backend(truncation, max_length)
         batch = list(items)
-        # Offsets are the one field the faster call leaves out.
-        encodings = backend.encode_batch(batch) if offsets else backend.encode_batch_fast(batch)
+        # The faster call leaves the token strings and offsets empty.
+        full = tokens or offsets
+        encodings = backend.encode_batch(batch) if full else backend.encode_batch_fast(batch)
         types = self.uses_token_type_ids
         return [
             Encoded(

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
+from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import ModelLoadError, Unavailable
 from pipeserve.server.schema import (
     BatchDone,
@@ -36,9 +37,6 @@ from pipeserve.server.workers.worker import run_worker
 log = logging.getLogger("pipeserve.workers")
 
 BatchOutcome = BatchDone | BatchFailed | BatchExpired
-
-_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
-_HEALTHY_AFTER_S = 60.0
 
 
 @dataclass(eq=False)
@@ -100,7 +98,7 @@ class Supervisor:
         self._slots = {s.worker_id: InputSlots.create(depth, slot_capacity) for s in specs}
         self._specs = [replace(s, slots=self._slots[s.worker_id].spec) for s in specs]
         self._workers: dict[int, WorkerHandle] = {}
-        self._deaths: dict[int, int] = {}
+        self._backoff = Backoff()
         self.restarts = {spec.worker_id: 0 for spec in specs}
         self._started = asyncio.Event()
         self._start_failure: str | None = None
@@ -227,10 +225,7 @@ class Supervisor:
             )
             self._started.set()
             return
-        if time.monotonic() - worker.started_at > _HEALTHY_AFTER_S:
-            self._deaths[worker_id] = 0
-        deaths = self._deaths[worker_id] = self._deaths.get(worker_id, 0) + 1
-        delay = _BACKOFF_S[min(deaths, len(_BACKOFF_S)) - 1]
+        delay = self._backoff.delay_s(worker_id, time.monotonic() - worker.started_at)
         log.error(
             "worker %d (pid %d) died with exit code %s; respawning in %.1f s",
             worker_id,
