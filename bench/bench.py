@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,10 @@ from transformers import (
     DistilBertForSequenceClassification,
     pipeline,
 )
+
+from pipeserve.client.loadtest.texts import read_texts
+from pipeserve.server.pipeline.forward import ModelRunner
+from pipeserve.server.settings import DType, Quantize, Task
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -58,22 +61,20 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def load_sentences(path: Path, limit: int | None) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    return [line.split("\t")[0].strip() for line in lines][:limit]
+# Each precision as the server's workers load it (--dtype, --quantize).
+PRECISIONS = {
+    "float32": (DType.FLOAT32, Quantize.NONE),
+    "bfloat16": (DType.BFLOAT16, Quantize.NONE),
+    "int8": (DType.FLOAT32, Quantize.INT8),
+}
 
 
 def load_model(folder: Path, precision: str):
-    model = DistilBertForSequenceClassification.from_pretrained(
-        folder, dtype=torch.bfloat16 if precision == "bfloat16" else torch.float32
-    ).eval()
-    if precision == "int8":
-        from torch.ao.quantization import quantize_dynamic
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    return model
+    """The model exactly as a server worker holds it at this precision."""
+    dtype, quantize = PRECISIONS[precision]
+    return ModelRunner.load(
+        str(folder), None, Task.TEXT_CLASSIFICATION, dtype, quantize, "cpu"
+    ).model
 
 
 def in_process(model, tokenizer, sentences: list[str], sort: bool, batch: int):
@@ -210,7 +211,7 @@ def main() -> None:
     limit, duration = (160, 4.0) if args.quick else (None, args.duration)
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    sentences = load_sentences(args.texts, limit)
+    sentences = read_texts(str(args.texts), "sentence")[:limit]
     figures: dict = {"threads": threads, "sentences": len(sentences), "torch": torch.__version__}
     print(f"{len(sentences)} SST-2 sentences, {threads} threads, torch {torch.__version__}")
 

@@ -2,7 +2,8 @@
 
 from pipeserve.client.aio import AsyncClient
 from pipeserve.client.client import Client
-from pipeserve.client.convert import (
+from pipeserve.client.errors import PipeserveError
+from pipeserve.client.results import (
     Encoding,
     ForwardOutput,
     LabelScore,
@@ -10,7 +11,6 @@ from pipeserve.client.convert import (
     StreamResult,
     WorkerInfo,
 )
-from pipeserve.client.errors import PipeserveError
 from pipeserve.client.security import tls_credentials
 
 __all__ = [

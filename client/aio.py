@@ -7,20 +7,17 @@ from typing import Any, Self
 import grpc
 import grpc.aio
 
-from pipeserve.client import convert
-from pipeserve.client.convert import (
-    Encoding,
+from pipeserve.client import build, parse
+from pipeserve.client.build import (
     ForwardDType,
-    ForwardOutput,
     FunctionToApply,
-    LabelScore,
-    ModelInfo,
     ModelInputLike,
     PaddingLike,
-    StreamResult,
     TextLike,
 )
+from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
+from pipeserve.client.results import Encoding, ForwardOutput, LabelScore, ModelInfo, StreamResult
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
@@ -46,21 +43,21 @@ class AsyncClient:
         target: str | Sequence[str],
         *,
         timeout: float | None = None,
-        max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         wait_for_ready: bool = False,
     ) -> None:
-        self._settings = convert.ClientSettings(
+        endpoint = Endpoint(
             target,
-            timeout=timeout,
+            credentials=credentials,
+            token=token,
             max_message_bytes=max_message_bytes,
             channel_options=channel_options,
-            token=token,
-            wait_for_ready=wait_for_ready,
         )
-        self._channel = self._settings.open_channel(grpc.aio, credentials)
+        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
+        self._channel = endpoint.aio_channel()
         self._stub = InferenceStub(self._channel)
 
     async def close(self) -> None:
@@ -92,7 +89,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Encoding]:
         """As Client.tokenize."""
-        request = convert.tokenize_request(
+        request = build.tokenize_request(
             inputs,
             padding=padding,
             truncation=truncation,
@@ -103,8 +100,8 @@ class AsyncClient:
             return_offsets=return_offsets,
         )
         with translating_rpc_errors():
-            response = await self._stub.Tokenize(request, **self._settings.call_options(timeout))
-        return convert.parse_encodings(response)
+            response = await self._stub.Tokenize(request, **self._call_options(timeout))
+        return parse.encodings(response)
 
     async def forward(
         self,
@@ -117,12 +114,12 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> ForwardOutput:
         """As Client.forward."""
-        request = convert.forward_request(
+        request = build.forward_request(
             inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
         )
         with translating_rpc_errors():
-            response = await self._stub.Forward(request, **self._settings.call_options(timeout))
-        return convert.parse_forward(response)
+            response = await self._stub.Forward(request, **self._call_options(timeout))
+        return parse.forward_output(response)
 
     async def classify(
         self,
@@ -135,7 +132,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[LabelScore]]:
         """As Client.classify."""
-        request = convert.classify_request(
+        request = build.classify_request(
             inputs,
             function_to_apply=function_to_apply,
             top_k=top_k,
@@ -143,8 +140,8 @@ class AsyncClient:
             max_length=max_length,
         )
         with translating_rpc_errors():
-            response = await self._stub.Classify(request, **self._settings.call_options(timeout))
-        return convert.parse_classifications(response)
+            response = await self._stub.Classify(request, **self._call_options(timeout))
+        return parse.classifications(response)
 
     def classify_stream(
         self,
@@ -158,8 +155,8 @@ class AsyncClient:
     ) -> AsyncIterator[StreamResult]:
         """As Client.classify_stream, as an async iterator: `async for result in ...`."""
         # A plain def (not async def) so that bad options raise here, not on the first anext().
-        feed = convert.ClassifyStreamFeed(
-            convert.classify_options(
+        feed = build.ClassifyStreamFeed(
+            build.classify_options(
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -170,15 +167,15 @@ class AsyncClient:
 
     async def _stream(
         self,
-        feed: convert.ClassifyStreamFeed,
+        feed: build.ClassifyStreamFeed,
         requests: StreamRequests,
         timeout: float | None,  # noqa: ASYNC109
     ) -> AsyncIterator[StreamResult]:
-        call = self._stub.ClassifyStream(feed.aio(requests), **self._settings.call_options(timeout))
+        call = self._stub.ClassifyStream(feed.aio(requests), **self._call_options(timeout))
         try:
             with translating_rpc_errors():
                 async for response in call:
-                    yield convert.parse_stream_response(response)
+                    yield parse.stream_result(response)
         finally:
             call.cancel()
         feed.raise_error()
@@ -187,6 +184,6 @@ class AsyncClient:
         """As Client.model_info."""
         with translating_rpc_errors():
             response = await self._stub.ModelInfo(
-                pb.ModelInfoRequest(), **self._settings.call_options(timeout)
+                pb.ModelInfoRequest(), **self._call_options(timeout)
             )
-        return convert.parse_model_info(response)
+        return parse.model_info(response)

@@ -5,8 +5,9 @@ server refuses the call (stderr says `error: CODE: details`), 2 for bad usage.
 
 Adding a subcommand: write a module whose docstring's first line is its help and which defines
 `add_arguments(parser)` and `run(args) -> int`, then list it in MODULE_SUBCOMMANDS. Every client
-subcommand gets --target, --timeout and --indent; `connect(args)` and `print_json(...)` are here
-for it to use. Keep heavy imports inside `run`: every module is imported to build the parser.
+subcommand gets --target, the TLS and token arguments, --timeout and --indent; `connect(args)`
+(a Client), `endpoint(args)` (the channel factory) and `print_json(...)` are here for it to
+use. Keep heavy imports inside `run`: every module is imported to build the parser.
 """
 
 import argparse
@@ -17,19 +18,24 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
+from importlib.metadata import version
 from typing import Any
 
+from pipeserve.client.build import TextLike
+from pipeserve.client.channel import Endpoint
 from pipeserve.client.client import Client
-from pipeserve.client.convert import TextLike
 from pipeserve.client.errors import PipeserveError
+from pipeserve.client.security import read_token, tls_credentials
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PIPESERVE_TARGET"
+TOKEN_ENV = "PIPESERVE_TOKEN"
 
 # Subcommands that live in their own module: name -> module path.
 MODULE_SUBCOMMANDS: dict[str, str] = {
     "health": "pipeserve.client.health",
-    "loadtest": "pipeserve.client.loadtest",
+    "stream": "pipeserve.client.stream",
+    "loadtest": "pipeserve.client.loadtest.command",
 }
 
 
@@ -58,11 +64,27 @@ class UsageError(Exception):
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target, --timeout and --indent, which every client subcommand takes."""
+    """--target, TLS, token, --timeout and --indent, which every client subcommand takes."""
     parser.add_argument(
         "--target",
         default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
         help=f"server address (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
+    )
+    tls = parser.add_argument_group("TLS and tokens (a server with --tls-cert, --auth-token-file)")
+    tls.add_argument(
+        "--tls", action="store_true", help="use TLS, trusting the system's CAs (implied below)"
+    )
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA of the server's certificate")
+    tls.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
+    tls.add_argument("--tls-key", metavar="PEM", help="key of --tls-cert")
+    token = tls.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"bearer token sent with every call (default: ${TOKEN_ENV})",
+    )
+    token.add_argument(
+        "--token-file", metavar="PATH", help="read the bearer token from PATH (its first line)"
     )
     parser.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="deadline of each call (default: none)"
@@ -72,9 +94,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def security(args: argparse.Namespace) -> dict[str, Any]:
+    """`credentials` and `token` as Client, Endpoint and load_test take them, from the TLS and
+    token arguments of add_common_arguments."""
+    credentials = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    token = read_token(args.token_file) if args.token_file is not None else args.token
+    return {"credentials": credentials, "token": token}
+
+
+def endpoint(args: argparse.Namespace) -> Endpoint:
+    """The Endpoint (channel factory) for the subcommand's --target, TLS and token."""
+    return Endpoint(args.target, **security(args))
+
+
 def connect(args: argparse.Namespace) -> Client:
-    """A Client for the subcommand's --target and --timeout."""
-    return Client(args.target, timeout=args.timeout)
+    """A Client for the subcommand's --target, TLS, token and --timeout."""
+    return Client(args.target, timeout=args.timeout, **security(args))
 
 
 def print_json(value: Any, args: argparse.Namespace) -> None:
@@ -212,8 +249,8 @@ def _top_k(value: str) -> int | None:
     return top_k
 
 
-def _classify_arguments(parser: argparse.ArgumentParser) -> None:
-    add_text_arguments(parser)
+def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
+    """--top-k, --function-to-apply and the length arguments, as Classify takes them."""
     add_length_arguments(parser)
     parser.add_argument(
         "--top-k", type=_top_k, default=1, metavar="K|all", help="labels per text (default: 1)"
@@ -223,6 +260,11 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["softmax", "sigmoid", "none"],
         help="score function (default: from the model config)",
     )
+
+
+def _classify_arguments(parser: argparse.ArgumentParser) -> None:
+    add_text_arguments(parser)
+    add_classify_arguments(parser)
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -266,6 +308,7 @@ def subcommands() -> list[Subcommand]:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand but `serve`, which parses its own arguments."""
     parser = argparse.ArgumentParser(prog="pipeserve", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pipeserve {version('pipeserve')}")
     commands = parser.add_subparsers(title="subcommands", metavar="COMMAND", required=True)
     # Listed for --help only: main() hands `serve` over before this parser sees it.
     commands.add_parser(

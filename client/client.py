@@ -6,20 +6,17 @@ from typing import Any, Self
 
 import grpc
 
-from pipeserve.client import convert
-from pipeserve.client.convert import (
-    Encoding,
+from pipeserve.client import build, parse
+from pipeserve.client.build import (
     ForwardDType,
-    ForwardOutput,
     FunctionToApply,
-    LabelScore,
-    ModelInfo,
     ModelInputLike,
     PaddingLike,
-    StreamResult,
     TextLike,
 )
+from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
+from pipeserve.client.results import Encoding, ForwardOutput, LabelScore, ModelInfo, StreamResult
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
@@ -48,21 +45,21 @@ class Client:
         target: str | Sequence[str],
         *,
         timeout: float | None = None,
-        max_message_bytes: int = convert.DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         wait_for_ready: bool = False,
     ) -> None:
-        self._settings = convert.ClientSettings(
+        endpoint = Endpoint(
             target,
-            timeout=timeout,
+            credentials=credentials,
+            token=token,
             max_message_bytes=max_message_bytes,
             channel_options=channel_options,
-            token=token,
-            wait_for_ready=wait_for_ready,
         )
-        self._channel = self._settings.open_channel(grpc, credentials)
+        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
+        self._channel = endpoint.channel()
         self._stub = InferenceStub(self._channel)
 
     def close(self) -> None:
@@ -100,7 +97,7 @@ class Client:
         the model's maximum. `return_token_type_ids` None means "when the model uses them".
         Returns one Encoding per input, in order.
         """
-        request = convert.tokenize_request(
+        request = build.tokenize_request(
             inputs,
             padding=padding,
             truncation=truncation,
@@ -111,8 +108,8 @@ class Client:
             return_offsets=return_offsets,
         )
         with translating_rpc_errors():
-            response = self._stub.Tokenize(request, **self._settings.call_options(timeout))
-        return convert.parse_encodings(response)
+            response = self._stub.Tokenize(request, **self._call_options(timeout))
+        return parse.encodings(response)
 
     def forward(
         self,
@@ -131,12 +128,12 @@ class Client:
         ModelInfo.outputs); empty means the head's own outputs. `dtype` is "float32" or
         "float16" for the returned float tensors.
         """
-        request = convert.forward_request(
+        request = build.forward_request(
             inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
         )
         with translating_rpc_errors():
-            response = self._stub.Forward(request, **self._settings.call_options(timeout))
-        return convert.parse_forward(response)
+            response = self._stub.Forward(request, **self._call_options(timeout))
+        return parse.forward_output(response)
 
     def classify(
         self,
@@ -154,7 +151,7 @@ class Client:
         config's choice. `top_k` is how many labels per input; None means all of them. The result
         is always a list per input, whatever `top_k`.
         """
-        request = convert.classify_request(
+        request = build.classify_request(
             inputs,
             function_to_apply=function_to_apply,
             top_k=top_k,
@@ -162,8 +159,8 @@ class Client:
             max_length=max_length,
         )
         with translating_rpc_errors():
-            response = self._stub.Classify(request, **self._settings.call_options(timeout))
-        return convert.parse_classifications(response)
+            response = self._stub.Classify(request, **self._call_options(timeout))
+        return parse.classifications(response)
 
     def classify_stream(
         self,
@@ -185,8 +182,8 @@ class Client:
         bounds the whole stream. The options apply to every request. Stopping the iteration
         early cancels the call.
         """
-        feed = convert.ClassifyStreamFeed(
-            convert.classify_options(
+        feed = build.ClassifyStreamFeed(
+            build.classify_options(
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -198,17 +195,15 @@ class Client:
 
     def _stream(
         self,
-        feed: convert.ClassifyStreamFeed,
+        feed: build.ClassifyStreamFeed,
         requests: Iterable[tuple[str, Iterable[ModelInputLike]]],
         timeout: float | None,
     ) -> Iterator[StreamResult]:
-        call = self._stub.ClassifyStream(
-            feed.sync(requests), **self._settings.call_options(timeout)
-        )
+        call = self._stub.ClassifyStream(feed.sync(requests), **self._call_options(timeout))
         try:
             with translating_rpc_errors():
                 for response in call:
-                    yield convert.parse_stream_response(response)
+                    yield parse.stream_result(response)
         finally:
             call.cancel()
         feed.raise_error()
@@ -216,7 +211,5 @@ class Client:
     def model_info(self, timeout: float | None = None) -> ModelInfo:
         """Describes the loaded model, the server's limits and its workers."""
         with translating_rpc_errors():
-            response = self._stub.ModelInfo(
-                pb.ModelInfoRequest(), **self._settings.call_options(timeout)
-            )
-        return convert.parse_model_info(response)
+            response = self._stub.ModelInfo(pb.ModelInfoRequest(), **self._call_options(timeout))
+        return parse.model_info(response)

@@ -1,4 +1,5 @@
-"""Channel credentials for a server started with --tls-cert / --tls-client-ca."""
+"""What a client presents to a protected server: TLS credentials (for --tls-cert and
+--tls-client-ca) and a bearer token (for --auth-token-file)."""
 
 from pathlib import Path
 
@@ -19,3 +20,11 @@ def tls_credentials(
         private_key=Path(key_file).read_bytes() if key_file else None,
         certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
     )
+
+
+def read_token(path: str | Path) -> str:
+    """The bearer token in a file: its first line, without surrounding whitespace."""
+    lines = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError(f"token file {path} is empty")
+    return lines[0].strip()

@@ -10,7 +10,8 @@ import sys
 from pydantic import ValidationError
 
 from pipeserve.server.errors import StartupError
-from pipeserve.server.logs import configure_logging
+from pipeserve.server.logs import configure_logging, log_startup_failure
+from pipeserve.server.pipeline.model_source import check_model_source
 from pipeserve.server.settings import parse_settings
 
 
@@ -27,12 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     # Concurrent calls already keep the cores busy; a tokenizer that also splits each call
     # across threads only spins them. An operator's choice stands.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from pipeserve.server.app import serve
-
     try:
+        # Before torch and transformers load: a wrong --model fails in a second, not in ten.
+        check_model_source(settings.model)
+        from pipeserve.server.app import serve
+
         asyncio.run(serve(settings))
     except StartupError as error:
-        print(f"pipeserve serve: error: {error}", file=sys.stderr)
+        log_startup_failure(f"pipeserve serve: error: {error}", settings.log_format)
         return 1
     return 0
 

@@ -49,6 +49,7 @@ async def serve(settings: Settings) -> None:
             dtype=settings.dtype,
             quantize=settings.quantize,
             device=device,
+            allow_missing_weights=settings.allow_missing_weights,
             log_level=settings.log_level,
             log_format=settings.log_format,
         )

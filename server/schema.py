@@ -43,6 +43,7 @@ class WorkerSpec:
     dtype: DType
     quantize: Quantize
     device: DeviceSpec
+    allow_missing_weights: bool = False
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # Filled in by the supervisor: this worker slot's shared input slots.

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         description="auto (every visible GPU, else CPU), cpu, or GPU indices such as 0,1.",
     )
     workers_per_device: int = Field(1, ge=1, description="Worker processes per device.")
+    allow_missing_weights: bool = Field(
+        False,
+        description="Serve a checkpoint that lacks weights of the model it is loaded as (say, "
+        "the --task head), which are then random. Without it such a checkpoint is refused.",
+    )
     frontends: int = Field(
         0,
         ge=0,

@@ -66,6 +66,11 @@ def require_tool(name: str) -> str:
     return found
 
 
+def pytest_report_header() -> str:
+    found = "found" if SST2_DEV.exists() else "MISSING, so the tests on real sentences skip"
+    return f"SST-2 dev set (../shared, real sentences for fidelity tests): {SST2_DEV} {found}"
+
+
 def sst2_sentences(limit: int | None = None) -> list[str]:
     """SST-2 dev sentences, trailing space stripped (see shared/data/sst2/SOURCE.md)."""
     lines = require_sst2_dev().read_text(encoding="utf-8").splitlines()[1:]
@@ -163,6 +168,33 @@ def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-ner"), model, minilm_path)
 
 
+def _command() -> list[str]:
+    """The installed console script of this environment, else the module."""
+    beside_python = Path(sys.executable).with_name("pipeserve")
+    if beside_python.exists():
+        return [str(beside_python)]
+    on_path = shutil.which("pipeserve")
+    if on_path:
+        return [on_path]
+    return [sys.executable, "-m", "pipeserve.client.cli"]
+
+
+PIPESERVE = _command()
+
+
+def pipeserve(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*PIPESERVE, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
     """Polls `condition` (an RPC each time) until it holds; fails after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -188,6 +220,7 @@ class ServerProcess:
     proc: subprocess.Popen
     address: str = ""
     log: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def worker_processes(self) -> list[int]:
         """Pids of the worker processes that the server has spawned (loading or ready)."""
@@ -206,13 +239,17 @@ class ServerProcess:
         return next(m.group(1) for line in self.log if (m := _METRICS.search(line)))
 
     def stop(self, timeout: float = 60) -> int:
+        """Stops the server; once this returns, `log` holds every line it wrote."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        if self.reader is not None:
+            self.reader.join(timeout)
+        return code
 
 
 def launch_server(
@@ -262,7 +299,8 @@ def launch_server(
                 ready.set()
         ready.set()  # the process ended
 
-    threading.Thread(target=pump, daemon=True).start()
+    server.reader = threading.Thread(target=pump, daemon=True)
+    server.reader.start()
     if not ready.wait(timeout) or not server.address:
         server.stop()
         raise RuntimeError("server did not become ready:\n" + "\n".join(server.log[-30:]))
@@ -301,6 +339,14 @@ def client(address):
 
     with Client(address, timeout=120) as shared:
         yield shared
+
+
+@pytest.fixture(scope="session")
+def minilm_server(minilm_path) -> Iterator[ServerProcess]:
+    """The real pretrained MiniLM encoder (the README's offline model), one worker."""
+    process = launch_server(minilm_path, "--workers-per-device", "1")
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="session")

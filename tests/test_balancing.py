@@ -2,7 +2,7 @@
 one goes away.
 
 A list of addresses or a dns:/// target gets gRPC's round_robin policy, client-side health
-checking and one retry on UNAVAILABLE (convert.balanced_channel_options): replicas whose health
+checking and one retry on UNAVAILABLE (channel.balanced_channel_options): replicas whose health
 is NOT_SERVING (loading, no live worker, draining) get no calls, and since every pipeserve call
 is idempotent, a call that a replica refuses anyway is sent to the next one instead of failing.
 """
@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
-from pipeserve.client.convert import ClientSettings, build_target
+from pipeserve.client.channel import Endpoint, build_target
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
@@ -26,15 +26,8 @@ from .conftest import ServerProcess, launch_server
 TEXT = "I've been waiting for a HuggingFace course my whole life."
 
 
-def _settings(target, channel_options=None, token=None) -> ClientSettings:
-    return ClientSettings(
-        target,
-        timeout=None,
-        max_message_bytes=1024,
-        channel_options=channel_options,
-        token=token,
-        wait_for_ready=False,
-    )
+def _settings(target, channel_options=None, token=None) -> Endpoint:
+    return Endpoint(target, max_message_bytes=1024, channel_options=channel_options, token=token)
 
 
 def _items(address: str) -> int:

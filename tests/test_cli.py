@@ -2,42 +2,16 @@
 one JSON document on stdout, exit status 1 and `error: CODE: details` on stderr when refused."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
 from pipeserve.client import Client
-from tests.conftest import SEED_SENTENCES
+from tests.conftest import SEED_SENTENCES, pipeserve
 
 HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
-
-
-def _command() -> list[str]:
-    """The installed console script of this environment, else the module."""
-    beside_python = Path(sys.executable).with_name("pipeserve")
-    if beside_python.exists():
-        return [str(beside_python)]
-    on_path = shutil.which("pipeserve")
-    if on_path:
-        return [on_path]
-    return [sys.executable, "-m", "pipeserve.client.cli"]
-
-
-PIPESERVE = _command()
-
-
-def pipeserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*PIPESERVE, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-    )
 
 
 def json_output(result: subprocess.CompletedProcess) -> object:
@@ -70,7 +44,8 @@ def test_classify_prints_labels_and_scores(address: str, client: Client):
         [s.label for s in row] for row in expected
     ]
     for row, labels in zip(printed, expected, strict=True):
-        assert set(row[0]) == {"label", "score"}
+        assert set(row[0]) == {"label", "score", "index"}
+        assert [item["index"] for item in row] == [s.index for s in labels]
         assert [item["score"] for item in row] == pytest.approx([s.score for s in labels], abs=1e-3)
 
     best_only = json_output(pipeserve("classify", "--target", address, SEED_SENTENCES[0]))
@@ -129,3 +104,39 @@ def test_serve_help_lists_the_server_flags():
     assert result.returncode == 0, result.stderr
     assert "--max-batch-tokens" in result.stdout
     assert "PIPESERVE_MAX_BATCH_TOKENS" in result.stdout
+
+
+def test_stream_prints_a_json_line_per_stdin_line(address: str, client: Client):
+    texts = [*SEED_SENTENCES, "", "too long " * 6000, "Not bad."]
+    result = pipeserve(
+        "stream", "--target", address, "--top-k", "all", stdin="\n".join(texts) + "\n"
+    )
+
+    assert result.returncode == 1  # one line was refused
+    assert result.stderr == "error: 1 of 4 requests refused\n"
+    printed = {line["id"]: line for line in map(json.loads, result.stdout.splitlines())}
+    # Ids are line numbers; the blank line 3 sent nothing. Results may come in any order.
+    assert sorted(printed, key=int) == ["1", "2", "4", "5"]
+    assert printed["4"]["error"]["code"] == "INVALID_ARGUMENT"
+    assert "max_text_chars" in printed["4"]["error"]["details"]
+    expected = client.classify([texts[0], texts[1], texts[4]], top_k=None)
+    for line_id, labels in zip(("1", "2", "5"), expected, strict=True):
+        assert [item["label"] for item in printed[line_id]["labels"]] == [s.label for s in labels]
+        assert [item["index"] for item in printed[line_id]["labels"]] == [s.index for s in labels]
+
+
+def test_stream_of_accepted_lines_exits_0(address: str):
+    result = pipeserve("stream", "--target", address, stdin="good\nbad\n")
+
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] in (
+        ["1", "2"],
+        ["2", "1"],
+    )
+
+
+def test_version():
+    result = pipeserve("--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"pipeserve {version('pipeserve')}\n"

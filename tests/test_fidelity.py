@@ -19,7 +19,7 @@ from pipeserve.client import (
     PipeserveError,
     StreamResult,
 )
-from tests.conftest import SEED_SENTENCES, launch_server, sst2_sentences
+from tests.conftest import SEED_SENTENCES, sst2_sentences
 
 LOGITS_ATOL = 1e-5
 SCORE_ATOL = 1e-5
@@ -261,13 +261,9 @@ def test_async_client_gather_equals_in_process_model(address, sentences, referen
 
 
 @pytest.fixture(scope="module")
-def minilm_client(minilm_path) -> Iterator[Client]:
-    process = launch_server(minilm_path, "--workers-per-device", "1")
-    try:
-        with Client(process.address, timeout=120) as c:
-            yield c
-    finally:
-        process.stop()
+def minilm_client(minilm_server) -> Iterator[Client]:
+    with Client(minilm_server.address, timeout=120) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

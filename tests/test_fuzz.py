@@ -98,6 +98,18 @@ pytestmark = pytest.mark.timeout(300 + EXAMPLES // 4)
 # --- The bytes twin of the generated messages ---------------------------------------------------
 
 
+def _add_with_imports(pool: descriptor_pool.DescriptorPool, files) -> None:
+    """Adds the files the .proto imports (descriptor.proto, google/rpc/status.proto...)."""
+    for file in files:
+        _add_with_imports(pool, file.dependencies)
+        try:
+            pool.FindFileByName(file.name)
+        except KeyError:
+            imported = descriptor_pb2.FileDescriptorProto()
+            file.CopyToProto(imported)
+            pool.Add(imported)
+
+
 def _bytes_twin() -> dict[str, type]:
     """The generated file's messages again, with every string field turned into bytes.
 
@@ -117,6 +129,7 @@ def _bytes_twin() -> dict[str, type]:
             if fld.type_name:
                 fld.type_name = fld.type_name.replace(real, twin)
     pool = descriptor_pool.DescriptorPool()
+    _add_with_imports(pool, pb.DESCRIPTOR.dependencies)
     pool.Add(proto)
     classes = message_factory.GetMessageClassesForFiles([proto.name], pool)
     return {name.rsplit(".", 1)[1]: cls for name, cls in classes.items()}

@@ -16,7 +16,6 @@ import pytest
 
 from pipeserve.client import cli, loadtest
 from pipeserve.client.loadtest import (
-    BUILTIN_TEXTS,
     Outcome,
     Plan,
     Sample,
@@ -24,13 +23,14 @@ from pipeserve.client.loadtest import (
     build_report,
     format_report,
     load_test,
-    parse_warmup,
     percentile,
-    read_texts,
     run_load,
-    stage_times,
     summarize,
 )
+from pipeserve.client.loadtest import runner as loadtest_runner
+from pipeserve.client.loadtest.command import parse_warmup
+from pipeserve.client.loadtest.senders import stage_times
+from pipeserve.client.loadtest.texts import BUILTIN_TEXTS, read_texts
 
 from .conftest import require_sst2_dev
 
@@ -220,6 +220,56 @@ def test_open_loop_warmup_time_is_not_counted():
     assert sum(not s.warmup for s in samples) == 10
 
 
+def _failing(code_of):
+    def sender(clock):
+        async def send(index: int) -> Outcome:
+            await clock.sleep_until(clock.now() + 0.01)
+            code = code_of(index)
+            return Outcome(code, 1, details="" if code == "OK" else f"{code} details")
+
+        return send
+
+    return sender
+
+
+@pytest.mark.parametrize("rate", [None, 50.0])
+def test_a_run_whose_first_answers_all_fail_alike_gives_up(rate):
+    plan = Plan(concurrency=2, rate=rate, duration=1000.0, warmup_requests=5)
+    samples = run_virtual(_failing(lambda index: "UNAUTHENTICATED"), plan)
+
+    # The 20th answer ends it; what was in flight then is still awaited.
+    assert 20 <= len(samples) <= 22
+    report = build_report(samples, Setup("virtual", plan))
+    assert report["stopped_early"]
+    assert report["gave_up"] == {
+        "after": 20,
+        "code": "UNAUTHENTICATED",
+        "details": "UNAUTHENTICATED details",
+    }
+    assert (
+        "Gave up:     the first 20 requests all failed with UNAUTHENTICATED: "
+        "UNAUTHENTICATED details" in format_report(report)
+    )
+
+
+@pytest.mark.parametrize(
+    ("code_of", "give_up_after"),
+    [
+        (lambda index: "OK" if index == 19 else "UNAVAILABLE", 20),  # one success is hope
+        (lambda index: "UNAVAILABLE" if index % 2 else "INTERNAL", 20),  # not all alike
+        (lambda index: "UNAVAILABLE", None),  # asked never to give up
+    ],
+)
+def test_a_run_with_hope_runs_to_its_end(code_of, give_up_after):
+    plan = Plan(concurrency=1, requests=50, give_up_after=give_up_after)
+    samples = run_virtual(_failing(code_of), plan)
+
+    assert len(samples) == 50
+    report = build_report(samples, Setup("virtual", plan))
+    assert report["gave_up"] is None
+    assert not report["stopped_early"]
+
+
 def test_plan_needs_a_bound():
     with pytest.raises(ValueError, match="duration"):
         Plan()
@@ -359,6 +409,7 @@ def test_json_report(capsys, address):
         "requests": 10,
         "warmup_s": 0.0,
         "warmup_requests": 3,
+        "give_up_after": 20,
     }
     assert set(report["latency_ms"]) == {"count", "min", "mean", "p50", "p90", "p95", "p99", "max"}
     assert set(report["stages_ms"]) == {"tokenize", "queue", "forward"}
@@ -402,7 +453,7 @@ def test_cli_exit_status_is_1_when_every_request_fails(capsys, address, tmp_path
 
 
 def test_unreachable_server_fails_fast_with_one_line(capsys, monkeypatch):
-    monkeypatch.setattr(loadtest, "CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(loadtest_runner, "CONNECT_TIMEOUT_S", 0.5)
     status, out, err = run_cli(capsys, "--target", "127.0.0.1:1", "-n", "1", "-q")
     assert status == 1
     assert out == ""

@@ -133,3 +133,29 @@ def test_while_the_model_loads_health_is_not_serving_and_calls_unavailable(tiny_
             assert client.classify(["in time"], timeout=30)[0][0].label in ("NEGATIVE", "POSITIVE")
     finally:
         server.stop()
+
+
+def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert):
+    # A head the checkpoint lacks, allowed: transformers' load report (a worker's warning).
+    server = launch_server(
+        tiny_bert, "--task", "text-classification", "--allow-missing-weights",
+        "--log-format", "json",
+    )  # fmt: skip
+    try:
+        with Client(server.address, timeout=60) as client:
+            client.classify(["fine"])
+            with pytest.raises(PipeserveError):  # over the model's 512 tokens, refused
+                client.classify(["word " * 600], truncation=False)
+    finally:
+        assert server.stop() == 0
+    entries = [json.loads(line) for line in server.log]  # every line, to the last
+
+    loggers = {entry["logger"] for entry in entries}
+    assert any(name.startswith("pipeserve.worker.") for name in loggers)
+    assert any(name.startswith("transformers.") for name in loggers)
+    assert entries[-1]["message"] == "stopped"
+    messages = "\n".join(entry["message"] for entry in entries)
+    assert "serving them randomly initialised" in messages
+    # Neither belongs in a server log: a progress bar, and a warning about a refused text.
+    assert "Loading weights" not in messages
+    assert "Token indices sequence length" not in messages

@@ -55,3 +55,64 @@ def test_every_message_field_and_enum_value_is_documented():
         and not line.strip().startswith("oneof")
     ]
     assert undocumented == []
+
+
+def test_unary_rpcs_are_declared_free_of_side_effects():
+    """The client's retry on UNAVAILABLE relies on it; the .proto says so to every language."""
+    from google.protobuf.descriptor_pb2 import MethodOptions
+
+    from pipeserve.v1 import pipeserve_pb2
+
+    methods = pipeserve_pb2.DESCRIPTOR.services_by_name["Inference"].methods_by_name
+    levels = {name: method.GetOptions().idempotency_level for name, method in methods.items()}
+    assert levels == {
+        "Tokenize": MethodOptions.NO_SIDE_EFFECTS,
+        "Forward": MethodOptions.NO_SIDE_EFFECTS,
+        "Classify": MethodOptions.NO_SIDE_EFFECTS,
+        "ModelInfo": MethodOptions.NO_SIDE_EFFECTS,
+        "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,
+    }
+
+
+def test_the_metadata_keys_the_server_sends_are_the_ones_the_proto_declares(address):
+    import grpc
+
+    from pipeserve.v1 import pipeserve_pb2 as pb
+    from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+    from pipeserve.wire import RETRY_AFTER_KEY, STAGE_TIME_KEYS
+
+    assert STAGE_TIME_KEYS == {
+        "tokenize": "pipeserve-tokenize-ms",
+        "queue": "pipeserve-queue-ms",
+        "forward": "pipeserve-forward-ms",
+    }
+    assert RETRY_AFTER_KEY == "retry-after-ms"
+    request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="fine")], all_labels=True)
+    with grpc.insecure_channel(address) as channel:
+        response, call = InferenceStub(channel).Classify.with_call(request, timeout=60)
+        info = InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60)
+    sent = {key for key, _ in call.trailing_metadata()}
+    assert set(STAGE_TIME_KEYS.values()) <= sent
+    assert len(response.results[0].labels) == 2  # all_labels: every label, no sentinel
+    # ModelInfo says task and precision as enums too, next to the v1 strings.
+    assert (info.task, info.task_type) == ("text-classification", pb.TASK_TEXT_CLASSIFICATION)
+    assert (info.dtype, info.compute_dtype) == ("float32", pb.COMPUTE_DTYPE_FLOAT32)
+    assert info.quantization == pb.QUANTIZATION_NONE
+
+
+def test_a_refused_call_carries_its_google_rpc_status(address):
+    import grpc
+    import pytest
+    from google.rpc import status_pb2
+
+    from pipeserve.v1 import pipeserve_pb2 as pb
+    from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+        InferenceStub(channel).Classify(
+            pb.ClassifyRequest(inputs=[pb.ModelInput(text="")]), timeout=60
+        )
+    trailer = dict(refused.value.trailing_metadata())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(trailer)
+    assert status.code == refused.value.code().value[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.message == refused.value.details()

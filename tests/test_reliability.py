@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
@@ -208,6 +209,12 @@ def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
             assert "max_queued_items=4" in refused.value.details()
             hint = dict(refused.value.trailing_metadata())
             assert int(hint["retry-after-ms"]) > 0
+            # The same delay in the google.rpc.Status trailer, as RetryInfo.
+            status = status_pb2.Status.FromString(hint["grpc-status-details-bin"])
+            assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            retry = error_details_pb2.RetryInfo()
+            assert status.details[0].Unpack(retry)
+            assert retry.retry_delay.ToMilliseconds() == int(hint["retry-after-ms"])
             # Everything accepted before the refusal completes once the worker resumes.
             assert busy.result()[0][0].label in ("NEGATIVE", "POSITIVE")
             assert all(call.result()[0][0].label for call in queued)

@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
 
-from .conftest import SEED_SENTENCES, launch_server
+from .conftest import SEED_SENTENCES, launch_server, pipeserve
+
+TOKEN = "locked-token"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -97,25 +100,101 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
         server.stop()
 
 
-def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(tiny_distilbert, pki):
+@pytest.fixture(scope="module")
+def mtls_token_server(tiny_distilbert, pki, tmp_path_factory):
+    """Mutual TLS and a bearer token, health included: what every client command must reach."""
+    tokens = tmp_path_factory.mktemp("locked") / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
     server = launch_server(
         tiny_distilbert,
         "--tls-cert", str(pki / "server.pem"),
         "--tls-key", str(pki / "server.key"),
         "--tls-client-ca", str(pki / "ca.pem"),
+        "--auth-token-file", str(tokens),
     )  # fmt: skip
-    try:
-        for credentials in (
-            tls_credentials(pki / "ca.pem"),
-            tls_credentials(pki / "ca.pem", pki / "stranger.pem", pki / "stranger.key"),
-        ):
-            with pytest.raises(PipeserveError) as refused:
-                _classify(server.address, credentials=credentials)
-            assert refused.value.code == grpc.StatusCode.UNAVAILABLE
-        trusted = tls_credentials(pki / "ca.pem", pki / "client.pem", pki / "client.key")
-        assert _classify(server.address, credentials=trusted) in ("NEGATIVE", "POSITIVE")
-    finally:
-        server.stop()
+    yield server
+    server.stop()
+
+
+def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_token_server, pki):
+    for credentials in (
+        tls_credentials(pki / "ca.pem"),
+        tls_credentials(pki / "ca.pem", pki / "stranger.pem", pki / "stranger.key"),
+    ):
+        with pytest.raises(PipeserveError) as refused:
+            _classify(mtls_token_server.address, credentials=credentials, token=TOKEN)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    trusted = tls_credentials(pki / "ca.pem", pki / "client.pem", pki / "client.key")
+    label = _classify(mtls_token_server.address, credentials=trusted, token=TOKEN)
+    assert label in ("NEGATIVE", "POSITIVE")
+
+
+def _tls_args(server, pki: Path) -> list[str]:
+    return [
+        "--target", server.address,
+        "--tls-ca", str(pki / "ca.pem"),
+        "--tls-cert", str(pki / "client.pem"),
+        "--tls-key", str(pki / "client.key"),
+    ]  # fmt: skip
+
+
+_COMMANDS = {
+    "tokenize": ["tokenize", "hello"],
+    "forward": ["forward", "--summary", "hello"],
+    "classify": ["classify", "hello"],
+    "info": ["info"],
+    "health": ["health"],
+    "stream": ["stream"],
+    "loadtest": ["loadtest", "-n", "3", "-q", "--json"],
+}
+
+
+# Each command once, the three ways of giving the token taken in turn.
+@pytest.mark.parametrize(
+    ("command", "token_from"),
+    list(zip(_COMMANDS, itertools.cycle(["flag", "environment", "file"]), strict=False)),
+)
+def test_every_command_reaches_a_server_with_tls_and_a_token(
+    mtls_token_server, pki, tmp_path, command, token_from
+):
+    args, env = [*_COMMANDS[command], *_tls_args(mtls_token_server, pki)], {"PIPESERVE_TOKEN": ""}
+    if token_from == "flag":
+        args += ["--token", TOKEN]
+    elif token_from == "environment":
+        env["PIPESERVE_TOKEN"] = TOKEN
+    else:
+        (tmp_path / "token").write_text(f"{TOKEN}\n")
+        args += ["--token-file", str(tmp_path / "token")]
+
+    result = pipeserve(*args, env=env, stdin="hello\n")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "UNAUTHENTICATED" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["classify", "health"])
+def test_commands_without_the_token_are_refused(mtls_token_server, pki, command):
+    result = pipeserve(
+        *_COMMANDS[command], *_tls_args(mtls_token_server, pki), env={"PIPESERVE_TOKEN": ""}
+    )
+
+    assert result.returncode == 1
+    assert "UNAUTHENTICATED" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_token_server, pki):
+    # Asked to run for ten minutes: every call fails the same way, so it gives up at once.
+    result = pipeserve(
+        "loadtest", "--duration", "600", "-c", "2", *_tls_args(mtls_token_server, pki),
+        env={"PIPESERVE_TOKEN": ""},
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stopped early: the first 20 requests all failed with ")
+    assert "UNAUTHENTICATED" in last
+    assert "Gave up:     the first 20 requests all failed with UNAUTHENTICATED" in result.stdout
 
 
 @pytest.fixture(scope="module")

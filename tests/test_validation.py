@@ -404,6 +404,11 @@ def test_stream_answers_a_bad_request_with_its_own_error_and_the_rest_normally(t
         assert by_id[bad].WhichOneof("outcome") == "error"
         assert by_id[bad].error.code == 3 == INVALID.value[0]
         assert named in by_id[bad].error.message
+        # The same as a google.rpc.Status, as unary calls carry their failures.
+        assert (by_id[bad].status.code, by_id[bad].status.message) == (
+            by_id[bad].error.code,
+            by_id[bad].error.message,
+        )
 
     unary = target.client.classify(SEED_SENTENCES, top_k=None)
     for request_id, row, count in (("good-1", 0, 1), ("good-2", 1, 2)):

@@ -19,6 +19,7 @@ const HEAD = 6; // Forward values printed per tensor without --full
 // --- Loading the contract ------------------------------------------------------------------
 
 const definition = protoLoader.loadSync(PROTO, {
+  includeDirs: [path.join(__dirname, '..', '..', 'protos')], // google/rpc/status.proto
   keepCase: true, // field names as in the .proto: input_ids, not inputIds
   longs: Number, // int64 ids and shapes as plain numbers (all well below 2**53)
   enums: String, // 'DTYPE_FLOAT16', not 2

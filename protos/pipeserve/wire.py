@@ -1,5 +1,6 @@
 """Wire helpers that the client and the server share, so both read the bytes the same way:
-tensors as raw little-endian bytes with dtype and shape, and status codes by number.
+tensors as raw little-endian bytes with dtype and shape, status codes by number, and the
+metadata keys, which the .proto declares (TrailingMetadataKey).
 """
 
 import grpc
@@ -15,6 +16,23 @@ _NUMPY_BY_DTYPE = {
 }
 _DTYPE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in _NUMPY_BY_DTYPE.items()}
 _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def metadata_key(key: "pb.TrailingMetadataKey.ValueType") -> str:
+    """The metadata key a TrailingMetadataKey value stands for (its metadata_key option)."""
+    value = pb.TrailingMetadataKey.DESCRIPTOR.values_by_number[key]
+    return value.GetOptions().Extensions[pb.metadata_key]
+
+
+# The server's stage times, by stage, in the order the stages run (milliseconds).
+STAGE_TIME_KEYS = {
+    "tokenize": metadata_key(pb.TRAILING_METADATA_KEY_TOKENIZE_MS),
+    "queue": metadata_key(pb.TRAILING_METADATA_KEY_QUEUE_MS),
+    "forward": metadata_key(pb.TRAILING_METADATA_KEY_FORWARD_MS),
+}
+RETRY_AFTER_KEY = metadata_key(pb.TRAILING_METADATA_KEY_RETRY_AFTER_MS)
+# Where gRPC's rich error model puts a failed call's google.rpc.Status.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def status_code(number: int) -> grpc.StatusCode:

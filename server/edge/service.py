@@ -25,10 +25,10 @@ from pipeserve.server.pipeline.inputs import (
 )
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.schema import WorkerStatus
-from pipeserve.server.settings import Quantize, Settings
+from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from pipeserve.wire import to_proto
+from pipeserve.wire import STAGE_TIME_KEYS, to_proto
 
 _PADDING = {
     pb.PADDING_UNSPECIFIED: Padding.LONGEST,
@@ -47,7 +47,20 @@ _FLOAT_DTYPE = {
     pb.DTYPE_FLOAT32: np.float32,
     pb.DTYPE_FLOAT16: np.float16,
 }
-TIMING_KEYS = ("pipeserve-tokenize-ms", "pipeserve-queue-ms", "pipeserve-forward-ms")
+_TASK = {
+    Task.FEATURE_EXTRACTION: pb.TASK_FEATURE_EXTRACTION,
+    Task.TEXT_CLASSIFICATION: pb.TASK_TEXT_CLASSIFICATION,
+    Task.TOKEN_CLASSIFICATION: pb.TASK_TOKEN_CLASSIFICATION,
+    Task.QUESTION_ANSWERING: pb.TASK_QUESTION_ANSWERING,
+    Task.FILL_MASK: pb.TASK_FILL_MASK,
+}
+_COMPUTE_DTYPE = {
+    DType.FLOAT32: pb.COMPUTE_DTYPE_FLOAT32,
+    DType.BFLOAT16: pb.COMPUTE_DTYPE_BFLOAT16,
+    DType.FLOAT16: pb.COMPUTE_DTYPE_FLOAT16,
+}
+_QUANTIZATION = {Quantize.NONE: pb.QUANTIZATION_NONE, Quantize.INT8: pb.QUANTIZATION_INT8}
+TIMING_KEYS = tuple(STAGE_TIME_KEYS.values())
 
 
 def _enum(table: dict, value: int, field: str):
@@ -163,7 +176,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             raise InvalidInput(
                 f"top_k must be -1 (all), 0 (default 1) or positive; got {request.top_k}"
             )
-        top_k = None if request.top_k == -1 else (request.top_k or 1)
+        every = request.all_labels or request.top_k == -1
+        top_k = None if every else (request.top_k or 1)
         result = await self._infer.classify(
             items, function, top_k, _text_options(request.options), deadline
         )
@@ -192,10 +206,12 @@ class InferenceService(pb_grpc.InferenceServicer):
                 response, _ = await self._classify(message.request, deadline)
                 await responses.put(pb.ClassifyStreamResponse(id=message.id, response=response))
             except Exception as error:  # answered per id; unexpected ones are logged there
-                code, text, _ = status_of(error)
+                status = status_of(error).rich()
                 await responses.put(
                     pb.ClassifyStreamResponse(
-                        id=message.id, error=pb.StreamError(code=code.value[0], message=text)
+                        id=message.id,
+                        error=pb.StreamError(code=status.code, message=status.message),
+                        status=status,
                     )
                 )
 
@@ -249,6 +265,9 @@ class InferenceService(pb_grpc.InferenceServicer):
             workers=[_worker_info(w) for w in workers],
             frontend_pid=os.getpid(),
             frontends=self._settings.frontends,
+            task_type=_TASK[card.task],
+            compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
+            quantization=_QUANTIZATION[self._settings.quantize],
         )
 
 

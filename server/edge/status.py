@@ -4,9 +4,12 @@ reaches a client."""
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from pipeserve.server.errors import (
     DeadlineExceeded,
@@ -19,10 +22,10 @@ from pipeserve.server.errors import (
     Unavailable,
     UnsupportedByModel,
 )
+from pipeserve.wire import RETRY_AFTER_KEY, STATUS_DETAILS_KEY
 
 log = logging.getLogger("pipeserve.status")
 
-RETRY_AFTER_KEY = "retry-after-ms"
 
 _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,24 +39,49 @@ _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
 }
 
 
-def status_of(error: Exception) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
-    """(code, message, trailing metadata) for an error raised while serving a call."""
+@dataclass(frozen=True)
+class CallStatus:
+    """How a failed call ends: its code and message, and how long to wait before a retry."""
+
+    code: grpc.StatusCode
+    message: str
+    retry_after_ms: int | None = None
+
+    def rich(self) -> status_pb2.Status:
+        """As google.rpc.Status, the .proto's error model: RetryInfo in details if any."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        if self.retry_after_ms is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(self.retry_after_ms)
+            status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return status
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """The google.rpc.Status trailer, and the plain retry-after-ms of v1 clients."""
+        metadata: list[tuple[str, str | bytes]] = [
+            (STATUS_DETAILS_KEY, self.rich().SerializeToString())
+        ]
+        if self.retry_after_ms is not None:
+            metadata.append((RETRY_AFTER_KEY, str(self.retry_after_ms)))
+        return tuple(metadata)
+
+
+def status_of(error: Exception) -> CallStatus:
+    """The status of a call that failed with `error`."""
     for kind, code in _CODES.items():
         if isinstance(error, kind):
-            metadata: tuple[tuple[str, str], ...] = ()
-            if isinstance(error, Overloaded):
-                metadata = ((RETRY_AFTER_KEY, str(error.retry_after_ms)),)
-            return code, str(error), metadata
+            retry_after_ms = error.retry_after_ms if isinstance(error, Overloaded) else None
+            return CallStatus(code, str(error), retry_after_ms)
     log.exception("unexpected error while serving a call", exc_info=error)
-    return grpc.StatusCode.INTERNAL, "internal server error (details in the server log)", ()
+    return CallStatus(grpc.StatusCode.INTERNAL, "internal server error (details in the server log)")
 
 
 async def abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     """Ends the call with the status `error` maps to."""
     if context.done():  # the call already ended (deadline, cancelled): nobody to tell
         return
-    code, message, metadata = status_of(error)
-    await context.abort(code, message, metadata)
+    status = status_of(error)
+    await context.abort(status.code, status.message, status.trailing_metadata())
 
 
 class _Undecodable:

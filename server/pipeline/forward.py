@@ -4,8 +4,9 @@ Pure: knows nothing of gRPC or processes. Imported only inside worker processes,
 CUDA_VISIBLE_DEVICES is set, because importing torch is what fixes the visible GPUs.
 """
 
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,10 +33,33 @@ _TORCH_DTYPE = {
     DType.BFLOAT16: torch.bfloat16,
     DType.FLOAT16: torch.float16,
 }
+log = logging.getLogger("pipeserve.forward")
+
 # Outputs of the encoder under a head; returned when asked for, next to the head's own.
 _ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 # ModelOutput fields that are tuples of tensors, not tensors.
 _TUPLE_OUTPUTS = ("hidden_states", "attentions", "past_key_values")
+
+
+class MissingWeights(ValueError):
+    """The checkpoint lacks weights of the model it is loaded as (a head it was not trained
+    with, say); serving them would serve random outputs."""
+
+
+def _check_missing_weights(
+    model: PreTrainedModel, task: Task, missing: Iterable[str], allow: bool
+) -> None:
+    names = sorted(missing)
+    if not names:
+        return
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    what = f"{type(model).__name__} (--task {task}) needs weights the checkpoint lacks: {shown}"
+    if not allow:
+        raise MissingWeights(
+            f"{what}. Load the checkpoint's own head with --task auto, or pass "
+            "--allow-missing-weights to serve them randomly initialised"
+        )
+    log.warning("%s; serving them randomly initialised (--allow-missing-weights)", what)
 
 
 def _quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
@@ -67,10 +91,16 @@ class ModelRunner:
         dtype: DType,
         quantize: Quantize,
         device: str,
+        allow_missing_weights: bool = False,
     ) -> "ModelRunner":
-        loaded = _AUTO_CLASS[task].from_pretrained(
-            model, revision=revision, dtype=_TORCH_DTYPE[dtype]
+        """Loads the checkpoint as `task` asks; raises MissingWeights if it lacks some of the
+        weights that model needs, unless `allow_missing_weights` (they are then random)."""
+        # transformers only warns about missing weights (its load report) and initialises them
+        # at random, which would serve random outputs as if they were the model's.
+        loaded, info = _AUTO_CLASS[task].from_pretrained(
+            model, revision=revision, dtype=_TORCH_DTYPE[dtype], output_loading_info=True
         )
+        _check_missing_weights(loaded, task, info["missing_keys"], allow_missing_weights)
         torch_device = torch.device(device)
         loaded = loaded.to(torch_device).eval()
         if quantize is Quantize.INT8:

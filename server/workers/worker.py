@@ -59,7 +59,13 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         if spec.device.gpu is None:
             torch.set_num_threads(len(spec.device.cpus))
         runner = ModelRunner.load(
-            spec.model, spec.revision, spec.task, spec.dtype, spec.quantize, device
+            spec.model,
+            spec.revision,
+            spec.task,
+            spec.dtype,
+            spec.quantize,
+            device,
+            spec.allow_missing_weights,
         )
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))

@@ -1,3 +1,5 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -6,6 +8,35 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrailingMetadataKey(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAILING_METADATA_KEY_UNSPECIFIED: _ClassVar[TrailingMetadataKey]
+    TRAILING_METADATA_KEY_TOKENIZE_MS: _ClassVar[TrailingMetadataKey]
+    TRAILING_METADATA_KEY_QUEUE_MS: _ClassVar[TrailingMetadataKey]
+    TRAILING_METADATA_KEY_FORWARD_MS: _ClassVar[TrailingMetadataKey]
+    TRAILING_METADATA_KEY_RETRY_AFTER_MS: _ClassVar[TrailingMetadataKey]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_FEATURE_EXTRACTION: _ClassVar[Task]
+    TASK_TEXT_CLASSIFICATION: _ClassVar[Task]
+    TASK_TOKEN_CLASSIFICATION: _ClassVar[Task]
+    TASK_QUESTION_ANSWERING: _ClassVar[Task]
+    TASK_FILL_MASK: _ClassVar[Task]
+
+class ComputeDType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPUTE_DTYPE_UNSPECIFIED: _ClassVar[ComputeDType]
+    COMPUTE_DTYPE_FLOAT32: _ClassVar[ComputeDType]
+    COMPUTE_DTYPE_BFLOAT16: _ClassVar[ComputeDType]
+    COMPUTE_DTYPE_FLOAT16: _ClassVar[ComputeDType]
+
+class Quantization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUANTIZATION_NONE: _ClassVar[Quantization]
+    QUANTIZATION_INT8: _ClassVar[Quantization]
 
 class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,6 +59,23 @@ class FunctionToApply(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUNCTION_TO_APPLY_SOFTMAX: _ClassVar[FunctionToApply]
     FUNCTION_TO_APPLY_SIGMOID: _ClassVar[FunctionToApply]
     FUNCTION_TO_APPLY_NONE: _ClassVar[FunctionToApply]
+TRAILING_METADATA_KEY_UNSPECIFIED: TrailingMetadataKey
+TRAILING_METADATA_KEY_TOKENIZE_MS: TrailingMetadataKey
+TRAILING_METADATA_KEY_QUEUE_MS: TrailingMetadataKey
+TRAILING_METADATA_KEY_FORWARD_MS: TrailingMetadataKey
+TRAILING_METADATA_KEY_RETRY_AFTER_MS: TrailingMetadataKey
+TASK_UNSPECIFIED: Task
+TASK_FEATURE_EXTRACTION: Task
+TASK_TEXT_CLASSIFICATION: Task
+TASK_TOKEN_CLASSIFICATION: Task
+TASK_QUESTION_ANSWERING: Task
+TASK_FILL_MASK: Task
+COMPUTE_DTYPE_UNSPECIFIED: ComputeDType
+COMPUTE_DTYPE_FLOAT32: ComputeDType
+COMPUTE_DTYPE_BFLOAT16: ComputeDType
+COMPUTE_DTYPE_FLOAT16: ComputeDType
+QUANTIZATION_NONE: Quantization
+QUANTIZATION_INT8: Quantization
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT16: DType
@@ -41,6 +89,8 @@ FUNCTION_TO_APPLY_UNSPECIFIED: FunctionToApply
 FUNCTION_TO_APPLY_SOFTMAX: FunctionToApply
 FUNCTION_TO_APPLY_SIGMOID: FunctionToApply
 FUNCTION_TO_APPLY_NONE: FunctionToApply
+METADATA_KEY_FIELD_NUMBER: _ClassVar[int]
+metadata_key: _descriptor.FieldDescriptor
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -169,16 +219,18 @@ class ForwardResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("inputs", "function_to_apply", "top_k", "options")
+    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_TO_APPLY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ALL_LABELS_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     function_to_apply: FunctionToApply
     top_k: int
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    all_labels: bool
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -219,14 +271,16 @@ class StreamError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ClassifyStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error")
+    __slots__ = ("id", "response", "error", "status")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     response: ClassifyResponse
     error: StreamError
-    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+    status: _status_pb2.Status
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ()
@@ -253,7 +307,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends")
+    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +323,9 @@ class ModelInfoResponse(_message.Message):
     MAX_TOKENS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     FRONTEND_PID_FIELD_NUMBER: _ClassVar[int]
     FRONTENDS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: str
     architecture: str
@@ -284,4 +341,7 @@ class ModelInfoResponse(_message.Message):
     max_tokens_per_request: int
     frontend_pid: int
     frontends: int
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ...) -> None: ...
+    task_type: Task
+    compute_dtype: ComputeDType
+    quantization: Quantization
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ...) -> None: ...

@@ -27,6 +27,14 @@ if _version_not_supported:
 
 class InferenceStub:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     def __init__(self, channel):
@@ -64,6 +72,14 @@ class InferenceStub:
 
 class InferenceServicer:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     def Tokenize(self, request, context):
@@ -144,6 +160,14 @@ def add_InferenceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Inference:
     """Serves one Hugging Face text model.
+
+    The unary RPCs have no side effects, so a client may retry them (the Python
+    client retries UNAVAILABLE once on another replica). Forward and Classify
+    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
+    A failed call also carries its google.rpc.Status in the standard
+    "grpc-status-details-bin" trailer: the same code and message, and for
+    RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
 
     @staticmethod

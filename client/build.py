@@ -1,0 +1,342 @@
+"""Python arguments -> request protos: the inputs and options the client accepts.
+
+Pure (no I/O): each client method builds its request here, so the sync and async clients
+check arguments the same way, before any call is made.
+"""
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+
+from pipeserve.client.results import Encoding
+from pipeserve.v1 import pipeserve_pb2 as pb
+
+_UINT32_MAX = 2**32 - 1
+_INT32_MAX = 2**31 - 1
+
+TextPair: TypeAlias = tuple[str, str]
+"""(text, text_pair); a two-item list or a {"text", "text_pair"} mapping is accepted too."""
+
+TextLike: TypeAlias = str | TextPair | Mapping[str, str]
+"""One Tokenize input: a text or a text pair."""
+
+TokenIdsLike: TypeAlias = Encoding | Sequence[int] | np.ndarray
+"""Already tokenized input: an Encoding from tokenize(), a list of ids or a 1-D int array."""
+
+ModelInputLike: TypeAlias = TextLike | TokenIdsLike
+"""One Forward or Classify input."""
+
+PaddingLike: TypeAlias = Literal["longest", "max_length", "do_not_pad"] | bool
+ForwardDType: TypeAlias = Literal["float32", "float16"]
+FunctionToApply: TypeAlias = Literal["softmax", "sigmoid", "none"] | None
+
+_PADDING = {
+    "longest": pb.PADDING_LONGEST,
+    "max_length": pb.PADDING_MAX_LENGTH,
+    "do_not_pad": pb.PADDING_NONE,
+}
+_TRUNCATION = {"longest_first": True, "do_not_truncate": False}
+_DTYPE = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
+_FUNCTION = {
+    "softmax": pb.FUNCTION_TO_APPLY_SOFTMAX,
+    "sigmoid": pb.FUNCTION_TO_APPLY_SIGMOID,
+    "none": pb.FUNCTION_TO_APPLY_NONE,
+}
+
+
+def _items(inputs: Any, what: str) -> list[Any]:
+    # A lone string is iterable too and would silently become one input per character.
+    if isinstance(inputs, str | bytes):
+        raise TypeError(f"{what} must be a list, not a single string; wrap it: [text]")
+    if isinstance(inputs, Mapping | Encoding) or not isinstance(inputs, Iterable):
+        raise TypeError(
+            f"{what} must be a list of inputs, got {type(inputs).__name__}; wrap it: [x]"
+        )
+    items = list(inputs)
+    if not items:
+        raise ValueError(f"{what} is empty; give at least one input")
+    return items
+
+
+def _as_pair(item: Any) -> pb.TextPair | None:
+    if isinstance(item, Mapping):
+        if set(item) != {"text", "text_pair"}:
+            raise ValueError(
+                f"a pair mapping needs exactly 'text' and 'text_pair', got {set(item)}"
+            )
+        item = (item["text"], item["text_pair"])
+    if (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and all(isinstance(part, str) for part in item)
+    ):
+        return pb.TextPair(text=item[0], text_pair=item[1])
+    return None
+
+
+def _as_token_ids(item: Any) -> pb.TokenIds | None:
+    if isinstance(item, Encoding):
+        ids, types = item.input_ids, item.token_type_ids
+        if item.attention_mask:
+            # Every id sent counts, so the padding tokenize() added must go; the mask says which
+            # they are whichever side the tokenizer pads on.
+            if len(item.attention_mask) != len(ids):
+                raise ValueError("Encoding.attention_mask and input_ids differ in length")
+            keep = [bool(m) for m in item.attention_mask]
+            ids = [i for i, k in zip(ids, keep, strict=True) if k]
+            if types:
+                if len(types) != len(keep):
+                    raise ValueError("Encoding.token_type_ids and input_ids differ in length")
+                types = [t for t, k in zip(types, keep, strict=True) if k]
+        return pb.TokenIds(input_ids=ids, token_type_ids=types)
+    if isinstance(item, np.ndarray):
+        if item.ndim != 1 or item.dtype.kind not in "iu":
+            raise TypeError(f"token ids must be a 1-D int array, got {item.dtype} {item.shape}")
+        return pb.TokenIds(input_ids=item.tolist())
+    if (
+        isinstance(item, Sequence)
+        and not isinstance(item, str | bytes)
+        and all(isinstance(i, int | np.integer) for i in item)
+    ):
+        return pb.TokenIds(input_ids=[int(i) for i in item])
+    return None
+
+
+def _text_input(index: int, item: Any) -> pb.TextInput:
+    if isinstance(item, str):
+        return pb.TextInput(text=item)
+    pair = _as_pair(item)
+    if pair is None:
+        raise TypeError(
+            f"inputs[{index}]: expected a text or a (text, text_pair), got {type(item).__name__}"
+        )
+    return pb.TextInput(pair=pair)
+
+
+def _model_input(index: int, item: Any) -> pb.ModelInput:
+    if isinstance(item, str):
+        return pb.ModelInput(text=item)
+    pair = _as_pair(item)
+    if pair is not None:
+        return pb.ModelInput(pair=pair)
+    ids = _as_token_ids(item)
+    if ids is None:
+        raise TypeError(
+            f"inputs[{index}]: expected a text, a (text, text_pair), an Encoding or a list of "
+            f"token ids, got {type(item).__name__}"
+        )
+    return pb.ModelInput(ids=ids)
+
+
+# --- Options ----------------------------------------------------------------------------------
+
+
+def _choice(name: str, value: Any, table: Mapping[str, Any]) -> Any:
+    key = value.lower() if isinstance(value, str) else value
+    if key not in table:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, table))}; got {value!r}")
+    return table[key]
+
+
+def _padding(padding: PaddingLike) -> int:
+    if padding is True:
+        return pb.PADDING_LONGEST
+    if padding is False:
+        return pb.PADDING_NONE
+    return _choice("padding", padding, _PADDING)
+
+
+def _options(
+    *, truncation: bool, max_length: int | None, padding: PaddingLike = "longest"
+) -> pb.TokenizeOptions:
+    if not isinstance(truncation, bool):
+        truncation = _choice("truncation", truncation, _TRUNCATION)
+    if max_length is None:
+        limit = 0
+    elif isinstance(max_length, int) and not isinstance(max_length, bool):
+        if not 1 <= max_length <= _UINT32_MAX:
+            raise ValueError(f"max_length must be a positive int or None; got {max_length}")
+        limit = max_length
+    else:
+        raise ValueError(f"max_length must be a positive int or None; got {max_length!r}")
+    return pb.TokenizeOptions(padding=_padding(padding), truncation=truncation, max_length=limit)
+
+
+def _names(outputs: Sequence[str]) -> list[str]:
+    if isinstance(outputs, str):
+        raise TypeError(f"outputs must be a list of names, not a string; use [{outputs!r}]")
+    names = list(outputs)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        raise ValueError(f"outputs must be non-empty names; got {bad!r}")
+    return names
+
+
+def _output_dtype(dtype: ForwardDType) -> int:
+    try:
+        # Lets np.float16, "half" and the like through as well as the two names.
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = str(dtype)
+    return _choice("dtype", name, _DTYPE)
+
+
+def _top_k(top_k: int | None) -> dict[str, Any]:
+    if top_k is None:
+        return {"all_labels": True}
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, or None for every label; got {top_k!r}")
+    # The server returns every label past their count, so capping keeps the int32 in range.
+    return {"top_k": min(top_k, _INT32_MAX)}
+
+
+def _function(function_to_apply: FunctionToApply) -> int:
+    if function_to_apply is None:
+        return pb.FUNCTION_TO_APPLY_UNSPECIFIED
+    return _choice("function_to_apply", function_to_apply, _FUNCTION)
+
+
+# --- Requests ---------------------------------------------------------------------------------
+
+
+def tokenize_request(
+    inputs: Iterable[TextLike],
+    *,
+    padding: PaddingLike = "longest",
+    truncation: bool = True,
+    max_length: int | None = None,
+    return_attention_mask: bool = True,
+    return_token_type_ids: bool | None = None,
+    return_tokens: bool = False,
+    return_offsets: bool = False,
+) -> pb.TokenizeRequest:
+    """Builds a TokenizeRequest; raises TypeError/ValueError for inputs or options it can't send."""
+    request = pb.TokenizeRequest(
+        inputs=[_text_input(i, item) for i, item in enumerate(_items(inputs, "inputs"))],
+        options=_options(truncation=truncation, max_length=max_length, padding=padding),
+        return_attention_mask=bool(return_attention_mask),
+        return_tokens=bool(return_tokens),
+        return_offsets=bool(return_offsets),
+    )
+    # Unset means "when the model takes them", which no bool can say.
+    if return_token_type_ids is not None:
+        request.return_token_type_ids = bool(return_token_type_ids)
+    return request
+
+
+def model_inputs(inputs: Iterable[ModelInputLike]) -> list[pb.ModelInput]:
+    """Converts Forward/Classify inputs; raises TypeError for a lone string or an unknown kind."""
+    return [_model_input(i, item) for i, item in enumerate(_items(inputs, "inputs"))]
+
+
+def forward_request(
+    inputs: Iterable[ModelInputLike],
+    *,
+    outputs: Sequence[str] = (),
+    dtype: ForwardDType = "float32",
+    truncation: bool = True,
+    max_length: int | None = None,
+) -> pb.ForwardRequest:
+    """Builds a ForwardRequest; raises TypeError/ValueError for inputs or options it can't send."""
+    return pb.ForwardRequest(
+        inputs=model_inputs(inputs),
+        outputs=_names(outputs),
+        output_dtype=_output_dtype(dtype),
+        options=_options(truncation=truncation, max_length=max_length),
+    )
+
+
+def classify_options(
+    *,
+    function_to_apply: FunctionToApply = None,
+    top_k: int | None = 1,
+    truncation: bool = True,
+    max_length: int | None = None,
+) -> pb.ClassifyRequest:
+    """A ClassifyRequest with the options set and no inputs yet."""
+    return pb.ClassifyRequest(
+        function_to_apply=_function(function_to_apply),
+        **_top_k(top_k),
+        options=_options(truncation=truncation, max_length=max_length),
+    )
+
+
+def classify_request(
+    inputs: Iterable[ModelInputLike],
+    *,
+    function_to_apply: FunctionToApply = None,
+    top_k: int | None = 1,
+    truncation: bool = True,
+    max_length: int | None = None,
+) -> pb.ClassifyRequest:
+    """Builds a ClassifyRequest; raises TypeError/ValueError for inputs or options it can't send."""
+    request = classify_options(
+        function_to_apply=function_to_apply,
+        top_k=top_k,
+        truncation=truncation,
+        max_length=max_length,
+    )
+    request.inputs.extend(model_inputs(inputs))
+    return request
+
+
+class ClassifyStreamFeed:
+    """Turns (id, inputs) pairs into ClassifyStreamRequests for a stream's request side.
+
+    gRPC consumes the request iterator on its own and, when it raises, only cancels the call, so
+    the caller would see CANCELLED instead of their own exception. The feed instead remembers
+    the exception and ends the request side; the client raises it after the responses to the
+    requests before it, so nothing already sent is lost.
+    """
+
+    def __init__(self, template: pb.ClassifyRequest) -> None:
+        self._template = template
+        self.error: Exception | None = None
+
+    def request(self, item: tuple[str, Iterable[ModelInputLike]]) -> pb.ClassifyStreamRequest:
+        """Builds the stream request for one (id, inputs) pair."""
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(f"stream requests must be (id, inputs) pairs; got {item!r}")
+        request_id, inputs = item
+        if not isinstance(request_id, str):
+            raise TypeError(f"a stream request id must be a str; got {type(request_id).__name__}")
+        try:
+            converted = model_inputs(inputs)
+        except (TypeError, ValueError) as error:
+            # The stream's position is lost by the time the caller sees this; the id is not.
+            raise type(error)(f"stream request {request_id!r}: {error}") from error
+        request = pb.ClassifyStreamRequest(id=request_id, request=self._template)
+        request.request.inputs.extend(converted)
+        return request
+
+    def sync(
+        self, requests: Iterable[tuple[str, Iterable[ModelInputLike]]]
+    ) -> Iterator[pb.ClassifyStreamRequest]:
+        """The requests for a sync call."""
+        try:
+            for item in requests:
+                yield self.request(item)
+        except Exception as error:
+            self.error = error
+
+    async def aio(
+        self,
+        requests: Iterable[tuple[str, Iterable[ModelInputLike]]]
+        | AsyncIterable[tuple[str, Iterable[ModelInputLike]]],
+    ) -> AsyncIterator[pb.ClassifyStreamRequest]:
+        """The requests for an asyncio call, from a sync or an async iterable."""
+        try:
+            if isinstance(requests, AsyncIterable):
+                async for item in requests:
+                    yield self.request(item)
+            else:
+                for item in requests:
+                    yield self.request(item)
+        except Exception as error:
+            self.error = error
+
+    def raise_error(self) -> None:
+        """Raises the exception that ended the requests, if one did."""
+        if self.error is not None:
+            raise self.error

@@ -1,0 +1,95 @@
+"""Response protos -> the client's results (results.py). Pure: no I/O."""
+
+import numpy as np
+
+from pipeserve.client.errors import PipeserveError, from_status
+from pipeserve.client.results import (
+    Encoding,
+    ForwardOutput,
+    LabelScore,
+    ModelInfo,
+    StreamResult,
+    WorkerInfo,
+)
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.wire import from_proto
+
+
+def encodings(response: pb.TokenizeResponse) -> list[Encoding]:
+    """One Encoding per input, in request order."""
+    return [
+        Encoding(
+            input_ids=list(e.input_ids),
+            attention_mask=list(e.attention_mask),
+            token_type_ids=list(e.token_type_ids),
+            tokens=list(e.tokens),
+            offsets=[(o.start, o.end) for o in e.offsets],
+        )
+        for e in response.encodings
+    ]
+
+
+def forward_output(response: pb.ForwardResponse) -> ForwardOutput:
+    """The outputs as numpy arrays, in the order asked for."""
+    return ForwardOutput(
+        ((named.name, from_proto(named.tensor)) for named in response.outputs),
+        sequence_lengths=np.array(response.sequence_lengths, dtype=np.int64),
+    )
+
+
+def classifications(response: pb.ClassifyResponse) -> list[list[LabelScore]]:
+    """Per input, its labels best first."""
+    return [
+        [LabelScore(label=s.label, score=s.score, index=s.index) for s in result.labels]
+        for result in response.results
+    ]
+
+
+def stream_error(response: pb.ClassifyStreamResponse) -> PipeserveError | None:
+    """The failure of one stream request, None if it succeeded."""
+    if response.HasField("status"):
+        return from_status(response.status.code, response.status.message)
+    if response.WhichOneof("outcome") == "error":  # a server older than `status`
+        return from_status(response.error.code, response.error.message)
+    return None
+
+
+def stream_result(response: pb.ClassifyStreamResponse) -> StreamResult:
+    """A StreamResult holding either the results or the per-request error."""
+    error = stream_error(response)
+    if error is not None:
+        return StreamResult(id=response.id, error=error)
+    return StreamResult(id=response.id, results=classifications(response.response))
+
+
+def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
+    """ModelInfoResponse as a dataclass."""
+    return ModelInfo(
+        model=response.model,
+        task=response.task,
+        architecture=response.architecture,
+        labels=list(response.labels),
+        max_length=response.max_length,
+        hidden_size=response.hidden_size,
+        vocab_size=response.vocab_size,
+        outputs=list(response.outputs),
+        dtype=response.dtype,
+        max_items_per_request=response.max_items_per_request,
+        max_tokens_per_request=response.max_tokens_per_request,
+        frontend_pid=response.frontend_pid,
+        frontends=response.frontends,
+        queued_items=response.queued_items,
+        workers=[
+            WorkerInfo(
+                id=w.id,
+                device=w.device,
+                pid=w.pid,
+                ready=w.ready,
+                batches=w.batches,
+                items=w.items,
+                restarts=w.restarts,
+                busy=w.busy,
+            )
+            for w in response.workers
+        ],
+    )
