@@ -45,8 +45,9 @@ import psutil
 import torch
 from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
 
-from bench import SST2_DEV, load_sentences
+from bench import SST2_DEV
 from pipeserve.client import AsyncClient
+from pipeserve.client.loadtest.texts import read_texts
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 CALLERS = 32
@@ -263,7 +264,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
-    sentences = load_sentences(args.texts, None)
+    sentences = read_texts(str(args.texts), "sentence")
     rng = random.Random(0)
     single = [[s] for s in sentences]
     multi = [rng.sample(sentences, 32) for _ in range(64)]
