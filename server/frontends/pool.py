@@ -30,7 +30,6 @@ class FrontendPool:
         self._started_at: dict[int, float] = {}
         self._stopping = False
         self.port = settings.port
-        self.restarts = 0
 
     async def start(self) -> int:
         """Starts every front end, the first on the configured port (0: one picked), the
@@ -73,7 +72,6 @@ class FrontendPool:
             process.exitcode,
             delay,
         )
-        self.restarts += 1
         loop = asyncio.get_running_loop()
         loop.call_later(delay, lambda: loop.create_task(self._respawn(index)))
 
@@ -82,10 +80,6 @@ class FrontendPool:
             return
         with contextlib.suppress(EOFError):
             await self._spawn(index)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid or 0 for p in self._processes.values()]
 
     async def drain(self) -> None:
         """Tells every front end to drain, and waits for them to exit (killed after the grace)."""
