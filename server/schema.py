@@ -114,13 +114,14 @@ class BatchFailed:
 
 
 @dataclass(frozen=True)
-class BatchExpired:
-    """The batch waited past its deadline behind the one before it and was not computed."""
+class BatchSkipped:
+    """The batch was not computed: it waited past its deadline behind the one before it, or
+    every caller in it left (the server withdrew it)."""
 
     batch_id: int
 
 
-FromWorker = WorkerReady | WorkerStartFailed | BatchDone | BatchFailed | BatchExpired
+FromWorker = WorkerReady | WorkerStartFailed | BatchDone | BatchFailed | BatchSkipped
 
 
 @dataclass(frozen=True)

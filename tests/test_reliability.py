@@ -182,7 +182,7 @@ def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
             for count in range(1, 4):
                 calls.append(pool.submit(client.classify, [f"sentence number {count}"]))
                 # Held in the queue, not sent to the idle worker.
-                wait_until(lambda n=count: _queued(server) == n)
+                wait_until(lambda n=count: queued(server) == n)
             calls.append(pool.submit(client.classify, ["the fourth fills the batch"]))
             assert all(len(call.result()) == 1 for call in calls)
         after = workers(server.address)[0]
@@ -196,8 +196,8 @@ def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
             with paused(worker.pid):
                 busy = pool.submit(client.classify, ["held by the paused worker"])
                 wait_until(lambda: workers(server.address)[0].busy)
-                queued = [pool.submit(client.classify, [f"queued {i}"]) for i in range(4)]
-                wait_until(lambda: _queued(server) == 4)
+                waiting = [pool.submit(client.classify, [f"queued {i}"]) for i in range(4)]
+                wait_until(lambda: queued(server) == 4)
                 with grpc.insecure_channel(server.address) as channel:
                     stub = pb_grpc.InferenceStub(channel)
                     request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="one too many")])
@@ -217,11 +217,11 @@ def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
             assert retry.retry_delay.ToMilliseconds() == int(hint["retry-after-ms"])
             # Everything accepted before the refusal completes once the worker resumes.
             assert busy.result()[0][0].label in ("NEGATIVE", "POSITIVE")
-            assert all(call.result()[0][0].label for call in queued)
+            assert all(call.result()[0][0].label for call in waiting)
         print(f"\nfull queue: RESOURCE_EXHAUSTED in {refused_ms:.1f} ms")
 
 
-def _queued(server: ServerProcess) -> int:
+def queued(server: ServerProcess) -> int:
     with Client(server.address, timeout=10) as client:
         return client.model_info().queued_items
 
@@ -246,7 +246,7 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                         asyncio.create_task(client.classify([f"gone {i}"], timeout=60))
                         for i in range(2)
                     ]
-                    await asyncio.to_thread(wait_until, lambda: _queued(server) == 5)
+                    await asyncio.to_thread(wait_until, lambda: queued(server) == 5)
                     assert not any(task.done() for task in expiring)
                     for task in cancelled:
                         task.cancel()
@@ -254,6 +254,9 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                         with pytest.raises(PipeserveError) as late:
                             await task
                         assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    # The server's copy of a deadline passes a little after the caller's:
+                    # once it has, nothing waits, not even the batch in the worker's inbox.
+                    await asyncio.to_thread(wait_until, lambda: queued(server) == 0)
                 await busy
 
         asyncio.run(scenario())
@@ -284,7 +287,7 @@ def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
                 accepted.append(pool.submit(client.classify, [f"in flight {busy}"]))
                 wait_until(lambda n=busy: sum(w.busy for w in workers(server.address)) == n)
             accepted += [pool.submit(client.classify, [f"queued {i}"]) for i in range(6)]
-            wait_until(lambda: _queued(server) == 6)
+            wait_until(lambda: queued(server) == 6)
             with grpc.insecure_channel(server.address) as channel:
                 # Watched from before SIGTERM: a draining server takes no new calls.
                 updates = health_pb2_grpc.HealthStub(channel).Watch(

@@ -5,7 +5,6 @@ hold their next batch without computing what expired while it waited."""
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,8 +18,15 @@ from pipeserve.client import Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, launch_server, paused, sst2_sentences, wait_until
-from .test_reliability import serving, workers
+from .conftest import (
+    SEED_SENTENCES,
+    launch_server,
+    paused,
+    scrape,
+    sst2_sentences,
+    wait_until,
+)
+from .test_reliability import queued, serving, workers
 
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters
 # and "the" (1996). A model with this vocabulary raises on any other word.
@@ -41,11 +47,6 @@ def small_vocab_model(tmp_path_factory, minilm_path):
     return folder
 
 
-def _queued(address: str) -> int:
-    with Client(address, timeout=10) as client:
-        return client.model_info().queued_items
-
-
 def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert):
     # Untruncated and over the model's length: tokenizing it would end in INVALID_ARGUMENT,
     # so RESOURCE_EXHAUSTED shows the call was refused before its text was tokenized.
@@ -63,12 +64,12 @@ def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert):
             with paused(worker.pid):
                 running = pool.submit(client.classify, ["held by the paused worker"])
                 wait_until(lambda: workers(server.address)[0].busy)
-                queued = [pool.submit(client.classify, [f"queued {i}"]) for i in range(2)]
-                wait_until(lambda: _queued(server.address) == 2)
+                waiting = [pool.submit(client.classify, [f"queued {i}"]) for i in range(2)]
+                wait_until(lambda: queued(server) == 2)
                 with pytest.raises(grpc.RpcError) as refused:
                     stub.Classify(too_long, timeout=30)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert running.result() and all(q.result() for q in queued)
+            assert running.result() and all(q.result() for q in waiting)
             # With room in the queue, the same request gets as far as its tokens.
             with pytest.raises(grpc.RpcError) as measured:
                 stub.Classify(too_long, timeout=30)
@@ -88,12 +89,12 @@ def test_a_stream_holds_at_most_its_bound_of_requests(tiny_distilbert):
                 )
                 wait_until(lambda: workers(server.address)[0].busy)
                 # The one the worker runs plus the ones waiting: never more than the bound.
-                wait_until(lambda: _queued(server.address) == bound - 1)
+                wait_until(lambda: queued(server) == bound - 1)
                 # A call on its own stream still gets in: the server is not stuck, only the
                 # stream is held back.
                 marker = pool.submit(client.classify, ["a call of its own"])
-                wait_until(lambda: _queued(server.address) == bound)
-                assert _queued(server.address) == bound
+                wait_until(lambda: queued(server) == bound)
+                assert queued(server) == bound
             results = stream.result()
             assert marker.result()
         expected = {s: client_result for s, client_result in _one_by_one(server, sentences)}
@@ -146,25 +147,29 @@ def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_results(small_vo
     assert info.ready
 
 
-def test_an_item_that_expires_behind_a_batch_is_not_computed(tiny_distilbert):
-    with serving(tiny_distilbert) as server:
+def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(tiny_distilbert):
+    # Two front ends: the caller's cancel ends its call in a front end, which tells the engine
+    # process, which withdraws the batch it has already sent to the worker.
+    with (
+        serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server,
+        Client(server.address, timeout=60) as client,
+        grpc.insecure_channel(server.address) as channel,
+        ThreadPoolExecutor(1) as pool,
+    ):
         worker = workers(server.address)[0]
-        with Client(server.address, timeout=60) as client, ThreadPoolExecutor(2) as pool:
-            with paused(worker.pid):
-                running = pool.submit(client.classify, ["held by the paused worker"])
-                wait_until(lambda: workers(server.address)[0].busy)
-                given_up_at = time.monotonic() + 1
-                late = pool.submit(client.classify, ["expires while it waits"], timeout=1)
-                with pytest.raises(PipeserveError) as expired:
-                    late.result()
-                # The server's copy of the deadline is as late as the caller's, plus the
-                # network: the worker resumes only once that has passed too.
-                wait_until(lambda: time.monotonic() > given_up_at + 0.5)
-            assert running.result()
-            # The worker takes batches in order: once this one is answered, the expired one
-            # has been skipped or computed.
-            assert client.classify(["after the pause"])
-        assert expired.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        sent = ("pipeserve_batch_size_count", ())
+        with paused(worker.pid):
+            running = pool.submit(client.classify, ["held by the paused worker"])
+            wait_until(lambda: workers(server.address)[0].busy)
+            request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="left while it waits")])
+            call = pb_grpc.InferenceStub(channel).Classify.future(request, timeout=60)
+            wait_until(lambda: scrape(server.metrics_url).get(sent) == 2)  # in the inbox
+            call.cancel()
+            wait_until(lambda: queued(server) == 0)
+        assert running.result()
+        # The worker takes batches in order: once this one is answered, the withdrawn one
+        # has been skipped or computed.
+        assert client.classify(["after the pause"])
         assert workers(server.address)[0].items == 2
 
 

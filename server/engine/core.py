@@ -46,6 +46,10 @@ class EngineCalls(Protocol):
         permit: Admission,
     ) -> Request: ...
 
+    def withdraw(self, request: Request) -> None:
+        """The request's caller has gone (its future is cancelled): none of its items that
+        have not started are computed."""
+
     async def worker_status(self) -> list[WorkerStatus]: ...
 
 
@@ -137,6 +141,11 @@ class Engine:
         ]
         self.queue.put(entries, permit)
         return request
+
+    def withdraw(self, request: Request) -> None:
+        # At once rather than when the batcher next looks, so the queue's count is true.
+        self.queue.drop_gone(asyncio.get_running_loop().time())
+        self.dispatcher.withdraw(request)
 
     async def worker_status(self) -> list[WorkerStatus]:
         dispatcher = self.dispatcher

@@ -4,7 +4,9 @@ Each worker holds up to `depth` batches: the one it runs and the next, waiting i
 it goes from one forward to the next without waiting for the server. The dispatcher writes a
 batch's ids into a free shared input slot of the worker, owns the batch until it is answered,
 and scatters the outputs to the requests. When the model raises on a batch, the batch is split
-in two and each half run again, until the one item that fails is found and fails alone. When a
+in two and each half run again, until the one item that fails is found and fails alone. A batch
+waiting behind another whose callers have all gone is withdrawn: its slot's flag tells the
+worker to skip it. When a
 worker dies (or hangs past forward_timeout_s and is killed), its batches go back to the front
 of the queue once; a second death under the same items fails them with UNAVAILABLE.
 """
@@ -18,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeserve.server.engine.cost import BatchCost
-from pipeserve.server.engine.queue import Entry, Queue
+from pipeserve.server.engine.queue import Entry, Queue, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.schema import BatchDone, BatchExpired, BatchFailed, ForwardBatch
+from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch
 from pipeserve.server.workers.shm import take
 from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
 
@@ -49,6 +51,7 @@ class _InFlight:
     padded_tokens: int
     # Loop time it became the worker's running batch; None while it waits behind another.
     started_at: float | None = None
+    withdrawn: bool = False
 
 
 class Dispatcher:
@@ -117,6 +120,7 @@ class Dispatcher:
         slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
         lengths = tuple(e.length for e in entries)
         width = max(lengths)
+        worker.slots.set_withdrawn(slot, False)
         ids, types = worker.slots.views(slot, len(entries), width)
         ids.fill(self._pad_token_id)
         if self._send_token_type_ids:
@@ -160,6 +164,19 @@ class Dispatcher:
             self._forward_timeout_s, self._on_hung, worker, batch.batch_id
         )
 
+    def withdraw(self, request: Request) -> None:
+        """The request's caller has gone: each batch waiting behind a running one that now has
+        no caller left is withdrawn, so its worker skips it."""
+        for worker_id, in_flight in self._in_flight.items():
+            for batch in itertools.islice(in_flight, 1, None):
+                entries = batch.entries
+                if batch.withdrawn or all(e.request is not request for e in entries):
+                    continue
+                if all(e.request.gone for e in entries):
+                    batch.withdrawn = True
+                    self._ready[worker_id].slots.set_withdrawn(batch.slot, True)
+                    self._queue.hold(-len(entries))
+
     # What the supervisor tells, all on the event loop.
 
     def on_ready(self, worker: WorkerHandle) -> None:
@@ -184,7 +201,7 @@ class Dispatcher:
         batch = in_flight.popleft()
         self._timers.pop(worker.worker_id).cancel()
         if in_flight:
-            self._queue.hold(-len(in_flight[0].entries))
+            self._unhold(in_flight[0])
             self._start(worker, in_flight[0])
         self._room.set()
         self._queue.poke()
@@ -193,7 +210,7 @@ class Dispatcher:
                 self._done(worker, batch, outputs, message.forward_ms)
             case BatchFailed():
                 self._failed(batch, message.reason)
-            case BatchExpired():
+            case BatchSkipped():
                 for entry in batch.entries:
                     entry.request.fail(
                         DeadlineExceeded("deadline exceeded while queued; not computed")
@@ -206,11 +223,17 @@ class Dispatcher:
             timer.cancel()
         held = self._in_flight.pop(worker.worker_id, ())
         for waiting in list(held)[1:]:
-            self._queue.hold(-len(waiting.entries))
+            self._unhold(waiting)
         self._retry_or_fail([e for batch in held for e in batch.entries], worker.worker_id)
         if alive == 0:
             # Waiting out a respawn and a model load helps no caller: they can retry elsewhere.
             self._queue.fail_all(Unavailable("no model worker is alive; retry shortly"))
+
+    def _unhold(self, waiting: _InFlight) -> None:
+        """A batch that waited behind another no longer does: its items stop counting as
+        waiting (a withdrawn batch's stopped when it was withdrawn)."""
+        if not waiting.withdrawn:
+            self._queue.hold(-len(waiting.entries))
 
     # Outcomes.
 

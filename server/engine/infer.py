@@ -201,9 +201,11 @@ class Infer:
             request = self._engine.submit(sequences, outputs, deadline, permit)
         finally:
             permit.release()
-        # Cancelling this call cancels the request's future, which tells the queue to drop
-        # its entries not yet sent to a worker.
-        rows = await request.future
+        try:
+            rows = await request.future
+        except asyncio.CancelledError:  # the caller left, or its deadline passed
+            self._engine.withdraw(request)
+            raise
         timings.queue_ms, timings.forward_ms = request.queue_ms, request.forward_ms
         self._metrics.observe_stages(
             tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms

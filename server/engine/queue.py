@@ -116,7 +116,7 @@ class Queue:
     def admit(self, items: int, now: float) -> Permit:
         """Holds places for `items` entries, or refuses the call if the queue has none."""
         if self.waiting + self._reserved + items > self._max_items:
-            self._drop_gone(now)  # entries whose callers left must not hold places
+            self.drop_gone(now)  # entries whose callers left must not hold places
         if self.waiting + self._reserved + items > self._max_items:
             raise Overloaded(
                 f"server overloaded: {self.waiting + self._reserved} items queued, limit "
@@ -160,7 +160,8 @@ class Queue:
         self._pending = []
         self._formed.clear()
 
-    def _drop_gone(self, now: float) -> None:
+    def drop_gone(self, now: float) -> None:
+        """Drops the pending entries whose callers have gone or whose deadline has passed."""
         kept = []
         for entry in self._pending:
             if entry.request.gone:
@@ -174,7 +175,7 @@ class Queue:
     async def wait_for_items(self, loop: asyncio.AbstractEventLoop) -> None:
         """Returns once at least one live entry is queued."""
         while True:
-            self._drop_gone(loop.time())
+            self.drop_gone(loop.time())
             if self._pending or self._formed:
                 return
             await self._changed_or(None, loop)
@@ -208,7 +209,7 @@ class Queue:
         """Removes and returns the next batch: a formed one first, else see `pick_batch`."""
         if self._formed:
             return [e for e in self._formed.popleft() if not e.request.gone]
-        self._drop_gone(now)
+        self.drop_gone(now)
         if not self._pending:
             return []
         lengths = [e.length for e in self._pending[: max_size * _WINDOW_BATCHES]]

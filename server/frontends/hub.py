@@ -82,7 +82,7 @@ class Hub:
             if self._links.get(link.index) is link:
                 del self._links[link.index]
             for request in link.requests.values():
-                request.future.cancel()
+                self._cancel(request)
             listening = self._listening.pop(link.index, None)
             if listening is not None and not listening.done():
                 listening.set_exception(EOFError(f"front end {link.index} exited"))
@@ -94,7 +94,7 @@ class Hub:
             case Cancel():
                 request = link.requests.pop(message.request_id, None)
                 if request is not None:
-                    request.future.cancel()
+                    self._cancel(request)
             case AskStatus():
                 task = asyncio.get_running_loop().create_task(self._engine.worker_status())
                 task.add_done_callback(
@@ -107,6 +107,10 @@ class Hub:
                 listening = self._listening.get(link.index)
                 if listening is not None and not listening.done():
                     listening.set_result(message.port)
+
+    def _cancel(self, request: Request) -> None:
+        request.future.cancel()
+        self._engine.withdraw(request)
 
     def _submit(self, link: FrontendLink, message: Submit) -> None:
         engine = self._engine

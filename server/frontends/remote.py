@@ -115,6 +115,10 @@ class RemoteEngine:
         request.future.add_done_callback(lambda _: self._on_done(request_id))
         return request
 
+    def withdraw(self, request: Request) -> None:
+        """Nothing to do here: the request's done callback sends the engine a Cancel, and the
+        engine withdraws it there."""
+
     async def worker_status(self) -> list[WorkerStatus]:
         ask_id = next(self._ids)
         reply = self._asks[ask_id] = asyncio.get_running_loop().create_future()

@@ -3,8 +3,10 @@ cross the process boundary without being pickled through a pipe.
 
 Each worker slot owns `depth` input slots (created by the server, kept across respawns): the
 server writes a batch's padded ids straight into a free slot and sends only its shape, and the
-worker reads them in place. Outputs over `INLINE_OUTPUT_BYTES` go into a block the worker
-creates and the server copies out and unlinks; smaller ones travel in the message itself.
+worker reads them in place. A slot also holds a flag the server raises when every caller of the
+batch waiting there has gone, so the worker skips it instead of computing it for nobody.
+Outputs over `INLINE_OUTPUT_BYTES` go into a block the worker creates and the server copies out
+and unlinks; smaller ones travel in the message itself.
 Every process here shares multiprocessing's resource tracker, which unlinks whatever a crash
 leaves behind.
 """
@@ -20,7 +22,8 @@ INLINE_OUTPUT_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class SlotSpec:
-    """Where a worker finds its input slots: each holds ids and token type ids, int64."""
+    """Where a worker finds its input slots: each holds ids, token type ids and the withdrawn
+    flag, int64."""
 
     names: tuple[str, ...]
     capacity: int  # ids per array (longest x count of the largest batch)
@@ -33,12 +36,13 @@ class InputSlots:
         self.spec = spec
         self._blocks = blocks
         self._arrays = [
-            np.ndarray((2, spec.capacity), dtype=np.int64, buffer=block.buf) for block in blocks
+            np.ndarray((2 * spec.capacity + 1,), dtype=np.int64, buffer=block.buf)
+            for block in blocks
         ]
 
     @classmethod
     def create(cls, depth: int, capacity: int) -> "InputSlots":
-        blocks = [SharedMemory(create=True, size=2 * capacity * 8) for _ in range(depth)]
+        blocks = [SharedMemory(create=True, size=(2 * capacity + 1) * 8) for _ in range(depth)]
         return cls(SlotSpec(tuple(b.name for b in blocks), capacity), blocks)
 
     @classmethod
@@ -47,9 +51,18 @@ class InputSlots:
 
     def views(self, slot: int, rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, token_type_ids) of a slot, shaped [rows, width]."""
-        size = rows * width
+        size, capacity = rows * width, self.spec.capacity
         array = self._arrays[slot]
-        return array[0, :size].reshape(rows, width), array[1, :size].reshape(rows, width)
+        return (
+            array[:size].reshape(rows, width),
+            array[capacity : capacity + size].reshape(rows, width),
+        )
+
+    def set_withdrawn(self, slot: int, withdrawn: bool) -> None:
+        self._arrays[slot][-1] = withdrawn
+
+    def withdrawn(self, slot: int) -> bool:
+        return bool(self._arrays[slot][-1])
 
     def close(self, unlink: bool) -> None:
         self._arrays = []

@@ -22,8 +22,8 @@ from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import ModelLoadError, Unavailable
 from pipeserve.server.schema import (
     BatchDone,
-    BatchExpired,
     BatchFailed,
+    BatchSkipped,
     FromWorker,
     Stop,
     ToWorker,
@@ -36,7 +36,7 @@ from pipeserve.server.workers.worker import run_worker
 
 log = logging.getLogger("pipeserve.workers")
 
-BatchOutcome = BatchDone | BatchFailed | BatchExpired
+BatchOutcome = BatchDone | BatchFailed | BatchSkipped
 
 
 @dataclass(eq=False)
@@ -204,7 +204,7 @@ class Supervisor:
                 if not self._started.is_set():
                     self._start_failure = message.reason
                     self._started.set()
-            case BatchDone() | BatchFailed() | BatchExpired():
+            case BatchDone() | BatchFailed() | BatchSkipped():
                 self._events.on_batch(worker, message)
 
     def _on_exit(self, worker: WorkerHandle) -> None:

@@ -15,8 +15,8 @@ import numpy as np
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
-    BatchExpired,
     BatchFailed,
+    BatchSkipped,
     Stop,
     ToWorker,
     WorkerReady,
@@ -108,8 +108,9 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
             return
         if isinstance(message, Stop):
             return
-        if message.deadline is not None and time.monotonic() >= message.deadline:
-            conn.send(BatchExpired(message.batch_id))
+        expired = message.deadline is not None and time.monotonic() >= message.deadline
+        if expired or slots.withdrawn(message.slot):
+            conn.send(BatchSkipped(message.batch_id))
             continue
         # 2. Its ids, read in place from the shared slot; the mask follows from the lengths.
         start = time.perf_counter()
