@@ -99,6 +99,29 @@ def test_a_text_that_fits_is_one_window_as_plain_classify(client):
     )
 
 
+def test_classify_stream_takes_the_window_options(client):
+    texts = _long_texts()[:4]
+    unary = client.classify(texts, top_k=None, stride=STRIDE, max_length=WINDOW_LENGTH)
+
+    streamed = {
+        r.id: r
+        for r in client.classify_stream(
+            [(str(i), [t]) for i, t in enumerate(texts)],
+            top_k=None,
+            stride=STRIDE,
+            max_length=WINDOW_LENGTH,
+        )
+    }
+
+    for i, expected in enumerate(unary):
+        [result] = streamed[str(i)].results
+        assert result.windows == expected.windows >= 2
+        assert [s.label for s in result] == [s.label for s in expected]
+        np.testing.assert_allclose(
+            [s.score for s in result], [s.score for s in expected], rtol=0, atol=1e-6
+        )
+
+
 def test_top_k_applies_to_the_combined_scores(client):
     text = _long_texts()[0]
 

@@ -58,3 +58,9 @@ def test_regression_scores_are_the_pipelines_raw_outputs(regressor_client, tiny_
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
     # Raw outputs, not squashed into [0, 1] by a sigmoid.
     assert (scores < 0).any() or (scores > 1).any()
+
+
+def test_model_info_lists_what_a_classifier_serves(regressor_client):
+    info = regressor_client.model_info()
+
+    assert info.served_rpcs == ["Tokenize", "Forward", "Classify", "ClassifyStream", "ModelInfo"]

@@ -29,8 +29,8 @@ class InferenceStub:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
@@ -84,8 +84,8 @@ class InferenceServicer:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
@@ -200,8 +200,8 @@ class Inference:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
