@@ -125,7 +125,6 @@ def _labels_proto(result: ClassifyResult) -> pb.ClassifyResponse:
     return response
 
 
-
 def _timing_metadata(timings: Timings) -> tuple[tuple[str, str], ...]:
     values = (timings.tokenize_ms, timings.queue_ms, timings.forward_ms)
     return tuple((key, f"{value:.3f}") for key, value in zip(TIMING_KEYS, values, strict=True))

@@ -98,7 +98,7 @@ class Infer:
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
         # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
-        return await self._off_loop_if_long(
+        return await self.off_loop_if_long(
             items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
         )
 
@@ -160,9 +160,9 @@ class Infer:
                 offsets=offsets,
             )
 
-        return await self._off_loop_if_long(items, encode)
+        return await self.off_loop_if_long(items, encode)
 
-    async def _off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
+    async def off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
         """`work()` on the event loop for a short request, in the tokenizer thread otherwise."""
         chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
         if chars <= _INLINE_CHARS:
@@ -216,7 +216,7 @@ class Infer:
         windows: list[list[Encoded]] = []
 
         async def sequences(max_length: int) -> list[Encoded]:
-            windows.extend(await self._off_loop_if_long(texts, lambda: split(max_length)))
+            windows.extend(await self.off_loop_if_long(texts, lambda: split(max_length)))
             self._check_lengths([w[0] for w in windows], range(len(texts)))
             return [s for w in windows for s in w]
 

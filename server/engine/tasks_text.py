@@ -80,20 +80,25 @@ class TextTasks:
         )
         start = time.perf_counter()
         card = self._card
-        results = [
-            TokenClassification(
-                entities(
-                    text,
-                    [(w, r["logits"]) for w, r in zip(text_windows, text_rows, strict=True)],
-                    card.id2label,
-                    strategy,
-                    ignore_labels,
-                    card.tokenizer,
-                ),
-                len(text_windows),
-            )
-            for text, text_windows, text_rows in zip(texts, windows, rows, strict=True)
-        ]
+
+        def postprocess() -> list[TokenClassification]:
+            return [
+                TokenClassification(
+                    entities(
+                        text,
+                        [(w, r["logits"]) for w, r in zip(text_windows, text_rows, strict=True)],
+                        card.id2label,
+                        strategy,
+                        ignore_labels,
+                        card.tokenizer,
+                    ),
+                    len(text_windows),
+                )
+                for text, text_windows, text_rows in zip(texts, windows, rows, strict=True)
+            ]
+
+        # A loop over every token of every window: off the event loop for a long request.
+        results = await self._infer.off_loop_if_long(texts, postprocess)
         self._infer.observe_postprocess(start)
         return results, timings
 
@@ -129,10 +134,15 @@ class TextTasks:
             texts, options, ("logits",), deadline, split
         )
         start = time.perf_counter()
-        results = [
-            fill(text_windows[0].input_ids, text_rows[0]["logits"], top_k, restrict, tokenizer)
-            for text_windows, text_rows in zip(windows, rows, strict=True)
-        ]
+
+        def postprocess() -> list[list[MaskFill]]:
+            return [
+                fill(text_windows[0].input_ids, text_rows[0]["logits"], top_k, restrict, tokenizer)
+                for text_windows, text_rows in zip(windows, rows, strict=True)
+            ]
+
+        # A softmax over the vocabulary per mask: off the event loop for a long request.
+        results = await self._infer.off_loop_if_long(texts, postprocess)
         self._infer.observe_postprocess(start)
         return results, timings
 

@@ -50,7 +50,7 @@ class TextTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, model_max_length: int) -> None:
         # Decoding (words of entities, filled-in masks) goes through transformers' own methods,
-        # whose clean-ups the pipelines' results carry; it leaves the backend's state alone.
+        # whose clean-ups the pipelines' results carry; nothing here changes its state.
         self.hf = tokenizer
         self._backend_json = tokenizer.backend_tokenizer.to_str()
         self._split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
@@ -181,20 +181,17 @@ class TextTokenizer:
 
     def target_id(self, target: str) -> int | None:
         """The token a fill-mask target stands for, as the pipeline picks it: the target's own
-        id if it is in the vocabulary, else the first token it is tokenized into (None if
-        none)."""
+        id if it is in the vocabulary, else the one token left of it truncated to max_length 1
+        (None if it has none)."""
         found = self.hf.backend_tokenizer.token_to_id(target)
         if found is not None:
             return found
-        ids = self.hf(
-            target,
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            max_length=1,
-            truncation=True,
-        )["input_ids"]
-        return ids[0] if ids else None
+        # This thread's backend, not transformers' tokenizer: that one's truncation is state
+        # shared with the threads that decode.
+        ids = self._backend(False, 0).encode(target, add_special_tokens=False).ids
+        if not ids:
+            return None
+        return ids[0] if self._truncation_side == "right" else ids[-1]
 
     def pad(self, items: Sequence[Encoded], padding: Padding, max_length: int) -> Padded:
         """Pads as transformers' tokenizer(padding=...) does, on the tokenizer's side."""
