@@ -5,10 +5,14 @@ from pipeserve.client.client import Client
 from pipeserve.client.errors import PipeserveError
 from pipeserve.client.results import (
     Encoding,
+    Entity,
     ForwardOutput,
     LabelScore,
+    MaskCandidate,
+    MaskFill,
     ModelInfo,
     StreamResult,
+    Windowed,
     WorkerInfo,
 )
 from pipeserve.client.security import tls_credentials
@@ -17,11 +21,15 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Encoding",
+    "Entity",
     "ForwardOutput",
     "LabelScore",
+    "MaskCandidate",
+    "MaskFill",
     "ModelInfo",
     "PipeserveError",
     "StreamResult",
+    "Windowed",
     "WorkerInfo",
     "tls_credentials",
 ]

@@ -9,15 +9,26 @@ import grpc.aio
 
 from pipeserve.client import build, parse
 from pipeserve.client.build import (
+    AggregationStrategy,
     ForwardDType,
     FunctionToApply,
     ModelInputLike,
     PaddingLike,
     TextLike,
+    WindowAggregation,
 )
 from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
-from pipeserve.client.results import Encoding, ForwardOutput, LabelScore, ModelInfo, StreamResult
+from pipeserve.client.results import (
+    Encoding,
+    Entity,
+    ForwardOutput,
+    LabelScore,
+    MaskFill,
+    ModelInfo,
+    StreamResult,
+    Windowed,
+)
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
@@ -129,8 +140,10 @@ class AsyncClient:
         top_k: int | None = 1,
         truncation: bool = True,
         max_length: int | None = None,
+        stride: int | None = None,
+        window_aggregation: WindowAggregation = "mean",
         timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[list[LabelScore]]:
+    ) -> list[Windowed[LabelScore]]:
         """As Client.classify."""
         request = build.classify_request(
             inputs,
@@ -138,6 +151,8 @@ class AsyncClient:
             top_k=top_k,
             truncation=truncation,
             max_length=max_length,
+            stride=stride,
+            window_aggregation=window_aggregation,
         )
         with translating_rpc_errors():
             response = await self._stub.Classify(request, **self._call_options(timeout))
@@ -151,6 +166,8 @@ class AsyncClient:
         top_k: int | None = 1,
         truncation: bool = True,
         max_length: int | None = None,
+        stride: int | None = None,
+        window_aggregation: WindowAggregation = "mean",
         timeout: float | None = None,
     ) -> AsyncIterator[StreamResult]:
         """As Client.classify_stream, as an async iterator: `async for result in ...`."""
@@ -161,6 +178,8 @@ class AsyncClient:
                 top_k=top_k,
                 truncation=truncation,
                 max_length=max_length,
+                stride=stride,
+                window_aggregation=window_aggregation,
             )
         )
         return self._stream(feed, requests, timeout)
@@ -179,6 +198,48 @@ class AsyncClient:
         finally:
             call.cancel()
         feed.raise_error()
+
+    async def classify_tokens(
+        self,
+        inputs: Iterable[str],
+        *,
+        aggregation_strategy: AggregationStrategy = "none",
+        ignore_labels: Iterable[str] | None = None,
+        stride: int | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[Windowed[Entity]]:
+        """As Client.classify_tokens."""
+        request = build.classify_tokens_request(
+            inputs,
+            aggregation_strategy=aggregation_strategy,
+            ignore_labels=ignore_labels,
+            stride=stride,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = await self._stub.ClassifyTokens(request, **self._call_options(timeout))
+        return parse.token_classifications(response)
+
+    async def fill_mask(
+        self,
+        inputs: Iterable[str],
+        *,
+        top_k: int = 5,
+        targets: Iterable[str] | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[list[MaskFill]]:
+        """As Client.fill_mask."""
+        request = build.fill_mask_request(
+            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+        )
+        with translating_rpc_errors():
+            response = await self._stub.FillMask(request, **self._call_options(timeout))
+        return parse.mask_fills(response)
 
     async def model_info(self, timeout: float | None = None) -> ModelInfo:  # noqa: ASYNC109
         """As Client.model_info."""

@@ -30,6 +30,8 @@ ModelInputLike: TypeAlias = TextLike | TokenIdsLike
 PaddingLike: TypeAlias = Literal["longest", "max_length", "do_not_pad"] | bool
 ForwardDType: TypeAlias = Literal["float32", "float16"]
 FunctionToApply: TypeAlias = Literal["softmax", "sigmoid", "none"] | None
+AggregationStrategy: TypeAlias = Literal["none", "simple", "first", "average", "max"]
+WindowAggregation: TypeAlias = Literal["mean", "max"]
 
 _PADDING = {
     "longest": pb.PADDING_LONGEST,
@@ -38,6 +40,14 @@ _PADDING = {
 }
 _TRUNCATION = {"longest_first": True, "do_not_truncate": False}
 _DTYPE = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
+_STRATEGY = {
+    "none": pb.AGGREGATION_STRATEGY_NONE,
+    "simple": pb.AGGREGATION_STRATEGY_SIMPLE,
+    "first": pb.AGGREGATION_STRATEGY_FIRST,
+    "average": pb.AGGREGATION_STRATEGY_AVERAGE,
+    "max": pb.AGGREGATION_STRATEGY_MAX,
+}
+_WINDOW_AGGREGATION = {"mean": pb.WINDOW_AGGREGATION_MEAN, "max": pb.WINDOW_AGGREGATION_MAX}
 _FUNCTION = {
     "softmax": pb.FUNCTION_TO_APPLY_SOFTMAX,
     "sigmoid": pb.FUNCTION_TO_APPLY_SIGMOID,
@@ -191,6 +201,32 @@ def _top_k(top_k: int | None) -> dict[str, Any]:
     return {"top_k": min(top_k, _INT32_MAX)}
 
 
+def _stride(stride: int | None) -> dict[str, Any]:
+    if stride is None:
+        return {}
+    if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride <= _UINT32_MAX:
+        raise ValueError(f"stride must be a non-negative int or None; got {stride!r}")
+    return {"stride": stride}
+
+
+def _texts(inputs: Iterable[str]) -> list[str]:
+    items = _items(inputs, "inputs")
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"inputs[{index}]: expected a text, got {type(item).__name__}")
+    return items
+
+
+def _strings(values: Iterable[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise TypeError(f"{what} must be a list of strings, not a string; use [{values!r}]")
+    strings = list(values)
+    bad = [value for value in strings if not isinstance(value, str)]
+    if bad:
+        raise TypeError(f"{what} must be strings; got {bad!r}")
+    return strings
+
+
 def _function(function_to_apply: FunctionToApply) -> int:
     if function_to_apply is None:
         return pb.FUNCTION_TO_APPLY_UNSPECIFIED
@@ -253,12 +289,16 @@ def classify_options(
     top_k: int | None = 1,
     truncation: bool = True,
     max_length: int | None = None,
+    stride: int | None = None,
+    window_aggregation: WindowAggregation = "mean",
 ) -> pb.ClassifyRequest:
     """A ClassifyRequest with the options set and no inputs yet."""
     return pb.ClassifyRequest(
         function_to_apply=_function(function_to_apply),
         **_top_k(top_k),
         options=_options(truncation=truncation, max_length=max_length),
+        **_stride(stride),
+        window_aggregation=_choice("window_aggregation", window_aggregation, _WINDOW_AGGREGATION),
     )
 
 
@@ -269,6 +309,8 @@ def classify_request(
     top_k: int | None = 1,
     truncation: bool = True,
     max_length: int | None = None,
+    stride: int | None = None,
+    window_aggregation: WindowAggregation = "mean",
 ) -> pb.ClassifyRequest:
     """Builds a ClassifyRequest; raises TypeError/ValueError for inputs or options it can't send."""
     request = classify_options(
@@ -276,9 +318,54 @@ def classify_request(
         top_k=top_k,
         truncation=truncation,
         max_length=max_length,
+        stride=stride,
+        window_aggregation=window_aggregation,
     )
     request.inputs.extend(model_inputs(inputs))
     return request
+
+
+def classify_tokens_request(
+    inputs: Iterable[str],
+    *,
+    aggregation_strategy: AggregationStrategy = "none",
+    ignore_labels: Iterable[str] | None = None,
+    stride: int | None = None,
+    truncation: bool = True,
+    max_length: int | None = None,
+) -> pb.ClassifyTokensRequest:
+    """Builds a ClassifyTokensRequest; raises TypeError/ValueError for inputs or options it
+    can't send."""
+    request = pb.ClassifyTokensRequest(
+        inputs=_texts(inputs),
+        aggregation_strategy=_choice("aggregation_strategy", aggregation_strategy, _STRATEGY),
+        **_stride(stride),
+        options=_options(truncation=truncation, max_length=max_length),
+    )
+    if ignore_labels is not None:  # unset means the pipeline's ["O"], which [] must not
+        request.ignore_labels.SetInParent()
+        request.ignore_labels.labels.extend(_strings(ignore_labels, "ignore_labels"))
+    return request
+
+
+def fill_mask_request(
+    inputs: Iterable[str],
+    *,
+    top_k: int = 5,
+    targets: Iterable[str] | None = None,
+    truncation: bool = True,
+    max_length: int | None = None,
+) -> pb.FillMaskRequest:
+    """Builds a FillMaskRequest; raises TypeError/ValueError for inputs or options it can't
+    send."""
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= _UINT32_MAX:
+        raise ValueError(f"top_k must be a positive int; got {top_k!r}")
+    return pb.FillMaskRequest(
+        inputs=_texts(inputs),
+        top_k=top_k,
+        targets=_strings(targets or (), "targets"),
+        options=_options(truncation=truncation, max_length=max_length),
+    )
 
 
 class ClassifyStreamFeed:

@@ -36,6 +36,8 @@ MODULE_SUBCOMMANDS: dict[str, str] = {
     "health": "pipeserve.client.health",
     "stream": "pipeserve.client.stream",
     "loadtest": "pipeserve.client.loadtest.command",
+    "classify-tokens": "pipeserve.client.classify_tokens",
+    "fill-mask": "pipeserve.client.fill_mask",
 }
 
 
@@ -265,6 +267,19 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser)
     add_classify_arguments(parser)
+    parser.add_argument(
+        "--stride",
+        type=int,
+        metavar="N",
+        help="classify a long text by windows overlapping by N tokens; each result is then "
+        '{"labels": [...], "windows": count}',
+    )
+    parser.add_argument(
+        "--window-aggregation",
+        choices=["mean", "max"],
+        default="mean",
+        help="how the windows' scores combine (default: mean)",
+    )
 
 
 def _classify(args: argparse.Namespace) -> int:
@@ -275,8 +290,16 @@ def _classify(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             truncation=args.truncation,
             max_length=args.max_length,
+            stride=args.stride,
+            window_aggregation=args.window_aggregation,
         )
-    print_json([[label.to_dict() for label in labels] for labels in results], args)
+    printed: list[Any] = [[label.to_dict() for label in labels] for labels in results]
+    if args.stride is not None:
+        printed = [
+            {"labels": shown, "windows": labels.windows}
+            for shown, labels in zip(printed, results, strict=True)
+        ]
+    print_json(printed, args)
     return 0
 
 

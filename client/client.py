@@ -8,15 +8,26 @@ import grpc
 
 from pipeserve.client import build, parse
 from pipeserve.client.build import (
+    AggregationStrategy,
     ForwardDType,
     FunctionToApply,
     ModelInputLike,
     PaddingLike,
     TextLike,
+    WindowAggregation,
 )
 from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
-from pipeserve.client.results import Encoding, ForwardOutput, LabelScore, ModelInfo, StreamResult
+from pipeserve.client.results import (
+    Encoding,
+    Entity,
+    ForwardOutput,
+    LabelScore,
+    MaskFill,
+    ModelInfo,
+    StreamResult,
+    Windowed,
+)
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
@@ -143,13 +154,21 @@ class Client:
         top_k: int | None = 1,
         truncation: bool = True,
         max_length: int | None = None,
+        stride: int | None = None,
+        window_aggregation: WindowAggregation = "mean",
         timeout: float | None = None,
-    ) -> list[list[LabelScore]]:
+    ) -> list[Windowed[LabelScore]]:
         """Classifies each input (as forward() takes them); per input, its labels best first.
 
         `function_to_apply` is "softmax", "sigmoid", "none" (raw logits) or None for the model
         config's choice. `top_k` is how many labels per input; None means all of them. The result
         is always a list per input, whatever `top_k`.
+
+        `stride` (an int) classifies a text longer than `max_length` (default: the model's) by
+        windows overlapping by `stride` tokens, whose scores are combined by their "mean" or
+        their "max" (`window_aggregation`); each result's `windows` says how many there were.
+        With `stride` every input must be a text. Without, a long text is truncated (or, with
+        `truncation=False`, refused).
         """
         request = build.classify_request(
             inputs,
@@ -157,6 +176,8 @@ class Client:
             top_k=top_k,
             truncation=truncation,
             max_length=max_length,
+            stride=stride,
+            window_aggregation=window_aggregation,
         )
         with translating_rpc_errors():
             response = self._stub.Classify(request, **self._call_options(timeout))
@@ -170,6 +191,8 @@ class Client:
         top_k: int | None = 1,
         truncation: bool = True,
         max_length: int | None = None,
+        stride: int | None = None,
+        window_aggregation: WindowAggregation = "mean",
         timeout: float | None = None,
     ) -> Iterator[StreamResult]:
         """Classifies a stream of (id, inputs) requests over one bidirectional call.
@@ -188,6 +211,8 @@ class Client:
                 top_k=top_k,
                 truncation=truncation,
                 max_length=max_length,
+                stride=stride,
+                window_aggregation=window_aggregation,
             )
         )
         # Options were checked above, eagerly; the call itself starts on the first next().
@@ -207,6 +232,62 @@ class Client:
         finally:
             call.cancel()
         feed.raise_error()
+
+    def classify_tokens(
+        self,
+        inputs: Iterable[str],
+        *,
+        aggregation_strategy: AggregationStrategy = "none",
+        ignore_labels: Iterable[str] | None = None,
+        stride: int | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> list[Windowed[Entity]]:
+        """Labels each token of the texts with a token-classification model (NER, POS), as
+        transformers' pipeline("token-classification", aggregation_strategy=...).
+
+        `aggregation_strategy` is "none" (one Entity per token, with its index), "simple",
+        "first", "average" or "max" (tokens grouped into entities). Entities labelled one of
+        `ignore_labels` (default ["O"]) are left out. `stride` labels a text longer than
+        `max_length` whole, by windows overlapping by `stride` tokens (needs a strategy other
+        than "none"). Returns per text its entities in text order; `text[e.start:e.end]` is the
+        entity as written, and each list's `windows` how many windows it took.
+        """
+        request = build.classify_tokens_request(
+            inputs,
+            aggregation_strategy=aggregation_strategy,
+            ignore_labels=ignore_labels,
+            stride=stride,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = self._stub.ClassifyTokens(request, **self._call_options(timeout))
+        return parse.token_classifications(response)
+
+    def fill_mask(
+        self,
+        inputs: Iterable[str],
+        *,
+        top_k: int = 5,
+        targets: Iterable[str] | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> list[list[MaskFill]]:
+        """Fills in each mask token (ModelInfo.mask_token, e.g. "[MASK]") of the texts with a
+        masked language model, as transformers' pipeline("fill-mask").
+
+        Returns per text, per mask in text order, its `top_k` best candidates (`targets`: only
+        among these tokens). Each text needs at least one mask token.
+        """
+        request = build.fill_mask_request(
+            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+        )
+        with translating_rpc_errors():
+            response = self._stub.FillMask(request, **self._call_options(timeout))
+        return parse.mask_fills(response)
 
     def model_info(self, timeout: float | None = None) -> ModelInfo:
         """Describes the loaded model, the server's limits and its workers."""

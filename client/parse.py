@@ -5,10 +5,14 @@ import numpy as np
 from pipeserve.client.errors import PipeserveError, from_status
 from pipeserve.client.results import (
     Encoding,
+    Entity,
     ForwardOutput,
     LabelScore,
+    MaskCandidate,
+    MaskFill,
     ModelInfo,
     StreamResult,
+    Windowed,
     WorkerInfo,
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -37,10 +41,54 @@ def forward_output(response: pb.ForwardResponse) -> ForwardOutput:
     )
 
 
-def classifications(response: pb.ClassifyResponse) -> list[list[LabelScore]]:
-    """Per input, its labels best first."""
+def classifications(response: pb.ClassifyResponse) -> list[Windowed[LabelScore]]:
+    """Per input, its labels best first (and the windows it was classified by)."""
     return [
-        [LabelScore(label=s.label, score=s.score, index=s.index) for s in result.labels]
+        Windowed(
+            (LabelScore(label=s.label, score=s.score, index=s.index) for s in result.labels),
+            # A server older than `windows` sends 0: it classified each input whole.
+            result.windows or 1,
+        )
+        for result in response.results
+    ]
+
+
+def token_classifications(response: pb.ClassifyTokensResponse) -> list[Windowed[Entity]]:
+    """Per input, its entities in text order (and the windows it was labelled by)."""
+    return [
+        Windowed(
+            (
+                Entity(
+                    label=e.label,
+                    score=e.score,
+                    word=e.word,
+                    start=e.start,
+                    end=e.end,
+                    index=e.index if e.HasField("index") else None,
+                )
+                for e in result.entities
+            ),
+            result.windows or 1,
+        )
+        for result in response.results
+    ]
+
+
+def mask_fills(response: pb.FillMaskResponse) -> list[list[MaskFill]]:
+    """Per input, per mask token, its candidates best first."""
+    return [
+        [
+            MaskFill(
+                position=mask.position,
+                candidates=[
+                    MaskCandidate(
+                        score=c.score, token=c.token, token_str=c.token_str, sequence=c.sequence
+                    )
+                    for c in mask.candidates
+                ],
+            )
+            for mask in result.masks
+        ]
         for result in response.results
     ]
 
@@ -79,6 +127,8 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         frontend_pid=response.frontend_pid,
         frontends=response.frontends,
         queued_items=response.queued_items,
+        served_rpcs=list(response.served_rpcs),
+        mask_token=response.mask_token,
         workers=[
             WorkerInfo(
                 id=w.id,

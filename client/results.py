@@ -2,11 +2,13 @@
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from pipeserve.client.errors import PipeserveError
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,83 @@ class LabelScore:
         """The transformers text-classification pipeline's {"label": ..., "score": ...}, plus
         the class index, which stays meaningful when labels repeat or are unnamed (LABEL_0)."""
         return {"label": self.label, "score": self.score, "index": self.index}
+
+
+class Windowed(list[_T], Generic[_T]):
+    """One input's results (a plain list: of LabelScore from classify(), of Entity from
+    classify_tokens()), and `windows`: how many windows of a long text they come from (1 for
+    a text that fits, or without `stride`)."""
+
+    windows: int
+
+    def __init__(self, results: Iterable[_T] = (), windows: int = 1) -> None:
+        super().__init__(results)
+        self.windows = windows
+
+
+@dataclass(frozen=True)
+class Entity:
+    """An entity classify_tokens() found (a token, with aggregation_strategy "none").
+
+    `label` is the pipeline's entity_group when tokens are aggregated, its entity otherwise;
+    `word` is its tokens decoded, `text[start:end]` the entity as written; `index` is the
+    token's index (strategy "none" only)."""
+
+    label: str
+    score: float
+    word: str
+    start: int
+    end: int
+    index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The token-classification pipeline's dict: entity_group, or entity and index."""
+        if self.index is None:
+            return {
+                "entity_group": self.label,
+                "score": self.score,
+                "word": self.word,
+                "start": self.start,
+                "end": self.end,
+            }
+        return {
+            "entity": self.label,
+            "score": self.score,
+            "index": self.index,
+            "word": self.word,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True)
+class MaskCandidate:
+    """A token for a mask, as the fill-mask pipeline gives it."""
+
+    score: float
+    token: int
+    token_str: str
+    sequence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fill-mask pipeline's dict."""
+        return {
+            "score": self.score,
+            "token": self.token,
+            "token_str": self.token_str,
+            "sequence": self.sequence,
+        }
+
+
+@dataclass(frozen=True)
+class MaskFill:
+    """The candidates for one mask of a text, best first; `position` is the mask's token index."""
+
+    position: int
+    candidates: list[MaskCandidate]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "candidates": [c.to_dict() for c in self.candidates]}
 
 
 class ForwardOutput(dict[str, np.ndarray]):
@@ -127,6 +206,8 @@ class ModelInfo:
     frontend_pid: int = 0
     frontends: int = 0
     queued_items: int = 0
+    served_rpcs: list[str] = field(default_factory=list)
+    mask_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,5 +215,5 @@ class StreamResult:
     """The answer to one classify_stream request: `results` on success, else `error`."""
 
     id: str
-    results: list[list[LabelScore]] | None = None
+    results: list[Windowed[LabelScore]] | None = None
     error: PipeserveError | None = None

@@ -152,20 +152,51 @@ def tiny_bert(tmp_path_factory, minilm_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bert_ner(tmp_path_factory, minilm_path) -> Path:
-    """A BERT token classifier (not a sequence classifier), random weights."""
+    """A BERT token classifier (not a sequence classifier) with B-/I- entity labels, random
+    weights whose per-token labels vary with the input: every label wins on some tokens."""
     import torch
     from transformers import BertConfig, BertForTokenClassification
 
     torch.manual_seed(2)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     config = BertConfig(
         hidden_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=3,
+        # As tiny_distilbert: wide enough that the labels follow the input.
+        initializer_range=0.3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
-    model = BertForTokenClassification(config)
+    model = BertForTokenClassification(config).eval()
+    # Centre each label's logit on random token sequences, so that each wins on some tokens.
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(1000, config.vocab_size, (128, 24), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102  # [CLS] ... [SEP]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.reshape(-1, len(labels))
+        model.classifier.bias -= logits.median(dim=0).values
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-ner"), model, minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_mlm(tmp_path_factory, minilm_path) -> Path:
+    """A BERT masked language model, random weights, real uncased vocabulary (so [MASK])."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(4)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        # Spreads the logits over several units, so that the best candidates stand apart.
+        initializer_range=0.5,
+    )
+    model = BertForMaskedLM(config).eval()
+    return _save_tiny(tmp_path_factory.mktemp("tiny-bert-mlm"), model, minilm_path)
 
 
 def _command() -> list[str]:

@@ -176,7 +176,7 @@ def test_token_classifier_forward_returns_per_token_logits(ner_client, tiny_bert
     out = ner_client.forward(SEED_SENTENCES)
 
     assert list(out) == ["logits"]
-    assert out.logits.shape == (2, 16, 3)
+    assert out.logits.shape == (2, 16, 5)  # the five labels of tiny_bert_ner
     assert out.sequence_lengths.tolist() == [16, 8]
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_ner)
     model = AutoModelForTokenClassification.from_pretrained(tiny_bert_ner).eval()

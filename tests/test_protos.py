@@ -36,6 +36,8 @@ def test_proto_package_is_versioned():
         "Forward",
         "Classify",
         "ClassifyStream",
+        "ClassifyTokens",
+        "FillMask",
         "ModelInfo",
     }
 
@@ -70,6 +72,8 @@ def test_unary_rpcs_are_declared_free_of_side_effects():
         "Forward": MethodOptions.NO_SIDE_EFFECTS,
         "Classify": MethodOptions.NO_SIDE_EFFECTS,
         "ModelInfo": MethodOptions.NO_SIDE_EFFECTS,
+        "ClassifyTokens": MethodOptions.NO_SIDE_EFFECTS,
+        "FillMask": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,
     }
 

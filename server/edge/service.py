@@ -13,8 +13,10 @@ import numpy as np
 
 from pipeserve.server.edge.status import status_of
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.infer import Infer, Timings
+from pipeserve.server.engine.infer import ClassifyResult, Infer, Timings
+from pipeserve.server.engine.tasks_text import TextTasks
 from pipeserve.server.errors import InvalidInput
+from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
     ModelInput,
@@ -23,7 +25,10 @@ from pipeserve.server.pipeline.inputs import (
     TextOptions,
     TokenIds,
 )
-from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.pipeline.postprocess import ScoreFunction
+from pipeserve.server.pipeline.served import served_rpcs
+from pipeserve.server.pipeline.token_classification import DEFAULT_IGNORE_LABELS, Strategy
+from pipeserve.server.pipeline.windows import WindowAggregation
 from pipeserve.server.schema import WorkerStatus
 from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -41,6 +46,19 @@ _FUNCTION = {
     pb.FUNCTION_TO_APPLY_SOFTMAX: ScoreFunction.SOFTMAX,
     pb.FUNCTION_TO_APPLY_SIGMOID: ScoreFunction.SIGMOID,
     pb.FUNCTION_TO_APPLY_NONE: ScoreFunction.NONE,
+}
+_WINDOW_AGGREGATION = {
+    pb.WINDOW_AGGREGATION_UNSPECIFIED: WindowAggregation.MEAN,
+    pb.WINDOW_AGGREGATION_MEAN: WindowAggregation.MEAN,
+    pb.WINDOW_AGGREGATION_MAX: WindowAggregation.MAX,
+}
+_STRATEGY = {
+    pb.AGGREGATION_STRATEGY_UNSPECIFIED: Strategy.NONE,
+    pb.AGGREGATION_STRATEGY_NONE: Strategy.NONE,
+    pb.AGGREGATION_STRATEGY_SIMPLE: Strategy.SIMPLE,
+    pb.AGGREGATION_STRATEGY_FIRST: Strategy.FIRST,
+    pb.AGGREGATION_STRATEGY_AVERAGE: Strategy.AVERAGE,
+    pb.AGGREGATION_STRATEGY_MAX: Strategy.MAX,
 }
 _FLOAT_DTYPE = {
     pb.DTYPE_UNSPECIFIED: np.float32,
@@ -96,10 +114,12 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
     return _text_input(index, item)
 
 
-def _labels_proto(labels: list[list[LabelScore]]) -> pb.ClassifyResponse:
+def _labels_proto(result: ClassifyResult) -> pb.ClassifyResponse:
     response = pb.ClassifyResponse()
-    for row in labels:  # add() in place: half the cost of building each message first
-        classification = response.results.add()
+    windows = result.windows or [1] * len(result.labels)
+    for row, count in zip(result.labels, windows, strict=True):
+        # add() in place: half the cost of building each message first
+        classification = response.results.add(windows=count)
         for s in row:
             classification.labels.add(label=s.label, score=s.score, index=s.index)
     return response
@@ -118,6 +138,7 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 class InferenceService(pb_grpc.InferenceServicer):
     def __init__(self, infer: Infer, engine: EngineCalls, settings: Settings) -> None:
         self._infer = infer
+        self._tasks = TextTasks(infer)
         self._engine = engine
         self._settings = settings
 
@@ -178,10 +199,17 @@ class InferenceService(pb_grpc.InferenceServicer):
             )
         every = request.all_labels or request.top_k == -1
         top_k = None if every else (request.top_k or 1)
-        result = await self._infer.classify(
-            items, function, top_k, _text_options(request.options), deadline
-        )
-        return _labels_proto(result.labels), result.timings
+        options = _text_options(request.options)
+        if request.HasField("stride"):
+            aggregation = _enum(
+                _WINDOW_AGGREGATION, request.window_aggregation, "window_aggregation"
+            )
+            result = await self._tasks.classify_windows(
+                items, function, top_k, request.stride, aggregation, options, deadline
+            )
+        else:
+            result = await self._infer.classify(items, function, top_k, options, deadline)
+        return _labels_proto(result), result.timings
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
         response, timings = await self._classify(request, _deadline(context))
@@ -244,6 +272,55 @@ class InferenceService(pb_grpc.InferenceServicer):
             for task in answering:
                 task.cancel()
 
+    async def ClassifyTokens(
+        self, request: pb.ClassifyTokensRequest, context
+    ) -> pb.ClassifyTokensResponse:
+        strategy = _enum(_STRATEGY, request.aggregation_strategy, "aggregation_strategy")
+        ignore = (
+            list(request.ignore_labels.labels)
+            if request.HasField("ignore_labels")
+            else list(DEFAULT_IGNORE_LABELS)
+        )
+        results, timings = await self._tasks.classify_tokens(
+            list(request.inputs),
+            strategy,
+            ignore,
+            request.stride if request.HasField("stride") else None,
+            _text_options(request.options),
+            _deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(timings))
+        response = pb.ClassifyTokensResponse()
+        for result in results:
+            item = response.results.add(windows=result.windows)
+            for e in result.entities:
+                entity = item.entities.add(
+                    label=e.label, score=e.score, word=e.word, start=e.start, end=e.end
+                )
+                if e.index is not None:
+                    entity.index = e.index
+        return response
+
+    async def FillMask(self, request: pb.FillMaskRequest, context) -> pb.FillMaskResponse:
+        results, timings = await self._tasks.fill_mask(
+            list(request.inputs),
+            request.top_k if request.HasField("top_k") else DEFAULT_TOP_K,
+            list(request.targets),
+            _text_options(request.options),
+            _deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(timings))
+        response = pb.FillMaskResponse()
+        for masks in results:
+            item = response.results.add()
+            for mask in masks:
+                filled = item.masks.add(position=mask.position)
+                for c in mask.candidates:
+                    filled.candidates.add(
+                        score=c.score, token=c.token, token_str=c.token_str, sequence=c.sequence
+                    )
+        return response
+
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
         card = self._infer.card
         model = self._engine.model
@@ -268,6 +345,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
             quantization=_QUANTIZATION[self._settings.quantize],
+            served_rpcs=served_rpcs(card.task),
+            mask_token=card.tokenizer.mask_token,
         )
 
 

@@ -8,7 +8,7 @@ it costs less than the hop to a thread would; a long one goes to the tokenizer t
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,8 +16,8 @@ from typing import TypeVar
 import numpy as np
 
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.queue import stack_rows
-from pipeserve.server.errors import InvalidInput, Unavailable, UnsupportedByModel
+from pipeserve.server.engine.queue import Admission, stack_rows
+from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
@@ -33,6 +33,7 @@ from pipeserve.server.pipeline.postprocess import (
     apply_score_function,
     top_labels,
 )
+from pipeserve.server.pipeline.served import require_task
 from pipeserve.server.pipeline.tokenize import Encoded, Padded
 from pipeserve.server.pipeline.validation import (
     check_items,
@@ -41,7 +42,7 @@ from pipeserve.server.pipeline.validation import (
     check_total_tokens,
     resolve_max_length,
 )
-from pipeserve.server.settings import Settings, Task
+from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
 # microseconds); longer ones in the tokenizer thread, so the loop never stalls on them.
@@ -70,6 +71,8 @@ class ForwardResult:
 class ClassifyResult:
     labels: list[list[LabelScore]]
     timings: Timings
+    # Windows each item was classified by (None: one each).
+    windows: list[int] | None = None
 
 
 class Infer:
@@ -95,7 +98,7 @@ class Infer:
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
         # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
-        return await self._off_loop_if_long(
+        return await self.off_loop_if_long(
             items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
         )
 
@@ -109,7 +112,7 @@ class Infer:
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        rows, lengths, timings = await self._run(items, options, names, deadline)
+        rows, lengths, timings = await self.run(items, options, names, deadline)
         assembled = {
             name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
         }
@@ -123,18 +126,22 @@ class Infer:
         options: TextOptions,
         deadline: float | None,
     ) -> ClassifyResult:
-        if self.card.task is not Task.TEXT_CLASSIFICATION:
-            raise UnsupportedByModel(
-                f"Classify needs a sequence-classification model; {self.card.name} is "
-                f"served as {self.card.task}. Use Forward instead."
-            )
-        rows, _, timings = await self._run(items, options, ("logits",), deadline)
+        self.require("Classify")
+        rows, _, timings = await self.run(items, options, ("logits",), deadline)
         start = time.perf_counter()
         logits = np.stack([r["logits"] for r in rows])
         scores = apply_score_function(logits, function or self.card.score_function)
         labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
-        self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
+        self.observe_postprocess(start)
         return ClassifyResult(labels, timings)
+
+    def require(self, rpc: str) -> None:
+        """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded head serves it."""
+        require_task(rpc, self.card.name, self.card.task)
+
+    def observe_postprocess(self, start: float) -> None:
+        """Counts the postprocessing that began at perf_counter() `start`."""
+        self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
 
     async def _encode(
         self,
@@ -153,9 +160,9 @@ class Infer:
                 offsets=offsets,
             )
 
-        return await self._off_loop_if_long(items, encode)
+        return await self.off_loop_if_long(items, encode)
 
-    async def _off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
+    async def off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
         """`work()` on the event loop for a short request, in the tokenizer thread otherwise."""
         chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
         if chars <= _INLINE_CHARS:
@@ -182,7 +189,7 @@ class Infer:
         if self._engine.alive == 0:
             raise Unavailable("no model worker is alive; retry shortly")
 
-    async def _run(
+    async def run(
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
@@ -190,17 +197,63 @@ class Infer:
         deadline: float | None,
     ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
         """Each item's outputs, its length in tokens, and where the time went."""
+        rows, sequences, timings = await self._submit(
+            items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
+        )
+        return rows, [len(s) for s in sequences], timings
+
+    async def run_windows(
+        self,
+        texts: Sequence[str],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+        split: Callable[[int], list[list[Encoded]]],
+    ) -> tuple[list[list[dict[str, np.ndarray]]], list[list[Encoded]], Timings]:
+        """As `run`, for texts that may each become several sequences (windows of a long
+        text): `split(max_length)` tokenizes them, each into its sequences. Returns each
+        text's outputs and sequences, window by window, and where the time went."""
+        windows: list[list[Encoded]] = []
+
+        async def sequences(max_length: int) -> list[Encoded]:
+            windows.extend(await self.off_loop_if_long(texts, lambda: split(max_length)))
+            self._check_lengths([w[0] for w in windows], range(len(texts)))
+            return [s for w in windows for s in w]
+
+        rows, _, timings = await self._submit(texts, options, outputs, deadline, sequences)
+        grouped, start = [], 0
+        for item in windows:
+            grouped.append(rows[start : start + len(item)])
+            start += len(item)
+        return grouped, windows, timings
+
+    async def _submit(
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+        tokenize: Callable[[int], Awaitable[list[Encoded]]],
+    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+        """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
+        returns each sequence's outputs, the sequences and where the time went."""
         self._check_alive()
         max_length = self._check(items, options)
         permit = self._engine.admit(len(items))
+        more: Admission | None = None
         try:
             start = time.perf_counter()
-            sequences = await self._sequences(items, options, max_length)
+            sequences = await tokenize(max_length)
+            check_total_tokens(sum(map(len, sequences)), self._settings.max_tokens_per_request)
             timings = Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
+            if len(sequences) > len(items):  # windows: their places, now that they are known
+                more = self._engine.admit(len(sequences) - len(items))
             self._check_alive()  # again: workers may have died while tokenizing
             request = self._engine.submit(sequences, outputs, deadline, permit)
         finally:
             permit.release()
+            if more is not None:
+                more.release()
         try:
             rows = await request.future
         except asyncio.CancelledError:  # the caller left, or its deadline passed
@@ -210,7 +263,7 @@ class Infer:
         self._metrics.observe_stages(
             tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
         )
-        return rows, [len(s) for s in sequences], timings
+        return rows, sequences, timings
 
     async def _sequences(
         self, items: Sequence[ModelInput], options: TextOptions, max_length: int
@@ -236,8 +289,4 @@ class Infer:
             self._check_lengths(encoded, text_indices)
             for index, enc in zip(text_indices, encoded, strict=True):
                 sequences[index] = enc
-        check_total_tokens(
-            sum(map(len, sequences)),  # type: ignore[arg-type]
-            self._settings.max_tokens_per_request,
-        )
         return sequences  # type: ignore[return-value]

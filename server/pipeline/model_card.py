@@ -57,7 +57,7 @@ def load_model_card(settings: Settings) -> ModelCard:
         raise ModelLoadError(f"cannot load model {settings.model!r}: {reason}") from exc
     task = resolve_task(config, settings.task)
     id2label = {int(k): v for k, v in (config.id2label or {}).items()}
-    if task is not Task.TEXT_CLASSIFICATION:
+    if task not in (Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION):
         id2label = {}
     return ModelCard(
         name=settings.model,

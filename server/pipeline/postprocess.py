@@ -24,13 +24,17 @@ class LabelScore:
 def default_score_function(
     problem_type: str | None, num_labels: int, configured: str | None
 ) -> ScoreFunction:
-    """The pipeline's default: the config's own choice, else by problem type and label count."""
-    if configured is not None:
-        return ScoreFunction(configured.lower())
+    """The pipeline's default, in its order: raw scores for regression, else by problem type
+    and label count, else the config's own choice (transformers' TextClassificationPipeline
+    .postprocess)."""
+    if problem_type == "regression":
+        return ScoreFunction.NONE
     if problem_type == "multi_label_classification" or num_labels == 1:
         return ScoreFunction.SIGMOID
     if problem_type == "single_label_classification" or num_labels > 1:
         return ScoreFunction.SOFTMAX
+    if configured is not None:
+        return ScoreFunction(configured.lower())
     return ScoreFunction.NONE
 
 

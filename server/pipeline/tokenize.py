@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeserve.server.pipeline.inputs import Padding, TextInput
@@ -24,6 +24,8 @@ class Encoded:
     token_type_ids: np.ndarray | None
     tokens: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
+    # 1 for the special tokens the tokenizer added ([CLS], [SEP]), when asked for.
+    special_tokens_mask: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -47,6 +49,9 @@ class TextTokenizer:
     thread that encodes gets its own copy."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, model_max_length: int) -> None:
+        # Decoding (words of entities, filled-in masks) goes through transformers' own methods,
+        # whose clean-ups the pipelines' results carry; nothing here changes its state.
+        self.hf = tokenizer
         self._backend_json = tokenizer.backend_tokenizer.to_str()
         self._split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
         self._truncation_side = tokenizer.truncation_side
@@ -56,6 +61,14 @@ class TextTokenizer:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_token = tokenizer.pad_token or ""
         self.padding_side = tokenizer.padding_side
+        self.unk_token_id = tokenizer.unk_token_id
+        self.mask_token_id = tokenizer.mask_token_id
+        self.mask_token = tokenizer.mask_token or ""
+        # Whether tokens carry a continuing-subword prefix ("##"), by which the
+        # token-classification pipeline tells a word's pieces apart.
+        self.word_aware = bool(
+            getattr(tokenizer.backend_tokenizer.model, "continuing_subword_prefix", None)
+        )
         # Special tokens the tokenizer adds to a single text and to a pair ([CLS] a [SEP] b [SEP]).
         self._special = (
             tokenizer.num_special_tokens_to_add(pair=False),
@@ -72,7 +85,7 @@ class TextTokenizer:
             model_max_length = tokenizer.model_max_length
         return cls(tokenizer, model_max_length)
 
-    def _backend(self, truncation: bool, max_length: int) -> Tokenizer:
+    def _backend(self, truncation: bool, max_length: int, stride: int = 0) -> Tokenizer:
         local = self._local
         backend: Tokenizer | None = getattr(local, "backend", None)
         if backend is None:
@@ -81,16 +94,16 @@ class TextTokenizer:
             backend.encode_special_tokens = self._split_special_tokens
             local.backend, local.setup = backend, None
         # Reading the backend's settings back costs more than encoding a short text.
-        if local.setup == (truncation, max_length):
+        if local.setup == (truncation, max_length, stride):
             return backend
-        local.setup = (truncation, max_length)
+        local.setup = (truncation, max_length, stride)
         if not truncation:
             if backend.truncation is not None:
                 backend.no_truncation()
             return backend
         target = {
             "max_length": max_length,
-            "stride": 0,
+            "stride": stride,
             "strategy": "longest_first",
             "direction": self._truncation_side,
         }
@@ -118,16 +131,67 @@ class TextTokenizer:
         # The faster call leaves the token strings and offsets empty.
         full = tokens or offsets
         encodings = backend.encode_batch(batch) if full else backend.encode_batch_fast(batch)
-        types = self.uses_token_type_ids
+        return [self._encoded(e, tokens=tokens, offsets=offsets) for e in encodings]
+
+    def encode_windows(
+        self,
+        texts: Sequence[str],
+        *,
+        truncation: bool,
+        max_length: int,
+        stride: int | None,
+        details: bool = False,
+    ) -> list[list[Encoded]]:
+        """Each text's windows: with `stride`, every window of at most `max_length` tokens
+        that covers it, each overlapping the one before by `stride` tokens (a tokenizer's
+        return_overflowing_tokens); without, its one sequence, as `encode` gives it. `details`
+        adds tokens, offsets into the text and the special tokens mask."""
+        windowed = stride is not None
+        backend = self._backend(truncation or windowed, max_length, stride or 0)
+        batch = list(texts)
+        encodings = backend.encode_batch(batch) if details else backend.encode_batch_fast(batch)
         return [
-            Encoded(
-                input_ids=np.array(e.ids, dtype=np.int64),
-                token_type_ids=np.array(e.type_ids, dtype=np.int64) if types else None,
-                tokens=e.tokens if tokens else None,
-                offsets=e.offsets if offsets else None,
-            )
+            [
+                self._encoded(w, tokens=details, offsets=details, special=details)
+                for w in ([e, *e.overflowing] if windowed else [e])
+            ]
             for e in encodings
         ]
+
+    def _encoded(
+        self, e: Encoding, *, tokens: bool, offsets: bool, special: bool = False
+    ) -> Encoded:
+        return Encoded(
+            input_ids=np.array(e.ids, dtype=np.int64),
+            token_type_ids=np.array(e.type_ids, dtype=np.int64)
+            if self.uses_token_type_ids
+            else None,
+            tokens=e.tokens if tokens else None,
+            offsets=e.offsets if offsets else None,
+            special_tokens_mask=e.special_tokens_mask if special else None,
+        )
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        """Tokens joined back into text, as transformers' convert_tokens_to_string."""
+        return self.hf.convert_tokens_to_string(tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Ids back into text, as transformers' decode (with its clean-up of spaces)."""
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def target_id(self, target: str) -> int | None:
+        """The token a fill-mask target stands for, as the pipeline picks it: the target's own
+        id if it is in the vocabulary, else the one token left of it truncated to max_length 1
+        (None if it has none)."""
+        found = self.hf.backend_tokenizer.token_to_id(target)
+        if found is not None:
+            return found
+        # This thread's backend, not transformers' tokenizer: that one's truncation is state
+        # shared with the threads that decode.
+        ids = self._backend(False, 0).encode(target, add_special_tokens=False).ids
+        if not ids:
+            return None
+        return ids[0] if self._truncation_side == "right" else ids[-1]
 
     def pad(self, items: Sequence[Encoded], padding: Padding, max_length: int) -> Padded:
         """Pads as transformers' tokenizer(padding=...) does, on the tokenizer's side."""

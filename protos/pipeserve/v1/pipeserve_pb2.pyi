@@ -59,6 +59,21 @@ class FunctionToApply(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FUNCTION_TO_APPLY_SOFTMAX: _ClassVar[FunctionToApply]
     FUNCTION_TO_APPLY_SIGMOID: _ClassVar[FunctionToApply]
     FUNCTION_TO_APPLY_NONE: _ClassVar[FunctionToApply]
+
+class WindowAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WINDOW_AGGREGATION_UNSPECIFIED: _ClassVar[WindowAggregation]
+    WINDOW_AGGREGATION_MEAN: _ClassVar[WindowAggregation]
+    WINDOW_AGGREGATION_MAX: _ClassVar[WindowAggregation]
+
+class AggregationStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATION_STRATEGY_UNSPECIFIED: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_NONE: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_SIMPLE: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_FIRST: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_AVERAGE: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_MAX: _ClassVar[AggregationStrategy]
 TRAILING_METADATA_KEY_UNSPECIFIED: TrailingMetadataKey
 TRAILING_METADATA_KEY_TOKENIZE_MS: TrailingMetadataKey
 TRAILING_METADATA_KEY_QUEUE_MS: TrailingMetadataKey
@@ -89,6 +104,15 @@ FUNCTION_TO_APPLY_UNSPECIFIED: FunctionToApply
 FUNCTION_TO_APPLY_SOFTMAX: FunctionToApply
 FUNCTION_TO_APPLY_SIGMOID: FunctionToApply
 FUNCTION_TO_APPLY_NONE: FunctionToApply
+WINDOW_AGGREGATION_UNSPECIFIED: WindowAggregation
+WINDOW_AGGREGATION_MEAN: WindowAggregation
+WINDOW_AGGREGATION_MAX: WindowAggregation
+AGGREGATION_STRATEGY_UNSPECIFIED: AggregationStrategy
+AGGREGATION_STRATEGY_NONE: AggregationStrategy
+AGGREGATION_STRATEGY_SIMPLE: AggregationStrategy
+AGGREGATION_STRATEGY_FIRST: AggregationStrategy
+AGGREGATION_STRATEGY_AVERAGE: AggregationStrategy
+AGGREGATION_STRATEGY_MAX: AggregationStrategy
 METADATA_KEY_FIELD_NUMBER: _ClassVar[int]
 metadata_key: _descriptor.FieldDescriptor
 
@@ -219,18 +243,22 @@ class ForwardResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels")
+    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_TO_APPLY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ALL_LABELS_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     function_to_apply: FunctionToApply
     top_k: int
     options: TokenizeOptions
     all_labels: bool
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ...) -> None: ...
+    stride: int
+    window_aggregation: WindowAggregation
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ..., stride: _Optional[int] = ..., window_aggregation: _Optional[_Union[WindowAggregation, str]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -243,10 +271,12 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., index: _Optional[int] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "windows")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
+    windows: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("results",)
@@ -282,6 +312,100 @@ class ClassifyStreamResponse(_message.Message):
     status: _status_pb2.Status
     def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
+class LabelSet(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClassifyTokensRequest(_message.Message):
+    __slots__ = ("inputs", "aggregation_strategy", "ignore_labels", "stride", "options")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    aggregation_strategy: AggregationStrategy
+    ignore_labels: LabelSet
+    stride: int
+    options: TokenizeOptions
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., aggregation_strategy: _Optional[_Union[AggregationStrategy, str]] = ..., ignore_labels: _Optional[_Union[LabelSet, _Mapping]] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+
+class Entity(_message.Message):
+    __slots__ = ("label", "score", "word", "start", "end", "index")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    word: str
+    start: int
+    end: int
+    index: int
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., word: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
+class TokenClassification(_message.Message):
+    __slots__ = ("entities", "windows")
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    entities: _containers.RepeatedCompositeFieldContainer[Entity]
+    windows: int
+    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., windows: _Optional[int] = ...) -> None: ...
+
+class ClassifyTokensResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TokenClassification]
+    def __init__(self, results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ...) -> None: ...
+
+class FillMaskRequest(_message.Message):
+    __slots__ = ("inputs", "top_k", "targets", "options")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    top_k: int
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    options: TokenizeOptions
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+
+class MaskCandidate(_message.Message):
+    __slots__ = ("score", "token", "token_str", "sequence")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_STR_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    token: int
+    token_str: str
+    sequence: str
+    def __init__(self, score: _Optional[float] = ..., token: _Optional[int] = ..., token_str: _Optional[str] = ..., sequence: _Optional[str] = ...) -> None: ...
+
+class MaskFill(_message.Message):
+    __slots__ = ("position", "candidates")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    candidates: _containers.RepeatedCompositeFieldContainer[MaskCandidate]
+    def __init__(self, position: _Optional[int] = ..., candidates: _Optional[_Iterable[_Union[MaskCandidate, _Mapping]]] = ...) -> None: ...
+
+class FillMaskResult(_message.Message):
+    __slots__ = ("masks",)
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    masks: _containers.RepeatedCompositeFieldContainer[MaskFill]
+    def __init__(self, masks: _Optional[_Iterable[_Union[MaskFill, _Mapping]]] = ...) -> None: ...
+
+class FillMaskResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FillMaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[FillMaskResult, _Mapping]]] = ...) -> None: ...
+
 class ModelInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -307,7 +431,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization")
+    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +450,8 @@ class ModelInfoResponse(_message.Message):
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    SERVED_RPCS_FIELD_NUMBER: _ClassVar[int]
+    MASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: str
     architecture: str
@@ -344,4 +470,6 @@ class ModelInfoResponse(_message.Message):
     task_type: Task
     compute_dtype: ComputeDType
     quantization: Quantization
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ...) -> None: ...
+    served_rpcs: _containers.RepeatedScalarFieldContainer[str]
+    mask_token: str
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ...) -> None: ...

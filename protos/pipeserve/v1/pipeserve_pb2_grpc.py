@@ -29,8 +29,8 @@ class InferenceStub:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
@@ -63,6 +63,16 @@ class InferenceStub:
                 request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamRequest.SerializeToString,
                 response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamResponse.FromString,
                 _registered_method=True)
+        self.ClassifyTokens = channel.unary_unary(
+                '/pipeserve.v1.Inference/ClassifyTokens',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensResponse.FromString,
+                _registered_method=True)
+        self.FillMask = channel.unary_unary(
+                '/pipeserve.v1.Inference/FillMask',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskResponse.FromString,
+                _registered_method=True)
         self.ModelInfo = channel.unary_unary(
                 '/pipeserve.v1.Inference/ModelInfo',
                 request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoRequest.SerializeToString,
@@ -74,8 +84,8 @@ class InferenceServicer:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
@@ -115,6 +125,24 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClassifyTokens(self, request, context):
+        """Labels each token of texts with a token-classification model (NER, POS) and
+        groups them into entities, as transformers' token-classification pipeline.
+        FAILED_PRECONDITION when the loaded head is not a token classifier.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FillMask(self, request, context):
+        """Predicts the tokens behind each mask token of texts with a masked language
+        model, as transformers' fill-mask pipeline. FAILED_PRECONDITION when the
+        loaded head is not a masked language model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ModelInfo(self, request, context):
         """Describes the loaded model, the limits in force and the workers.
         """
@@ -145,6 +173,16 @@ def add_InferenceServicer_to_server(servicer, server):
                     request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamRequest.FromString,
                     response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamResponse.SerializeToString,
             ),
+            'ClassifyTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClassifyTokens,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensResponse.SerializeToString,
+            ),
+            'FillMask': grpc.unary_unary_rpc_method_handler(
+                    servicer.FillMask,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskResponse.SerializeToString,
+            ),
             'ModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelInfo,
                     request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoRequest.FromString,
@@ -162,8 +200,8 @@ class Inference:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward and Classify
-    send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
+    client retries UNAVAILABLE once on another replica). Forward, Classify,
+    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
     carries how long to wait before retrying. TrailingMetadataKey lists the keys.
     A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
@@ -268,6 +306,60 @@ class Inference:
             '/pipeserve.v1.Inference/ClassifyStream',
             pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamRequest.SerializeToString,
             pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/ClassifyTokens',
+            pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FillMask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/FillMask',
+            pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.FillMaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,66 @@
+"""Classify on a regression head: raw scores, as transformers' text-classification pipeline
+gives them (no sigmoid on the single output), for many texts sent at once."""
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeserve.client import Client
+from tests.conftest import _save_tiny, launch_server, sst2_sentences
+
+
+@pytest.fixture(scope="module")
+def tiny_regressor(tmp_path_factory, minilm_path) -> Path:
+    """A DistilBERT regression head (one output, problem_type "regression"), random weights
+    spread wide enough that its outputs leave [0, 1]."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(3)
+    config = DistilBertConfig(
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        initializer_range=0.3,
+        num_labels=1,
+        problem_type="regression",
+    )
+    model = DistilBertForSequenceClassification(config).eval()
+    return _save_tiny(tmp_path_factory.mktemp("tiny-regressor"), model, minilm_path)
+
+
+@pytest.fixture(scope="module")
+def regressor_client(tiny_regressor) -> Iterator[Client]:
+    process = launch_server(tiny_regressor)
+    try:
+        with Client(process.address, timeout=60) as client:
+            yield client
+    finally:
+        process.stop()
+
+
+def test_regression_scores_are_the_pipelines_raw_outputs(regressor_client, tiny_regressor):
+    from transformers import pipeline
+
+    texts = sst2_sentences(48)
+    reference = pipeline("text-classification", model=str(tiny_regressor), top_k=None)(texts)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda t: regressor_client.classify([t])[0], texts))
+
+    expected = np.array([row[0]["score"] for row in reference])
+    scores = np.array([row[0].score for row in results])
+    assert [row[0].label for row in results] == [row[0]["label"] for row in reference]
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
+    # Raw outputs, not squashed into [0, 1] by a sigmoid.
+    assert (scores < 0).any() or (scores > 1).any()
+
+
+def test_model_info_lists_what_a_classifier_serves(regressor_client):
+    info = regressor_client.model_info()
+
+    assert info.served_rpcs == ["Tokenize", "Forward", "Classify", "ClassifyStream", "ModelInfo"]
