@@ -37,6 +37,9 @@ def test_proto_package_is_versioned():
         "Classify",
         "ClassifyStream",
         "ModelInfo",
+        "Embed",
+        "Rerank",
+        "ClassifyZeroShot",
     }
 
 
@@ -71,6 +74,9 @@ def test_unary_rpcs_are_declared_free_of_side_effects():
         "Classify": MethodOptions.NO_SIDE_EFFECTS,
         "ModelInfo": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,
+        "Embed": MethodOptions.NO_SIDE_EFFECTS,
+        "Rerank": MethodOptions.NO_SIDE_EFFECTS,
+        "ClassifyZeroShot": MethodOptions.NO_SIDE_EFFECTS,
     }
 
 

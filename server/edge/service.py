@@ -13,7 +13,9 @@ import numpy as np
 
 from pipeserve.server.edge.status import status_of
 from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.embed import Embedder
 from pipeserve.server.engine.infer import Infer, Timings
+from pipeserve.server.engine.pairs import PairTasks
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
@@ -24,6 +26,7 @@ from pipeserve.server.pipeline.inputs import (
     TokenIds,
 )
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.schema import WorkerStatus
 from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -120,6 +123,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         self._infer = infer
         self._engine = engine
         self._settings = settings
+        self._embedder = Embedder(infer, settings.revision)
+        self._pairs = PairTasks(infer, settings.revision)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
         items = [_text_input(i, item) for i, item in enumerate(request.inputs)]
@@ -268,7 +273,73 @@ class InferenceService(pb_grpc.InferenceServicer):
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
             quantization=_QUANTIZATION[self._settings.quantize],
+            embedding=self._embedding_info(),
         )
+
+    # --- Embeddings, reranking, zero-shot ---
+
+    def _embedding_info(self) -> pb.EmbeddingInfo | None:
+        config = self._embedder.config
+        if config is None:
+            return None
+        return pb.EmbeddingInfo(
+            pooling=config.pooling,
+            source=config.source,
+            include_prompt=config.include_prompt,
+            normalized=config.normalized,
+            dimension=self._infer.card.hidden_size,
+            max_seq_length=self._embedder.max_seq_length,
+            prompts=list(config.prompts),
+            default_prompt_name=config.default_prompt_name or "",
+        )
+
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
+        result = await self._embedder.embed(
+            list(request.inputs),
+            normalize=request.normalize,
+            truncate_dim=request.truncate_dim or None,
+            prompt=request.prompt,
+            prompt_name=request.prompt_name,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        return pb.EmbedResponse(
+            embeddings=to_proto(result.embeddings.astype(dtype, copy=False)),
+            sequence_lengths=result.sequence_lengths,
+        )
+
+    async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
+        documents = list(request.documents)
+        result = await self._pairs.rerank(
+            request.query,
+            documents,
+            top_n=request.top_n,
+            raw_scores=request.raw_scores,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        response = pb.RerankResponse()
+        for ranked in result.ranked:
+            text = documents[ranked.index] if request.return_documents else ""
+            response.results.add(index=ranked.index, score=ranked.score, document=text)
+        return response
+
+    async def ClassifyZeroShot(
+        self, request: pb.ClassifyZeroShotRequest, context
+    ) -> pb.ClassifyZeroShotResponse:
+        result = await self._pairs.classify_zero_shot(
+            list(request.inputs),
+            list(request.candidate_labels),
+            template=request.hypothesis_template or DEFAULT_TEMPLATE,
+            multi_label=request.multi_label,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        return pb.ClassifyZeroShotResponse(results=_labels_proto(result.labels).results)
 
 
 def _worker_info(status: WorkerStatus) -> pb.WorkerInfo:

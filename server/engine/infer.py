@@ -109,7 +109,7 @@ class Infer:
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        rows, lengths, timings = await self._run(items, options, names, deadline)
+        rows, lengths, timings = await self.run(items, options, names, deadline)
         assembled = {
             name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
         }
@@ -128,13 +128,17 @@ class Infer:
                 f"Classify needs a sequence-classification model; {self.card.name} is "
                 f"served as {self.card.task}. Use Forward instead."
             )
-        rows, _, timings = await self._run(items, options, ("logits",), deadline)
+        rows, _, timings = await self.run(items, options, ("logits",), deadline)
         start = time.perf_counter()
         logits = np.stack([r["logits"] for r in rows])
         scores = apply_score_function(logits, function or self.card.score_function)
         labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
         self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
         return ClassifyResult(labels, timings)
+
+    def observe_postprocess(self, seconds: float) -> None:
+        """Counts a task's own postprocessing (engine/embed.py and the like) in the metrics."""
+        self._metrics.observe_stages(postprocess=seconds * 1000)
 
     async def _encode(
         self,
@@ -149,6 +153,7 @@ class Infer:
                 items,
                 truncation=options.truncation,
                 max_length=max_length,
+                only_first=options.only_first,
                 tokens=tokens,
                 offsets=offsets,
             )
@@ -182,7 +187,7 @@ class Infer:
         if self._engine.alive == 0:
             raise Unavailable("no model worker is alive; retry shortly")
 
-    async def _run(
+    async def run(
         self,
         items: Sequence[ModelInput],
         options: TextOptions,

@@ -55,6 +55,7 @@ class TextTokenizer:
         self.uses_token_type_ids = "token_type_ids" in tokenizer.model_input_names
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_token = tokenizer.pad_token or ""
+        self.special_ids = frozenset(tokenizer.all_special_ids)
         self.padding_side = tokenizer.padding_side
         # Special tokens the tokenizer adds to a single text and to a pair ([CLS] a [SEP] b [SEP]).
         self._special = (
@@ -72,7 +73,7 @@ class TextTokenizer:
             model_max_length = tokenizer.model_max_length
         return cls(tokenizer, model_max_length)
 
-    def _backend(self, truncation: bool, max_length: int) -> Tokenizer:
+    def _backend(self, truncation: bool, max_length: int, only_first: bool) -> Tokenizer:
         local = self._local
         backend: Tokenizer | None = getattr(local, "backend", None)
         if backend is None:
@@ -81,9 +82,9 @@ class TextTokenizer:
             backend.encode_special_tokens = self._split_special_tokens
             local.backend, local.setup = backend, None
         # Reading the backend's settings back costs more than encoding a short text.
-        if local.setup == (truncation, max_length):
+        if local.setup == (truncation, max_length, only_first):
             return backend
-        local.setup = (truncation, max_length)
+        local.setup = (truncation, max_length, only_first)
         if not truncation:
             if backend.truncation is not None:
                 backend.no_truncation()
@@ -91,7 +92,7 @@ class TextTokenizer:
         target = {
             "max_length": max_length,
             "stride": 0,
-            "strategy": "longest_first",
+            "strategy": "only_first" if only_first else "longest_first",
             "direction": self._truncation_side,
         }
         current = backend.truncation
@@ -109,11 +110,13 @@ class TextTokenizer:
         *,
         truncation: bool,
         max_length: int,
+        only_first: bool = False,
         tokens: bool = False,
         offsets: bool = False,
     ) -> list[Encoded]:
-        """Encodes texts and pairs (special tokens included), in input order."""
-        backend = self._backend(truncation, max_length)
+        """Encodes texts and pairs (special tokens included), in input order; `only_first`
+        truncates only the first text of a pair."""
+        backend = self._backend(truncation, max_length, only_first)
         batch = list(items)
         # The faster call leaves the token strings and offsets empty.
         full = tokens or offsets
