@@ -36,6 +36,9 @@ MODULE_SUBCOMMANDS: dict[str, str] = {
     "health": "pipeserve.client.health",
     "stream": "pipeserve.client.stream",
     "loadtest": "pipeserve.client.loadtest.command",
+    "embed": "pipeserve.client.embed",
+    "rerank": "pipeserve.client.rerank",
+    "classify-zero-shot": "pipeserve.client.zero_shot",
 }
 
 

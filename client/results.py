@@ -109,6 +109,21 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class EmbeddingInfo:
+    """How embed() pools and normalises (ModelInfoResponse.embedding): the checkpoint's
+    sentence-transformers modules, or mean pooling ("default") without a modules.json."""
+
+    pooling: str
+    source: str
+    include_prompt: bool
+    normalized: bool
+    dimension: int
+    max_seq_length: int
+    prompts: list[str] = field(default_factory=list)
+    default_prompt_name: str = ""
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The loaded model, the server's limits and its workers (ModelInfoResponse)."""
 
@@ -127,6 +142,8 @@ class ModelInfo:
     frontend_pid: int = 0
     frontends: int = 0
     queued_items: int = 0
+    # Set for a bare encoder, which embed() serves.
+    embedding: EmbeddingInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -136,3 +153,23 @@ class StreamResult:
     id: str
     results: list[list[LabelScore]] | None = None
     error: PipeserveError | None = None
+
+
+# --- Embeddings, reranking, zero-shot ---
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One document of a rerank() result: its index in the documents sent, its score, and its
+    text when return_documents was asked for."""
+
+    index: int
+    score: float
+    document: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """CrossEncoder.rank()'s {"corpus_id", "score"} (and "text" when returned)."""
+        ranked: dict[str, Any] = {"corpus_id": self.index, "score": self.score}
+        if self.document is not None:
+            ranked["text"] = self.document
+        return ranked

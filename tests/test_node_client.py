@@ -113,6 +113,22 @@ def test_node_client_defaults_print_the_first_values(node_example, address, clie
             )
 
 
+def test_node_client_embeds_as_the_python_client(node_example, minilm_server):
+    """Embed's bytes, decoded in Node, are the Python client's embeddings, in both dtypes."""
+    node = run_node(node_example, minilm_server.address, "--embed", "--full", *TEXTS)
+    with Client(minilm_server.address, timeout=60) as python_client:
+        for dtype, wire in [("float32", "DTYPE_FLOAT32"), ("float16", "DTYPE_FLOAT16")]:
+            python = python_client.embed(TEXTS, dtype=dtype)
+            embedded = node["embed"][dtype]
+            assert (embedded["dtype"], embedded["shape"]) == (wire, list(python.shape))
+            assert embedded["sequence_lengths"] == [
+                len(e.input_ids) for e in python_client.tokenize(TEXTS, padding=False)
+            ]
+            np.testing.assert_array_equal(
+                np.array(embedded["embeddings"], dtype=np.float64), python.astype(np.float64)
+            )
+
+
 # decodeTensor on tensors given as hex; the Buffer starts one byte into its memory, unaligned, as
 # grpc-js hands `bytes` fields over. Non-finite values and -0 print as strings (JSON has no NaN
 # and writes -0 as 0).
