@@ -124,7 +124,10 @@ def test_async_client_and_cli_return_the_same(nli_server, nli_client: Client):
                 *(client.classify_zero_shot([t], LABELS, multi_label=True) for t in texts)
             )
 
-    assert [r for (r,) in asyncio.run(classify())] == expected
+    # Batched with other calls or not, the scores agree to float32 rounding.
+    for (result,), want in zip(asyncio.run(classify()), expected, strict=True):
+        assert [s.label for s in result] == [s.label for s in want]
+        np.testing.assert_allclose([s.score for s in result], [s.score for s in want], atol=1e-6)
     labels = ",".join(LABELS)
     done = pipeserve(
         "classify-zero-shot",
@@ -140,7 +143,7 @@ def test_async_client_and_cli_return_the_same(nli_server, nli_client: Client):
     assert [p["sequence"] for p in printed] == texts
     assert [p["labels"] for p in printed] == [[s.label for s in r] for r in expected]
     np.testing.assert_allclose(
-        [p["scores"] for p in printed], [[s.score for s in r] for r in expected], atol=1e-7
+        [p["scores"] for p in printed], [[s.score for s in r] for r in expected], atol=1e-6
     )
 
 

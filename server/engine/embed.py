@@ -100,10 +100,13 @@ class Embedder:
         if options.max_length is None:
             options = replace(options, max_length=self.max_seq_length)
         applied = self._prompt(config, prompt, prompt_name)
+        items = [applied + text for text in texts] if applied else list(texts)
+        if config.do_lower_case:
+            # sentence-transformers puts a Lowercase normalizer before the tokenizer's own.
+            applied, items = applied.lower(), [item.lower() for item in items]
         skip = 0
         if applied and not config.include_prompt:
             skip = self._prompt_length(applied, options.max_length)
-        items = [applied + text for text in texts] if applied else list(texts)
         output = pooled_output(config.pooling, skip)
         rows, lengths, timings = await self._infer.run(items, options, (output,), deadline)
         start = time.perf_counter()

@@ -38,11 +38,13 @@ class PairTasks:
     def __init__(self, infer: Infer, revision: str | None) -> None:
         self._infer = infer
         card = infer.card
-        self._activation: ScoreFunction | str = "the model is not a sequence classifier"
+        self._activation: ScoreFunction | None = None
+        self._saved_activation: str | None = None
         self._entailment: int | None = None
         if card.task is Task.TEXT_CLASSIFICATION:
             config = AutoConfig.from_pretrained(card.name, revision=revision)
             saved = (getattr(config, "sentence_transformers", None) or {}).get("activation_fn")
+            self._saved_activation = saved
             self._activation = cross_encoder_activation(saved)
             self._entailment = entailment_id(config.label2id or {})
 
@@ -68,8 +70,11 @@ class PairTasks:
                 f"Rerank needs a cross-encoder (a sequence classifier with one label); "
                 f"{card.name} is served as {card.task} with {len(card.id2label)} labels"
             )
-        if isinstance(self._activation, str):
-            raise UnsupportedByModel(f"Rerank cannot score {card.name}: {self._activation}")
+        if self._activation is None:
+            raise UnsupportedByModel(
+                f"Rerank cannot score {card.name} as its CrossEncoder would: its activation "
+                f"{self._saved_activation!r} is not one of sigmoid, identity"
+            )
         if not query:
             raise InvalidInput("query is empty")
         if not documents:

@@ -27,12 +27,12 @@ class Ranked:
     score: float
 
 
-def cross_encoder_activation(saved: str | None) -> ScoreFunction | str:
+def cross_encoder_activation(saved: str | None) -> ScoreFunction | None:
     """The score function of a one-label CrossEncoder whose config saved `saved` as its
-    activation (sigmoid when none is saved); a message naming it when it is not reproduced."""
+    activation (sigmoid when none is saved); None when it is one this module does not know."""
     if saved is None:
         return ScoreFunction.SIGMOID
-    return _ACTIVATIONS.get(saved, f"its activation {saved!r} is not one of sigmoid, identity")
+    return _ACTIVATIONS.get(saved)
 
 
 def rank(logits: np.ndarray, function: ScoreFunction, top_n: int | None) -> list[Ranked]:
