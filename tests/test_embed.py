@@ -17,9 +17,9 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, _save_tiny, pipeserve, sst2_sentences
-from .test_frontends import _channels_by_frontend
+from .conftest import SEED_SENTENCES, pipeserve, sst2_sentences
 from .test_reliability import serving
+from .tiny_tasks import save_tiny_bert, two_front_ends
 
 COSINE = 0.99999
 
@@ -156,18 +156,7 @@ def test_a_classifier_cannot_embed(client: Client):
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory, minilm_path) -> Path:
     """A bare BERT encoder whose token states vary strongly with the input."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(3)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.3,
-    )
-    return _save_tiny(tmp_path_factory.mktemp("tiny-encoder"), BertModel(config), minilm_path)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-encoder"), "BertModel", minilm_path, 3)
 
 
 def _sentence_transformers_checkpoint(
@@ -267,14 +256,9 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
 def test_a_plain_checkpoint_gets_mean_pooling(tiny_encoder):
     reference = _reference(tiny_encoder)  # no modules.json: sentence-transformers means too
     texts = sst2_sentences(64)
-    with serving(tiny_encoder, "--frontends", "2") as server:
-        clients = _channels_by_frontend(server.address)
-        try:
-            for client in clients.values():
-                info = client.model_info().embedding
-                assert info is not None and (info.pooling, info.source) == ("mean", "default")
-                served = _embed_concurrently(client, texts)
-                assert _assert_same(served, reference.encode(texts)) < 1e-5
-        finally:
-            for client in clients.values():
-                client.close()
+    with two_front_ends(tiny_encoder) as clients:
+        for client in clients:
+            info = client.model_info().embedding
+            assert info is not None and (info.pooling, info.source) == ("mean", "default")
+            served = _embed_concurrently(client, texts)
+            assert _assert_same(served, reference.encode(texts)) < 1e-5

@@ -16,27 +16,16 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import _save_tiny, pipeserve, sst2_sentences
-from .test_frontends import _channels_by_frontend
+from .conftest import pipeserve, sst2_sentences
 from .test_reliability import serving
+from .tiny_tasks import save_tiny_bert, two_front_ends
 
 
 def _tiny_cross_encoder(folder: Path, tokenizer: Path, seed: int, **config) -> Path:
     """A one-label BERT pair classifier, random weights spread enough that scores differ."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    bert = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.3,
-        num_labels=1,
-        **config,
+    return save_tiny_bert(
+        folder, "BertForSequenceClassification", tokenizer, seed, num_labels=1, **config
     )
-    return _save_tiny(folder, BertForSequenceClassification(bert).eval(), tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -160,20 +149,15 @@ def test_a_saved_activation_is_honoured_through_two_front_ends(tmp_path, minilm_
     path = _tiny_cross_encoder(tmp_path / "ce", minilm_path, 5, sentence_transformers=identity)
     reference = CrossEncoder(str(path), device="cpu")
     queries = _queries()
-    with serving(path, "--frontends", "2") as server:
-        clients = _channels_by_frontend(server.address)
-        try:
-            for client in clients.values():
-                with ThreadPoolExecutor(4) as pool:
-                    served = list(pool.map(lambda q, c=client: c.rerank(q[0], q[1]), queries))
-                for (query, documents), ranked in zip(queries, served, strict=True):
-                    expected = reference.rank(query, documents)
-                    assert [r.index for r in ranked] == [e["corpus_id"] for e in expected]
-                    np.testing.assert_allclose(
-                        [r.score for r in ranked], [e["score"] for e in expected], atol=1e-5
-                    )
-                # Identity: raw logits, outside [0, 1].
-                assert any(not 0 <= r.score <= 1 for ranked in served for r in ranked)
-        finally:
-            for client in clients.values():
-                client.close()
+    with two_front_ends(path) as clients:
+        for client in clients:
+            with ThreadPoolExecutor(4) as pool:
+                served = list(pool.map(lambda q, c=client: c.rerank(q[0], q[1]), queries))
+            for (query, documents), ranked in zip(queries, served, strict=True):
+                expected = reference.rank(query, documents)
+                assert [r.index for r in ranked] == [e["corpus_id"] for e in expected]
+                np.testing.assert_allclose(
+                    [r.score for r in ranked], [e["score"] for e in expected], atol=1e-5
+                )
+            # Identity: raw logits, outside [0, 1].
+            assert any(not 0 <= r.score <= 1 for ranked in served for r in ranked)

@@ -16,9 +16,9 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import _save_tiny, pipeserve, sst2_sentences
-from .test_frontends import _channels_by_frontend
+from .conftest import pipeserve, sst2_sentences
 from .test_reliability import serving
+from .tiny_tasks import save_tiny_bert, two_front_ends
 
 LABELS = ["politics", "sports", "cinema", "cooking"]
 
@@ -27,22 +27,15 @@ LABELS = ["politics", "sports", "cinema", "cooking"]
 def nli_path(tmp_path_factory, minilm_path) -> Path:
     """A BERT NLI classifier, random weights; entailment is neither the first class nor the
     last, and spelt in capitals, as the pipeline's lookup must cope with."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(6)
     labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=0.3,
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny-nli"),
+        "BertForSequenceClassification",
+        minilm_path,
+        6,
         id2label=labels,
         label2id={v: k for k, v in labels.items()},
     )
-    model = BertForSequenceClassification(config).eval()
-    return _save_tiny(tmp_path_factory.mktemp("tiny-nli"), model, minilm_path)
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +174,7 @@ def test_a_model_without_an_entailment_label_is_refused(client: Client):
 def test_two_front_ends_classify_the_same(nli_path, reference):
     texts = sst2_sentences(16)
     expected = reference(texts, candidate_labels=LABELS)
-    with serving(nli_path, "--frontends", "2") as server:
-        clients = _channels_by_frontend(server.address)
-        try:
-            for client in clients.values():
-                served = _classify_concurrently(client, texts, candidate_labels=LABELS)
-                _assert_same(served, expected, LABELS)
-        finally:
-            for client in clients.values():
-                client.close()
+    with two_front_ends(nli_path) as clients:
+        for client in clients:
+            served = _classify_concurrently(client, texts, candidate_labels=LABELS)
+            _assert_same(served, expected, LABELS)
