@@ -108,6 +108,7 @@ def _embedding_info(info: pb.EmbeddingInfo) -> EmbeddingInfo:
         max_seq_length=info.max_seq_length,
         prompts=list(info.prompts),
         default_prompt_name=info.default_prompt_name,
+        truncate_dim=info.truncate_dim,
     )
 
 

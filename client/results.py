@@ -121,6 +121,8 @@ class EmbeddingInfo:
     max_seq_length: int
     prompts: list[str] = field(default_factory=list)
     default_prompt_name: str = ""
+    # The checkpoint's own truncate_dim (0: none), applied when a call gives none.
+    truncate_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -206,8 +206,9 @@ def _sentence_transformers_checkpoint(
     return folder
 
 
-# (pooling config, Normalize module, config_sentence_transformers.json + the
-# sentence_bert_config.json keys max_seq_length and do_lower_case)
+# (pooling config, Normalize module, config_sentence_transformers.json (prompts, a
+# default prompt, truncate_dim) + the sentence_bert_config.json keys max_seq_length and
+# do_lower_case)
 CHECKPOINTS = {
     "cls-without-its-default-prompt": (
         {"embedding_dimension": 32, "pooling_mode": "cls", "include_prompt": False},
@@ -224,10 +225,10 @@ CHECKPOINTS = {
         False,
         {"prompts": {"query": "represent this sentence for retrieval: "}},
     ),
-    "mean-without-prompt": (
+    "mean-without-prompt-truncated": (
         {"embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": False},
         False,
-        {"prompts": {"query": "query: "}},
+        {"prompts": {"query": "query: "}, "truncate_dim": 16},
     ),
 }
 
@@ -245,6 +246,7 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
         info = client.model_info().embedding
         assert info is not None and info.source == "modules.json"
         assert info.include_prompt is pooling.get("include_prompt", True)
+        assert info.truncate_dim == settings.get("truncate_dim", 0)
         for prompt_name in prompts:
             served = _embed_concurrently(client, texts, prompt_name=prompt_name)
             expected = reference.encode(texts, prompt_name=prompt_name)

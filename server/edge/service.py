@@ -291,6 +291,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             max_seq_length=self._embedder.max_seq_length,
             prompts=list(config.prompts),
             default_prompt_name=config.default_prompt_name or "",
+            truncate_dim=config.truncate_dim or 0,
         )
 
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:

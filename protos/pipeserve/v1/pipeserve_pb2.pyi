@@ -375,7 +375,7 @@ class EmbedResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Union[Tensor, _Mapping]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EmbeddingInfo(_message.Message):
-    __slots__ = ("pooling", "source", "include_prompt", "normalized", "dimension", "max_seq_length", "prompts", "default_prompt_name")
+    __slots__ = ("pooling", "source", "include_prompt", "normalized", "dimension", "max_seq_length", "prompts", "default_prompt_name", "truncate_dim")
     POOLING_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -384,6 +384,7 @@ class EmbeddingInfo(_message.Message):
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
     pooling: str
     source: str
     include_prompt: bool
@@ -392,7 +393,8 @@ class EmbeddingInfo(_message.Message):
     max_seq_length: int
     prompts: _containers.RepeatedScalarFieldContainer[str]
     default_prompt_name: str
-    def __init__(self, pooling: _Optional[str] = ..., source: _Optional[str] = ..., include_prompt: _Optional[bool] = ..., normalized: _Optional[bool] = ..., dimension: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., prompts: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ...) -> None: ...
+    truncate_dim: int
+    def __init__(self, pooling: _Optional[str] = ..., source: _Optional[str] = ..., include_prompt: _Optional[bool] = ..., normalized: _Optional[bool] = ..., dimension: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., prompts: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
     __slots__ = ("query", "documents", "top_n", "return_documents", "raw_scores", "options")
