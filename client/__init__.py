@@ -4,6 +4,7 @@ from pipeserve.client.aio import AsyncClient
 from pipeserve.client.client import Client
 from pipeserve.client.errors import PipeserveError
 from pipeserve.client.results import (
+    EmbeddingInfo,
     Encoding,
     Entity,
     ForwardOutput,
@@ -11,6 +12,7 @@ from pipeserve.client.results import (
     MaskCandidate,
     MaskFill,
     ModelInfo,
+    RankedDocument,
     StreamResult,
     Windowed,
     WorkerInfo,
@@ -20,6 +22,7 @@ from pipeserve.client.security import tls_credentials
 __all__ = [
     "AsyncClient",
     "Client",
+    "EmbeddingInfo",
     "Encoding",
     "Entity",
     "ForwardOutput",
@@ -28,6 +31,7 @@ __all__ = [
     "MaskFill",
     "ModelInfo",
     "PipeserveError",
+    "RankedDocument",
     "StreamResult",
     "Windowed",
     "WorkerInfo",

@@ -6,6 +6,7 @@ from typing import Any, Self
 
 import grpc
 import grpc.aio
+import numpy as np
 
 from pipeserve.client import build, parse
 from pipeserve.client.build import (
@@ -26,6 +27,7 @@ from pipeserve.client.results import (
     LabelScore,
     MaskFill,
     ModelInfo,
+    RankedDocument,
     StreamResult,
     Windowed,
 )
@@ -248,3 +250,83 @@ class AsyncClient:
                 pb.ModelInfoRequest(), **self._call_options(timeout)
             )
         return parse.model_info(response)
+
+    # --- Embeddings, reranking, zero-shot ---
+
+    async def embed(
+        self,
+        inputs: Iterable[str],
+        *,
+        normalize: bool = False,
+        truncate_dim: int | None = None,
+        dtype: ForwardDType = "float32",
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> np.ndarray:
+        """As Client.embed."""
+        request = build.embed_request(
+            inputs,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            dtype=dtype,
+            prompt=prompt,
+            prompt_name=prompt_name,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = await self._stub.Embed(request, **self._call_options(timeout))
+        return parse.embeddings(response)
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Iterable[str],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = False,
+        raw_scores: bool = False,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[RankedDocument]:
+        """As Client.rerank."""
+        request = build.rerank_request(
+            query,
+            documents,
+            top_n=top_n,
+            return_documents=return_documents,
+            raw_scores=raw_scores,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = await self._stub.Rerank(request, **self._call_options(timeout))
+        return parse.ranked_documents(response, with_text=return_documents)
+
+    async def classify_zero_shot(
+        self,
+        inputs: Iterable[str],
+        candidate_labels: Iterable[str],
+        *,
+        hypothesis_template: str | None = None,
+        multi_label: bool = False,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[list[LabelScore]]:
+        """As Client.classify_zero_shot."""
+        request = build.classify_zero_shot_request(
+            inputs,
+            candidate_labels,
+            hypothesis_template=hypothesis_template,
+            multi_label=multi_label,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = await self._stub.ClassifyZeroShot(request, **self._call_options(timeout))
+        return parse.classifications(response)

@@ -38,6 +38,9 @@ MODULE_SUBCOMMANDS: dict[str, str] = {
     "loadtest": "pipeserve.client.loadtest.command",
     "classify-tokens": "pipeserve.client.classify_tokens",
     "fill-mask": "pipeserve.client.fill_mask",
+    "embed": "pipeserve.client.embed",
+    "rerank": "pipeserve.client.rerank",
+    "classify-zero-shot": "pipeserve.client.zero_shot",
 }
 
 

@@ -5,6 +5,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import grpc
+import numpy as np
 
 from pipeserve.client import build, parse
 from pipeserve.client.build import (
@@ -25,6 +26,7 @@ from pipeserve.client.results import (
     LabelScore,
     MaskFill,
     ModelInfo,
+    RankedDocument,
     StreamResult,
     Windowed,
 )
@@ -294,3 +296,103 @@ class Client:
         with translating_rpc_errors():
             response = self._stub.ModelInfo(pb.ModelInfoRequest(), **self._call_options(timeout))
         return parse.model_info(response)
+
+    # --- Embeddings, reranking, zero-shot ---
+
+    def embed(
+        self,
+        inputs: Iterable[str],
+        *,
+        normalize: bool = False,
+        truncate_dim: int | None = None,
+        dtype: ForwardDType = "float32",
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> np.ndarray:
+        """Sentence embeddings of `inputs`, as SentenceTransformer(model).encode() gives them.
+
+        Returns an [inputs, dimension] numpy array (float32, or float16 with dtype="float16").
+        The server pools as the checkpoint's modules.json says (mean pooling without one) and
+        applies its Normalize module. `normalize` L2-normalises each row after `truncate_dim`
+        (keep the first dimensions, for Matryoshka models). `prompt` is put before every text;
+        `prompt_name` picks one of the checkpoint's prompts (ModelInfo.embedding.prompts).
+        `max_length` None means the checkpoint's max_seq_length.
+        """
+        request = build.embed_request(
+            inputs,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            dtype=dtype,
+            prompt=prompt,
+            prompt_name=prompt_name,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = self._stub.Embed(request, **self._call_options(timeout))
+        return parse.embeddings(response)
+
+    def rerank(
+        self,
+        query: str,
+        documents: Iterable[str],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = False,
+        raw_scores: bool = False,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> list[RankedDocument]:
+        """Ranks `documents` by relevance to `query` with a cross-encoder, best first, as
+        CrossEncoder(model).rank(query, documents) does.
+
+        Scores are the model's activation of its one logit (sigmoid unless the checkpoint saved
+        another), or the raw logit with `raw_scores`. `top_n` None returns every document;
+        `return_documents` puts each document's text in its result.
+        """
+        request = build.rerank_request(
+            query,
+            documents,
+            top_n=top_n,
+            return_documents=return_documents,
+            raw_scores=raw_scores,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = self._stub.Rerank(request, **self._call_options(timeout))
+        return parse.ranked_documents(response, with_text=return_documents)
+
+    def classify_zero_shot(
+        self,
+        inputs: Iterable[str],
+        candidate_labels: Iterable[str],
+        *,
+        hypothesis_template: str | None = None,
+        multi_label: bool = False,
+        truncation: bool = True,
+        max_length: int | None = None,
+        timeout: float | None = None,
+    ) -> list[list[LabelScore]]:
+        """Zero-shot classification of each input against `candidate_labels` with an NLI
+        model, as transformers' pipeline("zero-shot-classification").
+
+        Per input, every label best first (LabelScore.index is its place in
+        candidate_labels). `hypothesis_template` (default "This example is {}.") must hold
+        {} where the label goes; `multi_label` scores each label on its own.
+        """
+        request = build.classify_zero_shot_request(
+            inputs,
+            candidate_labels,
+            hypothesis_template=hypothesis_template,
+            multi_label=multi_label,
+            truncation=truncation,
+            max_length=max_length,
+        )
+        with translating_rpc_errors():
+            response = self._stub.ClassifyZeroShot(request, **self._call_options(timeout))
+        return parse.classifications(response)

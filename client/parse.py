@@ -4,6 +4,7 @@ import numpy as np
 
 from pipeserve.client.errors import PipeserveError, from_status
 from pipeserve.client.results import (
+    EmbeddingInfo,
     Encoding,
     Entity,
     ForwardOutput,
@@ -11,6 +12,7 @@ from pipeserve.client.results import (
     MaskCandidate,
     MaskFill,
     ModelInfo,
+    RankedDocument,
     StreamResult,
     Windowed,
     WorkerInfo,
@@ -142,4 +144,35 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
             )
             for w in response.workers
         ],
+        embedding=_embedding_info(response.embedding) if response.HasField("embedding") else None,
     )
+
+
+def _embedding_info(info: pb.EmbeddingInfo) -> EmbeddingInfo:
+    return EmbeddingInfo(
+        pooling=info.pooling,
+        source=info.source,
+        include_prompt=info.include_prompt,
+        normalized=info.normalized,
+        dimension=info.dimension,
+        max_seq_length=info.max_seq_length,
+        prompts=list(info.prompts),
+        default_prompt_name=info.default_prompt_name,
+        truncate_dim=info.truncate_dim,
+    )
+
+
+# --- Embeddings, reranking, zero-shot ---
+
+
+def embeddings(response: pb.EmbedResponse) -> np.ndarray:
+    """The [inputs, dimension] embeddings, float32 or float16 as asked."""
+    return from_proto(response.embeddings)
+
+
+def ranked_documents(response: pb.RerankResponse, with_text: bool) -> list[RankedDocument]:
+    """The documents best first."""
+    return [
+        RankedDocument(index=r.index, score=r.score, document=r.document if with_text else None)
+        for r in response.results
+    ]

@@ -188,6 +188,23 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class EmbeddingInfo:
+    """How embed() pools and normalises (ModelInfoResponse.embedding): the checkpoint's
+    sentence-transformers modules, or mean pooling ("default") without a modules.json."""
+
+    pooling: str
+    source: str
+    include_prompt: bool
+    normalized: bool
+    dimension: int
+    max_seq_length: int
+    prompts: list[str] = field(default_factory=list)
+    default_prompt_name: str = ""
+    # The checkpoint's own truncate_dim (0: none), applied when a call gives none.
+    truncate_dim: int = 0
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The loaded model, the server's limits and its workers (ModelInfoResponse)."""
 
@@ -208,6 +225,8 @@ class ModelInfo:
     queued_items: int = 0
     served_rpcs: list[str] = field(default_factory=list)
     mask_token: str = ""
+    # Set for a bare encoder, which embed() serves.
+    embedding: EmbeddingInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -217,3 +236,23 @@ class StreamResult:
     id: str
     results: list[Windowed[LabelScore]] | None = None
     error: PipeserveError | None = None
+
+
+# --- Embeddings, reranking, zero-shot ---
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    """One document of a rerank() result: its index in the documents sent, its score, and its
+    text when return_documents was asked for."""
+
+    index: int
+    score: float
+    document: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """CrossEncoder.rank()'s {"corpus_id", "score"} (and "text" when returned)."""
+        ranked: dict[str, Any] = {"corpus_id": self.index, "score": self.score}
+        if self.document is not None:
+            ranked["text"] = self.document
+        return ranked

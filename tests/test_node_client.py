@@ -113,6 +113,25 @@ def test_node_client_defaults_print_the_first_values(node_example, address, clie
             )
 
 
+def test_node_client_embeds_as_the_python_client(node_example, minilm_server):
+    """Embed's bytes, decoded in Node, are the Python client's embeddings, in both dtypes."""
+    node = run_node(node_example, minilm_server.address, "--embed", "--full", *TEXTS)
+    with Client(minilm_server.address, timeout=60) as python_client:
+        lengths = [len(e.input_ids) for e in python_client.tokenize(TEXTS, padding=False)]
+        # Two calls of the same texts: equal but for float rounding (and one float16 step).
+        for dtype, wire, atol in [
+            ("float32", "DTYPE_FLOAT32", 1e-6),
+            ("float16", "DTYPE_FLOAT16", 1e-3),
+        ]:
+            python = python_client.embed(TEXTS, dtype=dtype)
+            embedded = node["embed"][dtype]
+            assert (embedded["dtype"], embedded["shape"]) == (wire, list(python.shape))
+            assert embedded["sequence_lengths"] == lengths
+            np.testing.assert_allclose(
+                np.array(embedded["embeddings"]), python.astype(np.float64), rtol=0, atol=atol
+            )
+
+
 # decodeTensor on tensors given as hex; the Buffer starts one byte into its memory, unaligned, as
 # grpc-js hands `bytes` fields over. Non-finite values and -0 print as strings (JSON has no NaN
 # and writes -0 as 0).

@@ -39,6 +39,9 @@ def test_proto_package_is_versioned():
         "ClassifyTokens",
         "FillMask",
         "ModelInfo",
+        "Embed",
+        "Rerank",
+        "ClassifyZeroShot",
     }
 
 
@@ -75,6 +78,9 @@ def test_unary_rpcs_are_declared_free_of_side_effects():
         "ClassifyTokens": MethodOptions.NO_SIDE_EFFECTS,
         "FillMask": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,
+        "Embed": MethodOptions.NO_SIDE_EFFECTS,
+        "Rerank": MethodOptions.NO_SIDE_EFFECTS,
+        "ClassifyZeroShot": MethodOptions.NO_SIDE_EFFECTS,
     }
 
 

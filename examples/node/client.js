@@ -2,9 +2,12 @@
 // Calls a pipeserve server from Node.js and prints one JSON object with the answers.
 //
 //   node client.js [TARGET] [--full] [TEXT ...]
+//   node client.js [TARGET] --embed [--full] [TEXT ...]
 //
 // TARGET defaults to $PIPESERVE_TARGET, else 127.0.0.1:50051. --full prints every value of
-// the Forward tensors instead of the first few. The .proto is loaded at run time: no codegen.
+// the Forward tensors instead of the first few. --embed calls Embed instead (a server with a
+// bare encoder, such as the bundled MiniLM) and prints the sentence embeddings, in float32 and
+// float16. The .proto is loaded at run time: no codegen.
 'use strict';
 
 const os = require('node:os');
@@ -103,10 +106,28 @@ async function forward(client, texts, outputDtype, full) {
   return { sequence_lengths: response.sequence_lengths, outputs };
 }
 
+// Sentence embeddings: one Tensor of shape [texts, dimension], as raw little-endian bytes.
+async function embed(client, texts, outputDtype, full) {
+  const response = await unary(client, 'Embed', {
+    inputs: texts,
+    output_dtype: outputDtype,
+  });
+  const { dtype, shape, values } = decodeTensor(response.embeddings);
+  const rows = [];
+  for (let i = 0; i < shape[0]; i += 1) rows.push(values.slice(i * shape[1], (i + 1) * shape[1]));
+  return {
+    dtype,
+    shape,
+    sequence_lengths: response.sequence_lengths,
+    ...(full ? { embeddings: rows } : { head: rows.map((row) => row.slice(0, HEAD)) }),
+  };
+}
+
 async function main() {
   const args = process.argv.slice(2);
   const full = args.includes('--full');
-  const positional = args.filter((a) => a !== '--full');
+  const embedOnly = args.includes('--embed');
+  const positional = args.filter((a) => a !== '--full' && a !== '--embed');
   const target = positional[0] || process.env.PIPESERVE_TARGET || '127.0.0.1:50051';
   const texts = positional.length > 1 ? positional.slice(1) : [
     "I've been waiting for a HuggingFace course my whole life.",
@@ -117,6 +138,17 @@ async function main() {
     'grpc.max_receive_message_length': 64 * 1024 * 1024, // hidden states grow fast
   });
   try {
+    if (embedOnly) {
+      const embedded = {
+        target,
+        embed: {
+          float32: await embed(client, texts, 'DTYPE_FLOAT32', full),
+          float16: await embed(client, texts, 'DTYPE_FLOAT16', full),
+        },
+      };
+      console.log(JSON.stringify(embedded, null, full ? 0 : 2));
+      return;
+    }
     const tokenized = await unary(client, 'Tokenize', { inputs: texts.map((text) => ({ text })) });
     const classified = await unary(client, 'Classify', {
       inputs: texts.map((text) => ({ text })),

@@ -13,7 +13,9 @@ import numpy as np
 
 from pipeserve.server.edge.status import status_of
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.infer import ClassifyResult, Infer, Timings
+from pipeserve.server.engine.embed import Embedder
+from pipeserve.server.engine.infer import Infer, Timings
+from pipeserve.server.engine.pairs import PairTasks
 from pipeserve.server.engine.tasks_text import TextTasks
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K
@@ -25,10 +27,11 @@ from pipeserve.server.pipeline.inputs import (
     TextOptions,
     TokenIds,
 )
-from pipeserve.server.pipeline.postprocess import ScoreFunction
+from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.pipeline.served import served_rpcs
 from pipeserve.server.pipeline.token_classification import DEFAULT_IGNORE_LABELS, Strategy
 from pipeserve.server.pipeline.windows import WindowAggregation
+from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.schema import WorkerStatus
 from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -114,10 +117,12 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
     return _text_input(index, item)
 
 
-def _labels_proto(result: ClassifyResult) -> pb.ClassifyResponse:
+def _labels_proto(
+    labels: list[list[LabelScore]], windows: list[int] | None = None
+) -> pb.ClassifyResponse:
+    """Each item's labels; `windows` says how many windows each was classified by (one)."""
     response = pb.ClassifyResponse()
-    windows = result.windows or [1] * len(result.labels)
-    for row, count in zip(result.labels, windows, strict=True):
+    for row, count in zip(labels, windows or [1] * len(labels), strict=True):
         # add() in place: half the cost of building each message first
         classification = response.results.add(windows=count)
         for s in row:
@@ -141,6 +146,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         self._tasks = TextTasks(infer)
         self._engine = engine
         self._settings = settings
+        self._embedder = Embedder(infer, settings.revision)
+        self._pairs = PairTasks(infer, settings.revision)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
         items = [_text_input(i, item) for i, item in enumerate(request.inputs)]
@@ -209,7 +216,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             )
         else:
             result = await self._infer.classify(items, function, top_k, options, deadline)
-        return _labels_proto(result), result.timings
+        return _labels_proto(result.labels, result.windows), result.timings
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
         response, timings = await self._classify(request, _deadline(context))
@@ -347,7 +354,74 @@ class InferenceService(pb_grpc.InferenceServicer):
             quantization=_QUANTIZATION[self._settings.quantize],
             served_rpcs=served_rpcs(card.task),
             mask_token=card.tokenizer.mask_token,
+            embedding=self._embedding_info(),
         )
+
+    # --- Embeddings, reranking, zero-shot ---
+
+    def _embedding_info(self) -> pb.EmbeddingInfo | None:
+        config = self._embedder.config
+        if config is None:
+            return None
+        return pb.EmbeddingInfo(
+            pooling=config.pooling,
+            source=config.source,
+            include_prompt=config.include_prompt,
+            normalized=config.normalized,
+            dimension=self._infer.card.hidden_size,
+            max_seq_length=self._embedder.max_seq_length,
+            prompts=list(config.prompts),
+            default_prompt_name=config.default_prompt_name or "",
+            truncate_dim=config.truncate_dim or 0,
+        )
+
+    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
+        result = await self._embedder.embed(
+            list(request.inputs),
+            normalize=request.normalize,
+            truncate_dim=request.truncate_dim or None,
+            prompt=request.prompt,
+            prompt_name=request.prompt_name,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        return pb.EmbedResponse(
+            embeddings=to_proto(result.embeddings.astype(dtype, copy=False)),
+            sequence_lengths=result.sequence_lengths,
+        )
+
+    async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
+        documents = list(request.documents)
+        result = await self._pairs.rerank(
+            request.query,
+            documents,
+            top_n=request.top_n,
+            raw_scores=request.raw_scores,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        response = pb.RerankResponse()
+        for ranked in result.ranked:
+            text = documents[ranked.index] if request.return_documents else ""
+            response.results.add(index=ranked.index, score=ranked.score, document=text)
+        return response
+
+    async def ClassifyZeroShot(
+        self, request: pb.ClassifyZeroShotRequest, context
+    ) -> pb.ClassifyZeroShotResponse:
+        result = await self._pairs.classify_zero_shot(
+            list(request.inputs),
+            list(request.candidate_labels),
+            template=request.hypothesis_template or DEFAULT_TEMPLATE,
+            multi_label=request.multi_label,
+            options=_text_options(request.options),
+            deadline=_deadline(context),
+        )
+        context.set_trailing_metadata(_timing_metadata(result.timings))
+        return pb.ClassifyZeroShotResponse(results=_labels_proto(result.labels).results)
 
 
 def _worker_info(status: WorkerStatus) -> pb.WorkerInfo:

@@ -156,6 +156,7 @@ class Infer:
                 items,
                 truncation=options.truncation,
                 max_length=max_length,
+                only_first=options.only_first,
                 tokens=tokens,
                 offsets=offsets,
             )

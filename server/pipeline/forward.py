@@ -19,6 +19,8 @@ from transformers import (
     PreTrainedModel,
 )
 
+from pipeserve.server.pipeline.embeddings import parse_pooled
+from pipeserve.server.pipeline.pooling import pool
 from pipeserve.server.settings import DType, Quantize, Task
 
 _AUTO_CLASS = {
@@ -168,6 +170,16 @@ class ModelRunner:
         token_type_ids: np.ndarray | None,
         outputs: Sequence[str],
     ) -> dict[str, np.ndarray]:
-        """Runs one batch; returns the named outputs as float32 numpy arrays."""
+        """Runs one batch; returns the named outputs as float32 numpy arrays. A
+        `pooled_output` name (embeddings.py) returns last_hidden_state pooled as it says."""
         result = self._run(input_ids, attention_mask, token_type_ids)
-        return {name: result[name].float().cpu().numpy() for name in outputs}
+        arrays = {}
+        for name in outputs:
+            pooled = parse_pooled(name)
+            tensor = (
+                result[name]
+                if pooled is None
+                else pool(result["last_hidden_state"], torch.from_numpy(attention_mask), *pooled)
+            )
+            arrays[name] = tensor.float().cpu().numpy()
+        return arrays

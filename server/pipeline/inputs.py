@@ -32,6 +32,8 @@ class TextOptions:
     padding: Padding = Padding.LONGEST
     truncation: bool = True
     max_length: int | None = None
+    # Truncate only the first text of a pair, as the zero-shot pipeline keeps its hypothesis.
+    only_first: bool = False
 
 
 @dataclass(frozen=True)

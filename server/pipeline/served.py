@@ -13,6 +13,10 @@ RPC_TASKS: dict[str, Task | None] = {
     "ClassifyTokens": Task.TOKEN_CLASSIFICATION,
     "FillMask": Task.FILL_MASK,
     "ModelInfo": None,
+    "Embed": Task.FEATURE_EXTRACTION,
+    # Both also need more of the classifier (one label; an entailment label), checked per call.
+    "Rerank": Task.TEXT_CLASSIFICATION,
+    "ClassifyZeroShot": Task.TEXT_CLASSIFICATION,
 }
 
 # How an error message names the model a head needs.

@@ -60,6 +60,7 @@ class TextTokenizer:
         self.uses_token_type_ids = "token_type_ids" in tokenizer.model_input_names
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_token = tokenizer.pad_token or ""
+        self.special_ids = frozenset(tokenizer.all_special_ids)
         self.padding_side = tokenizer.padding_side
         self.unk_token_id = tokenizer.unk_token_id
         self.mask_token_id = tokenizer.mask_token_id
@@ -85,7 +86,9 @@ class TextTokenizer:
             model_max_length = tokenizer.model_max_length
         return cls(tokenizer, model_max_length)
 
-    def _backend(self, truncation: bool, max_length: int, stride: int = 0) -> Tokenizer:
+    def _backend(
+        self, truncation: bool, max_length: int, stride: int = 0, only_first: bool = False
+    ) -> Tokenizer:
         local = self._local
         backend: Tokenizer | None = getattr(local, "backend", None)
         if backend is None:
@@ -94,9 +97,10 @@ class TextTokenizer:
             backend.encode_special_tokens = self._split_special_tokens
             local.backend, local.setup = backend, None
         # Reading the backend's settings back costs more than encoding a short text.
-        if local.setup == (truncation, max_length, stride):
+        setup = (truncation, max_length, stride, only_first)
+        if local.setup == setup:
             return backend
-        local.setup = (truncation, max_length, stride)
+        local.setup = setup
         if not truncation:
             if backend.truncation is not None:
                 backend.no_truncation()
@@ -104,7 +108,7 @@ class TextTokenizer:
         target = {
             "max_length": max_length,
             "stride": stride,
-            "strategy": "longest_first",
+            "strategy": "only_first" if only_first else "longest_first",
             "direction": self._truncation_side,
         }
         current = backend.truncation
@@ -122,11 +126,13 @@ class TextTokenizer:
         *,
         truncation: bool,
         max_length: int,
+        only_first: bool = False,
         tokens: bool = False,
         offsets: bool = False,
     ) -> list[Encoded]:
-        """Encodes texts and pairs (special tokens included), in input order."""
-        backend = self._backend(truncation, max_length)
+        """Encodes texts and pairs (special tokens included), in input order; `only_first`
+        truncates only the first text of a pair."""
+        backend = self._backend(truncation, max_length, only_first=only_first)
         batch = list(items)
         # The faster call leaves the token strings and offsets empty.
         full = tokens or offsets

@@ -78,6 +78,21 @@ class InferenceStub:
                 request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoRequest.SerializeToString,
                 response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/pipeserve.v1.Inference/Embed',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/pipeserve.v1.Inference/Rerank',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.RerankRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.ClassifyZeroShot = channel.unary_unary(
+                '/pipeserve.v1.Inference/ClassifyZeroShot',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -150,6 +165,32 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Embed(self, request, context):
+        """Sentence embeddings, pooled as the checkpoint's sentence-transformers modules say
+        (ModelInfoResponse.embedding). FAILED_PRECONDITION unless the model is served as a bare
+        encoder (task feature-extraction).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerank(self, request, context):
+        """Scores (query, document) pairs with a cross-encoder and returns the documents best
+        first. FAILED_PRECONDITION unless the model is a sequence classifier with one label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClassifyZeroShot(self, request, context):
+        """Zero-shot classification with an NLI model, as transformers'
+        zero-shot-classification pipeline. FAILED_PRECONDITION unless the model is a sequence
+        classifier with an entailment label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +228,21 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.ModelInfo,
                     request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoRequest.FromString,
                     response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.EmbedRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.EmbedResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.RerankRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.RerankResponse.SerializeToString,
+            ),
+            'ClassifyZeroShot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClassifyZeroShot,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +443,87 @@ class Inference:
             '/pipeserve.v1.Inference/ModelInfo',
             pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoRequest.SerializeToString,
             pipeserve_dot_v1_dot_pipeserve__pb2.ModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/Embed',
+            pipeserve_dot_v1_dot_pipeserve__pb2.EmbedRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/Rerank',
+            pipeserve_dot_v1_dot_pipeserve__pb2.RerankRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyZeroShot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/ClassifyZeroShot',
+            pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.FromString,
             options,
             channel_credentials,
             insecure,

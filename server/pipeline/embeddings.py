@@ -1,0 +1,144 @@
+"""Sentence embeddings as sentence-transformers computes them: what a checkpoint declares
+(modules.json, 1_Pooling/config.json, sentence_bert_config.json,
+config_sentence_transformers.json) and the steps after pooling (Normalize, truncate_dim,
+normalize_embeddings).
+
+Pure: no torch, no gRPC. The server reads the files itself, so sentence-transformers is never
+a server dependency. Pooling runs in the worker (`pooling.py`); this module names what the
+worker is to pool with (`pooled_output`), and the worker reads that name back (`parse_pooled`).
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers.utils import cached_file
+
+# The pooling modes Embed serves (sentence-transformers has a few more, refused by name).
+POOLING_MODES = ("cls", "mean", "max", "lasttoken")
+_LEGACY_MODE_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_MODULE_KINDS = {"Transformer", "Pooling", "Normalize"}
+# Worker output names that ask for a pooled embedding: "sentence_embedding:<mode>:<skip>".
+_POOLED_PREFIX = "sentence_embedding:"
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    """How a checkpoint turns token states into a sentence embedding."""
+
+    pooling: str = "mean"
+    # "modules.json", or "default" for a plain transformers checkpoint (mean pooling).
+    source: str = "default"
+    include_prompt: bool = True
+    normalized: bool = False
+    max_seq_length: int | None = None
+    do_lower_case: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    truncate_dim: int | None = None
+    # Why Embed cannot serve this checkpoint exactly (a module or mode not supported), if so.
+    unsupported: str | None = None
+
+
+def _read_json(model: str, revision: str | None, filename: str) -> dict | list | None:
+    path = cached_file(
+        model,
+        filename,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _pooling_mode(config: dict) -> str | tuple[str, ...]:
+    """The mode of a Pooling config, old style (pooling_mode_* flags) or new (pooling_mode)."""
+    if "pooling_mode" in config:
+        mode = config["pooling_mode"]
+        return mode if isinstance(mode, str) else tuple(mode)
+    active = tuple(mode for key, mode in _LEGACY_MODE_KEYS.items() if config.get(key))
+    return active[0] if len(active) == 1 else active or "mean"
+
+
+def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
+    """The checkpoint's sentence-transformers setup; mean pooling without a modules.json."""
+    modules = _read_json(model, revision, "modules.json")
+    if not isinstance(modules, list):
+        return SentenceConfig()
+    pooling: str | tuple[str, ...] = "mean"
+    include_prompt, normalized, unsupported = True, False, None
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if kind not in _MODULE_KINDS:
+            unsupported = f"its modules.json has a {kind} module, which Embed does not run"
+        elif kind == "Transformer" and module.get("path", ""):
+            unsupported = f"its transformer lives in {module['path']!r}, not the checkpoint root"
+        elif kind == "Pooling":
+            config = _read_json(model, revision, f"{module['path']}/config.json") or {}
+            pooling = _pooling_mode(config)
+            include_prompt = bool(config.get("include_prompt", True))
+        elif kind == "Normalize":
+            normalized = True
+    if not isinstance(pooling, str) or pooling not in POOLING_MODES:
+        unsupported = f"its pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}"
+        pooling = "mean"
+    bert = _read_json(model, revision, "sentence_bert_config.json") or {}
+    st = _read_json(model, revision, "config_sentence_transformers.json") or {}
+    return SentenceConfig(
+        pooling=pooling,
+        source="modules.json",
+        include_prompt=include_prompt,
+        normalized=normalized,
+        max_seq_length=bert.get("max_seq_length"),
+        do_lower_case=bool(bert.get("do_lower_case", False)),
+        prompts=dict(st.get("prompts") or {}),
+        default_prompt_name=st.get("default_prompt_name"),
+        truncate_dim=st.get("truncate_dim"),
+        unsupported=unsupported,
+    )
+
+
+def pooled_output(mode: str, skip: int) -> str:
+    """The worker output that pools last_hidden_state with `mode`, leaving out each item's
+    first `skip` tokens (an excluded prompt). One name per request: items of other requests
+    in the same batch ask for their own."""
+    return f"{_POOLED_PREFIX}{mode}:{skip}"
+
+
+def parse_pooled(name: str) -> tuple[str, int] | None:
+    """(mode, skip) of a `pooled_output` name; None for any other output."""
+    if not name.startswith(_POOLED_PREFIX):
+        return None
+    mode, skip = name[len(_POOLED_PREFIX) :].split(":")
+    return mode, int(skip)
+
+
+def _l2_normalize(embeddings: np.ndarray) -> np.ndarray:
+    # torch.nn.functional.normalize(p=2, dim=1): divides by max(norm, 1e-12).
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
+
+
+def finish(
+    pooled: np.ndarray, config: SentenceConfig, truncate_dim: int | None, normalize: bool
+) -> np.ndarray:
+    """The steps after pooling, in encode()'s order: the checkpoint's Normalize module, then
+    truncate_dim (Matryoshka), then normalize_embeddings. Float32 throughout."""
+    embeddings = pooled.astype(np.float32, copy=False)
+    if config.normalized:
+        embeddings = _l2_normalize(embeddings)
+    if truncate_dim is not None:
+        embeddings = embeddings[:, :truncate_dim]
+    if normalize:
+        embeddings = _l2_normalize(embeddings)
+    return np.ascontiguousarray(embeddings, dtype=np.float32)
