@@ -26,6 +26,7 @@ from pipeserve.client.results import (
     LabelScore,
     MaskFill,
     ModelInfo,
+    ServedModel,
     StreamResult,
     Windowed,
 )
@@ -97,11 +98,13 @@ class AsyncClient:
         return_token_type_ids: bool | None = None,
         return_tokens: bool = False,
         return_offsets: bool = False,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Encoding]:
         """As Client.tokenize."""
         request = build.tokenize_request(
             inputs,
+            model=model,
             padding=padding,
             truncation=truncation,
             max_length=max_length,
@@ -122,11 +125,17 @@ class AsyncClient:
         dtype: ForwardDType = "float32",
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> ForwardOutput:
         """As Client.forward."""
         request = build.forward_request(
-            inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            outputs=outputs,
+            dtype=dtype,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = await self._stub.Forward(request, **self._call_options(timeout))
@@ -142,11 +151,13 @@ class AsyncClient:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Windowed[LabelScore]]:
         """As Client.classify."""
         request = build.classify_request(
             inputs,
+            model=model,
             function_to_apply=function_to_apply,
             top_k=top_k,
             truncation=truncation,
@@ -168,12 +179,14 @@ class AsyncClient:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> AsyncIterator[StreamResult]:
         """As Client.classify_stream, as an async iterator: `async for result in ...`."""
         # A plain def (not async def) so that bad options raise here, not on the first anext().
         feed = build.ClassifyStreamFeed(
             build.classify_options(
+                model=model,
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -208,11 +221,13 @@ class AsyncClient:
         stride: int | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Windowed[Entity]]:
         """As Client.classify_tokens."""
         request = build.classify_tokens_request(
             inputs,
+            model=model,
             aggregation_strategy=aggregation_strategy,
             ignore_labels=ignore_labels,
             stride=stride,
@@ -231,20 +246,39 @@ class AsyncClient:
         targets: Iterable[str] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[MaskFill]]:
         """As Client.fill_mask."""
         request = build.fill_mask_request(
-            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            top_k=top_k,
+            targets=targets,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = await self._stub.FillMask(request, **self._call_options(timeout))
         return parse.mask_fills(response)
 
-    async def model_info(self, timeout: float | None = None) -> ModelInfo:  # noqa: ASYNC109
+    async def model_info(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        model: str = "",
+    ) -> ModelInfo:
         """As Client.model_info."""
         with translating_rpc_errors():
             response = await self._stub.ModelInfo(
-                pb.ModelInfoRequest(), **self._call_options(timeout)
+                pb.ModelInfoRequest(model=model), **self._call_options(timeout)
             )
         return parse.model_info(response)
+
+    async def list_models(self, timeout: float | None = None) -> list[ServedModel]:  # noqa: ASYNC109
+        """As Client.list_models."""
+        with translating_rpc_errors():
+            response = await self._stub.ListModels(
+                pb.ListModelsRequest(), **self._call_options(timeout)
+            )
+        return parse.served_models(response)

@@ -246,9 +246,11 @@ def tokenize_request(
     return_token_type_ids: bool | None = None,
     return_tokens: bool = False,
     return_offsets: bool = False,
+    model: str = "",
 ) -> pb.TokenizeRequest:
     """Builds a TokenizeRequest; raises TypeError/ValueError for inputs or options it can't send."""
     request = pb.TokenizeRequest(
+        model=model,
         inputs=[_text_input(i, item) for i, item in enumerate(_items(inputs, "inputs"))],
         options=_options(truncation=truncation, max_length=max_length, padding=padding),
         return_attention_mask=bool(return_attention_mask),
@@ -273,9 +275,11 @@ def forward_request(
     dtype: ForwardDType = "float32",
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.ForwardRequest:
     """Builds a ForwardRequest; raises TypeError/ValueError for inputs or options it can't send."""
     return pb.ForwardRequest(
+        model=model,
         inputs=model_inputs(inputs),
         outputs=_names(outputs),
         output_dtype=_output_dtype(dtype),
@@ -291,9 +295,11 @@ def classify_options(
     max_length: int | None = None,
     stride: int | None = None,
     window_aggregation: WindowAggregation = "mean",
+    model: str = "",
 ) -> pb.ClassifyRequest:
     """A ClassifyRequest with the options set and no inputs yet."""
     return pb.ClassifyRequest(
+        model=model,
         function_to_apply=_function(function_to_apply),
         **_top_k(top_k),
         options=_options(truncation=truncation, max_length=max_length),
@@ -311,6 +317,7 @@ def classify_request(
     max_length: int | None = None,
     stride: int | None = None,
     window_aggregation: WindowAggregation = "mean",
+    model: str = "",
 ) -> pb.ClassifyRequest:
     """Builds a ClassifyRequest; raises TypeError/ValueError for inputs or options it can't send."""
     request = classify_options(
@@ -320,6 +327,7 @@ def classify_request(
         max_length=max_length,
         stride=stride,
         window_aggregation=window_aggregation,
+        model=model,
     )
     request.inputs.extend(model_inputs(inputs))
     return request
@@ -333,10 +341,12 @@ def classify_tokens_request(
     stride: int | None = None,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.ClassifyTokensRequest:
     """Builds a ClassifyTokensRequest; raises TypeError/ValueError for inputs or options it
     can't send."""
     request = pb.ClassifyTokensRequest(
+        model=model,
         inputs=_texts(inputs),
         aggregation_strategy=_choice("aggregation_strategy", aggregation_strategy, _STRATEGY),
         **_stride(stride),
@@ -355,12 +365,14 @@ def fill_mask_request(
     targets: Iterable[str] | None = None,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.FillMaskRequest:
     """Builds a FillMaskRequest; raises TypeError/ValueError for inputs or options it can't
     send."""
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= _UINT32_MAX:
         raise ValueError(f"top_k must be a positive int; got {top_k!r}")
     return pb.FillMaskRequest(
+        model=model,
         inputs=_texts(inputs),
         top_k=top_k,
         targets=_strings(targets or (), "targets"),

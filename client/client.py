@@ -25,6 +25,7 @@ from pipeserve.client.results import (
     LabelScore,
     MaskFill,
     ModelInfo,
+    ServedModel,
     StreamResult,
     Windowed,
 )
@@ -99,6 +100,7 @@ class Client:
         return_token_type_ids: bool | None = None,
         return_tokens: bool = False,
         return_offsets: bool = False,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Encoding]:
         """Tokenizes texts or (text, text_pair) pairs with the model's tokenizer.
@@ -110,6 +112,7 @@ class Client:
         """
         request = build.tokenize_request(
             inputs,
+            model=model,
             padding=padding,
             truncation=truncation,
             max_length=max_length,
@@ -130,6 +133,7 @@ class Client:
         dtype: ForwardDType = "float32",
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> ForwardOutput:
         """Runs the model on texts, pairs or token ids and returns the named outputs.
@@ -140,7 +144,12 @@ class Client:
         "float16" for the returned float tensors.
         """
         request = build.forward_request(
-            inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            outputs=outputs,
+            dtype=dtype,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = self._stub.Forward(request, **self._call_options(timeout))
@@ -156,6 +165,7 @@ class Client:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Windowed[LabelScore]]:
         """Classifies each input (as forward() takes them); per input, its labels best first.
@@ -172,6 +182,7 @@ class Client:
         """
         request = build.classify_request(
             inputs,
+            model=model,
             function_to_apply=function_to_apply,
             top_k=top_k,
             truncation=truncation,
@@ -193,6 +204,7 @@ class Client:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> Iterator[StreamResult]:
         """Classifies a stream of (id, inputs) requests over one bidirectional call.
@@ -207,6 +219,7 @@ class Client:
         """
         feed = build.ClassifyStreamFeed(
             build.classify_options(
+                model=model,
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -242,6 +255,7 @@ class Client:
         stride: int | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Windowed[Entity]]:
         """Labels each token of the texts with a token-classification model (NER, POS), as
@@ -256,6 +270,7 @@ class Client:
         """
         request = build.classify_tokens_request(
             inputs,
+            model=model,
             aggregation_strategy=aggregation_strategy,
             ignore_labels=ignore_labels,
             stride=stride,
@@ -274,6 +289,7 @@ class Client:
         targets: Iterable[str] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[list[MaskFill]]:
         """Fills in each mask token (ModelInfo.mask_token, e.g. "[MASK]") of the texts with a
@@ -283,14 +299,27 @@ class Client:
         among these tokens). Each text needs at least one mask token.
         """
         request = build.fill_mask_request(
-            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            top_k=top_k,
+            targets=targets,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = self._stub.FillMask(request, **self._call_options(timeout))
         return parse.mask_fills(response)
 
-    def model_info(self, timeout: float | None = None) -> ModelInfo:
-        """Describes the loaded model, the server's limits and its workers."""
+    def model_info(self, timeout: float | None = None, *, model: str = "") -> ModelInfo:
+        """Describes a served model (default: the server's default model), the server's
+        limits and its workers."""
+        request = pb.ModelInfoRequest(model=model)
         with translating_rpc_errors():
-            response = self._stub.ModelInfo(pb.ModelInfoRequest(), **self._call_options(timeout))
+            response = self._stub.ModelInfo(request, **self._call_options(timeout))
         return parse.model_info(response)
+
+    def list_models(self, timeout: float | None = None) -> list[ServedModel]:
+        """The models the server serves; each method's `model=` takes one of their names."""
+        with translating_rpc_errors():
+            response = self._stub.ListModels(pb.ListModelsRequest(), **self._call_options(timeout))
+        return parse.served_models(response)

@@ -11,6 +11,7 @@ from pipeserve.client.results import (
     MaskCandidate,
     MaskFill,
     ModelInfo,
+    ServedModel,
     StreamResult,
     Windowed,
     WorkerInfo,
@@ -129,6 +130,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         queued_items=response.queued_items,
         served_rpcs=list(response.served_rpcs),
         mask_token=response.mask_token,
+        name=response.name,
         workers=[
             WorkerInfo(
                 id=w.id,
@@ -139,7 +141,22 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
                 items=w.items,
                 restarts=w.restarts,
                 busy=w.busy,
+                shared_with=list(w.shared_with),
             )
             for w in response.workers
         ],
     )
+
+
+def served_models(response: pb.ListModelsResponse) -> list[ServedModel]:
+    """ListModelsResponse as dataclasses."""
+    return [
+        ServedModel(
+            name=m.name,
+            model=m.model,
+            task=m.task,
+            serving=m.serving,
+            default=m.default,
+        )
+        for m in response.models
+    ]

@@ -5,14 +5,26 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 """
 
 import argparse
+import re
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+# Names travel in requests, health service names and metric labels: keep them plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def split_model(entry: str) -> tuple[str, str]:
+    """(name, source) of a --model value: NAME=SOURCE, or a bare SOURCE named after its last
+    part (a folder's name, a hub id's model part)."""
+    name, sep, source = entry.partition("=")
+    if sep and _NAME.fullmatch(name):
+        return name, source
+    return PurePosixPath(entry.rstrip("/")).name, entry
 
 
 class Task(StrEnum):
@@ -50,8 +62,15 @@ class LogFormat(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPESERVE_", frozen=True)
 
-    model: str = Field(
-        DEFAULT_MODEL, description="Hugging Face hub name or local checkpoint folder."
+    model: Annotated[tuple[str, ...], NoDecode] = Field(
+        (DEFAULT_MODEL,),
+        description="Model to serve: NAME=PATH_OR_HUB_ID, or a bare hub name or checkpoint "
+        "folder, named after its last part. Repeat the flag to serve several models (in the "
+        "environment, separate them with commas).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="Name of the model that requests naming none go to; unset: the first.",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     task: Task = Field(
@@ -141,6 +160,56 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> "Settings":
+        if not self.model:
+            raise ValueError("--model: give at least one model")
+        names = [split_model(entry)[0] for entry in self.model]
+        for name, entry in zip(names, self.model, strict=True):
+            if not _NAME.fullmatch(name):
+                raise ValueError(
+                    f"--model {entry}: cannot name it {name!r}; give NAME={entry} with a NAME "
+                    "of letters, digits, '.', '_' and '-'"
+                )
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"--model: the name {twice[0]} is given twice; use NAME=PATH")
+        if self.default_model is not None and self.default_model not in names:
+            raise ValueError(
+                f"--default-model {self.default_model}: not a served model ({', '.join(names)})"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """Name of this settings' (first) model."""
+        return split_model(self.model[0])[0]
+
+    @property
+    def model_source(self) -> str:
+        """Path or hub id of this settings' (first) model."""
+        return split_model(self.model[0])[1]
+
+    @property
+    def default_name(self) -> str:
+        """The model that requests naming none go to."""
+        return self.default_model or self.model_name
+
+    def per_model(self) -> tuple["Settings", ...]:
+        """One settings object per served model, in the order given, each naming that model
+        alone (and it as the default)."""
+        return tuple(
+            self.model_copy(update={"model": (entry,), "default_model": None})
+            for entry in self.model
+        )
+
     @field_validator("devices")
     @classmethod
     def _check_devices(cls, value: str) -> str:
@@ -183,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {"dest": name, "help": help_text, "default": None}
         if isinstance(field.default, StrEnum):
             kwargs["choices"] = [m.value for m in type(field.default)]
+        if isinstance(field.default, tuple):
+            kwargs["action"] = "append"
         parser.add_argument(_flag(name), **kwargs)
     return parser
 

@@ -13,6 +13,7 @@ RPC_TASKS: dict[str, Task | None] = {
     "ClassifyTokens": Task.TOKEN_CLASSIFICATION,
     "FillMask": Task.FILL_MASK,
     "ModelInfo": None,
+    "ListModels": None,
 }
 
 # How an error message names the model a head needs.

@@ -171,20 +171,22 @@ class TokenizeOptions(_message.Message):
     def __init__(self, padding: _Optional[_Union[Padding, str]] = ..., truncation: _Optional[bool] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("inputs", "options", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets")
+    __slots__ = ("inputs", "options", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_ATTENTION_MASK_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKEN_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RETURN_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TextInput]
     options: TokenizeOptions
     return_attention_mask: bool
     return_token_type_ids: bool
     return_tokens: bool
     return_offsets: bool
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Offset(_message.Message):
     __slots__ = ("start", "end")
@@ -215,16 +217,18 @@ class TokenizeResponse(_message.Message):
     def __init__(self, encodings: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("inputs", "outputs", "output_dtype", "options")
+    __slots__ = ("inputs", "outputs", "output_dtype", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     output_dtype: DType
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")
@@ -243,7 +247,7 @@ class ForwardResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation")
+    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_TO_APPLY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +255,7 @@ class ClassifyRequest(_message.Message):
     ALL_LABELS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     function_to_apply: FunctionToApply
     top_k: int
@@ -258,7 +263,8 @@ class ClassifyRequest(_message.Message):
     all_labels: bool
     stride: int
     window_aggregation: WindowAggregation
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ..., stride: _Optional[int] = ..., window_aggregation: _Optional[_Union[WindowAggregation, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ..., stride: _Optional[int] = ..., window_aggregation: _Optional[_Union[WindowAggregation, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -319,18 +325,20 @@ class LabelSet(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClassifyTokensRequest(_message.Message):
-    __slots__ = ("inputs", "aggregation_strategy", "ignore_labels", "stride", "options")
+    __slots__ = ("inputs", "aggregation_strategy", "ignore_labels", "stride", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     IGNORE_LABELS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     aggregation_strategy: AggregationStrategy
     ignore_labels: LabelSet
     stride: int
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., aggregation_strategy: _Optional[_Union[AggregationStrategy, str]] = ..., ignore_labels: _Optional[_Union[LabelSet, _Mapping]] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., aggregation_strategy: _Optional[_Union[AggregationStrategy, str]] = ..., ignore_labels: _Optional[_Union[LabelSet, _Mapping]] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Entity(_message.Message):
     __slots__ = ("label", "score", "word", "start", "end", "index")
@@ -363,16 +371,18 @@ class ClassifyTokensResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ...) -> None: ...
 
 class FillMaskRequest(_message.Message):
-    __slots__ = ("inputs", "top_k", "targets", "options")
+    __slots__ = ("inputs", "top_k", "targets", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
     targets: _containers.RepeatedScalarFieldContainer[str]
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class MaskCandidate(_message.Message):
     __slots__ = ("score", "token", "token_str", "sequence")
@@ -407,11 +417,13 @@ class FillMaskResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[FillMaskResult, _Mapping]]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts", "busy")
+    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts", "busy", "shared_with")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +432,7 @@ class WorkerInfo(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
     id: int
     device: str
     pid: int
@@ -428,10 +441,11 @@ class WorkerInfo(_message.Message):
     items: int
     restarts: int
     busy: bool
-    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ...) -> None: ...
+    shared_with: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token")
+    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "name")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -452,6 +466,7 @@ class ModelInfoResponse(_message.Message):
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     SERVED_RPCS_FIELD_NUMBER: _ClassVar[int]
     MASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: str
     architecture: str
@@ -472,4 +487,31 @@ class ModelInfoResponse(_message.Message):
     quantization: Quantization
     served_rpcs: _containers.RepeatedScalarFieldContainer[str]
     mask_token: str
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("name", "model", "task_type", "serving", "default", "task")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    task_type: Task
+    serving: bool
+    default: bool
+    task: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., task_type: _Optional[_Union[Task, str]] = ..., serving: _Optional[bool] = ..., default: _Optional[bool] = ..., task: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
