@@ -125,7 +125,9 @@ async def serve(settings: Settings) -> None:
         # Front ends spawned from here on keep their metrics in files, served from here.
         metrics_dir = tempfile.mkdtemp(prefix="pipeserve-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    metrics = Metrics(calls=frontends == 1, frontends_dir=metrics_dir)
+    metrics = Metrics(
+        default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
+    )
     engines = [
         Engine(m, card, s, metrics, on_alive_change(name))
         for m, card, s, name in zip(per_model, cards, specs, names, strict=True)

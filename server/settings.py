@@ -6,11 +6,12 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 
 import argparse
 import re
+import tomllib
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
@@ -72,6 +73,14 @@ class Settings(BaseSettings):
         None,
         description="Name of the model that requests naming none go to; unset: the first.",
     )
+    models_file: Path | None = Field(
+        None,
+        description="TOML file of the models to serve, each with its own path, revision, task, "
+        "devices, workers per device, dtype, quantize and limits (see README); replaces "
+        "--model.",
+    )
+    # Per served model, the settings the models file gives it ({name: {field: value}}).
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     task: Task = Field(
         Task.AUTO, description="Model head; auto picks it from the config's architectures."
@@ -160,6 +169,15 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_models_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("models_file") is None:
+            return data
+        if data.get("model") is not None:
+            raise ValueError("give --model or --models-file, not both")
+        return {**data, **read_models_file(Path(data["models_file"]))}
+
     @field_validator("model", mode="before")
     @classmethod
     def _split_models(cls, value: Any) -> Any:
@@ -185,6 +203,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"--default-model {self.default_model}: not a served model ({', '.join(names)})"
             )
+        self.per_model()  # a bad value in the models file fails here, at start-up
         return self
 
     @property
@@ -204,11 +223,24 @@ class Settings(BaseSettings):
 
     def per_model(self) -> tuple["Settings", ...]:
         """One settings object per served model, in the order given, each naming that model
-        alone (and it as the default)."""
-        return tuple(
-            self.model_copy(update={"model": (entry,), "default_model": None})
-            for entry in self.model
-        )
+        alone (and it as the default), with the values the models file gives it."""
+        if not self.model_options:
+            return tuple(
+                self.model_copy(update={"model": (entry,), "default_model": None})
+                for entry in self.model
+            )
+        common = self.model_dump(exclude={"model", "default_model", "models_file"})
+        models = []
+        for entry in self.model:
+            name = split_model(entry)[0]
+            try:
+                given = {**common, **self.model_options.get(name, {}), "model": (entry,)}
+                models.append(Settings.model_validate(given))
+            except ValidationError as error:
+                problem = error.errors()[0]
+                where = ".".join(map(str, problem["loc"]))
+                raise ValueError(f"[models.{name}] {where}: {problem['msg']}") from None
+        return tuple(models)
 
     @field_validator("devices")
     @classmethod
@@ -230,6 +262,63 @@ class Settings(BaseSettings):
         return self
 
 
+# What a model's table in the models file may set, besides `path` and `default`.
+MODEL_FILE_KEYS = (
+    "revision",
+    "task",
+    "devices",
+    "workers_per_device",
+    "dtype",
+    "quantize",
+    "allow_missing_weights",
+    "max_batch_tokens",
+    "max_batch_size",
+    "max_wait_ms",
+    "max_items_per_request",
+    "max_text_chars",
+    "max_tokens_per_request",
+    "max_queued_items",
+    "forward_timeout_s",
+)
+
+
+def read_models_file(path: Path) -> dict[str, Any]:
+    """The settings a models file gives: `model`, `default_model` and `model_options`.
+
+    Each `[models.NAME]` table needs `path` (a folder or hub id) and may set MODEL_FILE_KEYS;
+    `default = true` marks the model that requests naming none go to."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"--models-file {path}: {error}") from error
+    tables = document.get("models")
+    unknown = set(document) - {"models"}
+    if unknown or not isinstance(tables, dict) or not tables:
+        raise ValueError(f"--models-file {path}: give one [models.NAME] table per model")
+    entries, options, defaults = [], {}, []
+    for name, table in tables.items():
+        where = f"--models-file {path}: [models.{name}]"
+        if not isinstance(table, dict) or not isinstance(table.get("path"), str):
+            raise ValueError(f'{where} needs path = "FOLDER_OR_HUB_ID"')
+        wrong = set(table) - {"path", "default", *MODEL_FILE_KEYS}
+        if wrong:
+            raise ValueError(
+                f"{where}: unknown key {sorted(wrong)[0]!r}; known: path, default, "
+                + ", ".join(MODEL_FILE_KEYS)
+            )
+        if table.get("default"):
+            defaults.append(name)
+        entries.append(f"{name}={table['path']}")
+        options[name] = {k: v for k, v in table.items() if k in MODEL_FILE_KEYS}
+    if len(defaults) > 1:
+        raise ValueError(f"--models-file {path}: default = true on {', '.join(defaults)}")
+    return {
+        "model": tuple(entries),
+        "default_model": defaults[0] if defaults else None,
+        "model_options": options,
+    }
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -242,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         "with the environment variable shown, e.g. PIPESERVE_MAX_BATCH_SIZE=64.",
     )
     for name, field in Settings.model_fields.items():
+        if field.exclude:  # filled from the models file, no flag of its own
+            continue
         env = "PIPESERVE_" + name.upper()
         help_text = f"{field.description} [env {env}; default {field.default}]"
         if field.annotation is bool:

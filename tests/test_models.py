@@ -16,16 +16,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import Client, PipeserveError
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers import devices
-from tests.conftest import launch_server, pipeserve, sst2_sentences, wait_until
+from tests.conftest import launch_server, pipeserve, scrape, sst2_sentences, wait_until
 
 ATOL = 1e-5
 SERVICE = "pipeserve.v1.Inference"
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture(scope="module")
 def two(tiny_distilbert, tiny_bert):
     """A classifier (`clf`, the default) and a bare encoder (`enc`), a worker each."""
-    server = launch_server(f"clf={tiny_distilbert}", "--model", f"enc={tiny_bert}")
+    server = launch_server(
+        f"clf={tiny_distilbert}", "--model", f"enc={tiny_bert}", "--metrics-port", "0"
+    )
     yield server
     server.stop()
 
@@ -144,6 +147,33 @@ def test_health_per_model(two):
         assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+def test_metrics_carry_the_model(two):
+    before = scrape(two.metrics_url)
+    with Client(two.address) as client:
+        # First: a refused call is counted just after its status is sent, so not last.
+        with pytest.raises(PipeserveError):
+            client.forward(["four"], model="nope")
+        client.classify(["one", "two"], model="clf")
+        client.forward(["three"], model="enc")
+    after = scrape(two.metrics_url)
+
+    def change(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    assert change("pipeserve_requests_total", model="clf", rpc="Classify", code="OK") == 1
+    assert change("pipeserve_requests_total", model="enc", rpc="Forward", code="OK") == 1
+    # An unknown name is no label value of its own: the label set stays bounded.
+    assert change("pipeserve_requests_total", model="", rpc="Forward", code="NOT_FOUND") == 1
+    assert change("pipeserve_items_total", model="clf", rpc="Classify") == 2
+    assert change("pipeserve_batch_size_sum", model="clf") == 2
+    assert change("pipeserve_batch_size_sum", model="enc") == 1
+    assert change("pipeserve_stage_duration_seconds_count", model="enc", stage="forward") == 1
+    for model in ("clf", "enc"):
+        assert after[("pipeserve_workers_alive", (("model", model),))] == 1
+        assert after[("pipeserve_queue_depth", (("model", model),))] == 0
+
+
 def test_cli_lists_models_and_calls_the_one_named(two, tiny_bert):
     listed = pipeserve("models", "--target", two.address)
     assert listed.returncode == 0, listed.stderr
@@ -161,9 +191,22 @@ def test_a_killed_worker_of_one_model_does_not_affect_the_other(two, sentences):
     with Client(two.address) as client:
         expected = client.classify(sentences, model="clf", top_k=None)
         (worker,) = client.model_info(model="enc").workers
-        with ThreadPoolExecutor(6) as pool:
+        with (
+            ThreadPoolExecutor(6) as pool,
+            grpc.insecure_channel(two.address) as channel,
+        ):
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def status(service: str) -> int:
+                request = health_pb2.HealthCheckRequest(service=service)
+                return health.Check(request, timeout=10).status
+
             calls = [pool.submit(client.classify, [s], model="clf", top_k=None) for s in sentences]
             os.kill(worker.pid, signal.SIGKILL)
+            wait_until(lambda: status(f"{SERVICE}/enc") == NOT_SERVING)
+            # The server is not all there while a model is down; the other model still is.
+            assert status("") == NOT_SERVING
+            assert status(f"{SERVICE}/clf") == health_pb2.HealthCheckResponse.SERVING
             calls += [pool.submit(client.classify, [s], model="clf", top_k=None) for s in sentences]
             answers = [c.result()[0] for c in calls]  # raises if any clf call failed
         for got, want in zip(answers, expected * 2, strict=True):
@@ -214,6 +257,39 @@ def test_models_on_one_gpu_share_it(monkeypatch):
     one, two = devices.plan_models([("0", 1), ("auto", 1)])
     assert [d.label for d in one + two] == ["cuda:GPU-a", "cuda:GPU-a", "cuda:GPU-b"]
     assert devices.shared_devices(["a", "b"], [one, two]) == [{0: ("b/0",)}, {0: ("a/0",), 1: ()}]
+
+
+def test_a_models_file_gives_each_model_its_own_settings(tmp_path, tiny_distilbert, tiny_bert):
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f"""
+[models.sentiment]
+path = "{tiny_distilbert}"
+max_items_per_request = 8
+
+[models.encoder]
+path = "{tiny_bert}"
+default = true
+workers_per_device = 2
+max_tokens_per_request = 1000
+"""
+    )
+    server = launch_server(None, "--models-file", str(models))
+    try:
+        with Client(server.address) as client:
+            listed = client.list_models()
+            sentiment = client.model_info(model="sentiment")
+            encoder = client.model_info()  # the default
+            with pytest.raises(PipeserveError) as refused:
+                client.classify([f"text {i}" for i in range(9)], model="sentiment")
+    finally:
+        server.stop()
+    assert [(m.name, m.default) for m in listed] == [("sentiment", False), ("encoder", True)]
+    assert (sentiment.max_items_per_request, len(sentiment.workers)) == (8, 1)
+    assert encoder.name == "encoder"
+    assert (encoder.max_tokens_per_request, len(encoder.workers)) == (1000, 2)
+    assert encoder.max_items_per_request == 256  # the server-wide default
+    assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_several_models_refuse_several_frontends(tiny_distilbert, tiny_bert):

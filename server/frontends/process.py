@@ -42,7 +42,8 @@ async def _serve(settings: Settings, index: int, port: int, conn: Connection) ->
     engine = RemoteEngine(
         conn, settings.max_queued_items, on_alive_change=on_alive_change, on_drain=drained.set
     )
-    edge = Edge(settings, Metrics(batches=False), reuse_port=True, quiet=True)
+    metrics = Metrics(default_model=settings.default_name, batches=False)
+    edge = Edge(settings, metrics, reuse_port=True, quiet=True)
     edge.add_model(settings, card, engine)
     bound = await edge.start(port)
     await edge.set_alive(settings.model_name, engine.alive)
