@@ -7,11 +7,12 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 import argparse
 import re
 import tomllib
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
         "--model.",
     )
     # Per served model, the settings the models file gives it ({name: {field: value}}).
-    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
+    _model_options: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     task: Task = Field(
         Task.AUTO, description="Model head; auto picks it from the config's architectures."
@@ -176,7 +177,8 @@ class Settings(BaseSettings):
             return data
         if data.get("model") is not None:
             raise ValueError("give --model or --models-file, not both")
-        return {**data, **read_models_file(Path(data["models_file"]))}
+        models = read_models_file(Path(data["models_file"]))
+        return {**data, "model": models.model, "default_model": models.default}
 
     @field_validator("model", mode="before")
     @classmethod
@@ -187,6 +189,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_models(self) -> "Settings":
+        if self.models_file is not None:  # read again: a field cannot carry its options
+            self._model_options = read_models_file(self.models_file).options
         if not self.model:
             raise ValueError("--model: give at least one model")
         names = [split_model(entry)[0] for entry in self.model]
@@ -224,7 +228,7 @@ class Settings(BaseSettings):
     def per_model(self) -> tuple["Settings", ...]:
         """One settings object per served model, in the order given, each naming that model
         alone (and it as the default), with the values the models file gives it."""
-        if not self.model_options:
+        if not self._model_options:
             return tuple(
                 self.model_copy(update={"model": (entry,), "default_model": None})
                 for entry in self.model
@@ -234,7 +238,7 @@ class Settings(BaseSettings):
         for entry in self.model:
             name = split_model(entry)[0]
             try:
-                given = {**common, **self.model_options.get(name, {}), "model": (entry,)}
+                given = {**common, **self._model_options.get(name, {}), "model": (entry,)}
                 models.append(Settings.model_validate(given))
             except ValidationError as error:
                 problem = error.errors()[0]
@@ -282,8 +286,17 @@ MODEL_FILE_KEYS = (
 )
 
 
-def read_models_file(path: Path) -> dict[str, Any]:
-    """The settings a models file gives: `model`, `default_model` and `model_options`.
+@dataclass(frozen=True)
+class ModelsFile:
+    # --model values, NAME=PATH
+    model: tuple[str, ...]
+    default: str | None
+    # Per model name, the settings its table gives.
+    options: dict[str, dict[str, Any]]
+
+
+def read_models_file(path: Path) -> ModelsFile:
+    """The models a models file gives, the default one, and each one's settings.
 
     Each `[models.NAME]` table needs `path` (a folder or hub id) and may set MODEL_FILE_KEYS;
     `default = true` marks the model that requests naming none go to."""
@@ -312,11 +325,7 @@ def read_models_file(path: Path) -> dict[str, Any]:
         options[name] = {k: v for k, v in table.items() if k in MODEL_FILE_KEYS}
     if len(defaults) > 1:
         raise ValueError(f"--models-file {path}: default = true on {', '.join(defaults)}")
-    return {
-        "model": tuple(entries),
-        "default_model": defaults[0] if defaults else None,
-        "model_options": options,
-    }
+    return ModelsFile(tuple(entries), defaults[0] if defaults else None, options)
 
 
 def _flag(name: str) -> str:
@@ -331,8 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
         "with the environment variable shown, e.g. PIPESERVE_MAX_BATCH_SIZE=64.",
     )
     for name, field in Settings.model_fields.items():
-        if field.exclude:  # filled from the models file, no flag of its own
-            continue
         env = "PIPESERVE_" + name.upper()
         help_text = f"{field.description} [env {env}; default {field.default}]"
         if field.annotation is bool:
