@@ -48,6 +48,10 @@ class Client:
     Service): calls then go round_robin over the reachable replicas, and a call that a replica
     answers UNAVAILABLE is retried once, on another.
 
+    A server may serve several models: every call method takes `model=`, the name of the one
+    to run (`list_models()` lists them); empty means the server's default model. A name it
+    does not serve raises PipeserveError with NOT_FOUND.
+
     Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
     ValueError before any call is made. Safe to share between threads.
     """

@@ -39,6 +39,7 @@ def test_proto_package_is_versioned():
         "ClassifyTokens",
         "FillMask",
         "ModelInfo",
+        "ListModels",
     }
 
 
@@ -72,6 +73,7 @@ def test_unary_rpcs_are_declared_free_of_side_effects():
         "Forward": MethodOptions.NO_SIDE_EFFECTS,
         "Classify": MethodOptions.NO_SIDE_EFFECTS,
         "ModelInfo": MethodOptions.NO_SIDE_EFFECTS,
+        "ListModels": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyTokens": MethodOptions.NO_SIDE_EFFECTS,
         "FillMask": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,

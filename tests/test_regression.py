@@ -63,4 +63,11 @@ def test_regression_scores_are_the_pipelines_raw_outputs(regressor_client, tiny_
 def test_model_info_lists_what_a_classifier_serves(regressor_client):
     info = regressor_client.model_info()
 
-    assert info.served_rpcs == ["Tokenize", "Forward", "Classify", "ClassifyStream", "ModelInfo"]
+    assert info.served_rpcs == [
+        "Tokenize",
+        "Forward",
+        "Classify",
+        "ClassifyStream",
+        "ModelInfo",
+        "ListModels",
+    ]
