@@ -28,6 +28,7 @@ from pipeserve.client.results import (
     MaskFill,
     ModelInfo,
     RankedDocument,
+    ServedModel,
     StreamResult,
     Windowed,
 )
@@ -99,11 +100,13 @@ class AsyncClient:
         return_token_type_ids: bool | None = None,
         return_tokens: bool = False,
         return_offsets: bool = False,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Encoding]:
         """As Client.tokenize."""
         request = build.tokenize_request(
             inputs,
+            model=model,
             padding=padding,
             truncation=truncation,
             max_length=max_length,
@@ -124,11 +127,17 @@ class AsyncClient:
         dtype: ForwardDType = "float32",
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> ForwardOutput:
         """As Client.forward."""
         request = build.forward_request(
-            inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            outputs=outputs,
+            dtype=dtype,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = await self._stub.Forward(request, **self._call_options(timeout))
@@ -144,11 +153,13 @@ class AsyncClient:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Windowed[LabelScore]]:
         """As Client.classify."""
         request = build.classify_request(
             inputs,
+            model=model,
             function_to_apply=function_to_apply,
             top_k=top_k,
             truncation=truncation,
@@ -170,12 +181,14 @@ class AsyncClient:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> AsyncIterator[StreamResult]:
         """As Client.classify_stream, as an async iterator: `async for result in ...`."""
         # A plain def (not async def) so that bad options raise here, not on the first anext().
         feed = build.ClassifyStreamFeed(
             build.classify_options(
+                model=model,
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -210,11 +223,13 @@ class AsyncClient:
         stride: int | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Windowed[Entity]]:
         """As Client.classify_tokens."""
         request = build.classify_tokens_request(
             inputs,
+            model=model,
             aggregation_strategy=aggregation_strategy,
             ignore_labels=ignore_labels,
             stride=stride,
@@ -233,21 +248,32 @@ class AsyncClient:
         targets: Iterable[str] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[MaskFill]]:
         """As Client.fill_mask."""
         request = build.fill_mask_request(
-            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            top_k=top_k,
+            targets=targets,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = await self._stub.FillMask(request, **self._call_options(timeout))
         return parse.mask_fills(response)
 
-    async def model_info(self, timeout: float | None = None) -> ModelInfo:  # noqa: ASYNC109
+    async def model_info(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        model: str = "",
+    ) -> ModelInfo:
         """As Client.model_info."""
         with translating_rpc_errors():
             response = await self._stub.ModelInfo(
-                pb.ModelInfoRequest(), **self._call_options(timeout)
+                pb.ModelInfoRequest(model=model), **self._call_options(timeout)
             )
         return parse.model_info(response)
 
@@ -264,6 +290,7 @@ class AsyncClient:
         prompt_name: str | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> np.ndarray:
         """As Client.embed."""
@@ -276,6 +303,7 @@ class AsyncClient:
             prompt_name=prompt_name,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = await self._stub.Embed(request, **self._call_options(timeout))
@@ -291,6 +319,7 @@ class AsyncClient:
         raw_scores: bool = False,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[RankedDocument]:
         """As Client.rerank."""
@@ -302,6 +331,7 @@ class AsyncClient:
             raw_scores=raw_scores,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = await self._stub.Rerank(request, **self._call_options(timeout))
@@ -316,6 +346,7 @@ class AsyncClient:
         multi_label: bool = False,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[LabelScore]]:
         """As Client.classify_zero_shot."""
@@ -326,7 +357,16 @@ class AsyncClient:
             multi_label=multi_label,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = await self._stub.ClassifyZeroShot(request, **self._call_options(timeout))
         return parse.classifications(response)
+
+    async def list_models(self, timeout: float | None = None) -> list[ServedModel]:  # noqa: ASYNC109
+        """As Client.list_models."""
+        with translating_rpc_errors():
+            response = await self._stub.ListModels(
+                pb.ListModelsRequest(), **self._call_options(timeout)
+            )
+        return parse.served_models(response)

@@ -238,9 +238,11 @@ def tokenize_request(
     return_token_type_ids: bool | None = None,
     return_tokens: bool = False,
     return_offsets: bool = False,
+    model: str = "",
 ) -> pb.TokenizeRequest:
     """Builds a TokenizeRequest; raises TypeError/ValueError for inputs or options it can't send."""
     request = pb.TokenizeRequest(
+        model=model,
         inputs=[_text_input(i, item) for i, item in enumerate(_items(inputs, "inputs"))],
         options=_options(truncation=truncation, max_length=max_length, padding=padding),
         return_attention_mask=bool(return_attention_mask),
@@ -265,9 +267,11 @@ def forward_request(
     dtype: ForwardDType = "float32",
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.ForwardRequest:
     """Builds a ForwardRequest; raises TypeError/ValueError for inputs or options it can't send."""
     return pb.ForwardRequest(
+        model=model,
         inputs=model_inputs(inputs),
         outputs=_names(outputs),
         output_dtype=_output_dtype(dtype),
@@ -283,9 +287,11 @@ def classify_options(
     max_length: int | None = None,
     stride: int | None = None,
     window_aggregation: WindowAggregation = "mean",
+    model: str = "",
 ) -> pb.ClassifyRequest:
     """A ClassifyRequest with the options set and no inputs yet."""
     return pb.ClassifyRequest(
+        model=model,
         function_to_apply=_function(function_to_apply),
         **_top_k(top_k),
         options=_options(truncation=truncation, max_length=max_length),
@@ -303,6 +309,7 @@ def classify_request(
     max_length: int | None = None,
     stride: int | None = None,
     window_aggregation: WindowAggregation = "mean",
+    model: str = "",
 ) -> pb.ClassifyRequest:
     """Builds a ClassifyRequest; raises TypeError/ValueError for inputs or options it can't send."""
     request = classify_options(
@@ -312,6 +319,7 @@ def classify_request(
         max_length=max_length,
         stride=stride,
         window_aggregation=window_aggregation,
+        model=model,
     )
     request.inputs.extend(model_inputs(inputs))
     return request
@@ -325,10 +333,12 @@ def classify_tokens_request(
     stride: int | None = None,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.ClassifyTokensRequest:
     """Builds a ClassifyTokensRequest; raises TypeError/ValueError for inputs or options it
     can't send."""
     request = pb.ClassifyTokensRequest(
+        model=model,
         inputs=_texts(inputs, "inputs"),
         aggregation_strategy=_choice("aggregation_strategy", aggregation_strategy, _STRATEGY),
         **_stride(stride),
@@ -347,12 +357,14 @@ def fill_mask_request(
     targets: Iterable[str] | None = None,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.FillMaskRequest:
     """Builds a FillMaskRequest; raises TypeError/ValueError for inputs or options it can't
     send."""
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= _UINT32_MAX:
         raise ValueError(f"top_k must be a positive int; got {top_k!r}")
     return pb.FillMaskRequest(
+        model=model,
         inputs=_texts(inputs, "inputs"),
         top_k=top_k,
         targets=_strings(targets or (), "targets"),
@@ -450,11 +462,13 @@ def embed_request(
     prompt_name: str | None = None,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.EmbedRequest:
     """Builds an EmbedRequest; raises TypeError/ValueError for inputs or options it can't send."""
     if prompt and prompt_name:
         raise ValueError("give prompt or prompt_name, not both")
     return pb.EmbedRequest(
+        model=model,
         inputs=_texts(inputs, "inputs"),
         normalize=bool(normalize),
         truncate_dim=_positive_or_none("truncate_dim", truncate_dim),
@@ -474,11 +488,13 @@ def rerank_request(
     raw_scores: bool = False,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.RerankRequest:
     """Builds a RerankRequest; raises TypeError/ValueError for inputs or options it can't send."""
     if not isinstance(query, str):
         raise TypeError(f"query must be a text, got {type(query).__name__}")
     return pb.RerankRequest(
+        model=model,
         query=query,
         documents=_texts(documents, "documents"),
         top_n=_positive_or_none("top_n", top_n),
@@ -496,6 +512,7 @@ def classify_zero_shot_request(
     multi_label: bool = False,
     truncation: bool = True,
     max_length: int | None = None,
+    model: str = "",
 ) -> pb.ClassifyZeroShotRequest:
     """Builds a ClassifyZeroShotRequest; raises TypeError/ValueError for inputs or options it
     can't send. `candidate_labels` may also be one "a, b, c" string, as the pipeline takes it."""
@@ -503,6 +520,7 @@ def classify_zero_shot_request(
         candidate_labels = [label.strip() for label in candidate_labels.split(",")]
         candidate_labels = [label for label in candidate_labels if label]
     return pb.ClassifyZeroShotRequest(
+        model=model,
         inputs=_texts(inputs, "inputs"),
         candidate_labels=_texts(candidate_labels, "candidate_labels"),
         hypothesis_template=hypothesis_template or "",

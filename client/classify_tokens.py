@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
+    cli.add_model_argument(parser)
     cli.add_length_arguments(parser)
     parser.add_argument(
         "--aggregation-strategy",
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     with cli.connect(args) as client:
         results = client.classify_tokens(
             cli.read_texts(args),  # type: ignore[arg-type]
+            model=args.model,
             aggregation_strategy=args.aggregation_strategy,
             ignore_labels=args.ignore_labels,
             stride=args.stride,

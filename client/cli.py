@@ -153,6 +153,16 @@ def read_texts(args: argparse.Namespace) -> list[TextLike]:
     return list(zip(texts[::2], texts[1::2], strict=True))
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """--model: which served model the call goes to (`pipeserve models` lists them)."""
+    parser.add_argument(
+        "--model",
+        default="",
+        metavar="NAME",
+        help="served model to call (default: the server's default model)",
+    )
+
+
 def add_length_arguments(parser: argparse.ArgumentParser) -> None:
     """--max-length and --truncation/--no-truncation."""
     parser.add_argument(
@@ -171,6 +181,7 @@ def add_length_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _tokenize_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser)
+    add_model_argument(parser)
     add_length_arguments(parser)
     parser.add_argument(
         "--padding", choices=["longest", "max_length", "do_not_pad"], default="longest"
@@ -191,6 +202,7 @@ def _tokenize(args: argparse.Namespace) -> int:
     with connect(args) as client:
         encodings = client.tokenize(
             read_texts(args),
+            model=args.model,
             padding=args.padding,
             truncation=args.truncation,
             max_length=args.max_length,
@@ -210,6 +222,7 @@ def comma_list(value: str) -> list[str]:
 
 def _forward_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser)
+    add_model_argument(parser)
     add_length_arguments(parser)
     parser.add_argument(
         "--outputs",
@@ -228,6 +241,7 @@ def _forward(args: argparse.Namespace) -> int:
     with connect(args) as client:
         output = client.forward(
             read_texts(args),
+            model=args.model,
             outputs=args.outputs or (),
             dtype=args.dtype,
             truncation=args.truncation,
@@ -255,7 +269,9 @@ def _top_k(value: str) -> int | None:
 
 
 def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
-    """--top-k, --function-to-apply and the length arguments, as Classify takes them."""
+    """--top-k, --function-to-apply, --model and the length arguments, as Classify takes
+    them."""
+    add_model_argument(parser)
     add_length_arguments(parser)
     parser.add_argument(
         "--top-k", type=_top_k, default=1, metavar="K|all", help="labels per text (default: 1)"
@@ -289,6 +305,7 @@ def _classify(args: argparse.Namespace) -> int:
     with connect(args) as client:
         results = client.classify(
             read_texts(args),
+            model=args.model,
             function_to_apply=args.function_to_apply,
             top_k=args.top_k,
             truncation=args.truncation,
@@ -307,13 +324,24 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_model_argument(parser)
 
 
 def _info(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        info = client.model_info()
+        info = client.model_info(model=args.model)
     print_json(dataclasses.asdict(info), args)
+    return 0
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _models(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        models = client.list_models()
+    print_json([dataclasses.asdict(m) for m in models], args)
     return 0
 
 
@@ -323,7 +351,8 @@ def subcommands() -> list[Subcommand]:
         Subcommand("tokenize", "tokenize texts", _tokenize_arguments, _tokenize),
         Subcommand("forward", "run the model and print its outputs", _forward_arguments, _forward),
         Subcommand("classify", "classify texts", _classify_arguments, _classify),
-        Subcommand("info", "describe the served model", _info_arguments, _info),
+        Subcommand("info", "describe a served model", _info_arguments, _info),
+        Subcommand("models", "list the served models", _models_arguments, _models),
         *(Subcommand.from_module(name, path) for name, path in MODULE_SUBCOMMANDS.items()),
     ]
 

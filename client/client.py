@@ -27,6 +27,7 @@ from pipeserve.client.results import (
     MaskFill,
     ModelInfo,
     RankedDocument,
+    ServedModel,
     StreamResult,
     Windowed,
 )
@@ -48,6 +49,10 @@ class Client:
     "10.0.0.2:50051"]) or a "dns:///name:port" target that resolves to them (a headless
     Service): calls then go round_robin over the reachable replicas, and a call that a replica
     answers UNAVAILABLE is retried once, on another.
+
+    A server may serve several models: every call method takes `model=`, the name of the one
+    to run (`list_models()` lists them); empty means the server's default model. A name it
+    does not serve raises PipeserveError with NOT_FOUND.
 
     Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
     ValueError before any call is made. Safe to share between threads.
@@ -101,6 +106,7 @@ class Client:
         return_token_type_ids: bool | None = None,
         return_tokens: bool = False,
         return_offsets: bool = False,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Encoding]:
         """Tokenizes texts or (text, text_pair) pairs with the model's tokenizer.
@@ -112,6 +118,7 @@ class Client:
         """
         request = build.tokenize_request(
             inputs,
+            model=model,
             padding=padding,
             truncation=truncation,
             max_length=max_length,
@@ -132,6 +139,7 @@ class Client:
         dtype: ForwardDType = "float32",
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> ForwardOutput:
         """Runs the model on texts, pairs or token ids and returns the named outputs.
@@ -142,7 +150,12 @@ class Client:
         "float16" for the returned float tensors.
         """
         request = build.forward_request(
-            inputs, outputs=outputs, dtype=dtype, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            outputs=outputs,
+            dtype=dtype,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = self._stub.Forward(request, **self._call_options(timeout))
@@ -158,6 +171,7 @@ class Client:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Windowed[LabelScore]]:
         """Classifies each input (as forward() takes them); per input, its labels best first.
@@ -174,6 +188,7 @@ class Client:
         """
         request = build.classify_request(
             inputs,
+            model=model,
             function_to_apply=function_to_apply,
             top_k=top_k,
             truncation=truncation,
@@ -195,6 +210,7 @@ class Client:
         max_length: int | None = None,
         stride: int | None = None,
         window_aggregation: WindowAggregation = "mean",
+        model: str = "",
         timeout: float | None = None,
     ) -> Iterator[StreamResult]:
         """Classifies a stream of (id, inputs) requests over one bidirectional call.
@@ -209,6 +225,7 @@ class Client:
         """
         feed = build.ClassifyStreamFeed(
             build.classify_options(
+                model=model,
                 function_to_apply=function_to_apply,
                 top_k=top_k,
                 truncation=truncation,
@@ -244,6 +261,7 @@ class Client:
         stride: int | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[Windowed[Entity]]:
         """Labels each token of the texts with a token-classification model (NER, POS), as
@@ -258,6 +276,7 @@ class Client:
         """
         request = build.classify_tokens_request(
             inputs,
+            model=model,
             aggregation_strategy=aggregation_strategy,
             ignore_labels=ignore_labels,
             stride=stride,
@@ -276,6 +295,7 @@ class Client:
         targets: Iterable[str] | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[list[MaskFill]]:
         """Fills in each mask token (ModelInfo.mask_token, e.g. "[MASK]") of the texts with a
@@ -285,16 +305,23 @@ class Client:
         among these tokens). Each text needs at least one mask token.
         """
         request = build.fill_mask_request(
-            inputs, top_k=top_k, targets=targets, truncation=truncation, max_length=max_length
+            inputs,
+            model=model,
+            top_k=top_k,
+            targets=targets,
+            truncation=truncation,
+            max_length=max_length,
         )
         with translating_rpc_errors():
             response = self._stub.FillMask(request, **self._call_options(timeout))
         return parse.mask_fills(response)
 
-    def model_info(self, timeout: float | None = None) -> ModelInfo:
-        """Describes the loaded model, the server's limits and its workers."""
+    def model_info(self, timeout: float | None = None, *, model: str = "") -> ModelInfo:
+        """Describes a served model (default: the server's default model), the server's
+        limits and its workers."""
+        request = pb.ModelInfoRequest(model=model)
         with translating_rpc_errors():
-            response = self._stub.ModelInfo(pb.ModelInfoRequest(), **self._call_options(timeout))
+            response = self._stub.ModelInfo(request, **self._call_options(timeout))
         return parse.model_info(response)
 
     # --- Embeddings, reranking, zero-shot ---
@@ -310,6 +337,7 @@ class Client:
         prompt_name: str | None = None,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> np.ndarray:
         """Sentence embeddings of `inputs`, as SentenceTransformer(model).encode() gives them.
@@ -330,6 +358,7 @@ class Client:
             prompt_name=prompt_name,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = self._stub.Embed(request, **self._call_options(timeout))
@@ -345,6 +374,7 @@ class Client:
         raw_scores: bool = False,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[RankedDocument]:
         """Ranks `documents` by relevance to `query` with a cross-encoder, best first, as
@@ -362,6 +392,7 @@ class Client:
             raw_scores=raw_scores,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = self._stub.Rerank(request, **self._call_options(timeout))
@@ -376,6 +407,7 @@ class Client:
         multi_label: bool = False,
         truncation: bool = True,
         max_length: int | None = None,
+        model: str = "",
         timeout: float | None = None,
     ) -> list[list[LabelScore]]:
         """Zero-shot classification of each input against `candidate_labels` with an NLI
@@ -392,7 +424,14 @@ class Client:
             multi_label=multi_label,
             truncation=truncation,
             max_length=max_length,
+            model=model,
         )
         with translating_rpc_errors():
             response = self._stub.ClassifyZeroShot(request, **self._call_options(timeout))
         return parse.classifications(response)
+
+    def list_models(self, timeout: float | None = None) -> list[ServedModel]:
+        """The models the server serves; each method's `model=` takes one of their names."""
+        with translating_rpc_errors():
+            response = self._stub.ListModels(pb.ListModelsRequest(), **self._call_options(timeout))
+        return parse.served_models(response)

@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
+    cli.add_model_argument(parser)
     cli.add_length_arguments(parser)
     parser.add_argument(
         "--normalize", action="store_true", help="L2-normalise each embedding (after truncation)"
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             prompt_name=args.prompt_name,
             truncation=args.truncation,
             max_length=args.max_length,
+            model=args.model,
         )
     described = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype)}
     if not args.summary:

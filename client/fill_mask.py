@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
+    cli.add_model_argument(parser)
     cli.add_length_arguments(parser)
     parser.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="candidates per mask (default: 5)"
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     with cli.connect(args) as client:
         results = client.fill_mask(
             cli.read_texts(args),  # type: ignore[arg-type]
+            model=args.model,
             top_k=args.top_k,
             targets=args.targets,
             truncation=args.truncation,

@@ -13,6 +13,7 @@ from pipeserve.client.results import (
     MaskFill,
     ModelInfo,
     RankedDocument,
+    ServedModel,
     StreamResult,
     Windowed,
     WorkerInfo,
@@ -131,6 +132,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         queued_items=response.queued_items,
         served_rpcs=list(response.served_rpcs),
         mask_token=response.mask_token,
+        name=response.name,
         workers=[
             WorkerInfo(
                 id=w.id,
@@ -141,6 +143,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
                 items=w.items,
                 restarts=w.restarts,
                 busy=w.busy,
+                shared_with=list(w.shared_with),
             )
             for w in response.workers
         ],
@@ -175,4 +178,18 @@ def ranked_documents(response: pb.RerankResponse, with_text: bool) -> list[Ranke
     return [
         RankedDocument(index=r.index, score=r.score, document=r.document if with_text else None)
         for r in response.results
+    ]
+
+
+def served_models(response: pb.ListModelsResponse) -> list[ServedModel]:
+    """ListModelsResponse as dataclasses."""
+    return [
+        ServedModel(
+            name=m.name,
+            model=m.model,
+            task=m.task,
+            serving=m.serving,
+            default=m.default,
+        )
+        for m in response.models
     ]

@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read documents from PATH, one per line ('-': stdin)"
     )
+    cli.add_model_argument(parser)
     cli.add_length_arguments(parser)
     parser.add_argument("--top-n", type=int, metavar="N", help="return the N best (default: all)")
     parser.add_argument(
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raw_scores=args.raw_scores,
             truncation=args.truncation,
             max_length=args.max_length,
+            model=args.model,
         )
     cli.print_json([document.to_dict() for document in ranked], args)
     return 0

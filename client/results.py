@@ -185,6 +185,8 @@ class WorkerInfo:
     items: int = 0
     restarts: int = 0
     busy: bool = False
+    # Workers of other served models on the same device, as "MODEL/ID".
+    shared_with: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,19 @@ class ModelInfo:
     mask_token: str = ""
     # Set for a bare encoder, which embed() serves.
     embedding: EmbeddingInfo | None = None
+    # The name requests choose this model by (`model` is its path or hub id).
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model the server serves (ListModelsResponse)."""
+
+    name: str
+    model: str
+    task: str
+    serving: bool
+    default: bool
 
 
 @dataclass(frozen=True)

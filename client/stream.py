@@ -46,6 +46,7 @@ def _classify(args: argparse.Namespace, lines: TextIO) -> int:
     with cli.connect(args) as client:
         results = client.classify_stream(
             requests(lines),
+            model=args.model,
             function_to_apply=args.function_to_apply,
             top_k=args.top_k,
             truncation=args.truncation,

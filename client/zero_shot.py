@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='hypothesis with {} for the label (default: "This example is {}.")',
     )
     parser.add_argument("--multi-label", action="store_true", help="score each label on its own")
+    cli.add_model_argument(parser)
     cli.add_length_arguments(parser)
 
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             multi_label=args.multi_label,
             truncation=args.truncation,
             max_length=args.max_length,
+            model=args.model,
         )
     cli.print_json(
         [

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         # Before torch and transformers load: a wrong --model fails in a second, not in ten.
-        check_model_source(settings.model)
+        for entry in settings.per_model():
+            check_model_source(entry.model_source)
         from pipeserve.server.app import serve
 
         asyncio.run(serve(settings))

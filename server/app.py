@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 
 from pipeserve.server.edge.server import Edge
 from pipeserve.server.engine.core import Engine
@@ -19,31 +20,26 @@ from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.pool import FrontendPool
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.pipeline.model_card import load_model_card
-from pipeserve.server.schema import WorkerSpec
+from pipeserve.server.pipeline.model_card import ModelCard, load_model_card
+from pipeserve.server.schema import DeviceSpec, WorkerSpec
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.devices import check_precision, plan_devices, plan_frontends
+from pipeserve.server.workers.devices import (
+    check_precision,
+    plan_frontends,
+    plan_models,
+    shared_devices,
+)
 
 log = logging.getLogger("pipeserve")
 
 
-async def serve(settings: Settings) -> None:
-    loop = asyncio.get_running_loop()
-    log.info("loading tokenizer and config of %s", settings.model)
-    card = await loop.run_in_executor(None, load_model_card, settings)
-    log.info(
-        "model %s: task %s, max length %d, %d labels",
-        card.name,
-        card.task,
-        card.max_length,
-        len(card.id2label),
-    )
-    devices = plan_devices(settings.devices, settings.workers_per_device)
-    check_precision(settings, on_gpu=devices[0].gpu is not None)
-    specs = [
+def _worker_specs(
+    settings: Settings, card: ModelCard, devices: list[DeviceSpec]
+) -> list[WorkerSpec]:
+    return [
         WorkerSpec(
             worker_id=i,
-            model=settings.model,
+            model=settings.model_source,
             revision=settings.revision,
             task=card.task,
             dtype=settings.dtype,
@@ -55,9 +51,52 @@ async def serve(settings: Settings) -> None:
         )
         for i, device in enumerate(devices)
     ]
-    frontends = plan_frontends(settings.frontends, devices)
+
+
+async def _load_card(settings: Settings) -> ModelCard:
+    log.info("loading tokenizer and config of %s", settings.model_source)
+    card = await asyncio.get_running_loop().run_in_executor(None, load_model_card, settings)
+    log.info(
+        "model %s (%s): task %s, max length %d, %d labels",
+        settings.model_name,
+        card.name,
+        card.task,
+        card.max_length,
+        len(card.id2label),
+    )
+    return card
+
+
+def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
+    """One front end with several models: a front-end process reaches one engine only."""
+    if len(settings.model) == 1:
+        return plan_frontends(settings.frontends, devices)
+    if settings.frontends > 1:
+        raise StartupError(
+            f"--frontends {settings.frontends} serves one model; with several models "
+            "use --frontends 1 (or leave it unset)"
+        )
+    return 1
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    per_model = settings.per_model()
+    cards = [await _load_card(m) for m in per_model]
+    plans = plan_models([(m.devices, m.workers_per_device) for m in per_model])
+    names = [m.model_name for m in per_model]
+    for model, devices in zip(per_model, plans, strict=True):
+        check_precision(model, on_gpu=devices[0].gpu is not None)
+    frontends = _plan_frontends(settings, [d for plan in plans for d in plan])
     settings = settings.model_copy(update={"frontends": frontends})
-    log.info("workers: %s", ", ".join(f"{s.worker_id}={s.device.label}" for s in specs))
+    per_model = tuple(m.model_copy(update={"frontends": frontends}) for m in per_model)
+    specs = [
+        _worker_specs(m, card, devices)
+        for m, card, devices in zip(per_model, cards, plans, strict=True)
+    ]
+    for name, model_specs in zip(names, specs, strict=True):
+        workers = ", ".join(f"{s.worker_id}={s.device.label}" for s in model_specs)
+        log.info("workers of %s: %s", name, workers)
     log.info(
         "limits: batch %d sequences / %d tokens, max wait %.1f ms, %d items per request, "
         "%d queued items, %d characters per text",
@@ -72,29 +111,40 @@ async def serve(settings: Settings) -> None:
     edge: Edge | None = None
     hub: Hub | None = None
 
-    def on_alive_change(alive: int) -> None:
-        if edge is not None:
-            edge.mark_alive(alive)
-        if hub is not None:
-            hub.broadcast_state()
+    def on_alive_change(name: str) -> Callable[[int], None]:
+        def changed(alive: int) -> None:
+            if edge is not None:
+                edge.mark_alive(name, alive)
+            if hub is not None:
+                hub.broadcast_state()
+
+        return changed
 
     metrics_dir = None
     if frontends > 1 and settings.metrics_port is not None:
         # Front ends spawned from here on keep their metrics in files, served from here.
         metrics_dir = tempfile.mkdtemp(prefix="pipeserve-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    metrics = Metrics(calls=frontends == 1, frontends_dir=metrics_dir)
-    engine = Engine(settings, card, specs, metrics, on_alive_change)
+    metrics = Metrics(
+        default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
+    )
+    engines = [
+        Engine(m, card, s, metrics, on_alive_change(name))
+        for m, card, s, name in zip(per_model, cards, specs, names, strict=True)
+    ]
     stop = asyncio.Event()
     frontend_pool: FrontendPool | None = None
-    # Workers load the model while the front ends start.
-    starting = asyncio.create_task(engine.start(on_batcher_failed=stop.set))
+    # Workers load the models while the front ends start.
+    starting = asyncio.create_task(_start_all(engines, stop.set))
     try:
         if frontends == 1:
-            edge = Edge(settings, card, engine, metrics, reuse_port=False)
+            edge = Edge(settings, metrics, reuse_port=False)
+            shared = shared_devices(names, plans)
+            for parts in zip(per_model, cards, engines, shared, strict=True):
+                edge.add_model(*parts)
             port = await edge.start(settings.port)
         else:
-            hub = Hub(engine)
+            hub = Hub(engines[0])
             frontend_pool = FrontendPool(settings, frontends, hub)
             port = await frontend_pool.start()
         log.info(
@@ -119,7 +169,8 @@ async def serve(settings: Settings) -> None:
         done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()  # raises ModelLoadError when a worker could not load the model
-            log.info("ready on %s:%d with %d workers", settings.host, port, engine.alive)
+            alive = sum(e.alive for e in engines)
+            log.info("ready on %s:%d with %d workers", settings.host, port, alive)
             await stop.wait()
         else:
             starting.cancel()
@@ -131,7 +182,8 @@ async def serve(settings: Settings) -> None:
             await frontend_pool.drain()
     finally:
         starting.cancel()
-        await engine.stop()
+        for engine in engines:
+            await engine.stop()
         if edge is not None:
             await edge.close()
         if frontend_pool is not None:
@@ -139,3 +191,8 @@ async def serve(settings: Settings) -> None:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")
+
+
+async def _start_all(engines: list[Engine], on_batcher_failed: Callable[[], None]) -> None:
+    """Starts every model's engine at once; returns when all their workers are ready."""
+    await asyncio.gather(*(e.start(on_batcher_failed=on_batcher_failed) for e in engines))

@@ -42,6 +42,10 @@ class UnsupportedByModel(PipeserveError):
     """The RPC needs a model head the server was not started with."""
 
 
+class ModelNotFound(PipeserveError):
+    """The request names a model the server does not serve (or no longer serves)."""
+
+
 class ModelFailed(PipeserveError):
     """The model raised on a batch; the worker survives and the message says why."""
 

@@ -3,6 +3,8 @@
 Calls are counted by a wrapper around each RPC (`edge/handlers.py`); stage times come from the
 request path; queue depth and per-worker counters are read from the queue, the supervisor and
 the dispatcher at scrape time, so the data path carries no bookkeeping of its own for them.
+Every metric has a `model` label: the served model's name (empty for a call that names no
+served model).
 """
 
 import time
@@ -29,38 +31,58 @@ _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
 class _PoolCollector(Collector):
-    """Reads queue depth and worker counters when Prometheus scrapes."""
+    """Reads each model's queue depth and worker counters when Prometheus scrapes."""
 
-    def __init__(self, queue: "Queue", workers: "Supervisor", dispatcher: "Dispatcher") -> None:
-        self._queue = queue
-        self._workers = workers
-        self._dispatcher = dispatcher
+    def __init__(self) -> None:
+        self.pools: dict[str, tuple[Queue, Supervisor, Dispatcher]] = {}
 
     def collect(self) -> Iterator[Any]:
-        yield GaugeMetricFamily(
-            "pipeserve_queue_depth", "Items waiting for a worker.", value=self._queue.waiting
+        depth = GaugeMetricFamily(
+            "pipeserve_queue_depth", "Items waiting for a worker.", labels=["model"]
         )
-        yield GaugeMetricFamily(
-            "pipeserve_workers_alive",
-            "Worker processes ready to take batches.",
-            value=self._workers.alive,
+        alive = GaugeMetricFamily(
+            "pipeserve_workers_alive", "Worker processes ready to take batches.", labels=["model"]
         )
         restarts = CounterMetricFamily(
             "pipeserve_worker_restarts",
             "Worker processes respawned after dying.",
-            labels=["worker"],
+            labels=["model", "worker"],
         )
         busy = CounterMetricFamily(
             "pipeserve_worker_busy_seconds",
             "Time workers spent computing batches.",
-            labels=["worker"],
+            labels=["model", "worker"],
         )
-        for worker_id, count in self._workers.restarts.items():
-            restarts.add_metric([str(worker_id)], count)
-        for worker_id, stats in self._dispatcher.stats.items():
-            busy.add_metric([str(worker_id)], stats.busy_s)
-        yield restarts
-        yield busy
+        for model, (queue, workers, dispatcher) in list(self.pools.items()):
+            depth.add_metric([model], queue.waiting)
+            alive.add_metric([model], workers.alive)
+            for worker_id, count in workers.restarts.items():
+                restarts.add_metric([model, str(worker_id)], count)
+            for worker_id, stats in dispatcher.stats.items():
+                busy.add_metric([model, str(worker_id)], stats.busy_s)
+        yield from (depth, alive, restarts, busy)
+
+
+class ModelMetrics:
+    """The stage and batch observations of one model, its label children looked up once."""
+
+    def __init__(self, metrics: "Metrics", model: str) -> None:
+        if hasattr(metrics, "stage"):
+            self._stages = {
+                stage: metrics.stage.labels(model, stage)
+                for stage in ("tokenize", "queue", "forward", "postprocess")
+            }
+        if hasattr(metrics, "batch_size"):
+            self._batch_size = metrics.batch_size.labels(model)
+            self._batch_tokens = metrics.batch_tokens.labels(model)
+
+    def observe_stages(self, **milliseconds: float) -> None:
+        for stage, ms in milliseconds.items():
+            self._stages[stage].observe(ms / 1000)
+
+    def observe_batch(self, size: int, padded_tokens: int) -> None:
+        self._batch_size.observe(size)
+        self._batch_tokens.observe(padded_tokens)
 
 
 class Metrics:
@@ -70,9 +92,19 @@ class Metrics:
     mode) and served by the main process beside its own."""
 
     def __init__(
-        self, *, calls: bool = True, batches: bool = True, frontends_dir: str | None = None
+        self,
+        *,
+        default_model: str = "",
+        calls: bool = True,
+        batches: bool = True,
+        frontends_dir: str | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        # Names a call's `model` field may take as a label; anything else counts as "".
+        self._default_model = default_model
+        self._models: set[str] = set()
+        self._pools = _PoolCollector()
+        self.registry.register(self._pools)
         if frontends_dir is not None:
             MultiProcessCollector(self.registry, frontends_dir)
         if calls:
@@ -81,12 +113,14 @@ class Metrics:
             self.batch_size = Histogram(
                 "pipeserve_batch_size",
                 "Sequences per batch sent to a worker.",
+                ["model"],
                 buckets=_SIZES,
                 registry=self.registry,
             )
             self.batch_tokens = Histogram(
                 "pipeserve_batch_tokens",
                 "Padded tokens (longest x sequences) per batch.",
+                ["model"],
                 buckets=_TOKENS,
                 registry=self.registry,
             )
@@ -94,56 +128,60 @@ class Metrics:
     def _create_call_metrics(self) -> None:
         self.requests = Counter(
             "pipeserve_requests",
-            "RPCs answered, by method and status code.",
-            ["rpc", "code"],
+            "RPCs answered, by model, method and status code.",
+            ["model", "rpc", "code"],
             registry=self.registry,
         )
         self.items = Counter(
-            "pipeserve_items", "Inputs received, by method.", ["rpc"], registry=self.registry
+            "pipeserve_items",
+            "Inputs received, by model and method.",
+            ["model", "rpc"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "pipeserve_request_duration_seconds",
-            "RPC latency in the server, by method.",
-            ["rpc"],
+            "RPC latency in the server, by model and method.",
+            ["model", "rpc"],
             buckets=_SECONDS,
             registry=self.registry,
         )
         self.stage = Histogram(
             "pipeserve_stage_duration_seconds",
             "Time per request in each stage: tokenize, queue, forward, postprocess.",
-            ["stage"],
+            ["model", "stage"],
             buckets=_SECONDS,
             registry=self.registry,
         )
-        # Label children looked up once: a lookup per call costs more than the observation.
-        self._stages = {
-            stage: self.stage.labels(stage)
-            for stage in ("tokenize", "queue", "forward", "postprocess")
-        }
 
-    def watch(self, queue: "Queue", workers: "Supervisor", dispatcher: "Dispatcher") -> None:
-        self.registry.register(_PoolCollector(queue, workers, dispatcher))
+    def for_model(self, model: str) -> ModelMetrics:
+        """Observations of served model `model`, whose name becomes a label value."""
+        self._models.add(model)
+        return ModelMetrics(self, model)
 
-    def observe_stages(self, **milliseconds: float) -> None:
-        for stage, ms in milliseconds.items():
-            self._stages[stage].observe(ms / 1000)
+    def watch(
+        self, model: str, queue: "Queue", workers: "Supervisor", dispatcher: "Dispatcher"
+    ) -> None:
+        self._pools.pools[model] = (queue, workers, dispatcher)
 
-    def observe_batch(self, size: int, padded_tokens: int) -> None:
-        self.batch_size.observe(size)
-        self.batch_tokens.observe(padded_tokens)
+    def _model_label(self, request: Any) -> str:
+        """The served model a request names, as a label (bounded: unknown names are "")."""
+        name = getattr(request, "model", "") or self._default_model
+        return name if name in self._models else ""
 
     def serve(self, host: str, port: int) -> int:
         """Starts the /metrics HTTP endpoint in a thread; returns the bound port."""
         server, _ = start_http_server(port, addr=host, registry=self.registry)
         return server.server_port
 
-    def _counter_by_code(self, rpc: str) -> Callable[[str], Any]:
-        children: dict[str, Any] = {}
+    def _children(self, metric: Any, *labels: str) -> Callable[..., Any]:
+        """`metric.labels(...)` with `labels` last, each child looked up once: a lookup per
+        call costs more than the observation."""
+        children: dict[tuple[str, ...], Any] = {}
 
-        def child(code: str) -> Any:
-            if code not in children:
-                children[code] = self.requests.labels(rpc, code)
-            return children[code]
+        def child(*first: str) -> Any:
+            if first not in children:
+                children[first] = metric.labels(*first, *labels)
+            return children[first]
 
         return child
 
@@ -151,46 +189,53 @@ class Metrics:
         self, rpc: str, behavior: Callable[..., Awaitable[Any]]
     ) -> Callable[..., Awaitable[Any]]:
         """`behavior` counted and timed as RPC `rpc`, by its final status code."""
-        items = self.items.labels(rpc)
-        latency = self.latency.labels(rpc)
-        done = self._counter_by_code(rpc)
+        items = self._children(self.items, rpc)
+        latency = self._children(self.latency, rpc)
+        done = self._children(self.requests)
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            items.inc(len(getattr(request, "inputs", ())))
+            model = self._model_label(request)
+            items(model).inc(len(getattr(request, "inputs", ())))
             start, failed = time.perf_counter(), True
             try:
                 response = await behavior(request, context)
                 failed = False
                 return response
             finally:
-                done(_code(context, failed)).inc()
-                latency.observe(time.perf_counter() - start)
+                done(model, rpc, _code(context, failed)).inc()
+                latency(model).observe(time.perf_counter() - start)
 
         return unary
 
     def count_stream(
         self, rpc: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
-        """`behavior`, a stream, counted and timed as RPC `rpc`; items counted per message."""
-        items = self.items.labels(rpc)
-        latency = self.latency.labels(rpc)
-        done = self._counter_by_code(rpc)
-
-        async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-            async for message in requests:
-                inner = getattr(message, "request", None)
-                items.inc(len(getattr(inner, "inputs", ())))
-                yield message
+        """`behavior`, a stream, counted and timed as RPC `rpc`; items counted per message by
+        its model, the call by its first message's model."""
+        items = self._children(self.items, rpc)
+        latency = self._children(self.latency, rpc)
+        done = self._children(self.requests)
 
         async def stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            first: list[str] = []
+
+            async def counted() -> AsyncIterator[Any]:
+                async for message in requests:
+                    inner = getattr(message, "request", None)
+                    model = self._model_label(inner)
+                    first[:] = first or [model]
+                    items(model).inc(len(getattr(inner, "inputs", ())))
+                    yield message
+
             start, failed = time.perf_counter(), True
             try:
-                async for response in behavior(counted(requests), context):
+                async for response in behavior(counted(), context):
                     yield response
                 failed = False
             finally:
-                done(_code(context, failed)).inc()
-                latency.observe(time.perf_counter() - start)
+                model = first[0] if first else self._model_label(None)
+                done(model, rpc, _code(context, failed)).inc()
+                latency(model).observe(time.perf_counter() - start)
 
         return stream
 

@@ -5,14 +5,28 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 """
 
 import argparse
+import re
+import tomllib
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+# Names travel in requests, health service names and metric labels: keep them plain.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def split_model(entry: str) -> tuple[str, str]:
+    """(name, source) of a --model value: NAME=SOURCE, or a bare SOURCE named after its last
+    part (a folder's name, a hub id's model part)."""
+    name, sep, source = entry.partition("=")
+    if sep and _NAME.fullmatch(name):
+        return name, source
+    return PurePosixPath(entry.rstrip("/")).name, entry
 
 
 class Task(StrEnum):
@@ -50,9 +64,24 @@ class LogFormat(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPESERVE_", frozen=True)
 
-    model: str = Field(
-        DEFAULT_MODEL, description="Hugging Face hub name or local checkpoint folder."
+    model: Annotated[tuple[str, ...], NoDecode] = Field(
+        (DEFAULT_MODEL,),
+        description="Model to serve: NAME=PATH_OR_HUB_ID, or a bare hub name or checkpoint "
+        "folder, named after its last part. Repeat the flag to serve several models (in the "
+        "environment, separate them with commas).",
     )
+    default_model: str | None = Field(
+        None,
+        description="Name of the model that requests naming none go to; unset: the first.",
+    )
+    models_file: Path | None = Field(
+        None,
+        description="TOML file of the models to serve, each with its own path, revision, task, "
+        "devices, workers per device, dtype, quantize and limits (see README); replaces "
+        "--model.",
+    )
+    # Per served model, the settings the models file gives it ({name: {field: value}}).
+    _model_options: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     task: Task = Field(
         Task.AUTO, description="Model head; auto picks it from the config's architectures."
@@ -141,6 +170,82 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_models_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("models_file") is None:
+            return data
+        if data.get("model") is not None:
+            raise ValueError("give --model or --models-file, not both")
+        models = read_models_file(Path(data["models_file"]))
+        return {**data, "model": models.model, "default_model": models.default}
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> "Settings":
+        if self.models_file is not None:  # read again: a field cannot carry its options
+            self._model_options = read_models_file(self.models_file).options
+        if not self.model:
+            raise ValueError("--model: give at least one model")
+        names = [split_model(entry)[0] for entry in self.model]
+        for name, entry in zip(names, self.model, strict=True):
+            if not _NAME.fullmatch(name):
+                raise ValueError(
+                    f"--model {entry}: cannot name it {name!r}; give NAME={entry} with a NAME "
+                    "of letters, digits, '.', '_' and '-'"
+                )
+        if len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"--model: the name {twice[0]} is given twice; use NAME=PATH")
+        if self.default_model is not None and self.default_model not in names:
+            raise ValueError(
+                f"--default-model {self.default_model}: not a served model ({', '.join(names)})"
+            )
+        self.per_model()  # a bad value in the models file fails here, at start-up
+        return self
+
+    @property
+    def model_name(self) -> str:
+        """Name of this settings' (first) model."""
+        return split_model(self.model[0])[0]
+
+    @property
+    def model_source(self) -> str:
+        """Path or hub id of this settings' (first) model."""
+        return split_model(self.model[0])[1]
+
+    @property
+    def default_name(self) -> str:
+        """The model that requests naming none go to."""
+        return self.default_model or self.model_name
+
+    def per_model(self) -> tuple["Settings", ...]:
+        """One settings object per served model, in the order given, each naming that model
+        alone (and it as the default), with the values the models file gives it."""
+        if not self._model_options:
+            return tuple(
+                self.model_copy(update={"model": (entry,), "default_model": None})
+                for entry in self.model
+            )
+        common = self.model_dump(exclude={"model", "default_model", "models_file"})
+        models = []
+        for entry in self.model:
+            name = split_model(entry)[0]
+            try:
+                given = {**common, **self._model_options.get(name, {}), "model": (entry,)}
+                models.append(Settings.model_validate(given))
+            except ValidationError as error:
+                problem = error.errors()[0]
+                where = ".".join(map(str, problem["loc"]))
+                raise ValueError(f"[models.{name}] {where}: {problem['msg']}") from None
+        return tuple(models)
+
     @field_validator("devices")
     @classmethod
     def _check_devices(cls, value: str) -> str:
@@ -159,6 +264,68 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         return self
+
+
+# What a model's table in the models file may set, besides `path` and `default`.
+MODEL_FILE_KEYS = (
+    "revision",
+    "task",
+    "devices",
+    "workers_per_device",
+    "dtype",
+    "quantize",
+    "allow_missing_weights",
+    "max_batch_tokens",
+    "max_batch_size",
+    "max_wait_ms",
+    "max_items_per_request",
+    "max_text_chars",
+    "max_tokens_per_request",
+    "max_queued_items",
+    "forward_timeout_s",
+)
+
+
+@dataclass(frozen=True)
+class ModelsFile:
+    # --model values, NAME=PATH
+    model: tuple[str, ...]
+    default: str | None
+    # Per model name, the settings its table gives.
+    options: dict[str, dict[str, Any]]
+
+
+def read_models_file(path: Path) -> ModelsFile:
+    """The models a models file gives, the default one, and each one's settings.
+
+    Each `[models.NAME]` table needs `path` (a folder or hub id) and may set MODEL_FILE_KEYS;
+    `default = true` marks the model that requests naming none go to."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"--models-file {path}: {error}") from error
+    tables = document.get("models")
+    unknown = set(document) - {"models"}
+    if unknown or not isinstance(tables, dict) or not tables:
+        raise ValueError(f"--models-file {path}: give one [models.NAME] table per model")
+    entries, options, defaults = [], {}, []
+    for name, table in tables.items():
+        where = f"--models-file {path}: [models.{name}]"
+        if not isinstance(table, dict) or not isinstance(table.get("path"), str):
+            raise ValueError(f'{where} needs path = "FOLDER_OR_HUB_ID"')
+        wrong = set(table) - {"path", "default", *MODEL_FILE_KEYS}
+        if wrong:
+            raise ValueError(
+                f"{where}: unknown key {sorted(wrong)[0]!r}; known: path, default, "
+                + ", ".join(MODEL_FILE_KEYS)
+            )
+        if table.get("default"):
+            defaults.append(name)
+        entries.append(f"{name}={table['path']}")
+        options[name] = {k: v for k, v in table.items() if k in MODEL_FILE_KEYS}
+    if len(defaults) > 1:
+        raise ValueError(f"--models-file {path}: default = true on {', '.join(defaults)}")
+    return ModelsFile(tuple(entries), defaults[0] if defaults else None, options)
 
 
 def _flag(name: str) -> str:
@@ -183,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {"dest": name, "help": help_text, "default": None}
         if isinstance(field.default, StrEnum):
             kwargs["choices"] = [m.value for m in type(field.default)]
+        if isinstance(field.default, tuple):
+            kwargs["action"] = "append"
         parser.add_argument(_flag(name), **kwargs)
     return parser
 

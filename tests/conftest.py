@@ -284,7 +284,7 @@ class ServerProcess:
 
 
 def launch_server(
-    model: Path | str,
+    model: Path | str | None,
     *args: str,
     devices: str = "cpu",
     timeout: float = 180,
@@ -294,14 +294,14 @@ def launch_server(
 
     Returns when the server logs that every worker is ready (or, with `until_listening`, that
     its port is open), or fails with its log when the process exits or the timeout passes first.
+    `model` None passes no --model (for a server given --models-file).
     """
     awaited = _LISTENING if until_listening else _READY
     command = [
         sys.executable,
         "-m",
         "pipeserve.server",
-        "--model",
-        str(model),
+        *(["--model", str(model)] if model is not None else []),
         "--host",
         "127.0.0.1",
         "--port",

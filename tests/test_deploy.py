@@ -180,3 +180,30 @@ def test_service_and_budget_select_the_pods(resources):
         assert selector.items() <= labels.items(), kind
     # Headless, so DNS gives every pod's address and clients balance (round_robin).
     assert resources["Service"]["spec"]["clusterIP"] == "None"
+
+
+def test_the_multi_model_overlay_serves_the_models_of_its_configmap(tmp_path):
+    built = subprocess.run(
+        [require_tool("kubectl"), "kustomize", str(ROOT / "deploy" / "kubernetes-multi-model")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    documents = {doc["kind"]: doc for doc in yaml.safe_load_all(built) if doc}
+    for doc in documents.values():
+        kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
+    config_map, pod = documents["ConfigMap"], documents["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    # The file is where the env says, from the generated ConfigMap.
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "models-file")
+    volume = next(v for v in pod["volumes"] if v["name"] == "models-file")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert env["PIPESERVE_MODELS_FILE"] == mount["mountPath"] + "/models.toml"
+    models = tmp_path / "models.toml"
+    models.write_text(config_map["data"]["models.toml"], encoding="utf-8")
+    given = {k.removeprefix("PIPESERVE_").lower(): v for k, v in env.items() if "PIPESERVE_" in k}
+    settings = Settings(**{**given, "models_file": models})
+    assert [s.model_name for s in settings.per_model()] == ["sentiment", "ner", "minilm"]
+    assert settings.default_name == "sentiment"

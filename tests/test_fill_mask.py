@@ -178,7 +178,7 @@ def test_model_info_lists_what_a_masked_lm_serves(mlm):
     info = mlm.model_info()
 
     assert info.task == "fill-mask"
-    assert info.served_rpcs == ["Tokenize", "Forward", "FillMask", "ModelInfo"]
+    assert info.served_rpcs == ["Tokenize", "Forward", "FillMask", "ModelInfo", "ListModels"]
     assert info.mask_token == "[MASK]"
 
 

@@ -159,10 +159,12 @@ def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert)
                 client.close()
         metrics = scrape(url)
     # 2 calls through one front end and 3 through the other, counted together.
-    assert metrics[("pipeserve_requests_total", (("code", "OK"), ("rpc", "Classify")))] == 5
-    assert metrics[("pipeserve_items_total", (("rpc", "Classify"),))] == 10
-    assert metrics[("pipeserve_batch_size_sum", ())] == 10
-    assert metrics[("pipeserve_workers_alive", ())] == 1
+    model = ("model", tiny_distilbert.name)
+    requests = ("pipeserve_requests_total", (("code", "OK"), model, ("rpc", "Classify")))
+    assert metrics[requests] == 5
+    assert metrics[("pipeserve_items_total", (model, ("rpc", "Classify")))] == 10
+    assert metrics[("pipeserve_batch_size_sum", (model,))] == 10
+    assert metrics[("pipeserve_workers_alive", (model,))] == 1
 
 
 def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):

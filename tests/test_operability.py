@@ -16,17 +16,20 @@ from pipeserve.client import Client, PipeserveError
 
 from .conftest import launch_server, paused, scrape, wait_until
 
+# The model's name, the `model` label of every metric.
+MODEL = ("model", "sst2")
+
 
 @pytest.fixture(scope="module")
 def observed(tiny_distilbert):
-    server = launch_server(tiny_distilbert, "--metrics-port", "0", "--log-format", "json")
+    server = launch_server(f"sst2={tiny_distilbert}", "--metrics-port", "0", "--log-format", "json")
     yield server, server.metrics_url
     server.stop()
 
 
 def _change(before: dict, after: dict, name: str, *labels: tuple[str, str]) -> float:
     """How much a sample moved: the module's server is shared, so only changes are a test's."""
-    key = (name, tuple(sorted(labels)))
+    key = (name, tuple(sorted((MODEL, *labels))))
     return after[key] - before.get(key, 0.0)
 
 
@@ -59,10 +62,10 @@ def test_metrics_count_what_was_sent(observed):
             before, metrics, "pipeserve_stage_duration_seconds_count", ("stage", stage)
         )
         assert change == 5, stage
-    assert metrics[("pipeserve_queue_depth", ())] == 0
-    assert metrics[("pipeserve_workers_alive", ())] == 1
-    assert metrics[("pipeserve_worker_restarts_total", (("worker", "0"),))] == 0
-    busy = ("pipeserve_worker_busy_seconds_total", (("worker", "0"),))
+    assert metrics[("pipeserve_queue_depth", (MODEL,))] == 0
+    assert metrics[("pipeserve_workers_alive", (MODEL,))] == 1
+    assert metrics[("pipeserve_worker_restarts_total", (MODEL, ("worker", "0")))] == 0
+    busy = ("pipeserve_worker_busy_seconds_total", (MODEL, ("worker", "0")))
     assert metrics[busy] > before[busy]
 
 
@@ -75,10 +78,10 @@ def test_queue_depth_gauge_follows_the_queue(observed):
             wait_until(lambda: client.model_info().workers[0].busy)
             queued = [pool.submit(client.classify, [f"queued {i}"]) for i in range(2)]
             wait_until(lambda: client.model_info().queued_items == 2)
-            assert scrape(url)[("pipeserve_queue_depth", ())] == 2
+            assert scrape(url)[("pipeserve_queue_depth", (MODEL,))] == 2
         for call in (held, *queued):
             call.result()
-    assert scrape(url)[("pipeserve_queue_depth", ())] == 0
+    assert scrape(url)[("pipeserve_queue_depth", (MODEL,))] == 0
 
 
 def test_health_reports_serving_for_the_server_and_the_service(observed):

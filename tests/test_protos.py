@@ -42,6 +42,7 @@ def test_proto_package_is_versioned():
         "Embed",
         "Rerank",
         "ClassifyZeroShot",
+        "ListModels",
     }
 
 
@@ -75,6 +76,7 @@ def test_unary_rpcs_are_declared_free_of_side_effects():
         "Forward": MethodOptions.NO_SIDE_EFFECTS,
         "Classify": MethodOptions.NO_SIDE_EFFECTS,
         "ModelInfo": MethodOptions.NO_SIDE_EFFECTS,
+        "ListModels": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyTokens": MethodOptions.NO_SIDE_EFFECTS,
         "FillMask": MethodOptions.NO_SIDE_EFFECTS,
         "ClassifyStream": MethodOptions.IDEMPOTENCY_UNKNOWN,

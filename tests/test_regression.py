@@ -71,4 +71,5 @@ def test_model_info_lists_what_a_classifier_serves(regressor_client):
         "ModelInfo",
         "Rerank",
         "ClassifyZeroShot",
+        "ListModels",
     ]

@@ -147,7 +147,7 @@ def _respawn_delays(server: ServerProcess) -> list[float]:
 
 def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilbert):
     with serving(tiny_distilbert, "--metrics-port", "0") as server:
-        alive = ("pipeserve_workers_alive", ())
+        alive = ("pipeserve_workers_alive", (("model", tiny_distilbert.name),))
         assert scrape(server.metrics_url)[alive] == 1
         os.kill(workers(server.address)[0].pid, signal.SIGKILL)
         wait_for_health(server.address, NOT_SERVING)

@@ -157,7 +157,7 @@ def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(tiny_distilbert)
         ThreadPoolExecutor(1) as pool,
     ):
         worker = workers(server.address)[0]
-        sent = ("pipeserve_batch_size_count", ())
+        sent = ("pipeserve_batch_size_count", (("model", tiny_distilbert.name),))
         with paused(worker.pid):
             running = pool.submit(client.classify, ["held by the paused worker"])
             wait_until(lambda: workers(server.address)[0].busy)

@@ -254,7 +254,7 @@ def test_model_info_lists_what_a_token_classifier_serves(ner, tiny_bert_ner):
     info = ner.model_info()
 
     assert info.task == "token-classification"
-    assert info.served_rpcs == ["Tokenize", "Forward", "ClassifyTokens", "ModelInfo"]
+    assert info.served_rpcs == ["Tokenize", "Forward", "ClassifyTokens", "ModelInfo", "ListModels"]
     config = AutoConfig.from_pretrained(tiny_bert_ner)
     assert info.labels == [config.id2label[i] for i in range(config.num_labels)]
 

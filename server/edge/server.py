@@ -1,6 +1,8 @@
 """The gRPC edge of one front end: the Inference service, health, reflection, TLS and tokens,
 bound and started. The same in every front end, whether the engine runs in its process or
-in the main one (`--frontends`)."""
+in the main one (`--frontends`). It serves every model added with `add_model`; health has a
+service per model (`pipeserve.v1.Inference/NAME`), and the overall status is SERVING only
+while every model is."""
 
 import asyncio
 import logging
@@ -14,7 +16,11 @@ from pipeserve.server.edge import handlers
 from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
 from pipeserve.server.edge.service import InferenceService
 from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.embed import Embedder
 from pipeserve.server.engine.infer import Infer
+from pipeserve.server.engine.models import Models, ServedModel
+from pipeserve.server.engine.pairs import PairTasks
+from pipeserve.server.engine.tasks_text import TextTasks
 from pipeserve.server.errors import StartupError
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.model_card import ModelCard
@@ -29,18 +35,18 @@ class Edge:
     def __init__(
         self,
         settings: Settings,
-        card: ModelCard,
-        engine: EngineCalls,
         metrics: Metrics,
         *,
         reuse_port: bool,
         quiet: bool = False,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self.health = health.aio.HealthServicer()
         # One tokenizer thread, for long requests: the fast tokenizer parallelises a batch itself.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
-        infer = Infer(card, engine, settings, self._executor, metrics)
+        self.models = Models(settings.default_name)
+        self._alive: dict[str, int] = {}
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if settings.auth_token_file is not None:
             tokens = load_tokens(settings.auth_token_file)
@@ -54,7 +60,7 @@ class Edge:
             ("grpc.so_reuseport", int(reuse_port)),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
-        handlers.register(self.server, InferenceService(infer, engine, settings), metrics)
+        handlers.register(self.server, InferenceService(self.models), metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
             reflection.enable_server_reflection(
@@ -63,10 +69,36 @@ class Edge:
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
 
+    def add_model(
+        self,
+        settings: Settings,
+        card: ModelCard,
+        engine: EngineCalls,
+        shared_with: dict[int, tuple[str, ...]] | None = None,
+    ) -> None:
+        """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
+        infer = Infer(card, engine, settings, self._executor, self._metrics)
+        name = settings.model_name
+        self._alive[name] = 0
+        self.models.add(
+            ServedModel(
+                name,
+                settings,
+                card,
+                engine,
+                infer,
+                TextTasks(infer),
+                Embedder(infer, settings.revision),
+                PairTasks(infer, settings.revision),
+                shared_with or {},
+            )
+        )
+
     async def start(self, port: int) -> int:
         """Binds `port` (0 picks one) and starts serving; returns the bound port."""
         settings = self._settings
-        await self.set_alive(0)
+        for model in self.models:
+            await self.set_alive(model.name, 0)
         credentials = server_credentials(settings)
         bind = f"{settings.host}:{port}"
         try:
@@ -83,15 +115,20 @@ class Edge:
         await self.server.start()
         return bound
 
-    async def set_alive(self, alive: int) -> None:
+    async def set_alive(self, model: str, alive: int) -> None:
+        """Model `model` has `alive` ready workers."""
         status = health_pb2.HealthCheckResponse
-        value = status.SERVING if alive else status.NOT_SERVING
+        self._alive[model] = alive
+        await self.health.set(
+            f"{SERVICE_NAME}/{model}", status.SERVING if alive else status.NOT_SERVING
+        )
+        every = all(self._alive.values())
         for name in ("", SERVICE_NAME):
-            await self.health.set(name, value)
+            await self.health.set(name, status.SERVING if every else status.NOT_SERVING)
 
-    def mark_alive(self, alive: int) -> None:
+    def mark_alive(self, model: str, alive: int) -> None:
         """`set_alive` from a plain callback on the event loop."""
-        task = asyncio.get_running_loop().create_task(self.set_alive(alive))
+        task = asyncio.get_running_loop().create_task(self.set_alive(model, alive))
         self._health_updates.add(task)
         task.add_done_callback(self._health_updates.discard)
 

@@ -12,11 +12,8 @@ import grpc
 import numpy as np
 
 from pipeserve.server.edge.status import status_of
-from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.embed import Embedder
-from pipeserve.server.engine.infer import Infer, Timings
-from pipeserve.server.engine.pairs import PairTasks
-from pipeserve.server.engine.tasks_text import TextTasks
+from pipeserve.server.engine.infer import Timings
+from pipeserve.server.engine.models import Models, ServedModel
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K
 from pipeserve.server.pipeline.inputs import (
@@ -33,7 +30,7 @@ from pipeserve.server.pipeline.token_classification import DEFAULT_IGNORE_LABELS
 from pipeserve.server.pipeline.windows import WindowAggregation
 from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.schema import WorkerStatus
-from pipeserve.server.settings import DType, Quantize, Settings, Task
+from pipeserve.server.settings import DType, Quantize, Task
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 from pipeserve.wire import STAGE_TIME_KEYS, to_proto
@@ -141,15 +138,15 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class InferenceService(pb_grpc.InferenceServicer):
-    def __init__(self, infer: Infer, engine: EngineCalls, settings: Settings) -> None:
-        self._infer = infer
-        self._tasks = TextTasks(infer)
-        self._engine = engine
-        self._settings = settings
-        self._embedder = Embedder(infer, settings.revision)
-        self._pairs = PairTasks(infer, settings.revision)
+    def __init__(self, models: Models) -> None:
+        self._models = models
+
+    def _model(self, request) -> ServedModel:
+        """The served model a request's `model` field names (NOT_FOUND when none is)."""
+        return self._models.get(request.model)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
+        infer = self._model(request).infer
         items = [_text_input(i, item) for i, item in enumerate(request.inputs)]
         flags = EncodeFlags(
             attention_mask=(
@@ -161,10 +158,10 @@ class InferenceService(pb_grpc.InferenceServicer):
             tokens=request.return_tokens,
             offsets=request.return_offsets,
         )
-        padded = await self._infer.tokenize(items, _text_options(request.options), flags)
+        padded = await infer.tokenize(items, _text_options(request.options), flags)
         want_types = flags.token_type_ids
         if want_types is None:
-            want_types = self._infer.card.tokenizer.uses_token_type_ids
+            want_types = infer.card.tokenizer.uses_token_type_ids
         encodings = []
         for row, ids in enumerate(padded.input_ids):
             encoding = pb.Encoding(input_ids=ids)
@@ -181,9 +178,10 @@ class InferenceService(pb_grpc.InferenceServicer):
         return pb.TokenizeResponse(encodings=encodings)
 
     async def Forward(self, request: pb.ForwardRequest, context) -> pb.ForwardResponse:
+        infer = self._model(request).infer
         items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
         dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
-        result = await self._infer.forward(
+        result = await infer.forward(
             items, list(request.outputs), _text_options(request.options), _deadline(context)
         )
         context.set_trailing_metadata(_timing_metadata(result.timings))
@@ -198,6 +196,7 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def _classify(
         self, request: pb.ClassifyRequest, deadline: float | None
     ) -> tuple[pb.ClassifyResponse, Timings]:
+        model = self._model(request)
         items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
         function = _enum(_FUNCTION, request.function_to_apply, "function_to_apply")
         if request.top_k < -1:
@@ -211,11 +210,11 @@ class InferenceService(pb_grpc.InferenceServicer):
             aggregation = _enum(
                 _WINDOW_AGGREGATION, request.window_aggregation, "window_aggregation"
             )
-            result = await self._tasks.classify_windows(
+            result = await model.tasks.classify_windows(
                 items, function, top_k, request.stride, aggregation, options, deadline
             )
         else:
-            result = await self._infer.classify(items, function, top_k, options, deadline)
+            result = await model.infer.classify(items, function, top_k, options, deadline)
         return _labels_proto(result.labels, result.windows), result.timings
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
@@ -233,7 +232,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         written; beyond that the stream is not read, and HTTP/2 flow control holds the
         sender back."""
         responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
-        room = asyncio.Semaphore(self._settings.max_stream_in_flight)
+        # Each message's request names its model; the stream's bound is the server's.
+        room = asyncio.Semaphore(self._models.get("").settings.max_stream_in_flight)
         deadline = _deadline(context)
 
         async def answer(message: pb.ClassifyStreamRequest) -> None:
@@ -282,13 +282,14 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def ClassifyTokens(
         self, request: pb.ClassifyTokensRequest, context
     ) -> pb.ClassifyTokensResponse:
+        tasks = self._model(request).tasks
         strategy = _enum(_STRATEGY, request.aggregation_strategy, "aggregation_strategy")
         ignore = (
             list(request.ignore_labels.labels)
             if request.HasField("ignore_labels")
             else list(DEFAULT_IGNORE_LABELS)
         )
-        results, timings = await self._tasks.classify_tokens(
+        results, timings = await tasks.classify_tokens(
             list(request.inputs),
             strategy,
             ignore,
@@ -309,7 +310,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         return response
 
     async def FillMask(self, request: pb.FillMaskRequest, context) -> pb.FillMaskResponse:
-        results, timings = await self._tasks.fill_mask(
+        results, timings = await self._model(request).tasks.fill_mask(
             list(request.inputs),
             request.top_k if request.HasField("top_k") else DEFAULT_TOP_K,
             list(request.targets),
@@ -329,11 +330,13 @@ class InferenceService(pb_grpc.InferenceServicer):
         return response
 
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
-        card = self._infer.card
-        model = self._engine.model
-        workers = await self._engine.worker_status()  # refreshes `waiting` from a remote engine
+        served = self._model(request)
+        card, engine, settings = served.card, served.engine, served.settings
+        model = engine.model
+        workers = await engine.worker_status()  # refreshes `waiting` from a remote engine
         return pb.ModelInfoResponse(
             model=card.name,
+            name=served.name,
             task=str(card.task),
             architecture=model.model_class,
             labels=card.labels,
@@ -341,26 +344,41 @@ class InferenceService(pb_grpc.InferenceServicer):
             hidden_size=card.hidden_size,
             vocab_size=card.vocab_size,
             outputs=list(model.outputs),
-            dtype=str(self._settings.dtype)
-            + ("+int8" if self._settings.quantize is Quantize.INT8 else ""),
-            max_items_per_request=self._settings.max_items_per_request,
-            max_tokens_per_request=self._settings.max_tokens_per_request,
-            queued_items=self._engine.waiting,
-            workers=[_worker_info(w) for w in workers],
+            dtype=str(settings.dtype) + ("+int8" if settings.quantize is Quantize.INT8 else ""),
+            max_items_per_request=settings.max_items_per_request,
+            max_tokens_per_request=settings.max_tokens_per_request,
+            queued_items=engine.waiting,
+            workers=[_worker_info(w, served.shared_with.get(w.worker_id, ())) for w in workers],
             frontend_pid=os.getpid(),
-            frontends=self._settings.frontends,
+            frontends=settings.frontends,
             task_type=_TASK[card.task],
-            compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
-            quantization=_QUANTIZATION[self._settings.quantize],
+            compute_dtype=_COMPUTE_DTYPE[settings.dtype],
+            quantization=_QUANTIZATION[settings.quantize],
             served_rpcs=served_rpcs(card.task),
             mask_token=card.tokenizer.mask_token,
-            embedding=self._embedding_info(),
+            embedding=self._embedding_info(served),
+        )
+
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[
+                pb.ServedModel(
+                    name=m.name,
+                    model=m.card.name,
+                    task_type=_TASK[m.card.task],
+                    task=str(m.card.task),
+                    serving=m.engine.alive > 0,
+                    default=m.name == self._models.default,
+                )
+                for m in self._models
+            ]
         )
 
     # --- Embeddings, reranking, zero-shot ---
 
-    def _embedding_info(self) -> pb.EmbeddingInfo | None:
-        config = self._embedder.config
+    @staticmethod
+    def _embedding_info(served: ServedModel) -> pb.EmbeddingInfo | None:
+        config = served.embedder.config
         if config is None:
             return None
         return pb.EmbeddingInfo(
@@ -368,8 +386,8 @@ class InferenceService(pb_grpc.InferenceServicer):
             source=config.source,
             include_prompt=config.include_prompt,
             normalized=config.normalized,
-            dimension=self._infer.card.hidden_size,
-            max_seq_length=self._embedder.max_seq_length,
+            dimension=served.card.hidden_size,
+            max_seq_length=served.embedder.max_seq_length,
             prompts=list(config.prompts),
             default_prompt_name=config.default_prompt_name or "",
             truncate_dim=config.truncate_dim or 0,
@@ -377,7 +395,7 @@ class InferenceService(pb_grpc.InferenceServicer):
 
     async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
         dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
-        result = await self._embedder.embed(
+        result = await self._model(request).embedder.embed(
             list(request.inputs),
             normalize=request.normalize,
             truncate_dim=request.truncate_dim or None,
@@ -394,7 +412,7 @@ class InferenceService(pb_grpc.InferenceServicer):
 
     async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
         documents = list(request.documents)
-        result = await self._pairs.rerank(
+        result = await self._model(request).pairs.rerank(
             request.query,
             documents,
             top_n=request.top_n,
@@ -412,7 +430,7 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def ClassifyZeroShot(
         self, request: pb.ClassifyZeroShotRequest, context
     ) -> pb.ClassifyZeroShotResponse:
-        result = await self._pairs.classify_zero_shot(
+        result = await self._model(request).pairs.classify_zero_shot(
             list(request.inputs),
             list(request.candidate_labels),
             template=request.hypothesis_template or DEFAULT_TEMPLATE,
@@ -424,7 +442,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         return pb.ClassifyZeroShotResponse(results=_labels_proto(result.labels).results)
 
 
-def _worker_info(status: WorkerStatus) -> pb.WorkerInfo:
+def _worker_info(status: WorkerStatus, shared_with: tuple[str, ...]) -> pb.WorkerInfo:
     return pb.WorkerInfo(
         id=status.worker_id,
         device=status.device,
@@ -434,4 +452,5 @@ def _worker_info(status: WorkerStatus) -> pb.WorkerInfo:
         items=status.items,
         restarts=status.restarts,
         busy=status.busy,
+        shared_with=shared_with,
     )

@@ -15,6 +15,7 @@ from pipeserve.server.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelFailed,
+    ModelNotFound,
     Overloaded,
     PipeserveError,
     TooLarge,
@@ -35,6 +36,7 @@ _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     UnsupportedByModel: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelFailed: grpc.StatusCode.INTERNAL,
 }
 

@@ -66,7 +66,7 @@ class Engine:
         self.queue = Queue(settings.max_queued_items)
         self.dispatcher = Dispatcher(
             self.queue,
-            metrics,
+            metrics.for_model(settings.model_name),
             pad_token_id=card.tokenizer.pad_token_id,
             send_token_type_ids=card.tokenizer.uses_token_type_ids,
             forward_timeout_s=settings.forward_timeout_s,
@@ -87,7 +87,7 @@ class Engine:
             max_wait_ms=settings.max_wait_ms,
         )
         self._batcher_task: asyncio.Task | None = None
-        metrics.watch(self.queue, self.workers, self.dispatcher)
+        metrics.watch(settings.model_name, self.queue, self.workers, self.dispatcher)
 
     async def start(self, on_batcher_failed: Callable[[], None]) -> None:
         """Starts the batcher, then the workers; returns when every worker is ready."""

@@ -22,7 +22,7 @@ import numpy as np
 from pipeserve.server.engine.cost import BatchCost
 from pipeserve.server.engine.queue import Entry, Queue, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
-from pipeserve.server.metrics import Metrics
+from pipeserve.server.metrics import ModelMetrics
 from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch
 from pipeserve.server.workers.shm import take
 from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
@@ -58,7 +58,7 @@ class Dispatcher:
     def __init__(
         self,
         queue: Queue,
-        metrics: Metrics,
+        metrics: ModelMetrics,
         *,
         pad_token_id: int,
         send_token_type_ids: bool,

@@ -85,7 +85,7 @@ class Infer:
         metrics: Metrics,
     ) -> None:
         self.card = card
-        self._metrics = metrics
+        self._metrics = metrics.for_model(settings.model_name)
         self._engine = engine
         self._settings = settings
         self._executor = executor

@@ -37,14 +37,16 @@ async def _serve(settings: Settings, index: int, port: int, conn: Connection) ->
 
     def on_alive_change(alive: int) -> None:
         if edge is not None:
-            edge.mark_alive(alive)
+            edge.mark_alive(settings.model_name, alive)
 
     engine = RemoteEngine(
         conn, settings.max_queued_items, on_alive_change=on_alive_change, on_drain=drained.set
     )
-    edge = Edge(settings, card, engine, Metrics(batches=False), reuse_port=True, quiet=True)
+    metrics = Metrics(default_model=settings.default_name, batches=False)
+    edge = Edge(settings, metrics, reuse_port=True, quiet=True)
+    edge.add_model(settings, card, engine)
     bound = await edge.start(port)
-    await edge.set_alive(engine.alive)
+    await edge.set_alive(settings.model_name, engine.alive)
     engine.start()
     engine.send(Listening(bound))
     log.info("front end %d serving on port %d", index, bound)

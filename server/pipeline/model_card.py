@@ -47,20 +47,22 @@ class ModelCard:
 
 
 def load_model_card(settings: Settings) -> ModelCard:
-    """Loads config and tokenizer; any failure becomes one ModelLoadError line."""
+    """Loads config and tokenizer of `settings`' (first) model; any failure becomes one
+    ModelLoadError line."""
+    source = settings.model_source
     try:
-        config = AutoConfig.from_pretrained(settings.model, revision=settings.revision)
+        config = AutoConfig.from_pretrained(source, revision=settings.revision)
         max_positions = int(getattr(config, "max_position_embeddings", 0) or 512)
-        tokenizer = TextTokenizer.load(settings.model, settings.revision, max_positions)
+        tokenizer = TextTokenizer.load(source, settings.revision, max_positions)
     except Exception as exc:  # any loader failure means the same thing to the operator
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model {settings.model!r}: {reason}") from exc
+        raise ModelLoadError(f"cannot load model {source!r}: {reason}") from exc
     task = resolve_task(config, settings.task)
     id2label = {int(k): v for k, v in (config.id2label or {}).items()}
     if task not in (Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION):
         id2label = {}
     return ModelCard(
-        name=settings.model,
+        name=source,
         task=task,
         id2label=id2label,
         max_length=tokenizer.max_length,

@@ -17,6 +17,7 @@ RPC_TASKS: dict[str, Task | None] = {
     # Both also need more of the classifier (one label; an entailment label), checked per call.
     "Rerank": Task.TEXT_CLASSIFICATION,
     "ClassifyZeroShot": Task.TEXT_CLASSIFICATION,
+    "ListModels": None,
 }
 
 # How an error message names the model a head needs.

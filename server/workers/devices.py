@@ -7,6 +7,7 @@ context of its own.
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 
 from pipeserve.server.errors import StartupError
 from pipeserve.server.schema import DeviceSpec
@@ -29,24 +30,68 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
 
 
-def plan_devices(devices: str, workers_per_device: int) -> list[DeviceSpec]:
-    """One DeviceSpec per worker. GPU indices in `devices` count the visible GPUs."""
-    gpus = visible_gpus()
+def _chosen_gpus(devices: str, gpus: list[str]) -> list[str]:
+    """The GPUs `devices` asks for (none: CPU). GPU indices count the visible GPUs."""
     if devices == "auto":
-        chosen = gpus
-    elif devices == "cpu":
-        chosen = []
-    else:
-        indices = [int(i) for i in devices.split(",")]
-        missing = [i for i in indices if i >= len(gpus)]
-        if missing:
-            raise StartupError(
-                f"--devices {devices}: GPU {missing[0]} is not visible ({len(gpus)} GPUs visible)"
+        return gpus
+    if devices == "cpu":
+        return []
+    indices = [int(i) for i in devices.split(",")]
+    missing = [i for i in indices if i >= len(gpus)]
+    if missing:
+        raise StartupError(
+            f"--devices {devices}: GPU {missing[0]} is not visible ({len(gpus)} GPUs visible)"
+        )
+    return [gpus[i] for i in indices]
+
+
+def plan_devices(devices: str, workers_per_device: int) -> list[DeviceSpec]:
+    """One DeviceSpec per worker of one model."""
+    return plan_models([(devices, workers_per_device)])[0]
+
+
+def plan_models(asks: Sequence[tuple[str, int]]) -> list[list[DeviceSpec]]:
+    """Each model's workers' devices, from its (devices, workers per device). Models may
+    share GPUs; the CPU workers of all models together split the cores, so that they do not
+    oversubscribe them."""
+    gpus = visible_gpus()
+    chosen = [_chosen_gpus(devices, gpus) for devices, _ in asks]
+    cpu_workers = sum(n for (_, n), on in zip(asks, chosen, strict=True) if not on)
+    cores = split_cores(sorted(os.sched_getaffinity(0)), cpu_workers) if cpu_workers else []
+    plans = []
+    for (_, workers), on in zip(asks, chosen, strict=True):
+        if on:
+            plans.append([DeviceSpec(gpu=g) for g in on for _ in range(workers)])
+        else:
+            plans.append(cores[:workers])
+            cores = cores[workers:]
+    return plans
+
+
+def _overlap(a: DeviceSpec, b: DeviceSpec) -> bool:
+    if a.gpu is not None or b.gpu is not None:
+        return a.gpu == b.gpu
+    return bool(set(a.cpus) & set(b.cpus))
+
+
+def shared_devices(
+    names: Sequence[str], plans: Sequence[Sequence[DeviceSpec]]
+) -> list[dict[int, tuple[str, ...]]]:
+    """For each model, worker id -> the workers of other models on the same device, as
+    "MODEL/ID"."""
+    return [
+        {
+            worker: tuple(
+                f"{other}/{j}"
+                for k, (other, theirs) in enumerate(zip(names, plans, strict=True))
+                if k != i
+                for j, their in enumerate(theirs)
+                if _overlap(device, their)
             )
-        chosen = [gpus[i] for i in indices]
-    if chosen:
-        return [DeviceSpec(gpu=g) for g in chosen for _ in range(workers_per_device)]
-    return split_cores(sorted(os.sched_getaffinity(0)), workers_per_device)
+            for worker, device in enumerate(plan)
+        }
+        for i, plan in enumerate(plans)
+    ]
 
 
 def split_cores(cores: list[int], workers: int) -> list[DeviceSpec]:

@@ -171,20 +171,22 @@ class TokenizeOptions(_message.Message):
     def __init__(self, padding: _Optional[_Union[Padding, str]] = ..., truncation: _Optional[bool] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("inputs", "options", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets")
+    __slots__ = ("inputs", "options", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_ATTENTION_MASK_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKEN_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RETURN_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TextInput]
     options: TokenizeOptions
     return_attention_mask: bool
     return_token_type_ids: bool
     return_tokens: bool
     return_offsets: bool
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Offset(_message.Message):
     __slots__ = ("start", "end")
@@ -215,16 +217,18 @@ class TokenizeResponse(_message.Message):
     def __init__(self, encodings: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("inputs", "outputs", "output_dtype", "options")
+    __slots__ = ("inputs", "outputs", "output_dtype", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     output_dtype: DType
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., outputs: _Optional[_Iterable[str]] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "tensor")
@@ -243,7 +247,7 @@ class ForwardResponse(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation")
+    __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_TO_APPLY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +255,7 @@ class ClassifyRequest(_message.Message):
     ALL_LABELS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     WINDOW_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[ModelInput]
     function_to_apply: FunctionToApply
     top_k: int
@@ -258,7 +263,8 @@ class ClassifyRequest(_message.Message):
     all_labels: bool
     stride: int
     window_aggregation: WindowAggregation
-    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ..., stride: _Optional[int] = ..., window_aggregation: _Optional[_Union[WindowAggregation, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., function_to_apply: _Optional[_Union[FunctionToApply, str]] = ..., top_k: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., all_labels: _Optional[bool] = ..., stride: _Optional[int] = ..., window_aggregation: _Optional[_Union[WindowAggregation, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -319,18 +325,20 @@ class LabelSet(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClassifyTokensRequest(_message.Message):
-    __slots__ = ("inputs", "aggregation_strategy", "ignore_labels", "stride", "options")
+    __slots__ = ("inputs", "aggregation_strategy", "ignore_labels", "stride", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     IGNORE_LABELS_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     aggregation_strategy: AggregationStrategy
     ignore_labels: LabelSet
     stride: int
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., aggregation_strategy: _Optional[_Union[AggregationStrategy, str]] = ..., ignore_labels: _Optional[_Union[LabelSet, _Mapping]] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., aggregation_strategy: _Optional[_Union[AggregationStrategy, str]] = ..., ignore_labels: _Optional[_Union[LabelSet, _Mapping]] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Entity(_message.Message):
     __slots__ = ("label", "score", "word", "start", "end", "index")
@@ -363,16 +371,18 @@ class ClassifyTokensResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ...) -> None: ...
 
 class FillMaskRequest(_message.Message):
-    __slots__ = ("inputs", "top_k", "targets", "options")
+    __slots__ = ("inputs", "top_k", "targets", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
     targets: _containers.RepeatedScalarFieldContainer[str]
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., targets: _Optional[_Iterable[str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class MaskCandidate(_message.Message):
     __slots__ = ("score", "token", "token_str", "sequence")
@@ -407,11 +417,13 @@ class FillMaskResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[FillMaskResult, _Mapping]]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts", "busy")
+    __slots__ = ("id", "device", "pid", "ready", "batches", "items", "restarts", "busy", "shared_with")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +432,7 @@ class WorkerInfo(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_WITH_FIELD_NUMBER: _ClassVar[int]
     id: int
     device: str
     pid: int
@@ -428,10 +441,11 @@ class WorkerInfo(_message.Message):
     items: int
     restarts: int
     busy: bool
-    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ...) -> None: ...
+    shared_with: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding")
+    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding", "name")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -453,6 +467,7 @@ class ModelInfoResponse(_message.Message):
     SERVED_RPCS_FIELD_NUMBER: _ClassVar[int]
     MASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: str
     architecture: str
@@ -474,10 +489,11 @@ class ModelInfoResponse(_message.Message):
     served_rpcs: _containers.RepeatedScalarFieldContainer[str]
     mask_token: str
     embedding: EmbeddingInfo
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ...) -> None: ...
+    name: str
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("inputs", "normalize", "truncate_dim", "output_dtype", "options", "prompt", "prompt_name")
+    __slots__ = ("inputs", "normalize", "truncate_dim", "output_dtype", "options", "prompt", "prompt_name", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +501,7 @@ class EmbedRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     truncate_dim: int
@@ -492,7 +509,8 @@ class EmbedRequest(_message.Message):
     options: TokenizeOptions
     prompt: str
     prompt_name: str
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., prompt: _Optional[str] = ..., prompt_name: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., prompt: _Optional[str] = ..., prompt_name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "sequence_lengths")
@@ -525,20 +543,22 @@ class EmbeddingInfo(_message.Message):
     def __init__(self, pooling: _Optional[str] = ..., source: _Optional[str] = ..., include_prompt: _Optional[bool] = ..., normalized: _Optional[bool] = ..., dimension: _Optional[int] = ..., max_seq_length: _Optional[int] = ..., prompts: _Optional[_Iterable[str]] = ..., default_prompt_name: _Optional[str] = ..., truncate_dim: _Optional[int] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_n", "return_documents", "raw_scores", "options")
+    __slots__ = ("query", "documents", "top_n", "return_documents", "raw_scores", "options", "model")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_N_FIELD_NUMBER: _ClassVar[int]
     RETURN_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_n: int
     return_documents: bool
     raw_scores: bool
     options: TokenizeOptions
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RankedDocument(_message.Message):
     __slots__ = ("index", "score", "document")
@@ -557,21 +577,49 @@ class RerankResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[RankedDocument, _Mapping]]] = ...) -> None: ...
 
 class ClassifyZeroShotRequest(_message.Message):
-    __slots__ = ("inputs", "candidate_labels", "hypothesis_template", "multi_label", "options")
+    __slots__ = ("inputs", "candidate_labels", "hypothesis_template", "multi_label", "options", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_LABELS_FIELD_NUMBER: _ClassVar[int]
     HYPOTHESIS_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     candidate_labels: _containers.RepeatedScalarFieldContainer[str]
     hypothesis_template: str
     multi_label: bool
     options: TokenizeOptions
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., hypothesis_template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., hypothesis_template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ClassifyZeroShotResponse(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
     def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("name", "model", "task_type", "serving", "default", "task")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    task_type: Task
+    serving: bool
+    default: bool
+    task: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., task_type: _Optional[_Union[Task, str]] = ..., serving: _Optional[bool] = ..., default: _Optional[bool] = ..., task: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...

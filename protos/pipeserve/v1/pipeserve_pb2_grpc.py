@@ -93,6 +93,11 @@ class InferenceStub:
                 request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.SerializeToString,
                 response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/pipeserve.v1.Inference/ListModels',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServicer:
@@ -159,7 +164,8 @@ class InferenceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ModelInfo(self, request, context):
-        """Describes the loaded model, the limits in force and the workers.
+        """Describes a served model (the request's `model`), the limits in force and
+        its workers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,6 +192,13 @@ class InferenceServicer:
         """Zero-shot classification with an NLI model, as transformers'
         zero-shot-classification pipeline. FAILED_PRECONDITION unless the model is a sequence
         classifier with an entailment label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Lists the served models: each request's `model` field names one of them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -243,6 +256,11 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.ClassifyZeroShot,
                     request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.FromString,
                     response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +542,33 @@ class Inference:
             '/pipeserve.v1.Inference/ClassifyZeroShot',
             pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotRequest.SerializeToString,
             pipeserve_dot_v1_dot_pipeserve__pb2.ClassifyZeroShotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Inference/ListModels',
+            pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
