@@ -79,6 +79,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         frontend_pid=response.frontend_pid,
         frontends=response.frontends,
         queued_items=response.queued_items,
+        backend=response.backend,
         workers=[
             WorkerInfo(
                 id=w.id,

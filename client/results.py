@@ -127,6 +127,8 @@ class ModelInfo:
     frontend_pid: int = 0
     frontends: int = 0
     queued_items: int = 0
+    # What runs the model, with its version: "torch 2.13.0", "openvino 2026.4.1".
+    backend: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from pipeserve.server.frontends.pool import FrontendPool
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.model_card import load_model_card
 from pipeserve.server.schema import WorkerSpec
-from pipeserve.server.settings import Settings
+from pipeserve.server.settings import Backend, Settings, precision_label
+from pipeserve.server.workers.backend import backend_label, converted_model, resolve_backend
 from pipeserve.server.workers.devices import check_precision, plan_devices, plan_frontends
 
 log = logging.getLogger("pipeserve")
@@ -39,7 +40,18 @@ async def serve(settings: Settings) -> None:
         len(card.id2label),
     )
     devices = plan_devices(settings.devices, settings.workers_per_device)
-    check_precision(settings, on_gpu=devices[0].gpu is not None)
+    on_gpu = devices[0].gpu is not None
+    check_precision(settings, on_gpu=on_gpu)
+    backend = resolve_backend(settings, on_gpu=on_gpu)
+    settings = settings.model_copy(update={"backend": backend})
+    log.info(
+        "backend %s, precision %s",
+        backend_label(backend),
+        precision_label(backend, settings.dtype, settings.quantize),
+    )
+    converted = None
+    if backend is Backend.OPENVINO:
+        converted = await loop.run_in_executor(None, converted_model, settings, card.task)
     specs = [
         WorkerSpec(
             worker_id=i,
@@ -50,6 +62,8 @@ async def serve(settings: Settings) -> None:
             quantize=settings.quantize,
             device=device,
             allow_missing_weights=settings.allow_missing_weights,
+            backend=backend,
+            converted=None if converted is None else str(converted),
             log_level=settings.log_level,
             log_format=settings.log_format,
         )

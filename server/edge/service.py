@@ -25,7 +25,8 @@ from pipeserve.server.pipeline.inputs import (
 )
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.schema import WorkerStatus
-from pipeserve.server.settings import DType, Quantize, Settings, Task
+from pipeserve.server.settings import Backend, DType, Quantize, Settings, Task, precision_label
+from pipeserve.server.workers.backend import backend_label
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 from pipeserve.wire import STAGE_TIME_KEYS, to_proto
@@ -59,7 +60,14 @@ _COMPUTE_DTYPE = {
     DType.BFLOAT16: pb.COMPUTE_DTYPE_BFLOAT16,
     DType.FLOAT16: pb.COMPUTE_DTYPE_FLOAT16,
 }
-_QUANTIZATION = {Quantize.NONE: pb.QUANTIZATION_NONE, Quantize.INT8: pb.QUANTIZATION_INT8}
+_QUANTIZATION = {
+    (Backend.TORCH, Quantize.NONE): pb.QUANTIZATION_NONE,
+    (Backend.TORCH, Quantize.INT8): pb.QUANTIZATION_INT8,
+    (Backend.OPENVINO, Quantize.NONE): pb.QUANTIZATION_NONE,
+    (Backend.OPENVINO, Quantize.INT8): pb.QUANTIZATION_INT8_WEIGHTS,
+    (Backend.OPENVINO, Quantize.INT8_STATIC): pb.QUANTIZATION_INT8_STATIC,
+}
+_BACKEND = {Backend.TORCH: pb.BACKEND_TORCH, Backend.OPENVINO: pb.BACKEND_OPENVINO}
 TIMING_KEYS = tuple(STAGE_TIME_KEYS.values())
 
 
@@ -120,6 +128,8 @@ class InferenceService(pb_grpc.InferenceServicer):
         self._infer = infer
         self._engine = engine
         self._settings = settings
+        # Resolved at start-up (never auto here); the version cannot change while serving.
+        self._backend = backend_label(settings.backend)
 
     async def Tokenize(self, request: pb.TokenizeRequest, context) -> pb.TokenizeResponse:
         items = [_text_input(i, item) for i, item in enumerate(request.inputs)]
@@ -248,6 +258,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         card = self._infer.card
         model = self._engine.model
         workers = await self._engine.worker_status()  # refreshes `waiting` from a remote engine
+        settings = self._settings
         return pb.ModelInfoResponse(
             model=card.name,
             task=str(card.task),
@@ -257,8 +268,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             hidden_size=card.hidden_size,
             vocab_size=card.vocab_size,
             outputs=list(model.outputs),
-            dtype=str(self._settings.dtype)
-            + ("+int8" if self._settings.quantize is Quantize.INT8 else ""),
+            dtype=precision_label(settings.backend, settings.dtype, settings.quantize),
             max_items_per_request=self._settings.max_items_per_request,
             max_tokens_per_request=self._settings.max_tokens_per_request,
             queued_items=self._engine.waiting,
@@ -266,8 +276,10 @@ class InferenceService(pb_grpc.InferenceServicer):
             frontend_pid=os.getpid(),
             frontends=self._settings.frontends,
             task_type=_TASK[card.task],
-            compute_dtype=_COMPUTE_DTYPE[self._settings.dtype],
-            quantization=_QUANTIZATION[self._settings.quantize],
+            compute_dtype=_COMPUTE_DTYPE[settings.dtype],
+            quantization=_QUANTIZATION[settings.backend, settings.quantize],
+            backend=self._backend,
+            backend_type=_BACKEND[settings.backend],
         )
 
 
