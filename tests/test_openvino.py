@@ -114,10 +114,13 @@ def test_token_level_outputs_at_varied_lengths_and_the_cache_is_reused(tiny_bert
     model = AutoModelForTokenClassification.from_pretrained(tiny_bert_ner).eval()
     want = _in_process(model, AutoTokenizer.from_pretrained(tiny_bert_ner), sentences, ["logits"])
     served, logs = [], []
-    for _ in range(2):
-        server = _serve(tiny_bert_ner, tmp_path)
+    # The restart with two front ends, which answer from their own processes.
+    for flags in ((), ("--frontends", "2")):
+        server = _serve(tiny_bert_ner, tmp_path, *flags)
         try:
             served.append(_forward_concurrently(server.address, sentences, ["logits"]))
+            with Client(server.address, timeout=60) as client:
+                assert client.model_info().backend.startswith("openvino ")
         finally:
             server.stop()
         logs.append("\n".join(server.log))
