@@ -39,7 +39,7 @@ from transformers import (
 )
 
 from pipeserve.client.loadtest.texts import read_texts
-from pipeserve.server.pipeline.forward import ModelRunner
+from pipeserve.server.pipeline.backends.torch_runner import TorchRunner
 from pipeserve.server.settings import DType, Quantize, Task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,9 @@ PRECISIONS = {
 def load_model(folder: Path, precision: str):
     """The model exactly as a server worker holds it at this precision."""
     dtype, quantize = PRECISIONS[precision]
-    return ModelRunner.load(
-        str(folder), None, Task.TEXT_CLASSIFICATION, dtype, quantize, "cpu"
+    threads = len(os.sched_getaffinity(0))
+    return TorchRunner.load(
+        str(folder), None, Task.TEXT_CLASSIFICATION, dtype, quantize, "cpu", threads
     ).model
 
 

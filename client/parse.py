@@ -133,6 +133,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         served_rpcs=list(response.served_rpcs),
         mask_token=response.mask_token,
         name=response.name,
+        backend=response.backend,
         workers=[
             WorkerInfo(
                 id=w.id,

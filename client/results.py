@@ -231,6 +231,8 @@ class ModelInfo:
     embedding: EmbeddingInfo | None = None
     # The name requests choose this model by (`model` is its path or hub id).
     name: str = ""
+    # What runs the model, with its version: "torch 2.13.0", "openvino 2026.4.1".
+    backend: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from pipeserve.server.frontends.pool import FrontendPool
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.model_card import ModelCard, load_model_card
 from pipeserve.server.schema import DeviceSpec, WorkerSpec
-from pipeserve.server.settings import Settings
+from pipeserve.server.settings import Backend, Settings, precision_label
+from pipeserve.server.workers.backend import backend_label, converted_model, resolve_backend
 from pipeserve.server.workers.devices import (
     check_precision,
     plan_frontends,
@@ -34,7 +35,7 @@ log = logging.getLogger("pipeserve")
 
 
 def _worker_specs(
-    settings: Settings, card: ModelCard, devices: list[DeviceSpec]
+    settings: Settings, card: ModelCard, devices: list[DeviceSpec], converted: str | None
 ) -> list[WorkerSpec]:
     return [
         WorkerSpec(
@@ -46,6 +47,8 @@ def _worker_specs(
             quantize=settings.quantize,
             device=device,
             allow_missing_weights=settings.allow_missing_weights,
+            backend=settings.backend,
+            converted=converted,
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
@@ -67,6 +70,27 @@ async def _load_card(settings: Settings) -> ModelCard:
     return card
 
 
+async def _prepare_backend(
+    settings: Settings, card: ModelCard, on_gpu: bool
+) -> tuple[Settings, str | None]:
+    """The model's settings with its backend resolved (never auto), and the converted model
+    its workers load (OpenVINO; converted once and cached), else None."""
+    check_precision(settings, on_gpu=on_gpu)
+    backend = resolve_backend(settings, on_gpu=on_gpu)
+    settings = settings.model_copy(update={"backend": backend})
+    log.info(
+        "model %s: backend %s, precision %s",
+        settings.model_name,
+        backend_label(backend),
+        precision_label(backend, settings.dtype, settings.quantize),
+    )
+    if backend is not Backend.OPENVINO:
+        return settings, None
+    loop = asyncio.get_running_loop()
+    converted = await loop.run_in_executor(None, converted_model, settings, card.task)
+    return settings, str(converted)
+
+
 def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
     """One front end with several models: a front-end process reaches one engine only."""
     if len(settings.model) == 1:
@@ -85,14 +109,16 @@ async def serve(settings: Settings) -> None:
     cards = [await _load_card(m) for m in per_model]
     plans = plan_models([(m.devices, m.workers_per_device) for m in per_model])
     names = [m.model_name for m in per_model]
-    for model, devices in zip(per_model, plans, strict=True):
-        check_precision(model, on_gpu=devices[0].gpu is not None)
+    prepared = [
+        await _prepare_backend(m, card, on_gpu=devices[0].gpu is not None)
+        for m, card, devices in zip(per_model, cards, plans, strict=True)
+    ]
     frontends = _plan_frontends(settings, [d for plan in plans for d in plan])
     settings = settings.model_copy(update={"frontends": frontends})
-    per_model = tuple(m.model_copy(update={"frontends": frontends}) for m in per_model)
+    per_model = tuple(m.model_copy(update={"frontends": frontends}) for m, _ in prepared)
     specs = [
-        _worker_specs(m, card, devices)
-        for m, card, devices in zip(per_model, cards, plans, strict=True)
+        _worker_specs(m, card, devices, converted)
+        for m, card, devices, (_, converted) in zip(per_model, cards, plans, prepared, strict=True)
     ]
     for name, model_specs in zip(names, specs, strict=True):
         workers = ", ".join(f"{s.worker_id}={s.device.label}" for s in model_specs)

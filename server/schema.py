@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeserve.server.settings import DType, LogFormat, Quantize, Task
+from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Task
 from pipeserve.server.workers.shm import SharedArray, SlotSpec
 
 
@@ -44,6 +44,9 @@ class WorkerSpec:
     quantize: Quantize
     device: DeviceSpec
     allow_missing_weights: bool = False
+    # What runs the model, resolved (never auto); openvino serves the `converted` folder.
+    backend: Backend = Backend.TORCH
+    converted: str | None = None
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # Filled in by the supervisor: this worker slot's shared input slots.

@@ -46,7 +46,16 @@ class DType(StrEnum):
 
 class Quantize(StrEnum):
     NONE = "none"
+    # torch: dynamic int8 linear layers; openvino: int8 weights, float activations.
     INT8 = "int8"
+    # openvino only: int8 weights and activations, calibrated on --calibration-file.
+    INT8_STATIC = "int8-static"
+
+
+class Backend(StrEnum):
+    AUTO = "auto"
+    TORCH = "torch"
+    OPENVINO = "openvino"
 
 
 class LogLevel(StrEnum):
@@ -112,7 +121,25 @@ class Settings(BaseSettings):
         DType.FLOAT32, description="Compute precision of the workers (float16 on GPU only)."
     )
     quantize: Quantize = Field(
-        Quantize.NONE, description="int8: dynamic quantisation of linear layers (CPU only)."
+        Quantize.NONE,
+        description="CPU only. int8: with torch, dynamic int8 quantisation of the linear "
+        "layers; with openvino, int8 weights. int8-static (openvino): int8 weights and "
+        "activations, calibrated on --calibration-file.",
+    )
+    backend: Backend = Field(
+        Backend.TORCH,
+        description="What runs the model: torch; openvino (CPU workers; pip install "
+        "'pipeserve[openvino]'); auto: openvino on CPU workers where it is installed, else torch.",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where the openvino backend keeps converted models, converted once and "
+        "reused; default $HF_HOME/pipeserve (~/.cache/huggingface/pipeserve).",
+    )
+    calibration_file: Path | None = Field(
+        None,
+        description="UTF-8 text, one sample a line, on which --quantize int8-static calibrates "
+        "the activations' int8 ranges (a few hundred lines of the traffic served).",
     )
     max_batch_tokens: int = Field(
         16384, ge=1, description="Token budget of a batch (longest sequence x batch size)."
@@ -274,6 +301,8 @@ MODEL_FILE_KEYS = (
     "workers_per_device",
     "dtype",
     "quantize",
+    "backend",
+    "calibration_file",
     "allow_missing_weights",
     "max_batch_tokens",
     "max_batch_size",
@@ -326,6 +355,17 @@ def read_models_file(path: Path) -> ModelsFile:
     if len(defaults) > 1:
         raise ValueError(f"--models-file {path}: default = true on {', '.join(defaults)}")
     return ModelsFile(tuple(entries), defaults[0] if defaults else None, options)
+
+
+def precision_label(backend: Backend, dtype: DType, quantize: Quantize) -> str:
+    """The workers' precision in words (ModelInfo.dtype, the start-up log): "float32",
+    "float32+int8" (torch, dynamic), "float32+int8-weights" or "float32+int8-static" (openvino).
+    """
+    if quantize is Quantize.NONE:
+        return str(dtype)
+    if quantize is Quantize.INT8 and backend is not Backend.OPENVINO:
+        return f"{dtype}+int8"
+    return f"{dtype}+int8-weights" if quantize is Quantize.INT8 else f"{dtype}+int8-static"
 
 
 def _flag(name: str) -> str:

@@ -110,6 +110,7 @@ def test_the_metadata_keys_the_server_sends_are_the_ones_the_proto_declares(addr
     assert (info.task, info.task_type) == ("text-classification", pb.TASK_TEXT_CLASSIFICATION)
     assert (info.dtype, info.compute_dtype) == ("float32", pb.COMPUTE_DTYPE_FLOAT32)
     assert info.quantization == pb.QUANTIZATION_NONE
+    assert info.backend_type == pb.BACKEND_TORCH and info.backend.startswith("torch ")
 
 
 def test_a_refused_call_carries_its_google_rpc_status(address):

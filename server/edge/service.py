@@ -30,7 +30,8 @@ from pipeserve.server.pipeline.token_classification import DEFAULT_IGNORE_LABELS
 from pipeserve.server.pipeline.windows import WindowAggregation
 from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.schema import WorkerStatus
-from pipeserve.server.settings import DType, Quantize, Task
+from pipeserve.server.settings import Backend, DType, Quantize, Task, precision_label
+from pipeserve.server.workers.backend import backend_label
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 from pipeserve.wire import STAGE_TIME_KEYS, to_proto
@@ -77,7 +78,14 @@ _COMPUTE_DTYPE = {
     DType.BFLOAT16: pb.COMPUTE_DTYPE_BFLOAT16,
     DType.FLOAT16: pb.COMPUTE_DTYPE_FLOAT16,
 }
-_QUANTIZATION = {Quantize.NONE: pb.QUANTIZATION_NONE, Quantize.INT8: pb.QUANTIZATION_INT8}
+_QUANTIZATION = {
+    (Backend.TORCH, Quantize.NONE): pb.QUANTIZATION_NONE,
+    (Backend.TORCH, Quantize.INT8): pb.QUANTIZATION_INT8,
+    (Backend.OPENVINO, Quantize.NONE): pb.QUANTIZATION_NONE,
+    (Backend.OPENVINO, Quantize.INT8): pb.QUANTIZATION_INT8_WEIGHTS,
+    (Backend.OPENVINO, Quantize.INT8_STATIC): pb.QUANTIZATION_INT8_STATIC,
+}
+_BACKEND = {Backend.TORCH: pb.BACKEND_TORCH, Backend.OPENVINO: pb.BACKEND_OPENVINO}
 TIMING_KEYS = tuple(STAGE_TIME_KEYS.values())
 
 
@@ -344,7 +352,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             hidden_size=card.hidden_size,
             vocab_size=card.vocab_size,
             outputs=list(model.outputs),
-            dtype=str(settings.dtype) + ("+int8" if settings.quantize is Quantize.INT8 else ""),
+            dtype=precision_label(settings.backend, settings.dtype, settings.quantize),
             max_items_per_request=settings.max_items_per_request,
             max_tokens_per_request=settings.max_tokens_per_request,
             queued_items=engine.waiting,
@@ -353,10 +361,13 @@ class InferenceService(pb_grpc.InferenceServicer):
             frontends=settings.frontends,
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[settings.dtype],
-            quantization=_QUANTIZATION[settings.quantize],
+            quantization=_QUANTIZATION[settings.backend, settings.quantize],
             served_rpcs=served_rpcs(card.task),
             mask_token=card.tokenizer.mask_token,
             embedding=self._embedding_info(served),
+            # Resolved at start-up (never auto here); its version cannot change while serving.
+            backend=backend_label(settings.backend),
+            backend_type=_BACKEND[settings.backend],
         )
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:

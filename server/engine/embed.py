@@ -2,7 +2,7 @@
 workers, which pool each item's token states -> sentence-transformers' steps after pooling.
 
 Each text is one item of the shared queue, batched with every other call's items; the request
-asks the workers for the pooled embedding by name (`embeddings.pooled_output`), so no
+asks the workers for the pooled embedding by name (`pooling.pooled_output`), so no
 per-token state leaves the worker.
 """
 
@@ -18,9 +18,9 @@ from pipeserve.server.pipeline.embeddings import (
     SentenceConfig,
     finish,
     load_sentence_config,
-    pooled_output,
 )
 from pipeserve.server.pipeline.inputs import TextOptions
+from pipeserve.server.pipeline.pooling import pooled_output
 from pipeserve.server.settings import Task
 
 

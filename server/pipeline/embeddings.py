@@ -4,8 +4,8 @@ config_sentence_transformers.json) and the steps after pooling (Normalize, trunc
 normalize_embeddings).
 
 Pure: no torch, no gRPC. The server reads the files itself, so sentence-transformers is never
-a server dependency. Pooling runs in the worker (`pooling.py`); this module names what the
-worker is to pool with (`pooled_output`), and the worker reads that name back (`parse_pooled`).
+a server dependency. Pooling runs in the worker (`pooling.py`, which also names the output
+that asks for it).
 """
 
 import json
@@ -25,8 +25,6 @@ _LEGACY_MODE_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 _MODULE_KINDS = {"Transformer", "Pooling", "Normalize"}
-# Worker output names that ask for a pooled embedding: "sentence_embedding:<mode>:<skip>".
-_POOLED_PREFIX = "sentence_embedding:"
 
 
 @dataclass(frozen=True)
@@ -106,21 +104,6 @@ def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
         truncate_dim=st.get("truncate_dim"),
         unsupported=unsupported,
     )
-
-
-def pooled_output(mode: str, skip: int) -> str:
-    """The worker output that pools last_hidden_state with `mode`, leaving out each item's
-    first `skip` tokens (an excluded prompt). One name per request: items of other requests
-    in the same batch ask for their own."""
-    return f"{_POOLED_PREFIX}{mode}:{skip}"
-
-
-def parse_pooled(name: str) -> tuple[str, int] | None:
-    """(mode, skip) of a `pooled_output` name; None for any other output."""
-    if not name.startswith(_POOLED_PREFIX):
-        return None
-    mode, skip = name[len(_POOLED_PREFIX) :].split(":")
-    return mode, int(skip)
 
 
 def _l2_normalize(embeddings: np.ndarray) -> np.ndarray:

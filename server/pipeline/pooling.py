@@ -2,35 +2,79 @@
 it for right-padded batches: cls, mean, max or lasttoken, the first `skip` tokens of each row
 left out (a prompt, when the checkpoint's pooling has include_prompt false).
 
-Runs in the worker, on the device, right after the forward: a pooled row is [hidden], where
-last_hidden_state is [tokens, hidden], so pooling here sends a fraction of the data through
-shared memory and spares the server's event loop the reduction. The server decides how to pool
-(from the checkpoint's files) and says so in the output name it asks for (see embeddings.py).
+Runs in the worker right after the forward, whatever the backend: a pooled row is [hidden],
+where last_hidden_state is [tokens, hidden], so pooling there sends a fraction of the data
+through shared memory and spares the server's event loop the reduction. The server decides how
+to pool (from the checkpoint's files, see embeddings.py) and says so in the output name it asks
+for (`pooled_output`). Pure numpy: a worker serving OpenVINO never imports torch.
 """
 
-import torch
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeserve.server.pipeline.forward import ModelRunner
+
+# Worker output names that ask for a pooled embedding: "sentence_embedding:<mode>:<skip>".
+_POOLED_PREFIX = "sentence_embedding:"
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str, skip: int) -> torch.Tensor:
-    """[batch, tokens, hidden] states and their [batch, tokens] mask -> [batch, hidden]."""
-    hidden = hidden.float()  # sentence-transformers accumulates half precision in float32
-    mask = attention_mask.to(hidden.device).clone()
+def pooled_output(mode: str, skip: int) -> str:
+    """The worker output that pools last_hidden_state with `mode`, leaving out each item's
+    first `skip` tokens (an excluded prompt). One name per request: items of other requests
+    in the same batch ask for their own."""
+    return f"{_POOLED_PREFIX}{mode}:{skip}"
+
+
+def parse_pooled(name: str) -> tuple[str, int] | None:
+    """(mode, skip) of a `pooled_output` name; None for any other output."""
+    if not name.startswith(_POOLED_PREFIX):
+        return None
+    mode, skip = name[len(_POOLED_PREFIX) :].split(":")
+    return mode, int(skip)
+
+
+def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str, skip: int) -> np.ndarray:
+    """[batch, tokens, hidden] float32 states and their [batch, tokens] mask -> [batch, hidden]."""
+    mask = attention_mask.astype(bool)
     if skip:
-        mask[:, :skip] = 0
+        mask = mask.copy()
+        mask[:, :skip] = False
+    rows = np.arange(hidden.shape[0])
     if mode == "cls":
-        first = mask.to(torch.int).argmax(dim=1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+        return hidden[rows, mask.argmax(axis=1)]
     if mode == "max":
-        return hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
+        return np.where(mask[..., None], hidden, -np.inf).max(axis=1).astype(np.float32)
     if mode == "mean":
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        total = (hidden * weights).sum(dim=1)
-        return total / torch.clamp(weights.sum(dim=1), min=1e-9)
+        weights = mask[..., None].astype(np.float32)
+        total = (hidden * weights).sum(axis=1)
+        return total / np.maximum(weights.sum(axis=1), 1e-9)
     if mode == "lasttoken":
         length = hidden.shape[1]
-        values, from_end = mask.flip(1).max(1)
-        from_end = torch.where(values == 0, length - 1, from_end)
-        last = length - from_end - 1
-        masked = hidden * mask.unsqueeze(-1).to(hidden.dtype)
-        return masked[torch.arange(hidden.shape[0], device=hidden.device), last]
+        flipped = mask[:, ::-1]
+        from_end = np.where(flipped.any(axis=1), flipped.argmax(axis=1), length - 1)
+        masked = hidden * mask[..., None].astype(np.float32)
+        return masked[rows, length - from_end - 1]
     raise ValueError(f"unknown pooling mode {mode!r}")
+
+
+def forward_pooled(
+    runner: ModelRunner,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    token_type_ids: np.ndarray | None,
+    outputs: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """The named `outputs` of one batch: the backend's own, and any `pooled_output` name pooled
+    here from last_hidden_state."""
+    wanted = {name: parse_pooled(name) for name in outputs}
+    raw = [name for name, pooled in wanted.items() if pooled is None]
+    if len(raw) < len(wanted) and "last_hidden_state" not in raw:
+        raw.append("last_hidden_state")
+    result = runner.forward(input_ids, attention_mask, token_type_ids, raw)
+    return {
+        name: result[name]
+        if pooled is None
+        else pool(result["last_hidden_state"], attention_mask, *pooled)
+        for name, pooled in wanted.items()
+    }

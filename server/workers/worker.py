@@ -9,10 +9,12 @@ import os
 import signal
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
 from pipeserve.server.logs import configure_logging
+from pipeserve.server.pipeline.pooling import forward_pooled
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -29,7 +31,7 @@ log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
 
 
 def _pin(spec: WorkerSpec) -> str:
-    """Restricts this process to its device; returns the device name for torch."""
+    """Restricts this process to its device; returns the device name for the backend."""
     if spec.device.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.device.gpu)
         return "cuda:0"
@@ -52,38 +54,38 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     configure_logging(spec.log_level, spec.log_format)
     device = _pin(spec)
     try:
-        import torch
+        from pipeserve.server.pipeline.forward import load_runner
 
-        from pipeserve.server.pipeline.forward import ModelRunner
-
-        if spec.device.gpu is None:
-            torch.set_num_threads(len(spec.device.cpus))
-        runner = ModelRunner.load(
-            spec.model,
-            spec.revision,
-            spec.task,
-            spec.dtype,
-            spec.quantize,
-            device,
-            spec.allow_missing_weights,
+        runner = load_runner(
+            spec.backend,
+            model=spec.model,
+            revision=spec.revision,
+            task=spec.task,
+            dtype=spec.dtype,
+            quantize=spec.quantize,
+            device=device,
+            threads=len(spec.device.cpus) or 1,
+            allow_missing_weights=spec.allow_missing_weights,
+            converted=Path(spec.converted) if spec.converted else None,
         )
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
         return
     log.info(
-        "worker %d (pid %d) pinned to %s: %s %s ready",
+        "worker %d (pid %d) pinned to %s: %s %s on %s ready",
         spec.worker_id,
         os.getpid(),
         spec.device.label,
-        type(runner.model).__name__,
+        runner.model_class,
         spec.dtype,
+        spec.backend,
     )
     conn.send(
         WorkerReady(
             worker_id=spec.worker_id,
             pid=os.getpid(),
             device=spec.device.label,
-            model_class=type(runner.model).__name__,
+            model_class=runner.model_class,
             outputs=runner.outputs,
             default_outputs=runner.default_outputs,
             token_level=runner.token_level,
@@ -118,8 +120,8 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         lengths = np.asarray(message.lengths)
         mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
         try:
-            outputs = runner.forward(
-                ids, mask, types if message.has_types else None, message.outputs
+            outputs = forward_pooled(
+                runner, ids, mask, types if message.has_types else None, message.outputs
             )
         except Exception as exc:
             log.exception("batch %d failed", message.batch_id)
