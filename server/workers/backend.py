@@ -113,7 +113,7 @@ def cache_entry(settings: Settings, task: Task, calibration: list[str]) -> Path:
     quantized = settings.quantize is not Quantize.NONE
     key = {
         "format": _FORMAT,
-        "source": _source(settings.model, settings.revision),
+        "source": _source(settings.model_source, settings.revision),
         "task": str(task),
         "quantize": str(settings.quantize),
         "calibration": hashlib.sha256("\n".join(calibration).encode()).hexdigest()
@@ -125,7 +125,8 @@ def cache_entry(settings: Settings, task: Task, calibration: list[str]) -> Path:
         "transformers": version("transformers"),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(settings.model).name or settings.model)
+    source = settings.model_source
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).name or source)
     return cache_root(settings) / "openvino" / f"{name}-{settings.quantize}-{digest}"
 
 
@@ -141,7 +142,7 @@ def converted_model(settings: Settings, task: Task) -> Path:
         log.info("openvino: reusing the converted model in %s (no conversion)", entry)
         return entry
     precision = precision_label(Backend.OPENVINO, settings.dtype, settings.quantize)
-    log.info("openvino: converting %s (%s) into %s", settings.model, precision, entry)
+    log.info("openvino: converting %s (%s) into %s", settings.model_source, precision, entry)
     started = time.monotonic()
     partial = entry.with_name(f"{entry.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -174,7 +175,9 @@ def _convert_in_child(settings: Settings, task: Task, calibration: list[str], fo
     if failure is None and process.exitcode != 0:
         failure = f"the conversion process exited with code {process.exitcode}"
     if failure is not None:
-        raise ModelLoadError(f"cannot convert model {settings.model!r} for openvino: {failure}")
+        raise ModelLoadError(
+            f"cannot convert model {settings.model_source!r} for openvino: {failure}"
+        )
 
 
 def _export(
@@ -187,7 +190,7 @@ def _export(
         from pipeserve.server.pipeline.backends.openvino_export import export
 
         export(
-            settings.model,
+            settings.model_source,
             settings.revision,
             task,
             settings.quantize,
