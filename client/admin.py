@@ -147,7 +147,12 @@ class AsyncAdminClient:
         await self.close()
 
     async def load_model(
-        self, name: str, path: str, *, timeout: float | None = None, **settings: Any
+        self,
+        name: str,
+        path: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (the gRPC deadline, as in aio.py)
+        **settings: Any,
     ) -> ModelInfo:
         request = load_request(name, path, **settings)
         with translating_rpc_errors():
@@ -155,7 +160,11 @@ class AsyncAdminClient:
         return parse.model_info(response.info)
 
     async def unload_model(
-        self, name: str, *, grace_s: float | None = None, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        grace_s: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
     ) -> int:
         with translating_rpc_errors():
             response = await self._stub.UnloadModel(
