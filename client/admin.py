@@ -55,17 +55,11 @@ def unload_request(name: str, grace_s: float | None = None) -> pb.UnloadModelReq
     return request
 
 
-class AdminClient:
-    """A blocking client of a server's Admin service.
+class _AdminCalls:
+    """What both admin clients hold: the call defaults, and a stub on a blocking or an
+    asyncio channel."""
 
-    `load_model` returns once the model's workers are ready and it serves calls (its
-    ModelInfo); `unload_model` once its calls have finished (for up to `grace_s`, default the
-    server's --shutdown-grace-s) and its workers stopped, and returns how many calls the grace
-    cut. Failures raise PipeserveError: ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT,
-    FAILED_PRECONDITION (the model cannot be loaded), UNAUTHENTICATED (no admin token),
-    UNIMPLEMENTED (the server has no --admin-token-file). No default deadline: a load takes as
-    long as the model does to load.
-    """
+    _asyncio = False
 
     def __init__(
         self,
@@ -77,8 +71,21 @@ class AdminClient:
     ) -> None:
         endpoint = Endpoint(target, credentials=credentials, token=token)
         self._call_options = CallDefaults(endpoint, timeout, wait_for_ready=False)
-        self._channel = endpoint.channel()
+        self._channel = endpoint.aio_channel() if self._asyncio else endpoint.channel()
         self._stub = AdminStub(self._channel)
+
+
+class AdminClient(_AdminCalls):
+    """A blocking client of a server's Admin service.
+
+    `load_model` returns once the model's workers are ready and it serves calls (its
+    ModelInfo); `unload_model` once its calls have finished (for up to `grace_s`, default the
+    server's --shutdown-grace-s) and its workers stopped, and returns how many calls the grace
+    cut. Failures raise PipeserveError: ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT,
+    FAILED_PRECONDITION (the model cannot be loaded), UNAUTHENTICATED (no admin token),
+    UNIMPLEMENTED (the server has no --admin-token-file). No default deadline: a load takes as
+    long as the model does to load.
+    """
 
     def close(self) -> None:
         self._channel.close()
@@ -116,21 +123,10 @@ class AdminClient:
         return response.calls_cut
 
 
-class AsyncAdminClient:
+class AsyncAdminClient(_AdminCalls):
     """The asyncio twin of AdminClient (create it inside the running event loop)."""
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        token: str | None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        endpoint = Endpoint(target, credentials=credentials, token=token)
-        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready=False)
-        self._channel = endpoint.aio_channel()
-        self._stub = AdminStub(self._channel)
+    _asyncio = True
 
     async def close(self) -> None:
         await self._channel.close()

@@ -3,7 +3,7 @@
     pipeserve admin load NAME PATH [--task T --devices D --workers-per-device N --dtype ...]
     pipeserve admin unload NAME [--grace-s SECONDS]
 
-The admin token goes where every command's token goes: --token-file PATH (its first line),
+The admin token goes where every command's token goes: --token-file PATH (its first token line),
 --token, or $PIPESERVE_TOKEN. `load` prints the loaded model's ModelInfo as JSON once it
 serves; `unload` prints {"name": ..., "calls_cut": ...} once its workers have stopped.
 """
@@ -12,15 +12,11 @@ import argparse
 import dataclasses
 
 from pipeserve.client import cli
+from pipeserve.v1 import pipeserve_pb2 as pb
 
-_LOAD_OPTIONS = (
-    "revision",
-    "task",
-    "devices",
-    "workers_per_device",
-    "dtype",
-    "quantize",
-    "backend",
+# LoadModelRequest's settings, one option each.
+_LOAD_OPTIONS = tuple(
+    f.name for f in pb.LoadModelRequest.DESCRIPTOR.fields if f.name not in ("name", "path")
 )
 
 
@@ -32,15 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--revision", help="hub revision (branch, tag or commit)")
     load.add_argument(
         "--task",
-        choices=[
-            "auto",
-            "feature-extraction",
-            "text-classification",
-            "token-classification",
-            "question-answering",
-            "fill-mask",
-        ],
-        help="head to load",
+        help="head to load: auto, feature-extraction, text-classification, "
+        "token-classification, question-answering or fill-mask",
     )
     load.add_argument("--devices", help="auto, cpu or GPU indices such as 0,1")
     load.add_argument("--workers-per-device", type=int, metavar="N")

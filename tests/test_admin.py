@@ -9,9 +9,6 @@ the third unloads `enc`; `clf` serves throughout.
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -136,8 +133,8 @@ def test_a_model_loaded_while_serving_answers_as_in_process(
     assert _listed(client) == ["clf", "enc", "ner"]
     assert health(f"{SERVICE}/ner") == SERVING
     assert health("") == SERVING
-    alive = scrape(served.metrics_url)[("pipeserve_workers_alive", (("model", "ner"),))]
-    assert alive == 1
+    before = scrape(served.metrics_url)
+    assert before[("pipeserve_workers_alive", (("model", "ner"),))] == 1
 
     sentences = sst2_sentences(24)
     expected = _in_process(tiny_bert_ner, AutoModelForTokenClassification, sentences, "logits")
@@ -153,6 +150,9 @@ def test_a_model_loaded_while_serving_answers_as_in_process(
             worst = max(worst, float(np.abs(got - expected[3 * i + j]).max()))
     print(f"largest difference of the loaded model: logits {worst:.2e}")
     assert worst <= ATOL
+    counted = (("code", "OK"), ("model", "ner"), ("rpc", "Forward"))
+    after = scrape(served.metrics_url)[("pipeserve_requests_total", counted)]
+    assert after - before.get(("pipeserve_requests_total", counted), 0.0) == len(chunks)
 
 
 def test_unloading_a_model_while_callers_use_another(served, client, health, tokens, tiny_logits):
@@ -262,26 +262,14 @@ def test_without_the_flag_the_admin_rpcs_are_unimplemented(address, tiny_bert):
 
 
 def test_the_admin_service_refuses_several_frontends(tiny_distilbert, tokens):
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeserve.server",
-            "--model",
-            str(tiny_distilbert),
-            "--devices",
-            "cpu",
-            "--port",
-            "0",
-            "--frontends",
-            "2",
-            "--admin-token-file",
-            str(tokens / "admin"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert started.returncode == 1
-    assert "--frontends 2 serves one model; with --admin-token-file" in started.stderr
+    admin_file = str(tokens / "admin")
+    with pytest.raises(RuntimeError) as refused:
+        launch_server(tiny_distilbert, "--frontends", "2", "--admin-token-file", admin_file)
+    assert "--frontends 2 serves one model; with --admin-token-file" in str(refused.value)
+
+
+def test_an_admin_token_must_not_be_an_inference_token(tiny_distilbert, tokens):
+    shared = str(tokens / "inference")
+    with pytest.raises(RuntimeError) as refused:
+        launch_server(tiny_distilbert, "--auth-token-file", shared, "--admin-token-file", shared)
+    assert "a token is in both --auth-token-file and --admin-token-file" in str(refused.value)
