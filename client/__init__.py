@@ -1,5 +1,6 @@
 """Thin pipeserve client: grpcio, protobuf and numpy only."""
 
+from pipeserve.client.admin import AdminClient, AsyncAdminClient
 from pipeserve.client.aio import AsyncClient
 from pipeserve.client.client import Client
 from pipeserve.client.errors import PipeserveError
@@ -20,6 +21,8 @@ from pipeserve.client.results import (
 from pipeserve.client.security import tls_credentials
 
 __all__ = [
+    "AdminClient",
+    "AsyncAdminClient",
     "AsyncClient",
     "Client",
     "EmbeddingInfo",

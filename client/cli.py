@@ -41,6 +41,7 @@ MODULE_SUBCOMMANDS: dict[str, str] = {
     "embed": "pipeserve.client.embed",
     "rerank": "pipeserve.client.rerank",
     "classify-zero-shot": "pipeserve.client.zero_shot",
+    "admin": "pipeserve.client.admin_cli",
 }
 
 

@@ -23,8 +23,10 @@ def tls_credentials(
 
 
 def read_token(path: str | Path) -> str:
-    """The bearer token in a file: its first line, without surrounding whitespace."""
-    lines = Path(path).read_text(encoding="utf-8").strip().splitlines()
-    if not lines or not lines[0].strip():
+    """The bearer token in a file: its first line that is neither blank nor a # comment, so
+    that a server's token file (--auth-token-file, --admin-token-file) serves as is."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    tokens = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not tokens:
         raise ValueError(f"token file {path} is empty")
-    return lines[0].strip()
+    return tokens[0]

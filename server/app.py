@@ -14,90 +14,30 @@ import signal
 import tempfile
 from collections.abc import Callable
 
+from pipeserve.server.control import ModelControl
 from pipeserve.server.edge.server import Edge
 from pipeserve.server.engine.core import Engine
 from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.pool import FrontendPool
+from pipeserve.server.loading import load_card, prepare_backend, worker_specs
 from pipeserve.server.metrics import Metrics
-from pipeserve.server.pipeline.model_card import ModelCard, load_model_card
-from pipeserve.server.schema import DeviceSpec, WorkerSpec
-from pipeserve.server.settings import Backend, Settings, precision_label
-from pipeserve.server.workers.backend import backend_label, converted_model, resolve_backend
-from pipeserve.server.workers.devices import (
-    check_precision,
-    plan_frontends,
-    plan_models,
-    shared_devices,
-)
+from pipeserve.server.schema import DeviceSpec
+from pipeserve.server.settings import Settings
+from pipeserve.server.workers.devices import plan_frontends, plan_models
 
 log = logging.getLogger("pipeserve")
 
 
-def _worker_specs(
-    settings: Settings, card: ModelCard, devices: list[DeviceSpec], converted: str | None
-) -> list[WorkerSpec]:
-    return [
-        WorkerSpec(
-            worker_id=i,
-            model=settings.model_source,
-            revision=settings.revision,
-            task=card.task,
-            dtype=settings.dtype,
-            quantize=settings.quantize,
-            device=device,
-            allow_missing_weights=settings.allow_missing_weights,
-            backend=settings.backend,
-            converted=converted,
-            log_level=settings.log_level,
-            log_format=settings.log_format,
-        )
-        for i, device in enumerate(devices)
-    ]
-
-
-async def _load_card(settings: Settings) -> ModelCard:
-    log.info("loading tokenizer and config of %s", settings.model_source)
-    card = await asyncio.get_running_loop().run_in_executor(None, load_model_card, settings)
-    log.info(
-        "model %s (%s): task %s, max length %d, %d labels",
-        settings.model_name,
-        card.name,
-        card.task,
-        card.max_length,
-        len(card.id2label),
-    )
-    return card
-
-
-async def _prepare_backend(
-    settings: Settings, card: ModelCard, on_gpu: bool
-) -> tuple[Settings, str | None]:
-    """The model's settings with its backend resolved (never auto), and the converted model
-    its workers load (OpenVINO; converted once and cached), else None."""
-    check_precision(settings, on_gpu=on_gpu)
-    backend = resolve_backend(settings, on_gpu=on_gpu)
-    settings = settings.model_copy(update={"backend": backend})
-    log.info(
-        "model %s: backend %s, precision %s",
-        settings.model_name,
-        backend_label(backend),
-        precision_label(backend, settings.dtype, settings.quantize),
-    )
-    if backend is not Backend.OPENVINO:
-        return settings, None
-    loop = asyncio.get_running_loop()
-    converted = await loop.run_in_executor(None, converted_model, settings, card.task)
-    return settings, str(converted)
-
-
 def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
-    """One front end with several models: a front-end process reaches one engine only."""
-    if len(settings.model) == 1:
+    """One front end with several models, or with the Admin service: a front-end process
+    reaches one engine only, and models loaded while serving live in this process."""
+    if len(settings.model) == 1 and settings.admin_token_file is None:
         return plan_frontends(settings.frontends, devices)
     if settings.frontends > 1:
+        why = "several models" if len(settings.model) > 1 else "--admin-token-file"
         raise StartupError(
-            f"--frontends {settings.frontends} serves one model; with several models "
+            f"--frontends {settings.frontends} serves one model; with {why} "
             "use --frontends 1 (or leave it unset)"
         )
     return 1
@@ -106,18 +46,18 @@ def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     per_model = settings.per_model()
-    cards = [await _load_card(m) for m in per_model]
+    cards = [await load_card(m) for m in per_model]
     plans = plan_models([(m.devices, m.workers_per_device) for m in per_model])
     names = [m.model_name for m in per_model]
     prepared = [
-        await _prepare_backend(m, card, on_gpu=devices[0].gpu is not None)
+        await prepare_backend(m, card, on_gpu=devices[0].gpu is not None)
         for m, card, devices in zip(per_model, cards, plans, strict=True)
     ]
     frontends = _plan_frontends(settings, [d for plan in plans for d in plan])
     settings = settings.model_copy(update={"frontends": frontends})
     per_model = tuple(m.model_copy(update={"frontends": frontends}) for m, _ in prepared)
     specs = [
-        _worker_specs(m, card, devices, converted)
+        worker_specs(m, card, devices, converted)
         for m, card, devices, (_, converted) in zip(per_model, cards, plans, prepared, strict=True)
     ]
     for name, model_specs in zip(names, specs, strict=True):
@@ -136,6 +76,7 @@ async def serve(settings: Settings) -> None:
 
     edge: Edge | None = None
     hub: Hub | None = None
+    control: ModelControl | None = None
 
     def on_alive_change(name: str) -> Callable[[int], None]:
         def changed(alive: int) -> None:
@@ -165,9 +106,11 @@ async def serve(settings: Settings) -> None:
     try:
         if frontends == 1:
             edge = Edge(settings, metrics, reuse_port=False)
-            shared = shared_devices(names, plans)
-            for parts in zip(per_model, cards, engines, shared, strict=True):
-                edge.add_model(*parts)
+            control = ModelControl(settings, edge, metrics, stop.set)
+            for parts in zip(per_model, cards, engines, plans, strict=True):
+                control.add(*parts)
+            if settings.admin_token_file is not None:
+                edge.add_admin(control)
             port = await edge.start(settings.port)
         else:
             hub = Hub(engines[0])
@@ -208,7 +151,8 @@ async def serve(settings: Settings) -> None:
             await frontend_pool.drain()
     finally:
         starting.cancel()
-        for engine in engines:
+        # With one front end, models may have been loaded and unloaded while serving.
+        for engine in control.engines if control is not None else engines:
             await engine.stop()
         if edge is not None:
             await edge.close()

@@ -46,6 +46,18 @@ class ModelNotFound(PipeserveError):
     """The request names a model the server does not serve (or no longer serves)."""
 
 
+class ModelExists(PipeserveError):
+    """LoadModel names a model that is served already, or being loaded."""
+
+
+class ModelBusy(PipeserveError):
+    """An admin call on a model that is being loaded or unloaded by another one."""
+
+
+class LoadFailed(PipeserveError):
+    """LoadModel could not load the model (the reason in one line); nothing changed."""
+
+
 class ModelFailed(PipeserveError):
     """The model raised on a batch; the worker survives and the message says why."""
 

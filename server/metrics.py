@@ -163,6 +163,12 @@ class Metrics:
     ) -> None:
         self._pools.pools[model] = (queue, workers, dispatcher)
 
+    def forget(self, model: str) -> None:
+        """Model `model` is no longer served: its gauges go, and its name is no label value
+        (its counters so far stay)."""
+        self._pools.pools.pop(model, None)
+        self._models.discard(model)
+
     def _model_label(self, request: Any) -> str:
         """The served model a request names, as a label (bounded: unknown names are "")."""
         name = getattr(request, "model", "") or self._default_model

@@ -20,6 +20,11 @@ DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
+def is_model_name(name: str) -> bool:
+    """Whether `name` may name a served model."""
+    return _NAME.fullmatch(name) is not None
+
+
 def split_model(entry: str) -> tuple[str, str]:
     """(name, source) of a --model value: NAME=SOURCE, or a bare SOURCE named after its last
     part (a folder's name, a hub id's model part)."""
@@ -183,6 +188,12 @@ class Settings(BaseSettings):
     )
     auth_token_file: Path | None = Field(
         None, description="File of accepted bearer tokens, one per line; enables token auth."
+    )
+    admin_token_file: Path | None = Field(
+        None,
+        description="File of admin bearer tokens, one per line; serves the Admin service "
+        "(LoadModel, UnloadModel: models loaded and unloaded while serving) to calls bearing "
+        "one. Off when unset. Needs one front end.",
     )
     auth_open_health: bool = Field(
         False, description="Answer gRPC health checks without a token (for orchestrators)."

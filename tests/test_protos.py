@@ -44,6 +44,9 @@ def test_proto_package_is_versioned():
         "ClassifyZeroShot",
         "ListModels",
     }
+    # Loading and unloading change the server: a service of its own, off by default.
+    admin = pipeserve_pb2.DESCRIPTOR.services_by_name["Admin"]
+    assert set(admin.methods_by_name) == {"LoadModel", "UnloadModel"}
 
 
 def test_every_message_field_and_enum_value_is_documented():

@@ -1,7 +1,7 @@
 """TLS, mutual TLS and bearer-token authentication for the gRPC server."""
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -14,6 +14,8 @@ from pipeserve.server.metrics import Metrics
 from pipeserve.server.settings import Settings
 
 _HEALTH_PREFIX = f"/{health.SERVICE_NAME}/"
+# The Admin service checks its own tokens (edge/admin.py), not the Inference ones.
+_ADMIN_PREFIX = "/pipeserve.v1.Admin/"
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -28,36 +30,43 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def load_tokens(path: Path) -> list[bytes]:
+def load_tokens(path: Path, flag: str = "--auth-token-file") -> list[bytes]:
     """Accepted tokens, one per line; blank lines and # comments are skipped."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise StartupError(f"{flag} {path}: {error.strerror or error}") from error
     tokens = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
     if not tokens:
-        raise StartupError(f"--auth-token-file {path} holds no token")
+        raise StartupError(f"{flag} {path} holds no token")
     return tokens
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Lets a call through only with `authorization: Bearer <token>` naming an accepted token.
+def bearer_accepted(
+    metadata: Sequence[tuple[str, str | bytes]] | None, tokens: Sequence[bytes]
+) -> bool:
+    """Whether the call's `authorization: Bearer <token>` names one of `tokens`.
 
     Every accepted token is compared in constant time, so timing reveals neither which token
-    matched nor how much of one did.
-    """
+    matched nor how much of one did."""
+    presented = b""
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            if text.startswith("Bearer "):
+                presented = text[len("Bearer ") :].encode()
+    matches = [hmac.compare_digest(presented, token) for token in tokens]
+    return bool(presented) and any(matches)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Lets a call through only with `authorization: Bearer <token>` naming an accepted token
+    (`bearer_accepted`). Admin calls pass: their own tokens guard them."""
 
     def __init__(self, tokens: list[bytes], open_health: bool, metrics: Metrics) -> None:
         self._tokens = tokens
         self._open_health = open_health
         self._metrics = metrics
-
-    def _authorized(self, metadata: tuple[tuple[str, str | bytes], ...] | None) -> bool:
-        presented = b""
-        for key, value in metadata or ():
-            if key == "authorization":
-                text = value.decode() if isinstance(value, bytes) else value
-                if text.startswith("Bearer "):
-                    presented = text[len("Bearer ") :].encode()
-        matches = [hmac.compare_digest(presented, token) for token in self._tokens]
-        return bool(presented) and any(matches)
 
     async def intercept_service(
         self,
@@ -69,7 +78,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._open_health and handler_call_details.method.startswith(_HEALTH_PREFIX):
             return handler
-        if self._authorized(handler_call_details.invocation_metadata):
+        if handler_call_details.method.startswith(_ADMIN_PREFIX):
+            return handler
+        if bearer_accepted(handler_call_details.invocation_metadata, self._tokens):
             return handler
         method = handler_call_details.method
         if method.startswith(f"/{SERVICE.full_name}/"):

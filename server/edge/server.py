@@ -2,7 +2,8 @@
 bound and started. The same in every front end, whether the engine runs in its process or
 in the main one (`--frontends`). It serves every model added with `add_model`; health has a
 service per model (`pipeserve.v1.Inference/NAME`), and the overall status is SERVING only
-while every model is."""
+while every model is (and some model is served). With --admin-token-file it serves the Admin
+service too (`admin.py`), and models come and go while it serves."""
 
 import asyncio
 import logging
@@ -12,7 +13,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pipeserve.server.edge import handlers
+from pipeserve.server.edge import admin, handlers
 from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
 from pipeserve.server.edge.service import InferenceService
 from pipeserve.server.engine.core import EngineCalls
@@ -48,11 +49,20 @@ class Edge:
         self.models = Models(settings.default_name)
         self._alive: dict[str, int] = {}
         interceptors: list[grpc.aio.ServerInterceptor] = []
+        tokens: list[bytes] = []
         if settings.auth_token_file is not None:
             tokens = load_tokens(settings.auth_token_file)
             interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health, metrics))
             if not quiet:
                 log.info("token auth on: %d accepted tokens", len(tokens))
+        self._admin_tokens: list[bytes] = []
+        if settings.admin_token_file is not None:
+            self._admin_tokens = load_tokens(settings.admin_token_file, "--admin-token-file")
+            if set(self._admin_tokens) & set(tokens):
+                raise StartupError(
+                    "a token is in both --auth-token-file and --admin-token-file; an admin "
+                    "token must be one of its own"
+                )
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -60,12 +70,14 @@ class Edge:
             ("grpc.so_reuseport", int(reuse_port)),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
-        handlers.register(self.server, InferenceService(self.models), metrics)
+        self.inference = InferenceService(self.models)
+        handlers.register(self.server, self.inference, metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-            )
+            served = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            if self._admin_tokens:
+                served += (admin.SERVICE.full_name,)
+            reflection.enable_server_reflection(served, self.server)
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
 
@@ -94,6 +106,20 @@ class Edge:
             )
         )
 
+    def add_admin(self, control: admin.ModelControl) -> None:
+        """Serves the Admin service (before `start`), to calls with an admin token."""
+        admin.register(self.server, admin.AdminService(control, self.inference), self._admin_tokens)
+        if not self._quiet:
+            log.info("admin service on: %d admin tokens", len(self._admin_tokens))
+
+    async def remove_model(self, model: str) -> None:
+        """Routes no new call to `model`: they get NOT_FOUND, its health NOT_SERVING."""
+        self.models.remove(model)
+        del self._alive[model]
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(f"{SERVICE_NAME}/{model}", status.NOT_SERVING)
+        await self._set_overall()
+
     async def start(self, port: int) -> int:
         """Binds `port` (0 picks one) and starts serving; returns the bound port."""
         settings = self._settings
@@ -116,13 +142,20 @@ class Edge:
         return bound
 
     async def set_alive(self, model: str, alive: int) -> None:
-        """Model `model` has `alive` ready workers."""
+        """Model `model` has `alive` ready workers (ignored while it is not served: loading,
+        or unloaded)."""
+        if model not in self._alive:
+            return
         status = health_pb2.HealthCheckResponse
         self._alive[model] = alive
         await self.health.set(
             f"{SERVICE_NAME}/{model}", status.SERVING if alive else status.NOT_SERVING
         )
-        every = all(self._alive.values())
+        await self._set_overall()
+
+    async def _set_overall(self) -> None:
+        status = health_pb2.HealthCheckResponse
+        every = bool(self._alive) and all(self._alive.values())
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status.SERVING if every else status.NOT_SERVING)
 

@@ -14,6 +14,9 @@ from google.rpc import error_details_pb2, status_pb2
 from pipeserve.server.errors import (
     DeadlineExceeded,
     InvalidInput,
+    LoadFailed,
+    ModelBusy,
+    ModelExists,
     ModelFailed,
     ModelNotFound,
     Overloaded,
@@ -37,6 +40,9 @@ _CODES: dict[type[PipeserveError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     UnsupportedByModel: grpc.StatusCode.FAILED_PRECONDITION,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    ModelExists: grpc.StatusCode.ALREADY_EXISTS,
+    ModelBusy: grpc.StatusCode.FAILED_PRECONDITION,
+    LoadFailed: grpc.StatusCode.FAILED_PRECONDITION,
     ModelFailed: grpc.StatusCode.INTERNAL,
 }
 

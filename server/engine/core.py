@@ -87,6 +87,8 @@ class Engine:
             max_wait_ms=settings.max_wait_ms,
         )
         self._batcher_task: asyncio.Task | None = None
+        # Requests queued or computing, until their futures are done: what an unload waits for.
+        self._requests: set[Request] = set()
         metrics.watch(settings.model_name, self.queue, self.workers, self.dispatcher)
 
     async def start(self, on_batcher_failed: Callable[[], None]) -> None:
@@ -101,6 +103,24 @@ class Engine:
 
         self._batcher_task.add_done_callback(on_end)
         await self.workers.start()
+
+    @property
+    def idle(self) -> bool:
+        """No call is being tokenized, queued or computed here."""
+        return not self._requests and self.queue.reserved == 0
+
+    async def drain(self, grace_s: float) -> int:
+        """Waits up to `grace_s` for the calls here to be answered (no new ones may come);
+        returns how many were not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while not self.idle and (left := deadline - loop.time()) > 0:
+            if self._requests:
+                futures = [r.future for r in self._requests]
+                await asyncio.wait(futures, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            else:  # only calls being tokenized, which queue within moments
+                await asyncio.sleep(min(left, 0.01))
+        return len(self._requests)
 
     async def stop(self) -> None:
         if self._batcher_task is not None:
@@ -140,6 +160,8 @@ class Engine:
             for i, s in enumerate(sequences)
         ]
         self.queue.put(entries, permit)
+        self._requests.add(request)
+        request.future.add_done_callback(lambda _: self._requests.discard(request))
         return request
 
     def withdraw(self, request: Request) -> None:

@@ -27,7 +27,8 @@ class ServedModel:
     tasks: TextTasks
     embedder: Embedder
     pairs: PairTasks
-    # Worker id -> workers of other models on the same device, as "MODEL/ID".
+    # Worker id -> workers of other models on the same device, as "MODEL/ID"; updated in
+    # place as models are loaded and unloaded while serving.
     shared_with: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
@@ -38,6 +39,10 @@ class Models:
 
     def add(self, model: ServedModel) -> None:
         self._by_name[model.name] = model
+
+    def remove(self, name: str) -> None:
+        """Routes no new call to `name`; the calls that already got it keep it."""
+        del self._by_name[name]
 
     def get(self, name: str) -> ServedModel:
         """The model a request's `model` field names; empty names the default."""

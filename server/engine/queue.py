@@ -109,6 +109,11 @@ class Queue:
         """Items not started on a worker: queued here or waiting in a worker's inbox."""
         return len(self) + self._held
 
+    @property
+    def reserved(self) -> int:
+        """Items of admitted calls not queued yet (being tokenized)."""
+        return self._reserved
+
     def hold(self, items: int) -> None:
         """Counts `items` (negative: no longer) as waiting in a worker's inbox."""
         self._held += items

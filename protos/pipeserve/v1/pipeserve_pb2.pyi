@@ -640,3 +640,47 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ServedModel]
     def __init__(self, models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("name", "path", "revision", "task", "devices", "workers_per_device", "dtype", "quantize", "backend")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_PER_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    revision: str
+    task: str
+    devices: str
+    workers_per_device: int
+    dtype: str
+    quantize: str
+    backend: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., revision: _Optional[str] = ..., task: _Optional[str] = ..., devices: _Optional[str] = ..., workers_per_device: _Optional[int] = ..., dtype: _Optional[str] = ..., quantize: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: ModelInfoResponse
+    def __init__(self, info: _Optional[_Union[ModelInfoResponse, _Mapping]] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("name", "grace_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grace_s: float
+    def __init__(self, name: _Optional[str] = ..., grace_s: _Optional[float] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("name", "calls_cut")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CALLS_CUT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    calls_cut: int
+    def __init__(self, name: _Optional[str] = ..., calls_cut: _Optional[int] = ...) -> None: ...

@@ -578,3 +578,148 @@ class Inference:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub:
+    """Loads and unloads models while the server serves the others. Registered only
+    when the server runs with --admin-token-file; otherwise its RPCs answer
+    UNIMPLEMENTED. Every call needs `authorization: Bearer <token>` with a token
+    of that file (an Inference token is not one): without it, or with another
+    token, UNAUTHENTICATED. Neither RPC is safe to retry blindly: LoadModel of a
+    name already served answers ALREADY_EXISTS, UnloadModel of one gone NOT_FOUND.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.LoadModel = channel.unary_unary(
+                '/pipeserve.v1.Admin/LoadModel',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/pipeserve.v1.Admin/UnloadModel',
+                request_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Loads and unloads models while the server serves the others. Registered only
+    when the server runs with --admin-token-file; otherwise its RPCs answer
+    UNIMPLEMENTED. Every call needs `authorization: Bearer <token>` with a token
+    of that file (an Inference token is not one): without it, or with another
+    token, UNAUTHENTICATED. Neither RPC is safe to retry blindly: LoadModel of a
+    name already served answers ALREADY_EXISTS, UnloadModel of one gone NOT_FOUND.
+    """
+
+    def LoadModel(self, request, context):
+        """Loads a model under a new name and returns once its workers are ready: it
+        is then SERVING (its health service "pipeserve.v1.Inference/NAME" too) and
+        requests naming it reach it. ALREADY_EXISTS when the name is served or being
+        loaded; INVALID_ARGUMENT for a bad name or setting; FAILED_PRECONDITION,
+        with the reason in one line, when the model cannot be loaded (no such
+        folder, no checkpoint, a worker failed to load it). The other models' calls
+        go on meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Takes a model out of service: new calls naming it get NOT_FOUND at once
+        (and its health service NOT_SERVING), calls in flight and queued on it
+        finish (for up to the grace), then its workers stop. Returns when they
+        have. NOT_FOUND when no model of this name is served; FAILED_PRECONDITION
+        while it is still being loaded. The other models' calls go on meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelRequest.FromString,
+                    response_serializer=pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'pipeserve.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('pipeserve.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Loads and unloads models while the server serves the others. Registered only
+    when the server runs with --admin-token-file; otherwise its RPCs answer
+    UNIMPLEMENTED. Every call needs `authorization: Bearer <token>` with a token
+    of that file (an Inference token is not one): without it, or with another
+    token, UNAUTHENTICATED. Neither RPC is safe to retry blindly: LoadModel of a
+    name already served answers ALREADY_EXISTS, UnloadModel of one gone NOT_FOUND.
+    """
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Admin/LoadModel',
+            pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pipeserve.v1.Admin/UnloadModel',
+            pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelRequest.SerializeToString,
+            pipeserve_dot_v1_dot_pipeserve__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
