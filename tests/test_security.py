@@ -19,8 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pipeserve.client import Client, PipeserveError, tls_credentials
 from pipeserve.client.cli import subcommands
 
-from .conftest import SEED_SENTENCES, launch_server, pipeserve
-from .tiny_tasks import save_tiny_bert
+from .conftest import SEED_SENTENCES, launch_server, model_flags, pipeserve
 
 TOKEN = "locked-token"
 
@@ -103,31 +102,14 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
 
 
 @pytest.fixture(scope="module")
-def task_models(tiny_bert_ner, tiny_bert_mlm, tiny_bert, minilm_path, tmp_path_factory):
-    """NAME=PATH of a model for each client command that needs a task of its own."""
-    labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
-    folder = tmp_path_factory.mktemp("task-models")
-    cross_encoder = save_tiny_bert(
-        folder / "ce", "BertForSequenceClassification", minilm_path, 4, num_labels=1
-    )
-    nli = save_tiny_bert(
-        folder / "nli", "BertForSequenceClassification", minilm_path, 6,
-        id2label=labels, label2id={v: k for k, v in labels.items()},
-    )  # fmt: skip
-    return {"ner": tiny_bert_ner, "mlm": tiny_bert_mlm, "enc": tiny_bert, "ce": cross_encoder,
-            "nli": nli}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
 def mtls_token_server(tiny_distilbert, task_models, pki, tmp_path_factory):
     """Mutual TLS and a bearer token, health included: what every client command must reach.
     The classifier is the default model; the others serve the commands of other tasks."""
     tokens = tmp_path_factory.mktemp("locked") / "tokens"
     tokens.write_text(f"{TOKEN}\n")
-    models = [arg for name, path in task_models.items() for arg in ("--model", f"{name}={path}")]
     server = launch_server(
         f"clf={tiny_distilbert}",
-        *models,
+        *model_flags(task_models),
         "--tls-cert", str(pki / "server.pem"),
         "--tls-key", str(pki / "server.key"),
         "--tls-client-ca", str(pki / "ca.pem"),
