@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except grpc.RpcError as error:
             # As every command reports a refused call: stdout stays for the status.
-            print(f"error: {args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
+            print(f"error: {error.code().name}: {error.details()} ({args.target})", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{args.target}: {status}")
