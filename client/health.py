@@ -1,10 +1,11 @@
-"""Checks the server's gRPC health (grpc.health.v1): exit 0 when SERVING, 1 otherwise.
+"""check the server's gRPC health (grpc.health.v1): exit 0 when SERVING, 1 otherwise
 
 A probe for Docker HEALTHCHECK and scripts, since no grpc_health_probe binary can be shipped.
 It speaks TLS and sends a bearer token like every other subcommand (see cli.endpoint).
 """
 
 import argparse
+import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
                 metadata=metadata,
             )
         except grpc.RpcError as error:
-            print(f"{args.target}: {error.code().name}: {error.details()}")
+            # As every command reports a refused call: stdout stays for the status.
+            print(f"error: {error.code().name}: {error.details()} ({args.target})", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{args.target}: {status}")

@@ -199,6 +199,30 @@ def tiny_bert_mlm(tmp_path_factory, minilm_path) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("tiny-bert-mlm"), model, minilm_path)
 
 
+@pytest.fixture(scope="session")
+def task_models(tiny_bert_ner, tiny_bert_mlm, tiny_bert, minilm_path, tmp_path_factory):
+    """A model for each RPC that needs a task of its own, by the name it is served under
+    (`--model NAME=PATH`): ner, mlm, enc (an encoder), ce (a cross-encoder), nli."""
+    from .tiny_tasks import save_tiny_bert  # it imports this module
+
+    labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
+    folder = tmp_path_factory.mktemp("task-models")
+    cross_encoder = save_tiny_bert(
+        folder / "ce", "BertForSequenceClassification", minilm_path, 4, num_labels=1
+    )
+    nli = save_tiny_bert(
+        folder / "nli", "BertForSequenceClassification", minilm_path, 6,
+        id2label=labels, label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+    return {"ner": tiny_bert_ner, "mlm": tiny_bert_mlm, "enc": tiny_bert, "ce": cross_encoder,
+            "nli": nli}  # fmt: skip
+
+
+def model_flags(models: dict[str, Path]) -> list[str]:
+    """`--model NAME=PATH` for each of `models`."""
+    return [flag for name, path in models.items() for flag in ("--model", f"{name}={path}")]
+
+
 def _command() -> list[str]:
     """The installed console script of this environment, else the module."""
     beside_python = Path(sys.executable).with_name("pipeserve")
@@ -289,12 +313,14 @@ def launch_server(
     devices: str = "cpu",
     timeout: float = 180,
     until_listening: bool = False,
+    with_stdout: bool = False,
 ) -> ServerProcess:
     """Starts `python -m pipeserve.server` on 127.0.0.1 port 0 and waits for its ready line.
 
     Returns when the server logs that every worker is ready (or, with `until_listening`, that
     its port is open), or fails with its log when the process exits or the timeout passes first.
-    `model` None passes no --model (for a server given --models-file).
+    `model` None passes no --model (for a server given --models-file). `log` holds what it
+    writes on stderr, and with `with_stdout` what it writes on stdout too.
     """
     awaited = _LISTENING if until_listening else _READY
     command = [
@@ -312,8 +338,9 @@ def launch_server(
     ]
     proc = subprocess.Popen(
         command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # With `with_stdout`, both into one pipe, read as stdout.
+        stdout=subprocess.PIPE if with_stdout else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if with_stdout else subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
@@ -321,8 +348,9 @@ def launch_server(
     ready = threading.Event()
 
     def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
+        output = proc.stdout if with_stdout else proc.stderr
+        assert output is not None
+        for line in output:
             server.log.append(line.rstrip())
             match = awaited.search(line)
             if match and not server.address:

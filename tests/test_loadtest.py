@@ -445,11 +445,16 @@ def test_text_report_and_texts_from_a_tsv_column(capsys, address, tmp_path):
 def test_cli_exit_status_is_1_when_every_request_fails(capsys, address, tmp_path, refused_text):
     texts = tmp_path / "long.txt"
     texts.write_text(refused_text + "\n", "utf-8")
-    status, out, _ = run_cli(
+    status, out, err = run_cli(
         capsys, "--target", address, "-n", "4", "--texts", str(texts), "--json", "-q"
     )
     assert status == 1
-    assert json.loads(out)["status_codes"] == {"INVALID_ARGUMENT": 4}
+    report = json.loads(out)
+    assert report["status_codes"] == {"INVALID_ARGUMENT": 4}
+    # Too few to give up, yet the one line on stderr says why.
+    assert report["gave_up"] is None
+    example = report["error_examples"]["INVALID_ARGUMENT"]
+    assert err == f"error: none of 4 requests succeeded: INVALID_ARGUMENT (4): {example}\n"
 
 
 def test_unreachable_server_fails_fast_with_one_line(capsys, monkeypatch):

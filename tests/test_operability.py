@@ -1,9 +1,11 @@
 """What an operator relies on: Prometheus metrics, gRPC health, reflection, JSON logs."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from pipeserve.client import Client, PipeserveError
 
-from .conftest import launch_server, paused, scrape, wait_until
+from .conftest import launch_server, paused, require, scrape, wait_until
 
 # The model's name, the `model` label of every metric.
 MODEL = ("model", "sst2")
@@ -138,24 +140,40 @@ def test_while_the_model_loads_health_is_not_serving_and_calls_unavailable(tiny_
         server.stop()
 
 
-def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert):
+def _openvino(cache: Path) -> list[str]:
+    require(importlib.util.find_spec("openvino") is not None, "openvino not installed")
+    return ["--backend", "openvino", "--cache-dir", str(cache)]
+
+
+@pytest.mark.parametrize("variant", ["torch", "openvino", "two front ends"])
+def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert, tmp_path, variant):
+    flags = []
+    if variant == "openvino":
+        flags = _openvino(tmp_path)
+    elif variant == "two front ends":
+        flags = ["--frontends", "2"]
     # A head the checkpoint lacks, allowed: transformers' load report (a worker's warning).
     server = launch_server(
         tiny_bert, "--task", "text-classification", "--allow-missing-weights",
-        "--log-format", "json",
+        "--log-format", "json", *flags, with_stdout=True,
     )  # fmt: skip
     try:
         with Client(server.address, timeout=60) as client:
             client.classify(["fine"])
             with pytest.raises(PipeserveError):  # over the model's 512 tokens, refused
                 client.classify(["word " * 600], truncation=False)
+            with pytest.raises(PipeserveError):  # a bad request
+                client.classify([""])
     finally:
         assert server.stop() == 0
-    entries = [json.loads(line) for line in server.log]  # every line, to the last
+    # Every line, stdout's and stderr's, to the last.
+    entries = [json.loads(line) for line in server.log]
 
     loggers = {entry["logger"] for entry in entries}
     assert any(name.startswith("pipeserve.worker.") for name in loggers)
     assert any(name.startswith("transformers.") for name in loggers)
+    if variant == "two front ends":
+        assert "pipeserve.frontend" in loggers
     assert entries[-1]["message"] == "stopped"
     messages = "\n".join(entry["message"] for entry in entries)
     assert "serving them randomly initialised" in messages

@@ -7,7 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import venv_path
+import pytest
+
+from tests.conftest import launch_server, model_flags, venv_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ("pipeserve_pb2.py", "pipeserve_pb2.pyi", "pipeserve_pb2_grpc.py")
@@ -114,6 +116,47 @@ def test_the_metadata_keys_the_server_sends_are_the_ones_the_proto_declares(addr
     assert (info.dtype, info.compute_dtype) == ("float32", pb.COMPUTE_DTYPE_FLOAT32)
     assert info.quantization == pb.QUANTIZATION_NONE
     assert info.backend_type == pb.BACKEND_TORCH and info.backend.startswith("torch ")
+
+
+@pytest.fixture(scope="module")
+def every_task(tiny_distilbert, task_models):
+    """A server of a model for each RPC; the classifier is the default."""
+    server = launch_server(f"clf={tiny_distilbert}", *model_flags(task_models))
+    yield server
+    server.stop()
+
+
+def test_every_unary_inference_rpc_sends_the_timing_keys(every_task):
+    """As TrailingMetadataKey says: each unary RPC that runs the model, whatever its task."""
+    import grpc
+
+    from pipeserve.v1 import pipeserve_pb2 as pb
+    from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+    from pipeserve.wire import STAGE_TIME_KEYS
+
+    texts = ["Paris is the [MASK] of France.", "I hate this so much!"]
+    requests = {
+        "Forward": pb.ForwardRequest(inputs=[pb.ModelInput(text=t) for t in texts]),
+        "Classify": pb.ClassifyRequest(inputs=[pb.ModelInput(text=t) for t in texts]),
+        "ClassifyTokens": pb.ClassifyTokensRequest(inputs=texts, model="ner"),
+        "FillMask": pb.FillMaskRequest(inputs=texts[:1], model="mlm"),
+        "Embed": pb.EmbedRequest(inputs=texts, model="enc"),
+        "Rerank": pb.RerankRequest(query="a query", documents=texts, model="ce"),
+        "ClassifyZeroShot": pb.ClassifyZeroShotRequest(
+            inputs=texts, candidate_labels=["a", "b"], model="nli"
+        ),
+    }
+    methods = pb.DESCRIPTOR.services_by_name["Inference"].methods
+    unary = {method.name for method in methods if not method.client_streaming}
+    # Every unary RPC but the two that run no model.
+    assert set(requests) == unary - {"Tokenize", "ModelInfo", "ListModels"}
+    with grpc.insecure_channel(every_task.address) as channel:
+        stub = InferenceStub(channel)
+        for name, request in requests.items():
+            _, call = getattr(stub, name).with_call(request, timeout=60)
+            times = dict(call.trailing_metadata())
+            assert set(STAGE_TIME_KEYS.values()) <= set(times), name
+            assert float(times[STAGE_TIME_KEYS["forward"]]) > 0, name
 
 
 def test_a_refused_call_carries_its_google_rpc_status(address):

@@ -17,8 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
+from pipeserve.client.cli import subcommands
 
-from .conftest import SEED_SENTENCES, launch_server, pipeserve
+from .conftest import SEED_SENTENCES, launch_server, model_flags, pipeserve
 
 TOKEN = "locked-token"
 
@@ -101,12 +102,14 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
 
 
 @pytest.fixture(scope="module")
-def mtls_token_server(tiny_distilbert, pki, tmp_path_factory):
-    """Mutual TLS and a bearer token, health included: what every client command must reach."""
+def mtls_token_server(tiny_distilbert, task_models, pki, tmp_path_factory):
+    """Mutual TLS and a bearer token, health included: what every client command must reach.
+    The classifier is the default model; the others serve the commands of other tasks."""
     tokens = tmp_path_factory.mktemp("locked") / "tokens"
     tokens.write_text(f"{TOKEN}\n")
     server = launch_server(
-        tiny_distilbert,
+        f"clf={tiny_distilbert}",
+        *model_flags(task_models),
         "--tls-cert", str(pki / "server.pem"),
         "--tls-key", str(pki / "server.key"),
         "--tls-client-ca", str(pki / "ca.pem"),
@@ -138,15 +141,27 @@ def _tls_args(server, pki: Path) -> list[str]:
     ]  # fmt: skip
 
 
+# Every client subcommand (test_the_commands_are_every_client_subcommand checks), with the
+# served model it needs.
 _COMMANDS = {
     "tokenize": ["tokenize", "hello"],
     "forward": ["forward", "--summary", "hello"],
     "classify": ["classify", "hello"],
     "info": ["info"],
+    "models": ["models"],
     "health": ["health"],
     "stream": ["stream"],
     "loadtest": ["loadtest", "-n", "3", "-q", "--json"],
+    "classify-tokens": ["classify-tokens", "--model", "ner", "Paris is in France"],
+    "fill-mask": ["fill-mask", "--model", "mlm", "Paris is the [MASK] of France."],
+    "embed": ["embed", "--model", "enc", "--summary", "hello"],
+    "rerank": ["rerank", "--model", "ce", "a query", "one document", "another"],
+    "classify-zero-shot": ["classify-zero-shot", "--model", "nli", "--labels", "a,b", "hello"],
 }
+
+
+def test_the_commands_are_every_client_subcommand():
+    assert set(_COMMANDS) == {command.name for command in subcommands()}
 
 
 # Each command once, the three ways of giving the token taken in turn.
@@ -169,17 +184,23 @@ def test_every_command_reaches_a_server_with_tls_and_a_token(
     result = pipeserve(*args, env=env, stdin="hello\n")
 
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip()
     assert "UNAUTHENTICATED" not in result.stdout
 
 
-@pytest.mark.parametrize("command", ["classify", "health"])
+@pytest.mark.parametrize("command", _COMMANDS)
 def test_commands_without_the_token_are_refused(mtls_token_server, pki, command):
     result = pipeserve(
-        *_COMMANDS[command], *_tls_args(mtls_token_server, pki), env={"PIPESERVE_TOKEN": ""}
+        *_COMMANDS[command],
+        *_tls_args(mtls_token_server, pki),
+        env={"PIPESERVE_TOKEN": ""},
+        stdin="hello\n",
     )
 
     assert result.returncode == 1
-    assert "UNAUTHENTICATED" in result.stdout + result.stderr
+    # One line on stderr that says why, as a refused call of any command prints.
+    (line,) = [line for line in result.stderr.splitlines() if "UNAUTHENTICATED" in line]
+    assert line.startswith("error: ")
     assert "Traceback" not in result.stderr
 
 

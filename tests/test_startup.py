@@ -1,5 +1,6 @@
 """Start-up as an operator sees it: flags, environment variables, and clear failures."""
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from pipeserve.client import Client
 from pipeserve.server.settings import Settings, parse_settings
 
-from .conftest import launch_server
+from .conftest import launch_server, require
 
 # What a user would call "at once" on a loaded 2-core machine; the failures measure 2-4 s here,
 # and took 7 s (a mistyped folder) and 26 s (an unreachable hub) before they were checked early.
@@ -112,13 +113,19 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(endpoint):
     assert seconds < STARTUP_FAILURE_S
 
 
-def test_a_head_the_checkpoint_lacks_is_refused(tiny_bert):
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_a_head_the_checkpoint_lacks_is_refused(tiny_bert, tmp_path, backend):
+    if backend == "openvino":
+        require(importlib.util.find_spec("openvino") is not None, "openvino not installed")
     result = _serve("--model", str(tiny_bert), "--task", "text-classification",
+                    "--backend", backend, "--cache-dir", str(tmp_path),
                     "--port", "0", "--devices", "cpu")  # fmt: skip
 
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"pipeserve serve: error: cannot load model '{tiny_bert}': ")
+    # The openvino backend meets the missing head while converting the model.
+    failed = "cannot load model" if backend == "torch" else "cannot convert model"
+    assert last.startswith(f"pipeserve serve: error: {failed} '{tiny_bert}'")
     assert (
         "BertForSequenceClassification (--task text-classification) needs weights the "
         "checkpoint lacks: classifier.bias, classifier.weight" in last

@@ -22,7 +22,12 @@ from pipeserve.client.loadtest.plan import (
     Setup,
 )
 from pipeserve.client.loadtest.plot import PLOT_MISSING, have_matplotlib, plot_report
-from pipeserve.client.loadtest.report import build_report, format_report, gave_up_line
+from pipeserve.client.loadtest.report import (
+    build_report,
+    failed_line,
+    format_report,
+    gave_up_line,
+)
 from pipeserve.client.loadtest.runner import load_test
 from pipeserve.client.loadtest.texts import BUILTIN_TEXTS, read_texts
 
@@ -235,6 +240,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot written to {args.plot}", file=sys.stderr)
     if report["gave_up"]:
         print(f"error: stopped early: {gave_up_line(report['gave_up'])}", file=sys.stderr)
+    elif report["requests"] and not report["ok"]:
+        print(f"error: {failed_line(report)}", file=sys.stderr)
     return 0 if report["ok"] else 1
 
 

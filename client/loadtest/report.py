@@ -113,6 +113,16 @@ def gave_up_line(gave_up: Mapping[str, Any]) -> str:
     )
 
 
+def failed_line(report: Mapping[str, Any]) -> str:
+    """Why a run none of whose requests succeeded failed, in one line: each code, its count and
+    an example of its details."""
+    codes = (
+        f"{code} ({count}): {report['error_examples'].get(code) or '(no details)'}"
+        for code, count in report["status_codes"].items()
+    )
+    return f"none of {report['requests']} requests succeeded: {'; '.join(codes)}"
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The human-readable report, ghz style; ends with a newline."""
     items = report["items_per_request"]
