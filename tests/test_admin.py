@@ -3,8 +3,8 @@ a model loaded at runtime answers exactly as in-process, an unload lets calls in
 and refuses new ones with NOT_FOUND, and neither disturbs the other models' callers. Without
 an admin token (or the flag) the admin RPCs are refused.
 
-The tests of the shared server run in order: the first loads `ner`, the second unloads it,
-the third unloads `enc`; `clf` serves throughout.
+Each test of the shared server leaves it serving what it served before (`clf` and `enc`):
+a test that unloads a model unloads one it loaded itself, so the tests run in any order.
 """
 
 import asyncio
@@ -117,9 +117,11 @@ def _listed(client: Client) -> list[str]:
     return [m.name for m in client.list_models()]
 
 
-def test_a_model_loaded_while_serving_answers_as_in_process(
-    served, client, admin, health, tiny_bert_ner, tiny_logits
+def test_a_model_loaded_and_unloaded_while_callers_use_another(
+    served, client, admin, health, tokens, tiny_bert_ner, tiny_logits
 ):
+    """Loads `ner`: it answers as in-process; then unloads it with the CLI. `clf` is called
+    throughout, and none of its calls fails."""
     from transformers import AutoModelForTokenClassification
 
     hammer = Hammer(client, tiny_logits)
@@ -154,9 +156,6 @@ def test_a_model_loaded_while_serving_answers_as_in_process(
     after = scrape(served.metrics_url)[("pipeserve_requests_total", counted)]
     assert after - before.get(("pipeserve_requests_total", counted), 0.0) == len(chunks)
 
-
-def test_unloading_a_model_while_callers_use_another(served, client, health, tokens, tiny_logits):
-    """Unloads `ner` (loaded above) with the CLI while `clf` is called: no clf call fails."""
     hammer = Hammer(client, tiny_logits)
     unloaded = pipeserve(
         "admin", "unload", "ner", "--target", served.address, "--token-file", str(tokens / "admin")
@@ -184,17 +183,18 @@ def test_an_unload_lets_calls_in_flight_finish_and_refuses_new_ones(
 
     text = "a call already on its way"
     (expected,) = _in_process(tiny_bert, AutoModel, [text], "last_hidden_state")
-    (worker,) = client.model_info(model="enc").workers
+    admin.load_model("spare", str(tiny_bert))
+    (worker,) = client.model_info(model="spare").workers
     with ThreadPoolExecutor(2) as pool:
         with paused(worker.pid):
-            in_flight = pool.submit(client.forward, [text], model="enc")
-            wait_until(lambda: client.model_info(model="enc").workers[0].busy)
-            unloading = pool.submit(admin.unload_model, "enc")
-            wait_until(lambda: _listed(client) == ["clf"])
+            in_flight = pool.submit(client.forward, [text], model="spare")
+            wait_until(lambda: client.model_info(model="spare").workers[0].busy)
+            unloading = pool.submit(admin.unload_model, "spare")
+            wait_until(lambda: _listed(client) == ["clf", "enc"])
             with pytest.raises(PipeserveError) as refused:
-                client.forward(["too late"], model="enc")
+                client.forward(["too late"], model="spare")
             assert refused.value.code is grpc.StatusCode.NOT_FOUND
-            assert health(f"{SERVICE}/enc") == NOT_SERVING
+            assert health(f"{SERVICE}/spare") == NOT_SERVING
             # The unload waits for the call, which waits for the held worker.
             assert not in_flight.done() and not unloading.done()
         output = in_flight.result(timeout=60)
@@ -233,7 +233,8 @@ def test_admin_refusals_name_the_problem(served, admin, tokens, tiny_bert, tmp_p
     exists = refusal(lambda: admin.load_model("clf", str(tiny_bert)))
     assert exists.code is grpc.StatusCode.ALREADY_EXISTS and "'clf'" in exists.details
     unknown = refusal(lambda: admin.unload_model("nope"))
-    assert unknown.code is grpc.StatusCode.NOT_FOUND and "served models: clf" in unknown.details
+    assert unknown.code is grpc.StatusCode.NOT_FOUND
+    assert "served models: clf, enc" in unknown.details
     bad = refusal(lambda: admin.load_model("x", str(tiny_bert), dtype="float64"))
     assert bad.code is grpc.StatusCode.INVALID_ARGUMENT and "dtype" in bad.details
     named = refusal(lambda: admin.load_model("no spaces", str(tiny_bert)))

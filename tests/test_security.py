@@ -3,6 +3,7 @@
 import datetime
 import ipaddress
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeserve.client.cli import subcommands
 from .conftest import SEED_SENTENCES, launch_server, model_flags, pipeserve
 
 TOKEN = "locked-token"
+ADMIN_TOKEN = "locked-admin-token"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -105,15 +107,17 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
 def mtls_token_server(tiny_distilbert, task_models, pki, tmp_path_factory):
     """Mutual TLS and a bearer token, health included: what every client command must reach.
     The classifier is the default model; the others serve the commands of other tasks."""
-    tokens = tmp_path_factory.mktemp("locked") / "tokens"
-    tokens.write_text(f"{TOKEN}\n")
+    locked = tmp_path_factory.mktemp("locked")
+    (locked / "tokens").write_text(f"{TOKEN}\n")
+    (locked / "admin").write_text(f"{ADMIN_TOKEN}\n")
     server = launch_server(
         f"clf={tiny_distilbert}",
         *model_flags(task_models),
         "--tls-cert", str(pki / "server.pem"),
         "--tls-key", str(pki / "server.key"),
         "--tls-client-ca", str(pki / "ca.pem"),
-        "--auth-token-file", str(tokens),
+        "--auth-token-file", str(locked / "tokens"),
+        "--admin-token-file", str(locked / "admin"),
     )  # fmt: skip
     yield server
     server.stop()
@@ -161,7 +165,8 @@ _COMMANDS = {
 
 
 def test_the_commands_are_every_client_subcommand():
-    assert set(_COMMANDS) == {command.name for command in subcommands()}
+    # `admin` takes an admin token: test_admin_commands_reach_a_server_with_tls_and_a_token.
+    assert set(_COMMANDS) | {"admin"} == {command.name for command in subcommands()}
 
 
 # Each command once, the three ways of giving the token taken in turn.
@@ -202,6 +207,24 @@ def test_commands_without_the_token_are_refused(mtls_token_server, pki, command)
     (line,) = [line for line in result.stderr.splitlines() if "UNAUTHENTICATED" in line]
     assert line.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_admin_commands_reach_a_server_with_tls_and_a_token(
+    mtls_token_server, pki, task_models, tmp_path
+):
+    (tmp_path / "admin").write_text(f"{ADMIN_TOKEN}\n")
+    tls = _tls_args(mtls_token_server, pki)
+    refused = pipeserve("admin", "unload", "enc", *tls, "--token", TOKEN)  # not an admin token
+    assert refused.returncode == 1
+    (line,) = [line for line in refused.stderr.splitlines() if "UNAUTHENTICATED" in line]
+    assert line.startswith("error: ")
+
+    enc = str(task_models["enc"])
+    loaded = pipeserve("admin", "load", "spare", enc, *tls, env={"PIPESERVE_TOKEN": ADMIN_TOKEN})
+    assert loaded.returncode == 0, loaded.stderr
+    unloaded = pipeserve("admin", "unload", "spare", *tls, "--token-file", str(tmp_path / "admin"))
+    assert unloaded.returncode == 0, unloaded.stderr
+    assert json.loads(unloaded.stdout)["name"] == "spare"
 
 
 def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_token_server, pki):
