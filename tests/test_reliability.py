@@ -254,8 +254,10 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
                         with pytest.raises(PipeserveError) as late:
                             await task
                         assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                    # The server's copy of a deadline passes a little after the caller's:
-                    # once it has, nothing waits, not even the batch in the worker's inbox.
+                    # Once the deadline has passed nothing waits, not even the batch in the
+                    # worker's inbox. grpc cancels the calls at their deadline, so this holds
+                    # even for a server that ignored deadlines: tests/test_deadlines.py checks
+                    # the server's own expiry.
                     await asyncio.to_thread(wait_until, lambda: queued(server) == 0)
                 await busy
 
