@@ -362,7 +362,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[settings.dtype],
             quantization=_QUANTIZATION[settings.backend, settings.quantize],
-            served_rpcs=served_rpcs(card.task),
+            served_rpcs=served_rpcs(card),
             mask_token=card.tokenizer.mask_token,
             embedding=self._embedding_info(served),
             # Resolved at start-up (never auto here); its version cannot change while serving.

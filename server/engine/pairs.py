@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pipeserve.server.engine.infer import Infer, Timings
-from pipeserve.server.errors import InvalidInput, UnsupportedByModel
+from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.pipeline.rerank import Ranked, cross_encoder_activation, rank
@@ -35,8 +35,8 @@ class ZeroShotResult:
 class PairTasks:
     def __init__(self, infer: Infer) -> None:
         self._infer = infer
-        card = infer.card
-        self._activation = cross_encoder_activation(card.cross_encoder_activation)
+        # None for a model Rerank refuses (served.py); never used then.
+        self._activation = cross_encoder_activation(infer.card.cross_encoder_activation)
 
     async def _logits(
         self, pairs: list[tuple[str, str]], options: TextOptions, deadline: float | None
@@ -54,18 +54,7 @@ class PairTasks:
         options: TextOptions,
         deadline: float | None,
     ) -> RerankResult:
-        card = self._infer.card
         self._infer.require("Rerank")
-        if len(card.id2label) != 1:
-            raise UnsupportedByModel(
-                f"Rerank needs a cross-encoder (a sequence classifier with one label); "
-                f"{card.name} is served as {card.task} with {len(card.id2label)} labels"
-            )
-        if self._activation is None:
-            raise UnsupportedByModel(
-                f"Rerank cannot score {card.name} as its CrossEncoder would: its activation "
-                f"{card.cross_encoder_activation!r} is not one of sigmoid, identity"
-            )
         if not query:
             raise InvalidInput("query is empty")
         if not documents:
@@ -79,6 +68,7 @@ class PairTasks:
             [(query, document) for document in documents], options, deadline
         )
         start = time.perf_counter()
+        assert self._activation is not None  # require() refused a model without one
         function = ScoreFunction.NONE if raw_scores else self._activation
         ranked = rank(logits[:, 0], function, top_n or None)
         self._infer.observe_postprocess(start)
@@ -96,11 +86,6 @@ class PairTasks:
     ) -> ZeroShotResult:
         card = self._infer.card
         self._infer.require("ClassifyZeroShot")
-        if card.entailment_id is None:
-            raise UnsupportedByModel(
-                f"ClassifyZeroShot needs an NLI model, whose config.label2id has a label "
-                f"starting with 'entail'; {card.name} has {', '.join(card.labels)}"
-            )
         if not texts:
             raise InvalidInput("inputs is empty: send at least one text")
         for index, text in enumerate(texts):
@@ -112,6 +97,7 @@ class PairTasks:
         logits, timings = await self._logits(pairs, replace(options, only_first=True), deadline)
         start = time.perf_counter()
         shaped = logits.reshape(len(texts), len(formatted), -1)
+        assert card.entailment_id is not None  # require() refused a model without one
         results = label_scores(shaped, card.entailment_id, multi_label, labels)
         self._infer.observe_postprocess(start)
         return ZeroShotResult(results, timings)
