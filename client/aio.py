@@ -8,9 +8,8 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from pipeserve.client import build, parse
+from pipeserve.client import build, build_tasks, parse
 from pipeserve.client.build import (
-    AggregationStrategy,
     ForwardDType,
     FunctionToApply,
     ModelInputLike,
@@ -18,6 +17,7 @@ from pipeserve.client.build import (
     TextLike,
     WindowAggregation,
 )
+from pipeserve.client.build_tasks import AggregationStrategy
 from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import (
@@ -227,7 +227,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[Windowed[Entity]]:
         """As Client.classify_tokens."""
-        request = build.classify_tokens_request(
+        request = build_tasks.classify_tokens_request(
             inputs,
             model=model,
             aggregation_strategy=aggregation_strategy,
@@ -252,7 +252,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[MaskFill]]:
         """As Client.fill_mask."""
-        request = build.fill_mask_request(
+        request = build_tasks.fill_mask_request(
             inputs,
             model=model,
             top_k=top_k,
@@ -294,7 +294,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> np.ndarray:
         """As Client.embed."""
-        request = build.embed_request(
+        request = build_tasks.embed_request(
             inputs,
             normalize=normalize,
             truncate_dim=truncate_dim,
@@ -323,7 +323,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[RankedDocument]:
         """As Client.rerank."""
-        request = build.rerank_request(
+        request = build_tasks.rerank_request(
             query,
             documents,
             top_n=top_n,
@@ -350,7 +350,7 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> list[list[LabelScore]]:
         """As Client.classify_zero_shot."""
-        request = build.classify_zero_shot_request(
+        request = build_tasks.classify_zero_shot_request(
             inputs,
             candidate_labels,
             hypothesis_template=hypothesis_template,

@@ -7,9 +7,8 @@ from typing import Any, Self
 import grpc
 import numpy as np
 
-from pipeserve.client import build, parse
+from pipeserve.client import build, build_tasks, parse
 from pipeserve.client.build import (
-    AggregationStrategy,
     ForwardDType,
     FunctionToApply,
     ModelInputLike,
@@ -17,6 +16,7 @@ from pipeserve.client.build import (
     TextLike,
     WindowAggregation,
 )
+from pipeserve.client.build_tasks import AggregationStrategy
 from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import (
@@ -274,7 +274,7 @@ class Client:
         than "none"). Returns per text its entities in text order; `text[e.start:e.end]` is the
         entity as written, and each list's `windows` how many windows it took.
         """
-        request = build.classify_tokens_request(
+        request = build_tasks.classify_tokens_request(
             inputs,
             model=model,
             aggregation_strategy=aggregation_strategy,
@@ -304,7 +304,7 @@ class Client:
         Returns per text, per mask in text order, its `top_k` best candidates (`targets`: only
         among these tokens). Each text needs at least one mask token.
         """
-        request = build.fill_mask_request(
+        request = build_tasks.fill_mask_request(
             inputs,
             model=model,
             top_k=top_k,
@@ -349,7 +349,7 @@ class Client:
         `prompt_name` picks one of the checkpoint's prompts (ModelInfo.embedding.prompts).
         `max_length` None means the checkpoint's max_seq_length.
         """
-        request = build.embed_request(
+        request = build_tasks.embed_request(
             inputs,
             normalize=normalize,
             truncate_dim=truncate_dim,
@@ -384,7 +384,7 @@ class Client:
         another), or the raw logit with `raw_scores`. `top_n` None returns every document;
         `return_documents` puts each document's text in its result.
         """
-        request = build.rerank_request(
+        request = build_tasks.rerank_request(
             query,
             documents,
             top_n=top_n,
@@ -417,7 +417,7 @@ class Client:
         candidate_labels). `hypothesis_template` (default "This example is {}.") must hold
         {} where the label goes; `multi_label` scores each label on its own.
         """
-        request = build.classify_zero_shot_request(
+        request = build_tasks.classify_zero_shot_request(
             inputs,
             candidate_labels,
             hypothesis_template=hypothesis_template,
