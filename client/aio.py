@@ -6,33 +6,12 @@ from typing import Any, Self
 
 import grpc
 import grpc.aio
-import numpy as np
 
-from pipeserve.client import build, parse
-from pipeserve.client.build import (
-    AggregationStrategy,
-    ForwardDType,
-    FunctionToApply,
-    ModelInputLike,
-    PaddingLike,
-    TextLike,
-    WindowAggregation,
-)
+from pipeserve.client import build, calls, parse
+from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
 from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
 from pipeserve.client.errors import translating_rpc_errors
-from pipeserve.client.results import (
-    Encoding,
-    Entity,
-    ForwardOutput,
-    LabelScore,
-    MaskFill,
-    ModelInfo,
-    RankedDocument,
-    ServedModel,
-    StreamResult,
-    Windowed,
-)
-from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.client.results import StreamResult
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 StreamRequests = (
@@ -89,87 +68,17 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    async def tokenize(
-        self,
-        inputs: Iterable[TextLike],
-        *,
-        padding: PaddingLike = "longest",
-        truncation: bool = True,
-        max_length: int | None = None,
-        return_attention_mask: bool = True,
-        return_token_type_ids: bool | None = None,
-        return_tokens: bool = False,
-        return_offsets: bool = False,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[Encoding]:
-        """As Client.tokenize."""
-        request = build.tokenize_request(
-            inputs,
-            model=model,
-            padding=padding,
-            truncation=truncation,
-            max_length=max_length,
-            return_attention_mask=return_attention_mask,
-            return_token_type_ids=return_token_type_ids,
-            return_tokens=return_tokens,
-            return_offsets=return_offsets,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.Tokenize(request, **self._call_options(timeout))
-        return parse.encodings(response)
-
-    async def forward(
-        self,
-        inputs: Iterable[ModelInputLike],
-        *,
-        outputs: Sequence[str] = (),
-        dtype: ForwardDType = "float32",
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> ForwardOutput:
-        """As Client.forward."""
-        request = build.forward_request(
-            inputs,
-            model=model,
-            outputs=outputs,
-            dtype=dtype,
-            truncation=truncation,
-            max_length=max_length,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.Forward(request, **self._call_options(timeout))
-        return parse.forward_output(response)
-
-    async def classify(
-        self,
-        inputs: Iterable[ModelInputLike],
-        *,
-        function_to_apply: FunctionToApply = None,
-        top_k: int | None = 1,
-        truncation: bool = True,
-        max_length: int | None = None,
-        stride: int | None = None,
-        window_aggregation: WindowAggregation = "mean",
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[Windowed[LabelScore]]:
-        """As Client.classify."""
-        request = build.classify_request(
-            inputs,
-            model=model,
-            function_to_apply=function_to_apply,
-            top_k=top_k,
-            truncation=truncation,
-            max_length=max_length,
-            stride=stride,
-            window_aggregation=window_aggregation,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.Classify(request, **self._call_options(timeout))
-        return parse.classifications(response)
+    # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
+    tokenize = calls.awaitable(calls.tokenize)
+    forward = calls.awaitable(calls.forward)
+    classify = calls.awaitable(calls.classify)
+    classify_tokens = calls.awaitable(calls.classify_tokens)
+    fill_mask = calls.awaitable(calls.fill_mask)
+    model_info = calls.awaitable(calls.model_info)
+    embed = calls.awaitable(calls.embed)
+    rerank = calls.awaitable(calls.rerank)
+    classify_zero_shot = calls.awaitable(calls.classify_zero_shot)
+    list_models = calls.awaitable(calls.list_models)
 
     def classify_stream(
         self,
@@ -213,160 +122,3 @@ class AsyncClient:
         finally:
             call.cancel()
         feed.raise_error()
-
-    async def classify_tokens(
-        self,
-        inputs: Iterable[str],
-        *,
-        aggregation_strategy: AggregationStrategy = "none",
-        ignore_labels: Iterable[str] | None = None,
-        stride: int | None = None,
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[Windowed[Entity]]:
-        """As Client.classify_tokens."""
-        request = build.classify_tokens_request(
-            inputs,
-            model=model,
-            aggregation_strategy=aggregation_strategy,
-            ignore_labels=ignore_labels,
-            stride=stride,
-            truncation=truncation,
-            max_length=max_length,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.ClassifyTokens(request, **self._call_options(timeout))
-        return parse.token_classifications(response)
-
-    async def fill_mask(
-        self,
-        inputs: Iterable[str],
-        *,
-        top_k: int = 5,
-        targets: Iterable[str] | None = None,
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[list[MaskFill]]:
-        """As Client.fill_mask."""
-        request = build.fill_mask_request(
-            inputs,
-            model=model,
-            top_k=top_k,
-            targets=targets,
-            truncation=truncation,
-            max_length=max_length,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.FillMask(request, **self._call_options(timeout))
-        return parse.mask_fills(response)
-
-    async def model_info(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109
-        *,
-        model: str = "",
-    ) -> ModelInfo:
-        """As Client.model_info."""
-        with translating_rpc_errors():
-            response = await self._stub.ModelInfo(
-                pb.ModelInfoRequest(model=model), **self._call_options(timeout)
-            )
-        return parse.model_info(response)
-
-    # --- Embeddings, reranking, zero-shot ---
-
-    async def embed(
-        self,
-        inputs: Iterable[str],
-        *,
-        normalize: bool = False,
-        truncate_dim: int | None = None,
-        dtype: ForwardDType = "float32",
-        prompt: str | None = None,
-        prompt_name: str | None = None,
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> np.ndarray:
-        """As Client.embed."""
-        request = build.embed_request(
-            inputs,
-            normalize=normalize,
-            truncate_dim=truncate_dim,
-            dtype=dtype,
-            prompt=prompt,
-            prompt_name=prompt_name,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.Embed(request, **self._call_options(timeout))
-        return parse.embeddings(response)
-
-    async def rerank(
-        self,
-        query: str,
-        documents: Iterable[str],
-        *,
-        top_n: int | None = None,
-        return_documents: bool = False,
-        raw_scores: bool = False,
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[RankedDocument]:
-        """As Client.rerank."""
-        request = build.rerank_request(
-            query,
-            documents,
-            top_n=top_n,
-            return_documents=return_documents,
-            raw_scores=raw_scores,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.Rerank(request, **self._call_options(timeout))
-        return parse.ranked_documents(response, with_text=return_documents)
-
-    async def classify_zero_shot(
-        self,
-        inputs: Iterable[str],
-        candidate_labels: Iterable[str],
-        *,
-        hypothesis_template: str | None = None,
-        multi_label: bool = False,
-        truncation: bool = True,
-        max_length: int | None = None,
-        model: str = "",
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> list[list[LabelScore]]:
-        """As Client.classify_zero_shot."""
-        request = build.classify_zero_shot_request(
-            inputs,
-            candidate_labels,
-            hypothesis_template=hypothesis_template,
-            multi_label=multi_label,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        )
-        with translating_rpc_errors():
-            response = await self._stub.ClassifyZeroShot(request, **self._call_options(timeout))
-        return parse.classifications(response)
-
-    async def list_models(self, timeout: float | None = None) -> list[ServedModel]:  # noqa: ASYNC109
-        """As Client.list_models."""
-        with translating_rpc_errors():
-            response = await self._stub.ListModels(
-                pb.ListModelsRequest(), **self._call_options(timeout)
-            )
-        return parse.served_models(response)

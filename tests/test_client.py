@@ -4,9 +4,11 @@ deadlines and streams behave, and the client package stays free of torch."""
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import os
 import pickle
+import pydoc
 import queue
 import subprocess
 import sys
@@ -91,6 +93,29 @@ async def test_sync_and_async_clients_return_the_same(name: str, client: Client,
     async with AsyncClient(address, timeout=TIMEOUT) as aclient:
         aio = await CALLS[name](aclient)
     _check_same(name, sync, aio)
+
+
+# --- What help() shows -------------------------------------------------------------------------
+
+
+def test_both_clients_show_every_calls_parameters_and_docstring():
+    """The unary calls are written once (client/calls.py) and bound to both clients: each
+    method still shows its own parameters, defaults, return type and docstring."""
+    public = [n for n in vars(Client) if not n.startswith("_") and n != "close"]
+    for name in public:
+        sync, aio = getattr(Client, name), getattr(AsyncClient, name)
+        assert inspect.signature(sync).parameters.keys() == inspect.signature(aio).parameters.keys()
+        assert next(iter(inspect.signature(sync).parameters)) == "self"
+        assert sync.__doc__ and aio.__doc__, name
+        if name != "classify_stream":
+            assert inspect.iscoroutinefunction(aio), name
+            assert sync.__doc__ == aio.__doc__, name
+    embed = inspect.signature(Client.embed)
+    assert embed.parameters["truncate_dim"].default is None
+    assert embed.parameters["timeout"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert embed.return_annotation is np.ndarray
+    shown = pydoc.render_doc(Client.embed, renderer=pydoc.plaintext)
+    assert "normalize: bool = False" in shown and "Sentence embeddings" in shown
 
 
 # --- Results ----------------------------------------------------------------------------------

@@ -95,6 +95,49 @@ def test_fill_mask_equals_the_pipeline(mlm, fill_mask):
         assert [m.position for m in masks] == positions
 
 
+def _several_masks(count: int = 24) -> list[str]:
+    """SST-2 sentences of varied lengths, with one to three words masked."""
+    texts = []
+    for i, sentence in enumerate(sst2_sentences(count)):
+        words = sentence.split()
+        for place in range(min(i % 3 + 1, len(words))):
+            words[(place * 7 + i) % len(words)] = "[MASK]"
+        texts.append(" ".join(words))
+    return texts
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        (),
+        ("--frontends", "2"),
+        ("--backend", "openvino"),
+    ],
+    ids=["torch", "frontends-2", "openvino"],
+)
+def test_several_masks_in_batches_of_varied_lengths(tiny_bert_mlm, fill_mask, flags, tmp_path):
+    """The workers send back the mask tokens' rows alone: texts with different numbers of
+    masks and lengths in one batch, from concurrent callers, still get the pipeline's answer."""
+    if "openvino" in flags:
+        pytest.importorskip("openvino")
+        flags = (*flags, "--cache-dir", str(tmp_path))
+    texts = _several_masks()
+    reference = _reference(fill_mask, texts)
+    chunks = [texts[i : i + 3] for i in range(0, len(texts), 3)]
+
+    server = launch_server(
+        tiny_bert_mlm, "--max-wait-ms", "200", "--workers-per-device", "1", *flags
+    )
+    try:
+        with Client(server.address, timeout=120) as client, ThreadPoolExecutor(8) as pool:
+            answers = [masks for chunk in pool.map(client.fill_mask, chunks) for masks in chunk]
+    finally:
+        server.stop()
+
+    _assert_equal(answers, reference)
+    assert {len(masks) for masks in answers} == {1, 2, 3}
+
+
 def test_top_k_and_targets(mlm, fill_mask):
     texts = _masked(12)
     targets = ["good", "bad", "movie", "fine", "unbelievable"]  # the last is not one token

@@ -69,7 +69,6 @@ def test_model_info_lists_what_a_classifier_serves(regressor_client):
         "Classify",
         "ClassifyStream",
         "ModelInfo",
-        "Rerank",
-        "ClassifyZeroShot",
+        "Rerank",  # one label: a cross-encoder's head; no entailment label for zero-shot
         "ListModels",
     ]

@@ -135,11 +135,33 @@ def test_bad_requests_are_refused_naming_the_problem(rerank_server, ce_client: C
         ce_client.rerank("q", [])
 
 
+def test_a_cross_encoder_lists_rerank_and_not_zero_shot(ce_client: Client):
+    served = ce_client.model_info().served_rpcs
+
+    assert "Rerank" in served and "Classify" in served
+    assert "ClassifyZeroShot" not in served  # one label: no entailment label among them
+
+
 def test_a_two_label_classifier_cannot_rerank(client: Client):
     with pytest.raises(PipeserveError) as error:
         client.rerank("query", ["a document"])
     assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "cross-encoder" in str(error.value)
+    assert "cross-encoder" in str(error.value) and "with 2 labels" in str(error.value)
+    assert "Rerank" not in client.model_info().served_rpcs
+
+
+def test_an_activation_crossencoder_would_not_apply_is_refused(tmp_path, minilm_path):
+    tanh = {"activation_fn": "torch.nn.modules.activation.Tanh"}
+    path = _tiny_cross_encoder(tmp_path / "ce", minilm_path, 5, sentence_transformers=tanh)
+    with serving(path) as server, Client(server.address, timeout=60) as client:
+        served = client.model_info().served_rpcs
+        with pytest.raises(PipeserveError) as error:
+            client.rerank("query", ["a document"])
+
+    assert "Rerank" not in served and "Classify" in served
+    assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "torch.nn.modules.activation.Tanh" in error.value.details
+    assert "sigmoid, identity" in error.value.details
 
 
 def test_a_saved_activation_is_honoured_through_two_front_ends(tmp_path, minilm_path):

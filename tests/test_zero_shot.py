@@ -169,6 +169,14 @@ def test_a_model_without_an_entailment_label_is_refused(client: Client):
         client.classify_zero_shot(["a text"], ["a", "b"])
     assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert "entail" in str(error.value) and "NEGATIVE, POSITIVE" in str(error.value)
+    assert "ClassifyZeroShot" not in client.model_info().served_rpcs
+
+
+def test_an_nli_model_lists_zero_shot_and_not_rerank(nli_client: Client):
+    served = nli_client.model_info().served_rpcs
+
+    assert "ClassifyZeroShot" in served and "Classify" in served
+    assert "Rerank" not in served  # three labels, not a cross-encoder's one
 
 
 def test_two_front_ends_classify_the_same(nli_path, reference):

@@ -101,7 +101,7 @@ class Edge:
                 infer,
                 TextTasks(infer),
                 Embedder(infer, settings.revision),
-                PairTasks(infer, settings.revision),
+                PairTasks(infer),
                 shared_with or {},
             )
         )

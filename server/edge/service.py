@@ -1,4 +1,5 @@
-"""The gRPC servicer: converts protos to plain inputs, calls `Infer`, converts back.
+"""The gRPC servicer: converts protos to plain inputs, calls `Infer`, converts back. The task
+RPCs' methods are in service_tasks.py, the conversions both use in convert.py.
 
 No logic of its own beyond the wire format; errors are mapped by `status.py` and calls
 counted by `metrics.py`, both wrapped around each method by `handlers.py`.
@@ -8,40 +9,37 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
-import grpc
 import numpy as np
 
+from pipeserve.server.edge.convert import (
+    FLOAT_DTYPE,
+    call_deadline,
+    enum_value,
+    labels_proto,
+    text_options,
+    timing_metadata,
+)
+from pipeserve.server.edge.service_tasks import TaskServicer
 from pipeserve.server.edge.status import status_of
 from pipeserve.server.engine.infer import Timings
 from pipeserve.server.engine.models import Models, ServedModel
 from pipeserve.server.errors import InvalidInput
-from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
     ModelInput,
-    Padding,
     TextInput,
-    TextOptions,
     TokenIds,
 )
-from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
+from pipeserve.server.pipeline.postprocess import ScoreFunction
 from pipeserve.server.pipeline.served import served_rpcs
-from pipeserve.server.pipeline.token_classification import DEFAULT_IGNORE_LABELS, Strategy
 from pipeserve.server.pipeline.windows import WindowAggregation
-from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.schema import WorkerStatus
 from pipeserve.server.settings import Backend, DType, Quantize, Task, precision_label
 from pipeserve.server.workers.backend import backend_label
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from pipeserve.wire import STAGE_TIME_KEYS, to_proto
+from pipeserve.wire import to_proto
 
-_PADDING = {
-    pb.PADDING_UNSPECIFIED: Padding.LONGEST,
-    pb.PADDING_LONGEST: Padding.LONGEST,
-    pb.PADDING_MAX_LENGTH: Padding.MAX_LENGTH,
-    pb.PADDING_NONE: Padding.NONE,
-}
 _FUNCTION = {
     pb.FUNCTION_TO_APPLY_UNSPECIFIED: None,
     pb.FUNCTION_TO_APPLY_SOFTMAX: ScoreFunction.SOFTMAX,
@@ -52,19 +50,6 @@ _WINDOW_AGGREGATION = {
     pb.WINDOW_AGGREGATION_UNSPECIFIED: WindowAggregation.MEAN,
     pb.WINDOW_AGGREGATION_MEAN: WindowAggregation.MEAN,
     pb.WINDOW_AGGREGATION_MAX: WindowAggregation.MAX,
-}
-_STRATEGY = {
-    pb.AGGREGATION_STRATEGY_UNSPECIFIED: Strategy.NONE,
-    pb.AGGREGATION_STRATEGY_NONE: Strategy.NONE,
-    pb.AGGREGATION_STRATEGY_SIMPLE: Strategy.SIMPLE,
-    pb.AGGREGATION_STRATEGY_FIRST: Strategy.FIRST,
-    pb.AGGREGATION_STRATEGY_AVERAGE: Strategy.AVERAGE,
-    pb.AGGREGATION_STRATEGY_MAX: Strategy.MAX,
-}
-_FLOAT_DTYPE = {
-    pb.DTYPE_UNSPECIFIED: np.float32,
-    pb.DTYPE_FLOAT32: np.float32,
-    pb.DTYPE_FLOAT16: np.float16,
 }
 _TASK = {
     Task.FEATURE_EXTRACTION: pb.TASK_FEATURE_EXTRACTION,
@@ -86,21 +71,6 @@ _QUANTIZATION = {
     (Backend.OPENVINO, Quantize.INT8_STATIC): pb.QUANTIZATION_INT8_STATIC,
 }
 _BACKEND = {Backend.TORCH: pb.BACKEND_TORCH, Backend.OPENVINO: pb.BACKEND_OPENVINO}
-TIMING_KEYS = tuple(STAGE_TIME_KEYS.values())
-
-
-def _enum(table: dict, value: int, field: str):
-    if value not in table:
-        raise InvalidInput(f"unknown {field} value {value}")
-    return table[value]
-
-
-def _text_options(options: pb.TokenizeOptions) -> TextOptions:
-    return TextOptions(
-        padding=_enum(_PADDING, options.padding, "padding"),
-        truncation=options.truncation if options.HasField("truncation") else True,
-        max_length=options.max_length or None,
-    )
 
 
 def _text_input(index: int, item: pb.TextInput | pb.ModelInput) -> TextInput:
@@ -122,30 +92,7 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
     return _text_input(index, item)
 
 
-def _labels_proto(
-    labels: list[list[LabelScore]], windows: list[int] | None = None
-) -> pb.ClassifyResponse:
-    """Each item's labels; `windows` says how many windows each was classified by (one)."""
-    response = pb.ClassifyResponse()
-    for row, count in zip(labels, windows or [1] * len(labels), strict=True):
-        # add() in place: half the cost of building each message first
-        classification = response.results.add(windows=count)
-        for s in row:
-            classification.labels.add(label=s.label, score=s.score, index=s.index)
-    return response
-
-
-def _timing_metadata(timings: Timings) -> tuple[tuple[str, str], ...]:
-    values = (timings.tokenize_ms, timings.queue_ms, timings.forward_ms)
-    return tuple((key, f"{value:.3f}") for key, value in zip(TIMING_KEYS, values, strict=True))
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else asyncio.get_running_loop().time() + remaining
-
-
-class InferenceService(pb_grpc.InferenceServicer):
+class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
     def __init__(self, models: Models) -> None:
         self._models = models
 
@@ -166,7 +113,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             tokens=request.return_tokens,
             offsets=request.return_offsets,
         )
-        padded = await infer.tokenize(items, _text_options(request.options), flags)
+        padded = await infer.tokenize(items, text_options(request.options), flags)
         want_types = flags.token_type_ids
         if want_types is None:
             want_types = infer.card.tokenizer.uses_token_type_ids
@@ -188,11 +135,11 @@ class InferenceService(pb_grpc.InferenceServicer):
     async def Forward(self, request: pb.ForwardRequest, context) -> pb.ForwardResponse:
         infer = self._model(request).infer
         items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
-        dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
+        dtype = enum_value(FLOAT_DTYPE, request.output_dtype, "output_dtype")
         result = await infer.forward(
-            items, list(request.outputs), _text_options(request.options), _deadline(context)
+            items, list(request.outputs), text_options(request.options), call_deadline(context)
         )
-        context.set_trailing_metadata(_timing_metadata(result.timings))
+        context.set_trailing_metadata(timing_metadata(result.timings))
         return pb.ForwardResponse(
             outputs=[
                 pb.NamedTensor(name=name, tensor=to_proto(array.astype(dtype, copy=False)))
@@ -206,16 +153,16 @@ class InferenceService(pb_grpc.InferenceServicer):
     ) -> tuple[pb.ClassifyResponse, Timings]:
         model = self._model(request)
         items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
-        function = _enum(_FUNCTION, request.function_to_apply, "function_to_apply")
+        function = enum_value(_FUNCTION, request.function_to_apply, "function_to_apply")
         if request.top_k < -1:
             raise InvalidInput(
                 f"top_k must be -1 (all), 0 (default 1) or positive; got {request.top_k}"
             )
         every = request.all_labels or request.top_k == -1
         top_k = None if every else (request.top_k or 1)
-        options = _text_options(request.options)
+        options = text_options(request.options)
         if request.HasField("stride"):
-            aggregation = _enum(
+            aggregation = enum_value(
                 _WINDOW_AGGREGATION, request.window_aggregation, "window_aggregation"
             )
             result = await model.tasks.classify_windows(
@@ -223,11 +170,11 @@ class InferenceService(pb_grpc.InferenceServicer):
             )
         else:
             result = await model.infer.classify(items, function, top_k, options, deadline)
-        return _labels_proto(result.labels, result.windows), result.timings
+        return labels_proto(result.labels, result.windows), result.timings
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:
-        response, timings = await self._classify(request, _deadline(context))
-        context.set_trailing_metadata(_timing_metadata(timings))
+        response, timings = await self._classify(request, call_deadline(context))
+        context.set_trailing_metadata(timing_metadata(timings))
         return response
 
     async def ClassifyStream(
@@ -242,7 +189,7 @@ class InferenceService(pb_grpc.InferenceServicer):
         responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
         # Each message's request names its model; the stream's bound is the server's.
         room = asyncio.Semaphore(self._models.get("").settings.max_stream_in_flight)
-        deadline = _deadline(context)
+        deadline = call_deadline(context)
 
         async def answer(message: pb.ClassifyStreamRequest) -> None:
             try:
@@ -287,56 +234,6 @@ class InferenceService(pb_grpc.InferenceServicer):
             for task in answering:
                 task.cancel()
 
-    async def ClassifyTokens(
-        self, request: pb.ClassifyTokensRequest, context
-    ) -> pb.ClassifyTokensResponse:
-        tasks = self._model(request).tasks
-        strategy = _enum(_STRATEGY, request.aggregation_strategy, "aggregation_strategy")
-        ignore = (
-            list(request.ignore_labels.labels)
-            if request.HasField("ignore_labels")
-            else list(DEFAULT_IGNORE_LABELS)
-        )
-        results, timings = await tasks.classify_tokens(
-            list(request.inputs),
-            strategy,
-            ignore,
-            request.stride if request.HasField("stride") else None,
-            _text_options(request.options),
-            _deadline(context),
-        )
-        context.set_trailing_metadata(_timing_metadata(timings))
-        response = pb.ClassifyTokensResponse()
-        for result in results:
-            item = response.results.add(windows=result.windows)
-            for e in result.entities:
-                entity = item.entities.add(
-                    label=e.label, score=e.score, word=e.word, start=e.start, end=e.end
-                )
-                if e.index is not None:
-                    entity.index = e.index
-        return response
-
-    async def FillMask(self, request: pb.FillMaskRequest, context) -> pb.FillMaskResponse:
-        results, timings = await self._model(request).tasks.fill_mask(
-            list(request.inputs),
-            request.top_k if request.HasField("top_k") else DEFAULT_TOP_K,
-            list(request.targets),
-            _text_options(request.options),
-            _deadline(context),
-        )
-        context.set_trailing_metadata(_timing_metadata(timings))
-        response = pb.FillMaskResponse()
-        for masks in results:
-            item = response.results.add()
-            for mask in masks:
-                filled = item.masks.add(position=mask.position)
-                for c in mask.candidates:
-                    filled.candidates.add(
-                        score=c.score, token=c.token, token_str=c.token_str, sequence=c.sequence
-                    )
-        return response
-
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
         served = self._model(request)
         card, engine, settings = served.card, served.engine, served.settings
@@ -362,7 +259,7 @@ class InferenceService(pb_grpc.InferenceServicer):
             task_type=_TASK[card.task],
             compute_dtype=_COMPUTE_DTYPE[settings.dtype],
             quantization=_QUANTIZATION[settings.backend, settings.quantize],
-            served_rpcs=served_rpcs(card.task),
+            served_rpcs=served_rpcs(card),
             mask_token=card.tokenizer.mask_token,
             embedding=self._embedding_info(served),
             # Resolved at start-up (never auto here); its version cannot change while serving.
@@ -385,8 +282,6 @@ class InferenceService(pb_grpc.InferenceServicer):
             ]
         )
 
-    # --- Embeddings, reranking, zero-shot ---
-
     @staticmethod
     def _embedding_info(served: ServedModel) -> pb.EmbeddingInfo | None:
         config = served.embedder.config
@@ -403,54 +298,6 @@ class InferenceService(pb_grpc.InferenceServicer):
             default_prompt_name=config.default_prompt_name or "",
             truncate_dim=config.truncate_dim or 0,
         )
-
-    async def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
-        dtype = _enum(_FLOAT_DTYPE, request.output_dtype, "output_dtype")
-        result = await self._model(request).embedder.embed(
-            list(request.inputs),
-            normalize=request.normalize,
-            truncate_dim=request.truncate_dim or None,
-            prompt=request.prompt,
-            prompt_name=request.prompt_name,
-            options=_text_options(request.options),
-            deadline=_deadline(context),
-        )
-        context.set_trailing_metadata(_timing_metadata(result.timings))
-        return pb.EmbedResponse(
-            embeddings=to_proto(result.embeddings.astype(dtype, copy=False)),
-            sequence_lengths=result.sequence_lengths,
-        )
-
-    async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
-        documents = list(request.documents)
-        result = await self._model(request).pairs.rerank(
-            request.query,
-            documents,
-            top_n=request.top_n,
-            raw_scores=request.raw_scores,
-            options=_text_options(request.options),
-            deadline=_deadline(context),
-        )
-        context.set_trailing_metadata(_timing_metadata(result.timings))
-        response = pb.RerankResponse()
-        for ranked in result.ranked:
-            text = documents[ranked.index] if request.return_documents else ""
-            response.results.add(index=ranked.index, score=ranked.score, document=text)
-        return response
-
-    async def ClassifyZeroShot(
-        self, request: pb.ClassifyZeroShotRequest, context
-    ) -> pb.ClassifyZeroShotResponse:
-        result = await self._model(request).pairs.classify_zero_shot(
-            list(request.inputs),
-            list(request.candidate_labels),
-            template=request.hypothesis_template or DEFAULT_TEMPLATE,
-            multi_label=request.multi_label,
-            options=_text_options(request.options),
-            deadline=_deadline(context),
-        )
-        context.set_trailing_metadata(_timing_metadata(result.timings))
-        return pb.ClassifyZeroShotResponse(results=_labels_proto(result.labels).results)
 
 
 def _worker_info(status: WorkerStatus, shared_with: tuple[str, ...]) -> pb.WorkerInfo:

@@ -33,7 +33,7 @@ from pipeserve.server.pipeline.postprocess import (
     apply_score_function,
     top_labels,
 )
-from pipeserve.server.pipeline.served import require_task
+from pipeserve.server.pipeline.served import require_rpc
 from pipeserve.server.pipeline.tokenize import Encoded, Padded
 from pipeserve.server.pipeline.validation import (
     check_items,
@@ -136,8 +136,8 @@ class Infer:
         return ClassifyResult(labels, timings)
 
     def require(self, rpc: str) -> None:
-        """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded head serves it."""
-        require_task(rpc, self.card.name, self.card.task)
+        """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
+        require_rpc(rpc, self.card)
 
     def observe_postprocess(self, start: float) -> None:
         """Counts the postprocessing that began at perf_counter() `start`."""

@@ -11,15 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from transformers import AutoConfig
 
 from pipeserve.server.engine.infer import Infer, Timings
-from pipeserve.server.errors import InvalidInput, UnsupportedByModel
+from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.pipeline.postprocess import LabelScore, ScoreFunction
 from pipeserve.server.pipeline.rerank import Ranked, cross_encoder_activation, rank
-from pipeserve.server.pipeline.zero_shot import entailment_id, hypotheses, label_scores
-from pipeserve.server.settings import Task
+from pipeserve.server.pipeline.zero_shot import hypotheses, label_scores
 
 
 @dataclass(frozen=True)
@@ -35,18 +33,10 @@ class ZeroShotResult:
 
 
 class PairTasks:
-    def __init__(self, infer: Infer, revision: str | None) -> None:
+    def __init__(self, infer: Infer) -> None:
         self._infer = infer
-        card = infer.card
-        self._activation: ScoreFunction | None = None
-        self._saved_activation: str | None = None
-        self._entailment: int | None = None
-        if card.task is Task.TEXT_CLASSIFICATION:
-            config = AutoConfig.from_pretrained(card.name, revision=revision)
-            saved = (getattr(config, "sentence_transformers", None) or {}).get("activation_fn")
-            self._saved_activation = saved
-            self._activation = cross_encoder_activation(saved)
-            self._entailment = entailment_id(config.label2id or {})
+        # None for a model Rerank refuses (served.py); never used then.
+        self._activation = cross_encoder_activation(infer.card.cross_encoder_activation)
 
     async def _logits(
         self, pairs: list[tuple[str, str]], options: TextOptions, deadline: float | None
@@ -64,18 +54,7 @@ class PairTasks:
         options: TextOptions,
         deadline: float | None,
     ) -> RerankResult:
-        card = self._infer.card
         self._infer.require("Rerank")
-        if len(card.id2label) != 1:
-            raise UnsupportedByModel(
-                f"Rerank needs a cross-encoder (a sequence classifier with one label); "
-                f"{card.name} is served as {card.task} with {len(card.id2label)} labels"
-            )
-        if self._activation is None:
-            raise UnsupportedByModel(
-                f"Rerank cannot score {card.name} as its CrossEncoder would: its activation "
-                f"{self._saved_activation!r} is not one of sigmoid, identity"
-            )
         if not query:
             raise InvalidInput("query is empty")
         if not documents:
@@ -89,6 +68,7 @@ class PairTasks:
             [(query, document) for document in documents], options, deadline
         )
         start = time.perf_counter()
+        assert self._activation is not None  # require() refused a model without one
         function = ScoreFunction.NONE if raw_scores else self._activation
         ranked = rank(logits[:, 0], function, top_n or None)
         self._infer.observe_postprocess(start)
@@ -106,11 +86,6 @@ class PairTasks:
     ) -> ZeroShotResult:
         card = self._infer.card
         self._infer.require("ClassifyZeroShot")
-        if self._entailment is None:
-            raise UnsupportedByModel(
-                f"ClassifyZeroShot needs an NLI model, whose config.label2id has a label "
-                f"starting with 'entail'; {card.name} has {', '.join(card.labels)}"
-            )
         if not texts:
             raise InvalidInput("inputs is empty: send at least one text")
         for index, text in enumerate(texts):
@@ -122,6 +97,7 @@ class PairTasks:
         logits, timings = await self._logits(pairs, replace(options, only_first=True), deadline)
         start = time.perf_counter()
         shaped = logits.reshape(len(texts), len(formatted), -1)
-        results = label_scores(shaped, self._entailment, multi_label, labels)
+        assert card.entailment_id is not None  # require() refused a model without one
+        results = label_scores(shaped, card.entailment_id, multi_label, labels)
         self._infer.observe_postprocess(start)
         return ZeroShotResult(results, timings)

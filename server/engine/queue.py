@@ -278,8 +278,10 @@ def pick_batch(
 
 
 def stack_rows(rows: list[np.ndarray], token_level: bool) -> np.ndarray:
-    """Stacks items' outputs; token-level ones are zero-padded to the longest item."""
-    if not token_level:
+    """Stacks items' outputs; token-level ones, and others whose first axis varies from batch
+    to batch (an item's mask rows, see fill_mask.gather_masks), are zero-padded to the
+    longest item."""
+    if not token_level and len({row.shape for row in rows}) == 1:
         return np.stack(rows)
     longest = max(len(r) for r in rows)
     out = np.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)

@@ -17,6 +17,7 @@ from pipeserve.server.pipeline.fill_mask import (
     DEFAULT_TOP_K,
     MaskFill,
     fill,
+    mask_logits_output,
     mask_positions,
     target_ids,
 )
@@ -130,14 +131,16 @@ class TextTasks:
                     )
             return encoded
 
+        # The workers return the mask tokens' logits alone, not [tokens, vocab] an item.
+        output = mask_logits_output(mask_id)
         rows, windows, timings = await self._infer.run_windows(
-            texts, options, ("logits",), deadline, split
+            texts, options, (output,), deadline, split
         )
         start = time.perf_counter()
 
         def postprocess() -> list[list[MaskFill]]:
             return [
-                fill(text_windows[0].input_ids, text_rows[0]["logits"], top_k, restrict, tokenizer)
+                fill(text_windows[0].input_ids, text_rows[0][output], top_k, restrict, tokenizer)
                 for text_windows, text_rows in zip(windows, rows, strict=True)
             ]
 

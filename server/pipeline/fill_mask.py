@@ -1,6 +1,11 @@
 """Masked-LM logits -> the candidates for each mask token, as transformers' FillMaskPipeline
 (pipelines/fill_mask.py: postprocess, get_target_ids) computes them. Pure numpy; knows
-nothing of gRPC or workers."""
+nothing of gRPC or workers.
+
+Only the mask tokens' rows of the logits are wanted, a few of [tokens, vocab]: the worker
+picks them out right after the forward (`gather_masks`, asked for by the output name
+`mask_logits_output`), so they alone cross shared memory, as pooled embeddings do.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,24 +62,57 @@ def target_ids(targets: Sequence[str], tokenizer: Decoder) -> np.ndarray | None:
     return np.array(list(dict.fromkeys(ids)), dtype=np.int64)
 
 
+# Worker output names that ask for the mask tokens' logits: "mask_logits:<mask token id>".
+_MASK_LOGITS_PREFIX = "mask_logits:"
+
+
+def mask_logits_output(mask_token_id: int) -> str:
+    """The worker output that holds, per item, the logits rows of its `mask_token_id` tokens
+    (see `gather_masks`)."""
+    return f"{_MASK_LOGITS_PREFIX}{mask_token_id}"
+
+
+def parse_mask_logits(name: str) -> int | None:
+    """The mask token id of a `mask_logits_output` name; None for any other output."""
+    if not name.startswith(_MASK_LOGITS_PREFIX):
+        return None
+    return int(name[len(_MASK_LOGITS_PREFIX) :])
+
+
 def mask_positions(input_ids: np.ndarray, mask_token_id: int) -> np.ndarray:
     return np.flatnonzero(input_ids == mask_token_id)
 
 
+def gather_masks(
+    logits: np.ndarray, input_ids: np.ndarray, attention_mask: np.ndarray, mask_token_id: int
+) -> np.ndarray:
+    """A batch's [batch, tokens, vocab] logits -> [batch, masks, vocab]: each row's mask tokens'
+    logits in the order of their positions, then zero rows up to the batch's most masks. The
+    server finds the positions in its own ids, so the rows alone map back to them."""
+    found = (input_ids == mask_token_id) & attention_mask.astype(bool)
+    counts = found.sum(axis=1)
+    gathered = np.zeros((len(logits), counts.max(initial=0), logits.shape[-1]), logits.dtype)
+    rows, positions = np.nonzero(found)  # row-major: each row's masks in order
+    firsts = np.repeat(np.cumsum(counts) - counts, counts)
+    gathered[rows, np.arange(len(rows)) - firsts] = logits[rows, positions]
+    return gathered
+
+
 def fill(
     input_ids: np.ndarray,
-    logits: np.ndarray,
+    mask_logits: np.ndarray,
     top_k: int,
     targets: np.ndarray | None,
     tokenizer: Decoder,
 ) -> list[MaskFill]:
-    """Each mask's best `top_k` candidates from one text's ids and logits [tokens, vocab]."""
+    """Each mask's best `top_k` candidates from one text's ids and its masks' logits
+    [masks (and any zero rows after them), vocab], as `gather_masks` gives them."""
     assert tokenizer.mask_token_id is not None
     if targets is not None:
         top_k = min(top_k, len(targets))
-    top_k = min(top_k, logits.shape[-1])
+    top_k = min(top_k, mask_logits.shape[-1])
     positions = mask_positions(input_ids, tokenizer.mask_token_id)
-    masked = logits[positions].astype(np.float32, copy=False)
+    masked = mask_logits[: len(positions)].astype(np.float32, copy=False)
     shifted = np.exp(masked - masked.max(axis=-1, keepdims=True))
     probs = shifted / shifted.sum(axis=-1, keepdims=True)
     if targets is not None:

@@ -8,6 +8,7 @@ from transformers import AutoConfig, PretrainedConfig
 from pipeserve.server.errors import ModelLoadError
 from pipeserve.server.pipeline.postprocess import ScoreFunction, default_score_function
 from pipeserve.server.pipeline.tokenize import TextTokenizer
+from pipeserve.server.pipeline.zero_shot import entailment_id
 from pipeserve.server.settings import Settings, Task
 
 _TASK_BY_ARCHITECTURE_SUFFIX = {
@@ -40,6 +41,11 @@ class ModelCard:
     type_vocab_size: int
     score_function: ScoreFunction
     tokenizer: TextTokenizer
+    # A sequence classifier's CrossEncoder activation as its config saved it
+    # (config.sentence_transformers["activation_fn"]; None: none saved), for Rerank.
+    cross_encoder_activation: str | None = None
+    # A sequence classifier's entailment class (zero_shot.entailment_id), for ClassifyZeroShot.
+    entailment_id: int | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -61,6 +67,13 @@ def load_model_card(settings: Settings) -> ModelCard:
     id2label = {int(k): v for k, v in (config.id2label or {}).items()}
     if task not in (Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION):
         id2label = {}
+    pairs: dict = {}
+    if task is Task.TEXT_CLASSIFICATION:
+        saved = getattr(config, "sentence_transformers", None) or {}
+        pairs = {
+            "cross_encoder_activation": saved.get("activation_fn"),
+            "entailment_id": entailment_id(config.label2id or {}),
+        }
     return ModelCard(
         name=source,
         task=task,
@@ -73,4 +86,5 @@ def load_model_card(settings: Settings) -> ModelCard:
             config.problem_type, len(id2label), getattr(config, "function_to_apply", None)
         ),
         tokenizer=tokenizer,
+        **pairs,
     )

@@ -6,14 +6,11 @@ Runs in the worker right after the forward, whatever the backend: a pooled row i
 where last_hidden_state is [tokens, hidden], so pooling there sends a fraction of the data
 through shared memory and spares the server's event loop the reduction. The server decides how
 to pool (from the checkpoint's files, see embeddings.py) and says so in the output name it asks
-for (`pooled_output`). Pure numpy: a worker serving OpenVINO never imports torch.
+for (`pooled_output`; derived.py computes it). Pure numpy: a worker serving OpenVINO never
+imports torch.
 """
 
-from collections.abc import Sequence
-
 import numpy as np
-
-from pipeserve.server.pipeline.forward import ModelRunner
 
 # Worker output names that ask for a pooled embedding: "sentence_embedding:<mode>:<skip>".
 _POOLED_PREFIX = "sentence_embedding:"
@@ -56,25 +53,3 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str, skip: int) -
         masked = hidden * mask[..., None].astype(np.float32)
         return masked[rows, length - from_end - 1]
     raise ValueError(f"unknown pooling mode {mode!r}")
-
-
-def forward_pooled(
-    runner: ModelRunner,
-    input_ids: np.ndarray,
-    attention_mask: np.ndarray,
-    token_type_ids: np.ndarray | None,
-    outputs: Sequence[str],
-) -> dict[str, np.ndarray]:
-    """The named `outputs` of one batch: the backend's own, and any `pooled_output` name pooled
-    here from last_hidden_state."""
-    wanted = {name: parse_pooled(name) for name in outputs}
-    raw = [name for name, pooled in wanted.items() if pooled is None]
-    if len(raw) < len(wanted) and "last_hidden_state" not in raw:
-        raw.append("last_hidden_state")
-    result = runner.forward(input_ids, attention_mask, token_type_ids, raw)
-    return {
-        name: result[name]
-        if pooled is None
-        else pool(result["last_hidden_state"], attention_mask, *pooled)
-        for name, pooled in wanted.items()
-    }

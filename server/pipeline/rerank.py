@@ -19,6 +19,8 @@ _ACTIVATIONS = {
     "torch.nn.modules.linear.Identity": ScoreFunction.NONE,
     "torch.nn.Identity": ScoreFunction.NONE,
 }
+# How an error message names them.
+KNOWN_ACTIVATIONS = "sigmoid, identity"
 
 
 @dataclass(frozen=True)

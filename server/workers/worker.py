@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeserve.server.logs import configure_logging
-from pipeserve.server.pipeline.pooling import forward_pooled
+from pipeserve.server.pipeline.derived import forward_derived
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -120,7 +120,7 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         lengths = np.asarray(message.lengths)
         mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
         try:
-            outputs = forward_pooled(
+            outputs = forward_derived(
                 runner, ids, mask, types if message.has_types else None, message.outputs
             )
         except Exception as exc:
