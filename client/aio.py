@@ -1,15 +1,19 @@
 """The asyncio client: Client's methods, awaitable, over grpc.aio."""
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from pipeserve.client import build, calls, parse
 from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
-from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
+from pipeserve.client.channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    AsyncChannelOwner,
+    CallDefaults,
+    Endpoint,
+)
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import StreamResult
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
@@ -20,7 +24,7 @@ StreamRequests = (
 )
 
 
-class AsyncClient:
+class AsyncClient(AsyncChannelOwner):
     """The asyncio twin of Client: same arguments, same methods, each awaited.
 
     Create it inside the running event loop (grpc.aio binds the channel to it). classify_stream
@@ -52,21 +56,6 @@ class AsyncClient:
         self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
         self._channel = endpoint.aio_channel()
         self._stub = InferenceStub(self._channel)
-
-    async def close(self) -> None:
-        """Closes the channel; calls in flight are cancelled."""
-        await self._channel.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
     tokenize = calls.awaitable(calls.tokenize)

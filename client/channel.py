@@ -8,7 +8,8 @@ an Endpoint, so whatever reaches a protected server from one of them reaches it 
 import ipaddress
 import json
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import grpc
 import grpc.aio
@@ -169,3 +170,45 @@ class CallDefaults:
             "wait_for_ready": self._wait_for_ready,
             "metadata": self._metadata,
         }
+
+
+class ChannelOwner:
+    """A blocking client's channel, closed by `close` or on leaving a `with` block."""
+
+    _channel: grpc.Channel
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncChannelOwner:
+    """An asyncio client's channel, closed by `close` or on leaving an `async with` block."""
+
+    _channel: grpc.aio.Channel
+
+    async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

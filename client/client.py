@@ -1,20 +1,24 @@
 """The blocking client."""
 
 from collections.abc import Iterable, Iterator, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 
 from pipeserve.client import build, calls, parse
 from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
-from pipeserve.client.channel import DEFAULT_MAX_MESSAGE_BYTES, CallDefaults, Endpoint
+from pipeserve.client.channel import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    CallDefaults,
+    ChannelOwner,
+    Endpoint,
+)
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import StreamResult
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 
-class Client:
+class Client(ChannelOwner):
     """A blocking client of one pipeserve server, or of several replicas.
 
     `target` is a gRPC address such as "127.0.0.1:50051". `timeout` (seconds) is the default
@@ -58,21 +62,6 @@ class Client:
         self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
         self._channel = endpoint.channel()
         self._stub = InferenceStub(self._channel)
-
-    def close(self) -> None:
-        """Closes the channel; calls in flight are cancelled."""
-        self._channel.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
     tokenize = calls.blocking(calls.tokenize)
