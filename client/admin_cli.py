@@ -11,7 +11,7 @@ serves; `unload` prints {"name": ..., "calls_cut": ...} once its workers have st
 import argparse
 import dataclasses
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 # LoadModelRequest's settings, one option each.
@@ -47,26 +47,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.action == "load":
         if args.path is None:
-            raise cli.UsageError("admin load needs NAME and PATH")
+            raise cli_args.UsageError("admin load needs NAME and PATH")
         if args.grace_s is not None:
-            raise cli.UsageError("--grace-s goes with admin unload")
+            raise cli_args.UsageError("--grace-s goes with admin unload")
         return
     given = [f"--{o.replace('_', '-')}" for o in _LOAD_OPTIONS if getattr(args, o) is not None]
     if args.path is not None or given:
         extra = given[0] if given else f"PATH {args.path}"
-        raise cli.UsageError(f"admin unload takes NAME only (and --grace-s), not {extra}")
+        raise cli_args.UsageError(f"admin unload takes NAME only (and --grace-s), not {extra}")
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeserve.client.admin import AdminClient
 
     _check(args)
-    with AdminClient(args.target, timeout=args.timeout, **cli.security(args)) as admin:
+    with AdminClient(args.target, timeout=args.timeout, **cli_args.security(args)) as admin:
         if args.action == "unload":
             cut = admin.unload_model(args.name, grace_s=args.grace_s)
-            cli.print_json({"name": args.name, "calls_cut": cut}, args)
+            cli_args.print_json({"name": args.name, "calls_cut": cut}, args)
             return 0
         options = {option: getattr(args, option) for option in _LOAD_OPTIONS}
         info = admin.load_model(args.name, args.path, **options)
-    cli.print_json(dataclasses.asdict(info), args)
+    cli_args.print_json(dataclasses.asdict(info), args)
     return 0

@@ -6,7 +6,7 @@ start and end (entity and index instead of entity_group with --aggregation-strat
 
 import argparse
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
-    cli.add_model_argument(parser)
-    cli.add_length_arguments(parser)
+    cli_args.add_model_argument(parser)
+    cli_args.add_length_arguments(parser)
     parser.add_argument(
         "--aggregation-strategy",
         choices=["none", "simple", "first", "average", "max"],
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ignore-labels",
-        type=cli.comma_list,
+        type=cli_args.comma_list,
         metavar="LABEL[,LABEL...]",
         help="labels left out (default: O); '' leaves none out",
     )
@@ -38,9 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.pairs = False  # texts only: read_texts' pairs do not apply
-    with cli.connect(args) as client:
+    with cli_args.connect(args) as client:
         results = client.classify_tokens(
-            cli.read_texts(args),  # type: ignore[arg-type]
+            cli_args.read_texts(args),  # type: ignore[arg-type]
             model=args.model,
             aggregation_strategy=args.aggregation_strategy,
             ignore_labels=args.ignore_labels,
@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
             truncation=args.truncation,
             max_length=args.max_length,
         )
-    cli.print_json([[entity.to_dict() for entity in entities] for entities in results], args)
+    cli_args.print_json([[entity.to_dict() for entity in entities] for entities in results], args)
     return 0

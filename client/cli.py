@@ -5,15 +5,14 @@ server refuses the call (stderr says `error: CODE: details`), 2 for bad usage.
 
 Adding a subcommand: write a module whose docstring's first line is its help and which defines
 `add_arguments(parser)` and `run(args) -> int`, then list it in MODULE_SUBCOMMANDS. Every client
-subcommand gets --target, the TLS and token arguments, --timeout and --indent; `connect(args)`
-(a Client), `endpoint(args)` (the channel factory) and `print_json(...)` are here for it to
-use. Keep heavy imports inside `run`: every module is imported to build the parser.
+subcommand gets --target, the TLS and token arguments, --timeout and --indent; `cli_args.py`
+has `connect(args)` (a Client), `endpoint(args)` (the channel factory), `print_json(...)` and
+the shared argument groups for it to use. Keep heavy imports inside `run`: every module is
+imported to build the parser.
 """
 
 import argparse
 import dataclasses
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,15 +20,19 @@ from importlib import import_module
 from importlib.metadata import version
 from typing import Any
 
-from pipeserve.client.build import TextLike
-from pipeserve.client.channel import Endpoint
-from pipeserve.client.client import Client
+from pipeserve.client.cli_args import (
+    UsageError,
+    add_classify_arguments,
+    add_common_arguments,
+    add_length_arguments,
+    add_model_argument,
+    add_text_arguments,
+    comma_list,
+    connect,
+    print_json,
+    read_texts,
+)
 from pipeserve.client.errors import PipeserveError
-from pipeserve.client.security import read_token, tls_credentials
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "PIPESERVE_TARGET"
-TOKEN_ENV = "PIPESERVE_TOKEN"
 
 # Subcommands that live in their own module: name -> module path.
 MODULE_SUBCOMMANDS: dict[str, str] = {
@@ -60,121 +63,6 @@ class Subcommand:
         module = import_module(module_path)
         summary = (module.__doc__ or "").strip().splitlines()
         return cls(name, summary[0] if summary else "", module.add_arguments, module.run)
-
-
-class UsageError(Exception):
-    """Arguments that parse but make no sense together; exit status 2."""
-
-
-# --- Helpers for subcommands ------------------------------------------------------------------
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """--target, TLS, token, --timeout and --indent, which every client subcommand takes."""
-    parser.add_argument(
-        "--target",
-        default=os.environ.get(TARGET_ENV, DEFAULT_TARGET),
-        help=f"server address (default: ${TARGET_ENV} or {DEFAULT_TARGET})",
-    )
-    tls = parser.add_argument_group("TLS and tokens (a server with --tls-cert, --auth-token-file)")
-    tls.add_argument(
-        "--tls", action="store_true", help="use TLS, trusting the system's CAs (implied below)"
-    )
-    tls.add_argument("--tls-ca", metavar="PEM", help="CA of the server's certificate")
-    tls.add_argument("--tls-cert", metavar="PEM", help="client certificate (mutual TLS)")
-    tls.add_argument("--tls-key", metavar="PEM", help="key of --tls-cert")
-    token = tls.add_mutually_exclusive_group()
-    token.add_argument(
-        "--token",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"bearer token sent with every call (default: ${TOKEN_ENV})",
-    )
-    token.add_argument(
-        "--token-file", metavar="PATH", help="read the bearer token from PATH (its first line)"
-    )
-    parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="deadline of each call (default: none)"
-    )
-    parser.add_argument(
-        "--indent", type=int, metavar="N", help="pretty-print the JSON (default: one line)"
-    )
-
-
-def security(args: argparse.Namespace) -> dict[str, Any]:
-    """`credentials` and `token` as Client, Endpoint and load_test take them, from the TLS and
-    token arguments of add_common_arguments."""
-    credentials = None
-    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
-        credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-    token = read_token(args.token_file) if args.token_file is not None else args.token
-    return {"credentials": credentials, "token": token}
-
-
-def endpoint(args: argparse.Namespace) -> Endpoint:
-    """The Endpoint (channel factory) for the subcommand's --target, TLS and token."""
-    return Endpoint(args.target, **security(args))
-
-
-def connect(args: argparse.Namespace) -> Client:
-    """A Client for the subcommand's --target, TLS, token and --timeout."""
-    return Client(args.target, timeout=args.timeout, **security(args))
-
-
-def print_json(value: Any, args: argparse.Namespace) -> None:
-    """Writes `value` as JSON on stdout, indented as --indent says."""
-    json.dump(value, sys.stdout, indent=args.indent, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-def add_text_arguments(parser: argparse.ArgumentParser) -> None:
-    """Texts as arguments or from --file, and --pairs."""
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to send")
-    parser.add_argument(
-        "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
-    )
-    parser.add_argument(
-        "--pairs", action="store_true", help="take the texts two by two as (text, text_pair)"
-    )
-
-
-def read_texts(args: argparse.Namespace) -> list[TextLike]:
-    """The texts of add_text_arguments: arguments first, then the file's lines."""
-    texts: list[str] = list(args.texts)
-    if args.file == "-":
-        texts += sys.stdin.read().splitlines()
-    elif args.file is not None:
-        with open(args.file, encoding="utf-8") as lines:
-            texts += lines.read().splitlines()
-    if not texts:
-        raise UsageError("no texts: give them as arguments or with --file")
-    if not args.pairs:
-        return list(texts)
-    if len(texts) % 2:
-        raise UsageError(f"--pairs needs an even number of texts, got {len(texts)}")
-    return list(zip(texts[::2], texts[1::2], strict=True))
-
-
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """--model: which served model the call goes to (`pipeserve models` lists them)."""
-    parser.add_argument(
-        "--model",
-        default="",
-        metavar="NAME",
-        help="served model to call (default: the server's default model)",
-    )
-
-
-def add_length_arguments(parser: argparse.ArgumentParser) -> None:
-    """--max-length and --truncation/--no-truncation."""
-    parser.add_argument(
-        "--max-length", type=int, metavar="N", help="token limit (default: the model's)"
-    )
-    parser.add_argument(
-        "--truncation",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="cut texts longer than the limit; without it they are refused (default: cut)",
-    )
 
 
 # --- Built-in subcommands ---------------------------------------------------------------------
@@ -216,11 +104,6 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-def comma_list(value: str) -> list[str]:
-    """An argparse type: "a, b,c" -> ["a", "b", "c"]."""
-    return [name.strip() for name in value.split(",") if name.strip()]
-
-
 def _forward_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser)
     add_model_argument(parser)
@@ -255,33 +138,6 @@ def _forward(args: argparse.Namespace) -> int:
             described[name]["values"] = array.tolist()
     print_json({"sequence_lengths": output.sequence_lengths.tolist(), "outputs": described}, args)
     return 0
-
-
-def _top_k(value: str) -> int | None:
-    if value == "all":
-        return None
-    try:
-        top_k = int(value)
-    except ValueError:
-        top_k = 0
-    if top_k < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int or 'all', got {value!r}")
-    return top_k
-
-
-def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
-    """--top-k, --function-to-apply, --model and the length arguments, as Classify takes
-    them."""
-    add_model_argument(parser)
-    add_length_arguments(parser)
-    parser.add_argument(
-        "--top-k", type=_top_k, default=1, metavar="K|all", help="labels per text (default: 1)"
-    )
-    parser.add_argument(
-        "--function-to-apply",
-        choices=["softmax", "sigmoid", "none"],
-        help="score function (default: from the model config)",
-    )
 
 
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ Prints {"shape", "dtype", "embeddings"}: one row per text, in order.
 
 import argparse
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
-    cli.add_model_argument(parser)
-    cli.add_length_arguments(parser)
+    cli_args.add_model_argument(parser)
+    cli_args.add_length_arguments(parser)
     parser.add_argument(
         "--normalize", action="store_true", help="L2-normalise each embedding (after truncation)"
     )
@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.pairs = False
-    with cli.connect(args) as client:
+    with cli_args.connect(args) as client:
         embeddings = client.embed(
-            cli.read_texts(args),  # type: ignore[arg-type]
+            cli_args.read_texts(args),  # type: ignore[arg-type]
             normalize=args.normalize,
             truncate_dim=args.truncate_dim,
             dtype=args.dtype,
@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     described = {"shape": list(embeddings.shape), "dtype": str(embeddings.dtype)}
     if not args.summary:
         described["embeddings"] = embeddings.tolist()
-    cli.print_json(described, args)
+    cli_args.print_json(described, args)
     return 0

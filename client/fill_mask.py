@@ -6,7 +6,7 @@ for a text with one mask, a list per mask for a text with several, as the pipeli
 
 import argparse
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,14 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
-    cli.add_model_argument(parser)
-    cli.add_length_arguments(parser)
+    cli_args.add_model_argument(parser)
+    cli_args.add_length_arguments(parser)
     parser.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="candidates per mask (default: 5)"
     )
     parser.add_argument(
         "--targets",
-        type=cli.comma_list,
+        type=cli_args.comma_list,
         metavar="TOKEN[,TOKEN...]",
         help="only these tokens are candidates",
     )
@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     args.pairs = False  # texts only: read_texts' pairs do not apply
-    with cli.connect(args) as client:
+    with cli_args.connect(args) as client:
         results = client.fill_mask(
-            cli.read_texts(args),  # type: ignore[arg-type]
+            cli_args.read_texts(args),  # type: ignore[arg-type]
             model=args.model,
             top_k=args.top_k,
             targets=args.targets,
@@ -44,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     for masks in results:
         per_mask = [[c.to_dict() for c in mask.candidates] for mask in masks]
         printed.append(per_mask[0] if len(per_mask) == 1 else per_mask)
-    cli.print_json(printed, args)
+    cli_args.print_json(printed, args)
     return 0

@@ -1,7 +1,7 @@
 """check the server's gRPC health (grpc.health.v1): exit 0 when SERVING, 1 otherwise
 
 A probe for Docker HEALTHCHECK and scripts, since no grpc_health_probe binary can be shipped.
-It speaks TLS and sends a bearer token like every other subcommand (see cli.endpoint).
+It speaks TLS and sends a bearer token like every other subcommand (see cli_args.endpoint).
 """
 
 import argparse
@@ -10,7 +10,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    endpoint = cli.endpoint(args)
+    endpoint = cli_args.endpoint(args)
     metadata = endpoint.metadata
     with endpoint.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)

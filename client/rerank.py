@@ -6,7 +6,7 @@ Prints the documents best first: [{"corpus_id", "score"}, ...], with "text" when
 
 import argparse
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="PATH", help="read documents from PATH, one per line ('-': stdin)"
     )
-    cli.add_model_argument(parser)
-    cli.add_length_arguments(parser)
+    cli_args.add_model_argument(parser)
+    cli_args.add_length_arguments(parser)
     parser.add_argument("--top-n", type=int, metavar="N", help="return the N best (default: all)")
     parser.add_argument(
         "--return-documents", action="store_true", help="include each document's text"
@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # The documents are read as `read_texts` reads texts.
     args.texts, args.pairs = args.documents, False
-    with cli.connect(args) as client:
+    with cli_args.connect(args) as client:
         ranked = client.rerank(
             args.query,
-            cli.read_texts(args),  # type: ignore[arg-type]
+            cli_args.read_texts(args),  # type: ignore[arg-type]
             top_n=args.top_n,
             return_documents=args.return_documents,
             raw_scores=args.raw_scores,
@@ -40,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             model=args.model,
         )
-    cli.print_json([document.to_dict() for document in ranked], args)
+    cli_args.print_json([document.to_dict() for document in ranked], args)
     return 0

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 from pipeserve.client.results import StreamResult
 
 
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", default="-", metavar="PATH", help="read the lines from PATH (default: stdin)"
     )
-    cli.add_classify_arguments(parser)
+    cli_args.add_classify_arguments(parser)
 
 
 def requests(lines: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
@@ -43,7 +43,7 @@ def result_line(result: StreamResult) -> dict[str, Any]:
 
 def _classify(args: argparse.Namespace, lines: TextIO) -> int:
     refused = answered = 0
-    with cli.connect(args) as client:
+    with cli_args.connect(args) as client:
         results = client.classify_stream(
             requests(lines),
             model=args.model,

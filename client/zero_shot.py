@@ -6,7 +6,7 @@ zero-shot-classification pipeline returns them.
 
 import argparse
 
-from pipeserve.client import cli
+from pipeserve.client import cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--labels",
-        type=cli.comma_list,
+        type=cli_args.comma_list,
         action="extend",
         required=True,
         metavar="LABEL[,LABEL...]",
@@ -28,14 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='hypothesis with {} for the label (default: "This example is {}.")',
     )
     parser.add_argument("--multi-label", action="store_true", help="score each label on its own")
-    cli.add_model_argument(parser)
-    cli.add_length_arguments(parser)
+    cli_args.add_model_argument(parser)
+    cli_args.add_length_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     args.pairs = False
-    texts = cli.read_texts(args)
-    with cli.connect(args) as client:
+    texts = cli_args.read_texts(args)
+    with cli_args.connect(args) as client:
         results = client.classify_zero_shot(
             texts,  # type: ignore[arg-type]
             args.labels,
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             model=args.model,
         )
-    cli.print_json(
+    cli_args.print_json(
         [
             {
                 "sequence": text,

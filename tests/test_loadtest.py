@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeserve.client import cli, loadtest
+from pipeserve.client import cli, cli_args, loadtest
 from pipeserve.client.loadtest import (
     Outcome,
     Plan,
@@ -532,7 +532,7 @@ def test_read_texts_lines_and_columns(tmp_path):
     table.write_text("sentence\tlabel\nhello there \t1\nbye\t0\n", "utf-8")
     assert read_texts(str(table), "sentence") == ["hello there", "bye"]
     assert read_texts(str(table), "2") == ["label", "1", "0"]  # by number: no header
-    with pytest.raises(cli.UsageError, match="not in the header row"):
+    with pytest.raises(cli_args.UsageError, match="not in the header row"):
         read_texts(str(table), "text")
 
 

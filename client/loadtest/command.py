@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from pipeserve.client import cli as pipeserve_cli
+from pipeserve.client import cli_args
 from pipeserve.client.loadtest.plan import (
     DEFAULT_DURATION_S,
     RPCS,
@@ -75,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--rpc", choices=RPCS, default="classify", help="(default: classify)")
     what.add_argument(
         "--outputs",
-        type=pipeserve_cli.comma_list,
+        type=cli_args.comma_list,
         action="extend",
         metavar="NAME[,NAME...]",
         help="forward only: outputs to ask for, e.g. logits or last_hidden_state "
@@ -156,9 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def setup_from_args(args: argparse.Namespace) -> Setup:
     """The Setup the parsed arguments ask for; UsageError when they do not fit together."""
     if args.outputs and args.rpc != "forward":
-        raise pipeserve_cli.UsageError("--outputs is for --rpc forward")
+        raise cli_args.UsageError("--outputs is for --rpc forward")
     if args.column is not None and args.texts is None:
-        raise pipeserve_cli.UsageError("--column needs --texts")
+        raise cli_args.UsageError("--column needs --texts")
     warmup_s, warmup_requests = args.warmup
     duration = args.duration
     if duration is None and args.requests is None:
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     reached), 2 for bad usage or --plot without matplotlib.
     """
     setup = setup_from_args(args)
-    security = pipeserve_cli.security(args)
+    security = cli_args.security(args)
     if args.plot is not None and not have_matplotlib():
         print(PLOT_MISSING, file=sys.stderr)
         return 2
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     report = build_report(samples, setup, stopped_early=stopped)
     if args.json:
-        pipeserve_cli.print_json(report, args)
+        cli_args.print_json(report, args)
     else:
         sys.stdout.write(format_report(report))
     if args.plot is not None:

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from pipeserve.client import cli as pipeserve_cli
+from pipeserve.client import cli_args
 
 BUILTIN_TEXTS = (
     "I love this.",
@@ -49,12 +49,12 @@ def read_texts(path: str, column: str | None = None) -> list[str]:
         else:
             header = [name.strip() for name in rows[0]] if rows else []
             if column not in header:
-                raise pipeserve_cli.UsageError(
+                raise cli_args.UsageError(
                     f"column {column!r} is not in the header row of {path}: {header}"
                 )
             index, rows = header.index(column), rows[1:]
         cells = [row[index] for row in rows if len(row) > index]
     texts = [cell.rstrip() for cell in cells if cell.strip()]
     if not texts:
-        raise pipeserve_cli.UsageError(f"no texts in {path}")
+        raise cli_args.UsageError(f"no texts in {path}")
     return texts
