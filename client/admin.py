@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from pipeserve.client import calls, parse
+from pipeserve.client import bind, parse
 from pipeserve.client.channel import AsyncChannelOwner, CallDefaults, ChannelOwner, Endpoint
 from pipeserve.client.results import ModelInfo
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -29,7 +29,7 @@ def load_model(
     quantize: str | None = None,
     backend: str | None = None,
     timeout: float | None = None,
-) -> calls.Call[ModelInfo]:
+) -> bind.Call[ModelInfo]:
     """Loads `path` (a folder on the server, or a hub id) as model `name`, and returns its
     ModelInfo once its workers are ready and it serves calls. The settings are those of a
     models-file entry; None leaves one to the server's own value."""
@@ -45,7 +45,7 @@ def load_model(
     )
     if workers_per_device is not None:
         request.workers_per_device = workers_per_device
-    return calls.Call("LoadModel", request, _loaded, timeout)
+    return bind.Call("LoadModel", request, _loaded, timeout)
 
 
 def _loaded(response: pb.LoadModelResponse) -> ModelInfo:
@@ -54,14 +54,14 @@ def _loaded(response: pb.LoadModelResponse) -> ModelInfo:
 
 def unload_model(
     name: str, *, grace_s: float | None = None, timeout: float | None = None
-) -> calls.Call[int]:
+) -> bind.Call[int]:
     """Unloads model `name` once its calls have finished (for up to `grace_s`, default the
     server's --shutdown-grace-s) and its workers stopped; returns how many calls the grace
     cut."""
     request = pb.UnloadModelRequest(name=name)
     if grace_s is not None:
         request.grace_s = grace_s
-    return calls.Call("UnloadModel", request, lambda response: response.calls_cut, timeout)
+    return bind.Call("UnloadModel", request, lambda response: response.calls_cut, timeout)
 
 
 class _AdminCalls:
@@ -93,8 +93,8 @@ class AdminClient(_AdminCalls, ChannelOwner):
     long as the model does to load.
     """
 
-    load_model = calls.blocking(load_model)
-    unload_model = calls.blocking(unload_model)
+    load_model = bind.blocking(load_model)
+    unload_model = bind.blocking(unload_model)
 
 
 class AsyncAdminClient(_AdminCalls, AsyncChannelOwner):
@@ -102,5 +102,5 @@ class AsyncAdminClient(_AdminCalls, AsyncChannelOwner):
 
     _asyncio = True
 
-    load_model = calls.awaitable(load_model)
-    unload_model = calls.awaitable(unload_model)
+    load_model = bind.awaitable(load_model)
+    unload_model = bind.awaitable(unload_model)

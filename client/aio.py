@@ -6,7 +6,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from pipeserve.client import build, calls, parse
+from pipeserve.client import bind, build, calls, parse
 from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
 from pipeserve.client.channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -58,16 +58,16 @@ class AsyncClient(AsyncChannelOwner):
         self._stub = InferenceStub(self._channel)
 
     # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
-    tokenize = calls.awaitable(calls.tokenize)
-    forward = calls.awaitable(calls.forward)
-    classify = calls.awaitable(calls.classify)
-    classify_tokens = calls.awaitable(calls.classify_tokens)
-    fill_mask = calls.awaitable(calls.fill_mask)
-    model_info = calls.awaitable(calls.model_info)
-    embed = calls.awaitable(calls.embed)
-    rerank = calls.awaitable(calls.rerank)
-    classify_zero_shot = calls.awaitable(calls.classify_zero_shot)
-    list_models = calls.awaitable(calls.list_models)
+    tokenize = bind.awaitable(calls.tokenize)
+    forward = bind.awaitable(calls.forward)
+    classify = bind.awaitable(calls.classify)
+    classify_tokens = bind.awaitable(calls.classify_tokens)
+    fill_mask = bind.awaitable(calls.fill_mask)
+    model_info = bind.awaitable(calls.model_info)
+    embed = bind.awaitable(calls.embed)
+    rerank = bind.awaitable(calls.rerank)
+    classify_zero_shot = bind.awaitable(calls.classify_zero_shot)
+    list_models = bind.awaitable(calls.list_models)
 
     def classify_stream(
         self,

@@ -1,20 +1,16 @@
 """Every unary call of the Inference service, once: its Python arguments (signature, defaults,
 docstring), the request they build and how its response is read. Client and AsyncClient bind
-each as a method (`blocking`, `awaitable`), so the two clients cannot drift apart, and a new
-RPC is one function here and one line in each client.
+each as a method (`bind.blocking`, `bind.awaitable`), so the two clients cannot drift apart,
+and a new RPC is one function here and one line in each client.
 """
 
 import functools
-import inspect
-import typing
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-from google.protobuf.message import Message
 
 from pipeserve.client import build, build_tasks, parse
+from pipeserve.client.bind import Call
 from pipeserve.client.build import (
     ForwardDType,
     FunctionToApply,
@@ -24,7 +20,6 @@ from pipeserve.client.build import (
     WindowAggregation,
 )
 from pipeserve.client.build_tasks import AggregationStrategy
-from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import (
     Encoding,
     Entity,
@@ -37,62 +32,6 @@ from pipeserve.client.results import (
     Windowed,
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class Call(Generic[R]):
-    """One call to make: the Inference method, its request, its response's parser and the
-    call's own timeout (None: the client's default)."""
-
-    rpc: str
-    request: Message
-    parse: Callable[[Any], R]
-    timeout: float | None
-
-
-def blocking(spec: Callable[P, Call[R]]) -> Callable[Concatenate[Any, P], R]:
-    """`spec` as a method of Client: builds the request, calls, returns the parsed answer."""
-
-    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = spec(*args, **kwargs)
-        with translating_rpc_errors():
-            response = getattr(self._stub, call.rpc)(
-                call.request, **self._call_options(call.timeout)
-            )
-        return call.parse(response)
-
-    return _shown_as(method, spec)
-
-
-def awaitable(spec: Callable[P, Call[R]]) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
-    """`spec` as a method of AsyncClient: the same, awaited."""
-
-    async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = spec(*args, **kwargs)
-        with translating_rpc_errors():
-            response = await getattr(self._stub, call.rpc)(
-                call.request, **self._call_options(call.timeout)
-            )
-        return call.parse(response)
-
-    return _shown_as(method, spec)
-
-
-def _shown_as(method: Callable, spec: Callable) -> Any:
-    """`method` with `spec`'s name, docstring and parameters (after self), returning what the
-    call's parser returns: what help(), inspect and IDEs show of Client.embed."""
-    functools.update_wrapper(method, spec)
-    signature = inspect.signature(spec, eval_str=True)
-    (returned,) = typing.get_args(signature.return_annotation)
-    self = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[self, *signature.parameters.values()], return_annotation=returned
-    )
-    method.__annotations__ = {**typing.get_type_hints(spec), "return": returned}
-    return method
 
 
 def tokenize(

@@ -5,7 +5,7 @@ from typing import Any
 
 import grpc
 
-from pipeserve.client import build, calls, parse
+from pipeserve.client import bind, build, calls, parse
 from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
 from pipeserve.client.channel import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -64,16 +64,16 @@ class Client(ChannelOwner):
         self._stub = InferenceStub(self._channel)
 
     # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
-    tokenize = calls.blocking(calls.tokenize)
-    forward = calls.blocking(calls.forward)
-    classify = calls.blocking(calls.classify)
-    classify_tokens = calls.blocking(calls.classify_tokens)
-    fill_mask = calls.blocking(calls.fill_mask)
-    model_info = calls.blocking(calls.model_info)
-    embed = calls.blocking(calls.embed)
-    rerank = calls.blocking(calls.rerank)
-    classify_zero_shot = calls.blocking(calls.classify_zero_shot)
-    list_models = calls.blocking(calls.list_models)
+    tokenize = bind.blocking(calls.tokenize)
+    forward = bind.blocking(calls.forward)
+    classify = bind.blocking(calls.classify)
+    classify_tokens = bind.blocking(calls.classify_tokens)
+    fill_mask = bind.blocking(calls.fill_mask)
+    model_info = bind.blocking(calls.model_info)
+    embed = bind.blocking(calls.embed)
+    rerank = bind.blocking(calls.rerank)
+    classify_zero_shot = bind.blocking(calls.classify_zero_shot)
+    list_models = bind.blocking(calls.list_models)
 
     def classify_stream(
         self,
