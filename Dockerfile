@@ -28,9 +28,7 @@ RUN if ! command -v python3 >/dev/null; then \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY protos protos
-COPY client client
-COPY server server
+COPY src src
 # Same steps as the README's install: torch first (the build for this base), then the server extra.
 # hadolint ignore=DL3013
 RUN pip install "${TORCH_SPEC}" && pip install '.[server]'

@@ -24,10 +24,10 @@ from sst2_classifier import build_classifier, calibration_texts
 from transformers import AutoTokenizer
 
 from bench import SST2_DEV, Server, build_model, loadtest
-from pipeserve.client.loadtest.texts import read_texts
-from pipeserve.server.pipeline.forward import load_runner
+from pipeserve.loadtest.texts import read_texts
+from pipeserve.server.backends.runner import load_runner
+from pipeserve.server.backends.select import converted_model
 from pipeserve.server.settings import Backend, DType, Quantize, Settings, Task
-from pipeserve.server.workers.backend import converted_model
 
 SST2_TRAIN = SST2_DEV.with_name("train.tsv")
 BATCH = 32

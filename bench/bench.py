@@ -38,8 +38,8 @@ from transformers import (
     pipeline,
 )
 
-from pipeserve.client.loadtest.texts import read_texts
-from pipeserve.server.pipeline.backends.torch_runner import TorchRunner
+from pipeserve.loadtest.texts import read_texts
+from pipeserve.server.backends.torch_runner import TorchRunner
 from pipeserve.server.settings import DType, Quantize, Task
 
 ROOT = Path(__file__).resolve().parents[1]

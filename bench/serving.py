@@ -47,7 +47,7 @@ from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceC
 
 from bench import SST2_DEV
 from pipeserve.client import AsyncClient
-from pipeserve.client.loadtest.texts import read_texts
+from pipeserve.loadtest.texts import read_texts
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 CALLERS = 32

@@ -44,7 +44,7 @@ def test_an_expired_item_is_failed_and_never_taken_from_the_queue():
 def test_a_worker_skips_a_batch_whose_deadline_passed_in_its_inbox(tiny_distilbert):
     import torch
 
-    from pipeserve.server.pipeline.forward import load_runner
+    from pipeserve.server.backends.runner import load_runner
     from pipeserve.server.settings import Backend, DType, Quantize, Task
 
     runner = load_runner(

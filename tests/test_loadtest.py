@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeserve.client import cli, cli_args, loadtest
-from pipeserve.client.loadtest import (
+from pipeserve import loadtest
+from pipeserve.client.cli import args as cli_args
+from pipeserve.client.cli import main as cli
+from pipeserve.loadtest import (
     Outcome,
     Plan,
     Sample,
@@ -27,10 +29,10 @@ from pipeserve.client.loadtest import (
     run_load,
     summarize,
 )
-from pipeserve.client.loadtest import runner as loadtest_runner
-from pipeserve.client.loadtest.command import parse_warmup
-from pipeserve.client.loadtest.senders import stage_times
-from pipeserve.client.loadtest.texts import BUILTIN_TEXTS, read_texts
+from pipeserve.loadtest import runner as loadtest_runner
+from pipeserve.loadtest.command import parse_warmup
+from pipeserve.loadtest.senders import stage_times
+from pipeserve.loadtest.texts import BUILTIN_TEXTS, read_texts
 
 from .conftest import require_sst2_dev
 
@@ -500,7 +502,7 @@ def test_plot(capsys, address, tmp_path):
 
 def test_importing_pulls_neither_torch_nor_matplotlib():
     code = (
-        "import sys, pipeserve.client.loadtest, pipeserve.client.cli as cli; cli.build_parser(); "
+        "import sys, pipeserve.loadtest, pipeserve.client.cli.main as cli; cli.build_parser(); "
         "print(sorted({'torch', 'transformers', 'matplotlib'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -558,5 +560,5 @@ def test_console_script_entry_point_is_the_same_command(capsys):
     assert loadtest.main(["--target", "127.0.0.1:1", "--rpc", "nope"]) == 2
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text("utf-8"))
     scripts = pyproject["project"]["scripts"]
-    assert scripts["pipeserve-loadtest"] == "pipeserve.client.loadtest:main"
+    assert scripts["pipeserve-loadtest"] == "pipeserve.loadtest:main"
     assert pyproject["project"]["optional-dependencies"]["plot"] == ["matplotlib>=3.8"]

@@ -18,14 +18,13 @@ GENERATED = ("pipeserve_pb2.py", "pipeserve_pb2.pyi", "pipeserve_pb2_grpc.py")
 def test_generated_stubs_are_up_to_date(tmp_path):
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
-    for name in GENERATED:
-        (tmp_path / "protos/pipeserve/v1" / name).unlink()
+    (tmp_path / "src/pipeserve/v1").mkdir(parents=True)
     # The script runs `python` from PATH: this interpreter's, activated or not.
     env = {**os.environ, "PATH": venv_path()}
     subprocess.run(["bash", str(tmp_path / "scripts/gen_protos.sh")], check=True, env=env)
     for name in GENERATED:
-        fresh = (tmp_path / "protos/pipeserve/v1" / name).read_text()
-        committed = (ROOT / "protos/pipeserve/v1" / name).read_text()
+        fresh = (tmp_path / "src/pipeserve/v1" / name).read_text()
+        committed = (ROOT / "src/pipeserve/v1" / name).read_text()
         assert fresh == committed, f"{name} is stale: run scripts/gen_protos.sh"
 
 

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
-from pipeserve.client.cli import subcommands
+from pipeserve.client.cli.main import subcommands
 
 from .conftest import SEED_SENTENCES, launch_server, model_flags, pipeserve
 

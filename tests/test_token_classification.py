@@ -274,6 +274,6 @@ def test_a_token_classifier_refuses_the_other_heads_rpcs(ner):
 
 
 def test_the_rpc_table_covers_every_rpc_of_the_service():
-    from pipeserve.server.pipeline.served import RPC_TASKS
+    from pipeserve.server.model.served import RPC_TASKS
 
     assert list(RPC_TASKS) == [m.name for m in pb.DESCRIPTOR.services_by_name["Inference"].methods]

@@ -1,0 +1,207 @@
+"""gRPC senders: one request of a run per call, or per message of a shared stream."""
+
+import asyncio
+import contextlib
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias
+
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+
+from pipeserve.client import build
+from pipeserve.client.parse import stream_error
+from pipeserve.loadtest.plan import (
+    Outcome,
+    Setup,
+)
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
+from pipeserve.wire import STAGE_TIME_KEYS
+
+# Trailing metadata key -> stage name (milliseconds), as the .proto declares them.
+STAGE_KEYS = {key: stage for stage, key in STAGE_TIME_KEYS.items()}
+Metadata: TypeAlias = tuple[tuple[str, str], ...] | None
+# How long a stream's close may wait for its last answers.
+CLOSE_TIMEOUT_S = 10.0
+
+
+def stage_times(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, float]:
+    """The server's per-stage times (ms) in a call's trailing metadata; absent ones left out."""
+    times: dict[str, float] = {}
+    for key, value in metadata or ():
+        stage = STAGE_KEYS.get(key)
+        if stage is None:
+            continue
+        with contextlib.suppress(ValueError, TypeError):  # not ours to fail a run over
+            times[stage] = float(value)
+    return times
+
+
+def build_requests(
+    rpc: str, texts: Sequence[str], items_per_request: int, outputs: Sequence[str] = ()
+) -> list[Message]:
+    """The run's distinct requests, built once so that building them is never timed.
+
+    Request r takes the next `items_per_request` texts, cycling through `texts`, so consecutive
+    requests differ; the sequence repeats after len(texts) / gcd(len(texts), items) requests.
+    """
+    if not texts:
+        raise ValueError("no texts to send")
+    period = len(texts) // math.gcd(len(texts), items_per_request)
+    requests: list[Message] = []
+    for number in range(period):
+        first = number * items_per_request
+        chunk = [texts[(first + j) % len(texts)] for j in range(items_per_request)]
+        if rpc == "tokenize":
+            requests.append(build.tokenize_request(chunk))
+        elif rpc == "forward":
+            requests.append(build.forward_request(chunk, outputs=outputs))
+        else:
+            requests.append(build.classify_request(chunk))
+    return requests
+
+
+class _UnarySender:
+    """Tokenize, Forward or Classify: one call per request, stage times from its trailers."""
+
+    def __init__(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable,
+        requests: Sequence[Message],
+        items: int,
+        seconds: float | None,
+        metadata: Metadata,
+    ) -> None:
+        self._method = method
+        self._requests = requests
+        self._items = items
+        self._seconds = seconds
+        self._metadata = metadata
+
+    async def __call__(self, index: int) -> Outcome:
+        request = self._requests[index % len(self._requests)]
+        call = self._method(request, timeout=self._seconds, metadata=self._metadata)
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            stages = stage_times(error.trailing_metadata())
+            return Outcome(error.code().name, self._items, stages, error.details() or "")
+        return Outcome("OK", self._items, stage_times(await call.trailing_metadata()))
+
+    async def close(self) -> None:
+        pass
+
+
+class _Stream:
+    """One ClassifyStream call: writes requests with ids and matches the answers to them."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._call = call
+        self._pending: dict[str, asyncio.Future[tuple[str, str]]] = {}
+        # gRPC takes one write at a time per call; concurrent callers take turns.
+        self._write_lock = asyncio.Lock()
+        self.ended = False
+        self._reader = asyncio.create_task(self._read())
+
+    async def ask(
+        self, request_id: str, request: pb.ClassifyRequest, seconds: float | None
+    ) -> tuple[str, str]:
+        """Sends one request; returns its status code name and, for a failure, the message."""
+        answer: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = answer
+        try:
+            try:
+                async with self._write_lock:
+                    await self._call.write(pb.ClassifyStreamRequest(id=request_id, request=request))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                # The stream ended under us; its reader settles `answer` with the stream's code.
+                await asyncio.gather(self._reader, return_exceptions=True)
+                return answer.result() if answer.done() else ("UNKNOWN", "stream write failed")
+            # The stream has no deadline of its own; --timeout bounds each request instead.
+            async with asyncio.timeout(seconds):
+                return await answer
+        except TimeoutError:
+            return "DEADLINE_EXCEEDED", f"no answer on the stream within {seconds:g} s"
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read(self) -> None:
+        code, details = "UNKNOWN", ""
+        try:
+            while (message := await self._call.read()) is not grpc.aio.EOF:
+                answer = self._pending.get(message.id)
+                if answer is None or answer.done():
+                    continue  # timed out already
+                error = stream_error(message)
+                if error is not None:
+                    answer.set_result((error.code.name, error.details))
+                else:
+                    answer.set_result(("OK", ""))
+            code = (await self._call.code()).name
+        except grpc.aio.AioRpcError as error:
+            code, details = error.code().name, error.details() or ""
+        finally:
+            self.ended = True
+            # Whatever is still waiting will never be answered on this stream.
+            if code == "OK":
+                code, details = "UNKNOWN", "the server ended the stream without answering"
+            for answer in self._pending.values():
+                if not answer.done():
+                    answer.set_result((code, details))
+
+    async def close(self) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await self._call.done_writing()
+        # Every answer is in by now, so the server ends the stream at once; don't hang if not.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._reader), CLOSE_TIMEOUT_S)
+        self._call.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class _StreamSender:
+    """ClassifyStream: every request is one message on a shared stream, matched by id. A stream
+    that ends (server restart) is reopened by the next request. No stage times: the stream's
+    messages carry no metadata."""
+
+    def __init__(
+        self,
+        stub: InferenceStub,
+        requests: Sequence[Message],
+        items: int,
+        seconds: float | None,
+        metadata: Metadata,
+    ) -> None:
+        self._stub = stub
+        self._requests = requests
+        self._items = items
+        self._seconds = seconds
+        self._metadata = metadata
+        self._stream: _Stream | None = None
+        self._ids = itertools.count()
+
+    async def __call__(self, index: int) -> Outcome:
+        if self._stream is None or self._stream.ended:
+            self._stream = _Stream(self._stub.ClassifyStream(metadata=self._metadata))
+        request = self._requests[index % len(self._requests)]
+        assert isinstance(request, pb.ClassifyRequest)
+        code, details = await self._stream.ask(str(next(self._ids)), request, self._seconds)
+        return Outcome(code, self._items, details=details)
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+
+
+def make_sender(
+    stub: InferenceStub, setup: Setup, requests: Sequence[Message], metadata: Metadata
+) -> _UnarySender | _StreamSender:
+    """The sender of `setup.rpc`; `metadata` (the bearer token) goes with every call."""
+    items, seconds = setup.items_per_request, setup.timeout
+    if setup.rpc == "classify-stream":
+        return _StreamSender(stub, requests, items, seconds, metadata)
+    method = {"tokenize": stub.Tokenize, "forward": stub.Forward, "classify": stub.Classify}
+    return _UnarySender(method[setup.rpc], requests, items, seconds, metadata)

@@ -1,0 +1,168 @@
+"""Start-up and shutdown: wires settings, model card, engine and front ends together, and runs
+until SIGTERM or Ctrl-C.
+
+With one front end (the default on a small host) the gRPC edge and the engine share this
+process. With `--frontends N` > 1, this process runs the engine alone and N front-end
+processes serve the port, each passing its requests to the engine over a pipe.
+"""
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+
+from pipeserve.server.control import ModelControl
+from pipeserve.server.edge.server import Edge
+from pipeserve.server.engine.core import Engine
+from pipeserve.server.errors import StartupError
+from pipeserve.server.frontends.hub import Hub
+from pipeserve.server.frontends.pool import FrontendPool
+from pipeserve.server.metrics import Metrics
+from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
+from pipeserve.server.schema import DeviceSpec
+from pipeserve.server.settings import Settings
+from pipeserve.server.workers.devices import plan_frontends, plan_models
+
+log = logging.getLogger("pipeserve")
+
+
+def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
+    """One front end with several models, or with the Admin service: a front-end process
+    reaches one engine only, and models loaded while serving live in this process."""
+    if len(settings.model) == 1 and settings.admin_token_file is None:
+        return plan_frontends(settings.frontends, devices)
+    if settings.frontends > 1:
+        why = "several models" if len(settings.model) > 1 else "--admin-token-file"
+        raise StartupError(
+            f"--frontends {settings.frontends} serves one model; with {why} "
+            "use --frontends 1 (or leave it unset)"
+        )
+    return 1
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    per_model = settings.per_model()
+    cards = [await load_card(m) for m in per_model]
+    plans = plan_models([(m.devices, m.workers_per_device) for m in per_model])
+    names = [m.model_name for m in per_model]
+    prepared = [
+        await prepare_backend(m, card, on_gpu=devices[0].gpu is not None)
+        for m, card, devices in zip(per_model, cards, plans, strict=True)
+    ]
+    frontends = _plan_frontends(settings, [d for plan in plans for d in plan])
+    settings = settings.model_copy(update={"frontends": frontends})
+    per_model = tuple(m.model_copy(update={"frontends": frontends}) for m, _ in prepared)
+    specs = [
+        worker_specs(m, card, devices, converted)
+        for m, card, devices, (_, converted) in zip(per_model, cards, plans, prepared, strict=True)
+    ]
+    for name, model_specs in zip(names, specs, strict=True):
+        workers = ", ".join(f"{s.worker_id}={s.device.label}" for s in model_specs)
+        log.info("workers of %s: %s", name, workers)
+    log.info(
+        "limits: batch %d sequences / %d tokens, max wait %.1f ms, %d items per request, "
+        "%d queued items, %d characters per text",
+        settings.max_batch_size,
+        settings.max_batch_tokens,
+        settings.max_wait_ms,
+        settings.max_items_per_request,
+        settings.max_queued_items,
+        settings.max_text_chars,
+    )
+
+    edge: Edge | None = None
+    hub: Hub | None = None
+    control: ModelControl | None = None
+
+    def on_alive_change(name: str) -> Callable[[int], None]:
+        def changed(alive: int) -> None:
+            if edge is not None:
+                edge.mark_alive(name, alive)
+            if hub is not None:
+                hub.broadcast_state()
+
+        return changed
+
+    metrics_dir = None
+    if frontends > 1 and settings.metrics_port is not None:
+        # Front ends spawned from here on keep their metrics in files, served from here.
+        metrics_dir = tempfile.mkdtemp(prefix="pipeserve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    metrics = Metrics(
+        default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
+    )
+    engines = [
+        Engine(m, card, s, metrics, on_alive_change(name))
+        for m, card, s, name in zip(per_model, cards, specs, names, strict=True)
+    ]
+    stop = asyncio.Event()
+    frontend_pool: FrontendPool | None = None
+    # Workers load the models while the front ends start.
+    starting = asyncio.create_task(_start_all(engines, stop.set))
+    try:
+        if frontends == 1:
+            edge = Edge(settings, metrics, reuse_port=False)
+            control = ModelControl(settings, edge, metrics, stop.set)
+            for parts in zip(per_model, cards, engines, plans, strict=True):
+                control.add(*parts)
+            if settings.admin_token_file is not None:
+                edge.add_admin(control)
+            port = await edge.start(settings.port)
+        else:
+            hub = Hub(engines[0])
+            frontend_pool = FrontendPool(settings, frontends, hub)
+            port = await frontend_pool.start()
+        log.info(
+            "listening on %s:%d with %d front end%s (health NOT_SERVING until the workers are "
+            "ready)",
+            settings.host,
+            port,
+            frontends,
+            "" if frontends == 1 else "s",
+        )
+        if settings.metrics_port is not None:
+            try:
+                metrics_port = metrics.serve(settings.host, settings.metrics_port)
+            except OSError as error:
+                port_text = settings.metrics_port
+                raise StartupError(f"cannot serve metrics on port {port_text}: {error}") from error
+            log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        waiting = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()  # raises ModelLoadError when a worker could not load the model
+            alive = sum(e.alive for e in engines)
+            log.info("ready on %s:%d with %d workers", settings.host, port, alive)
+            await stop.wait()
+        else:
+            starting.cancel()
+        waiting.cancel()
+        log.info("shutting down: draining calls for up to %.1f s", settings.shutdown_grace_s)
+        if edge is not None:
+            await edge.drain(settings.shutdown_grace_s)
+        if frontend_pool is not None:
+            await frontend_pool.drain()
+    finally:
+        starting.cancel()
+        # With one front end, models may have been loaded and unloaded while serving.
+        for engine in control.engines if control is not None else engines:
+            await engine.stop()
+        if edge is not None:
+            await edge.close()
+        if frontend_pool is not None:
+            await frontend_pool.drain()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("stopped")
+
+
+async def _start_all(engines: list[Engine], on_batcher_failed: Callable[[], None]) -> None:
+    """Starts every model's engine at once; returns when all their workers are ready."""
+    await asyncio.gather(*(e.start(on_batcher_failed=on_batcher_failed) for e in engines))

@@ -1,0 +1,181 @@
+"""The torch backend: the checkpoint loaded with transformers, run eagerly.
+
+Imported only inside worker processes (and the export child), after CUDA_VISIBLE_DEVICES is
+set, because importing torch is what fixes the visible GPUs.
+"""
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+)
+
+from pipeserve.server.backends.runner import ENCODER_OUTPUTS, ModelRunner
+from pipeserve.server.settings import DType, Quantize, Task
+
+_AUTO_CLASS = {
+    Task.FEATURE_EXTRACTION: AutoModel,
+    Task.TEXT_CLASSIFICATION: AutoModelForSequenceClassification,
+    Task.TOKEN_CLASSIFICATION: AutoModelForTokenClassification,
+    Task.QUESTION_ANSWERING: AutoModelForQuestionAnswering,
+    Task.FILL_MASK: AutoModelForMaskedLM,
+}
+_TORCH_DTYPE = {
+    DType.FLOAT32: torch.float32,
+    DType.BFLOAT16: torch.bfloat16,
+    DType.FLOAT16: torch.float16,
+}
+log = logging.getLogger("pipeserve.forward")
+
+# ModelOutput fields that are tuples of tensors, not tensors.
+_TUPLE_OUTPUTS = ("hidden_states", "attentions", "past_key_values")
+
+
+class MissingWeights(ValueError):
+    """The checkpoint lacks weights of the model it is loaded as (a head it was not trained
+    with, say); serving them would serve random outputs."""
+
+
+def _check_missing_weights(
+    model: PreTrainedModel, task: Task, missing: Iterable[str], allow: bool
+) -> None:
+    names = sorted(missing)
+    if not names:
+        return
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    what = f"{type(model).__name__} (--task {task}) needs weights the checkpoint lacks: {shown}"
+    if not allow:
+        raise MissingWeights(
+            f"{what}. Load the checkpoint's own head with --task auto, or pass "
+            "--allow-missing-weights to serve them randomly initialised"
+        )
+    log.warning("%s; serving them randomly initialised (--allow-missing-weights)", what)
+
+
+def _quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 quantisation of the linear layers (weights int8, activations per batch)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    # torch.ao's eager API is deprecated in favour of torchao, which is not a dependency;
+    # it still works in torch 2.x, so its warning is not the operator's concern.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def load_model(
+    model: str, revision: str | None, task: Task, dtype: DType, allow_missing_weights: bool
+) -> PreTrainedModel:
+    """The checkpoint as `task` asks, in eval mode on the CPU; raises MissingWeights if it lacks
+    some of the weights that model needs, unless `allow_missing_weights` (they are then random).
+    """
+    # transformers only warns about missing weights (its load report) and initialises them
+    # at random, which would serve random outputs as if they were the model's.
+    loaded, info = _AUTO_CLASS[task].from_pretrained(
+        model, revision=revision, dtype=_TORCH_DTYPE[dtype], output_loading_info=True
+    )
+    _check_missing_weights(loaded, task, info["missing_keys"], allow_missing_weights)
+    return loaded.eval()
+
+
+class NamedOutputs(torch.nn.Module):
+    """A model whose forward returns every tensor output by name: the head's, and its
+    encoder's (last_hidden_state, pooler_output) caught by a hook, as a flat dict. The torch
+    backend runs it; the openvino export converts it, so both give the same names."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self._encoder_output: dict[str, torch.Tensor] = {}
+        if model.base_model is not model:
+            model.base_model.register_forward_hook(self._keep_encoder_output)
+
+    def _keep_encoder_output(self, _module, _args, output) -> None:
+        if not hasattr(output, "get"):  # a plain tuple carries no names to return
+            return
+        self._encoder_output = {
+            name: output[name] for name in ENCODER_OUTPUTS if output.get(name) is not None
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        self._encoder_output = {}
+        # Named explicitly (not **kwargs): tracing for the export binds its inputs by name.
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        result = self.model(**inputs, return_dict=True)
+        found = {
+            k: v
+            for k, v in result.items()
+            if k not in _TUPLE_OUTPUTS and isinstance(v, torch.Tensor)
+        }
+        return {**self._encoder_output, **found}
+
+
+class TorchRunner(ModelRunner):
+    def __init__(self, model: PreTrainedModel, device: torch.device) -> None:
+        self.model = model
+        self.model_class = type(model).__name__
+        self.device = device
+        self._named = NamedOutputs(model)
+        self.probe()
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        revision: str | None,
+        task: Task,
+        dtype: DType,
+        quantize: Quantize,
+        device: str,
+        threads: int,
+        allow_missing_weights: bool = False,
+    ) -> "TorchRunner":
+        torch_device = torch.device(device)
+        if torch_device.type == "cpu":
+            torch.set_num_threads(threads)
+        loaded = load_model(model, revision, task, dtype, allow_missing_weights)
+        loaded = loaded.to(torch_device)
+        if quantize is Quantize.INT8:
+            loaded = _quantize_int8(loaded)
+        return cls(loaded, torch_device)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type != "cuda":
+            return tensor  # the worker's own view of the ids: no copy
+        # Through pinned memory the copy to the GPU is asynchronous, queued before the forward.
+        return tensor.pin_memory().to(self.device, non_blocking=True)
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray | None,
+        outputs: Sequence[str] | None,
+    ) -> dict[str, np.ndarray]:
+        kwargs = {
+            "input_ids": self._to_device(input_ids),
+            "attention_mask": self._to_device(attention_mask),
+        }
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = self._to_device(token_type_ids)
+        with torch.inference_mode():
+            result = self._named(**kwargs)
+        names = result if outputs is None else outputs
+        return {name: result[name].float().cpu().numpy() for name in names}

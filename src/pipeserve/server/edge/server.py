@@ -1,0 +1,175 @@
+"""The gRPC edge of one front end: the Inference service, health, reflection, TLS and tokens,
+bound and started. The same in every front end, whether the engine runs in its process or
+in the main one (`--frontends`). It serves every model added with `add_model`; health has a
+service per model (`pipeserve.v1.Inference/NAME`), and the overall status is SERVING only
+while every model is (and some model is served). With --admin-token-file it serves the Admin
+service too (`admin.py`), and models come and go while it serves."""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pipeserve.server.edge import admin, handlers
+from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
+from pipeserve.server.edge.service import InferenceService
+from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.errors import StartupError
+from pipeserve.server.metrics import Metrics
+from pipeserve.server.model.card import ModelCard
+from pipeserve.server.requests.embed import Embedder
+from pipeserve.server.requests.infer import Infer
+from pipeserve.server.requests.models import Models, ServedModel
+from pipeserve.server.requests.pairs import PairTasks
+from pipeserve.server.requests.tasks_text import TextTasks
+from pipeserve.server.settings import Settings
+
+log = logging.getLogger("pipeserve")
+
+SERVICE_NAME = handlers.SERVICE.full_name
+
+
+class Edge:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        reuse_port: bool,
+        quiet: bool = False,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self.health = health.aio.HealthServicer()
+        # One tokenizer thread, for long requests: the fast tokenizer parallelises a batch itself.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        self.models = Models(settings.default_name)
+        self._alive: dict[str, int] = {}
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        tokens: list[bytes] = []
+        if settings.auth_token_file is not None:
+            tokens = load_tokens(settings.auth_token_file)
+            interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health, metrics))
+            if not quiet:
+                log.info("token auth on: %d accepted tokens", len(tokens))
+        self._admin_tokens: list[bytes] = []
+        if settings.admin_token_file is not None:
+            self._admin_tokens = load_tokens(settings.admin_token_file, "--admin-token-file")
+            if set(self._admin_tokens) & set(tokens):
+                raise StartupError(
+                    "a token is in both --auth-token-file and --admin-token-file; an admin "
+                    "token must be one of its own"
+                )
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Only front ends of one server share a port; never two servers by accident.
+            ("grpc.so_reuseport", int(reuse_port)),
+        ]
+        self.server = grpc.aio.server(interceptors=interceptors, options=options)
+        self.inference = InferenceService(self.models)
+        handlers.register(self.server, self.inference, metrics)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            served = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            if self._admin_tokens:
+                served += (admin.SERVICE.full_name,)
+            reflection.enable_server_reflection(served, self.server)
+        self._quiet = quiet
+        self._health_updates: set[asyncio.Task] = set()
+
+    def add_model(
+        self,
+        settings: Settings,
+        card: ModelCard,
+        engine: EngineCalls,
+        shared_with: dict[int, tuple[str, ...]] | None = None,
+    ) -> None:
+        """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
+        infer = Infer(card, engine, settings, self._executor, self._metrics)
+        name = settings.model_name
+        self._alive[name] = 0
+        self.models.add(
+            ServedModel(
+                name,
+                settings,
+                card,
+                engine,
+                infer,
+                TextTasks(infer),
+                Embedder(infer, settings.revision),
+                PairTasks(infer),
+                shared_with or {},
+            )
+        )
+
+    def add_admin(self, control: admin.ModelControl) -> None:
+        """Serves the Admin service (before `start`), to calls with an admin token."""
+        admin.register(self.server, admin.AdminService(control, self.inference), self._admin_tokens)
+        if not self._quiet:
+            log.info("admin service on: %d admin tokens", len(self._admin_tokens))
+
+    async def remove_model(self, model: str) -> None:
+        """Routes no new call to `model`: they get NOT_FOUND, its health NOT_SERVING."""
+        self.models.remove(model)
+        del self._alive[model]
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(f"{SERVICE_NAME}/{model}", status.NOT_SERVING)
+        await self._set_overall()
+
+    async def start(self, port: int) -> int:
+        """Binds `port` (0 picks one) and starts serving; returns the bound port."""
+        settings = self._settings
+        for model in self.models:
+            await self.set_alive(model.name, 0)
+        credentials = server_credentials(settings)
+        bind = f"{settings.host}:{port}"
+        try:
+            if credentials is None:
+                bound = self.server.add_insecure_port(bind)
+            else:
+                bound = self.server.add_secure_port(bind, credentials)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on {bind}: {error}") from error
+        if credentials is not None and not self._quiet:
+            log.info(
+                "TLS on%s", " with client certificates required" if settings.tls_client_ca else ""
+            )
+        await self.server.start()
+        return bound
+
+    async def set_alive(self, model: str, alive: int) -> None:
+        """Model `model` has `alive` ready workers (ignored while it is not served: loading,
+        or unloaded)."""
+        if model not in self._alive:
+            return
+        status = health_pb2.HealthCheckResponse
+        self._alive[model] = alive
+        await self.health.set(
+            f"{SERVICE_NAME}/{model}", status.SERVING if alive else status.NOT_SERVING
+        )
+        await self._set_overall()
+
+    async def _set_overall(self) -> None:
+        status = health_pb2.HealthCheckResponse
+        every = bool(self._alive) and all(self._alive.values())
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status.SERVING if every else status.NOT_SERVING)
+
+    def mark_alive(self, model: str, alive: int) -> None:
+        """`set_alive` from a plain callback on the event loop."""
+        task = asyncio.get_running_loop().create_task(self.set_alive(model, alive))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
+    async def drain(self, grace_s: float) -> None:
+        """Health NOT_SERVING, no new calls, calls in flight finish within `grace_s`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+    async def close(self) -> None:
+        await self.server.stop(None)
+        self._executor.shutdown(wait=False, cancel_futures=True)

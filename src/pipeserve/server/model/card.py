@@ -1,0 +1,90 @@
+"""What the server process knows of the model without loading its weights: the config
+and the tokenizer. Used for validation, ModelInfo, postprocessing and start-up checks."""
+
+from dataclasses import dataclass
+
+from transformers import AutoConfig, PretrainedConfig
+
+from pipeserve.server.errors import ModelLoadError
+from pipeserve.server.pipeline.classify import ScoreFunction, default_score_function
+from pipeserve.server.pipeline.tokenize import TextTokenizer
+from pipeserve.server.pipeline.zero_shot import entailment_id
+from pipeserve.server.settings import Settings, Task
+
+_TASK_BY_ARCHITECTURE_SUFFIX = {
+    "ForSequenceClassification": Task.TEXT_CLASSIFICATION,
+    "ForTokenClassification": Task.TOKEN_CLASSIFICATION,
+    "ForQuestionAnswering": Task.QUESTION_ANSWERING,
+    "ForMaskedLM": Task.FILL_MASK,
+}
+
+
+def resolve_task(config: PretrainedConfig, requested: Task) -> Task:
+    """The head to load: the one asked for, else the first the config declares."""
+    if requested is not Task.AUTO:
+        return requested
+    for architecture in config.architectures or []:
+        for suffix, task in _TASK_BY_ARCHITECTURE_SUFFIX.items():
+            if architecture.endswith(suffix):
+                return task
+    return Task.FEATURE_EXTRACTION
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    task: Task
+    id2label: dict[int, str]
+    max_length: int
+    hidden_size: int
+    vocab_size: int
+    type_vocab_size: int
+    score_function: ScoreFunction
+    tokenizer: TextTokenizer
+    # A sequence classifier's CrossEncoder activation as its config saved it
+    # (config.sentence_transformers["activation_fn"]; None: none saved), for Rerank.
+    cross_encoder_activation: str | None = None
+    # A sequence classifier's entailment class (zero_shot.entailment_id), for ClassifyZeroShot.
+    entailment_id: int | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.id2label[i] for i in sorted(self.id2label)]
+
+
+def load_model_card(settings: Settings) -> ModelCard:
+    """Loads config and tokenizer of `settings`' (first) model; any failure becomes one
+    ModelLoadError line."""
+    source = settings.model_source
+    try:
+        config = AutoConfig.from_pretrained(source, revision=settings.revision)
+        max_positions = int(getattr(config, "max_position_embeddings", 0) or 512)
+        tokenizer = TextTokenizer.load(source, settings.revision, max_positions)
+    except Exception as exc:  # any loader failure means the same thing to the operator
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {source!r}: {reason}") from exc
+    task = resolve_task(config, settings.task)
+    id2label = {int(k): v for k, v in (config.id2label or {}).items()}
+    if task not in (Task.TEXT_CLASSIFICATION, Task.TOKEN_CLASSIFICATION):
+        id2label = {}
+    pairs: dict = {}
+    if task is Task.TEXT_CLASSIFICATION:
+        saved = getattr(config, "sentence_transformers", None) or {}
+        pairs = {
+            "cross_encoder_activation": saved.get("activation_fn"),
+            "entailment_id": entailment_id(config.label2id or {}),
+        }
+    return ModelCard(
+        name=source,
+        task=task,
+        id2label=id2label,
+        max_length=tokenizer.max_length,
+        hidden_size=int(getattr(config, "hidden_size", 0) or getattr(config, "dim", 0)),
+        vocab_size=int(config.vocab_size),
+        type_vocab_size=int(getattr(config, "type_vocab_size", 0) or 1),
+        score_function=default_score_function(
+            config.problem_type, len(id2label), getattr(config, "function_to_apply", None)
+        ),
+        tokenizer=tokenizer,
+        **pairs,
+    )

@@ -1,0 +1,70 @@
+"""Zero-shot classification as transformers' zero-shot-classification pipeline computes it:
+each (text, hypothesis) pair through an NLI model, the entailment logits turned into label
+scores.
+
+Pure: numpy only, no gRPC.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pipeserve.server.errors import InvalidInput
+from pipeserve.server.pipeline.classify import LabelScore
+
+DEFAULT_TEMPLATE = "This example is {}."
+
+
+def entailment_id(label2id: Mapping[str, int]) -> int | None:
+    """The entailment class, found as the pipeline finds it: the first label starting with
+    "entail" (any case). None when there is none (the pipeline would then guess the last)."""
+    for label, index in label2id.items():
+        if label.lower().startswith("entail"):
+            return int(index)
+    return None
+
+
+def hypotheses(labels: Sequence[str], template: str) -> list[str]:
+    """One hypothesis per label; refuses what the pipeline refuses, and empty or repeated
+    labels, whose scores could not be told apart."""
+    if not labels:
+        raise InvalidInput("candidate_labels is empty: give at least one label")
+    for index, label in enumerate(labels):
+        if not label.strip():
+            raise InvalidInput(f"candidate_labels[{index}] is empty")
+        if label in labels[:index]:
+            raise InvalidInput(f"candidate_labels[{index}] {label!r} is given twice")
+    try:
+        formatted = [template.format(label) for label in labels]
+    except (IndexError, KeyError, ValueError) as error:
+        raise InvalidInput(
+            f"hypothesis_template {template!r} cannot be formatted: {error!r}; put {{}} "
+            "where the label goes"
+        ) from error
+    if formatted[0] == template:
+        raise InvalidInput(
+            f"hypothesis_template {template!r} has no {{}} for the label; e.g. {DEFAULT_TEMPLATE!r}"
+        )
+    return formatted
+
+
+def label_scores(
+    logits: np.ndarray, entailment: int, multi_label: bool, labels: Sequence[str]
+) -> list[list[LabelScore]]:
+    """[texts, labels, classes] logits -> per text, every label best first, as the pipeline's
+    postprocess (the same formulas in float32, the same ordering of ties)."""
+    logits = logits.astype(np.float32, copy=False)
+    if multi_label or len(labels) == 1:
+        # Entailment against the pipeline's "contradiction": class 0, or the last one when
+        # entailment is class 0.
+        contradiction = -1 if entailment == 0 else 0
+        pair = np.exp(logits[..., [contradiction, entailment]])
+        scores = (pair / pair.sum(-1, keepdims=True))[..., 1]
+    else:
+        entail = np.exp(logits[..., entailment])
+        scores = entail / entail.sum(-1, keepdims=True)
+    results = []
+    for row in scores:
+        order = list(reversed(row.argsort()))
+        results.append([LabelScore(labels[i], float(row[i]), int(i)) for i in order])
+    return results

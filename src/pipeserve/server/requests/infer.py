@@ -1,0 +1,293 @@
+"""The request path, free of gRPC: validate -> admit -> tokenize -> queue -> await the
+request's outputs from the batcher and workers -> assemble or postprocess.
+
+A call takes its places in the queue (an admission permit) before it is tokenized, so an
+overloaded server refuses at once. A short request is tokenized right on the event loop, where
+it costs less than the hop to a thread would; a long one goes to the tokenizer thread.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.queue import Admission, stack_rows
+from pipeserve.server.errors import InvalidInput, Unavailable
+from pipeserve.server.metrics import Metrics
+from pipeserve.server.model.card import ModelCard
+from pipeserve.server.model.served import require_rpc
+from pipeserve.server.pipeline.classify import (
+    LabelScore,
+    ScoreFunction,
+    apply_score_function,
+    top_labels,
+)
+from pipeserve.server.pipeline.inputs import (
+    EncodeFlags,
+    ModelInput,
+    TextInput,
+    TextOptions,
+    TokenIds,
+)
+from pipeserve.server.pipeline.tokenize import Encoded, Padded
+from pipeserve.server.pipeline.validation import (
+    check_items,
+    check_outputs,
+    check_token_ids,
+    check_total_tokens,
+    resolve_max_length,
+)
+from pipeserve.server.settings import Settings
+
+# Requests with at most this many characters are tokenized on the event loop (tens of
+# microseconds); longer ones in the tokenizer thread, so the loop never stalls on them.
+_INLINE_CHARS = 4096
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Timings:
+    """Where a request's time went, in milliseconds (the slowest item for queue/forward)."""
+
+    tokenize_ms: float = 0.0
+    queue_ms: float = 0.0
+    forward_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    outputs: dict[str, np.ndarray]
+    sequence_lengths: np.ndarray
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    labels: list[list[LabelScore]]
+    timings: Timings
+    # Windows each item was classified by (None: one each).
+    windows: list[int] | None = None
+
+
+class Infer:
+    def __init__(
+        self,
+        card: ModelCard,
+        engine: EngineCalls,
+        settings: Settings,
+        executor: Executor,
+        metrics: Metrics,
+    ) -> None:
+        self.card = card
+        self._metrics = metrics.for_model(settings.model_name)
+        self._engine = engine
+        self._settings = settings
+        self._executor = executor
+
+    async def tokenize(
+        self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
+    ) -> Padded:
+        max_length = self._check(items, options)
+        encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
+        self._check_lengths(encoded, range(len(items)))
+        check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
+        # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
+        return await self.off_loop_if_long(
+            items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
+        )
+
+    async def forward(
+        self,
+        items: Sequence[ModelInput],
+        outputs: Sequence[str],
+        options: TextOptions,
+        deadline: float | None,
+    ) -> ForwardResult:
+        model = self._engine.model
+        check_outputs(outputs, model.outputs)
+        names = tuple(outputs) or model.default_outputs
+        rows, lengths, timings = await self.run(items, options, names, deadline)
+        assembled = {
+            name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
+        }
+        return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
+
+    async def classify(
+        self,
+        items: Sequence[ModelInput],
+        function: ScoreFunction | None,
+        top_k: int | None,
+        options: TextOptions,
+        deadline: float | None,
+    ) -> ClassifyResult:
+        self.require("Classify")
+        rows, _, timings = await self.run(items, options, ("logits",), deadline)
+        start = time.perf_counter()
+        logits = np.stack([r["logits"] for r in rows])
+        scores = apply_score_function(logits, function or self.card.score_function)
+        labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
+        self.observe_postprocess(start)
+        return ClassifyResult(labels, timings)
+
+    def require(self, rpc: str) -> None:
+        """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
+        require_rpc(rpc, self.card)
+
+    def observe_postprocess(self, start: float) -> None:
+        """Counts the postprocessing that began at perf_counter() `start`."""
+        self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
+
+    async def _encode(
+        self,
+        items: Sequence[TextInput],
+        options: TextOptions,
+        max_length: int,
+        tokens: bool = False,
+        offsets: bool = False,
+    ) -> list[Encoded]:
+        def encode() -> list[Encoded]:
+            return self.card.tokenizer.encode(
+                items,
+                truncation=options.truncation,
+                max_length=max_length,
+                only_first=options.only_first,
+                tokens=tokens,
+                offsets=offsets,
+            )
+
+        return await self.off_loop_if_long(items, encode)
+
+    async def off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
+        """`work()` on the event loop for a short request, in the tokenizer thread otherwise."""
+        chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
+        if chars <= _INLINE_CHARS:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def _check(self, items: Sequence[ModelInput], options: TextOptions) -> int:
+        """Checks the request's size limits; returns the length limit for its texts."""
+        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
+        return resolve_max_length(
+            options, self.card.max_length, self.card.tokenizer.special_tokens(items)
+        )
+
+    def _check_lengths(self, encoded: Sequence[Encoded], indices: Iterable[int]) -> None:
+        """Refuses untruncated items longer than the model can take."""
+        for index, enc in zip(indices, encoded, strict=True):
+            if len(enc) > self.card.max_length:
+                raise InvalidInput(
+                    f"inputs[{index}] has {len(enc)} tokens; the model accepts at most "
+                    f"{self.card.max_length} (enable truncation to cut it)"
+                )
+
+    def _check_alive(self) -> None:
+        if self._engine.alive == 0:
+            raise Unavailable("no model worker is alive; retry shortly")
+
+    async def run(
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
+        """Each item's outputs, its length in tokens, and where the time went."""
+        rows, sequences, timings = await self._submit(
+            items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
+        )
+        return rows, [len(s) for s in sequences], timings
+
+    async def run_windows(
+        self,
+        texts: Sequence[str],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+        split: Callable[[int], list[list[Encoded]]],
+    ) -> tuple[list[list[dict[str, np.ndarray]]], list[list[Encoded]], Timings]:
+        """As `run`, for texts that may each become several sequences (windows of a long
+        text): `split(max_length)` tokenizes them, each into its sequences. Returns each
+        text's outputs and sequences, window by window, and where the time went."""
+        windows: list[list[Encoded]] = []
+
+        async def sequences(max_length: int) -> list[Encoded]:
+            windows.extend(await self.off_loop_if_long(texts, lambda: split(max_length)))
+            self._check_lengths([w[0] for w in windows], range(len(texts)))
+            return [s for w in windows for s in w]
+
+        rows, _, timings = await self._submit(texts, options, outputs, deadline, sequences)
+        grouped, start = [], 0
+        for item in windows:
+            grouped.append(rows[start : start + len(item)])
+            start += len(item)
+        return grouped, windows, timings
+
+    async def _submit(
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        outputs: tuple[str, ...],
+        deadline: float | None,
+        tokenize: Callable[[int], Awaitable[list[Encoded]]],
+    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+        """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
+        returns each sequence's outputs, the sequences and where the time went."""
+        self._check_alive()
+        max_length = self._check(items, options)
+        permit = self._engine.admit(len(items))
+        more: Admission | None = None
+        try:
+            start = time.perf_counter()
+            sequences = await tokenize(max_length)
+            check_total_tokens(sum(map(len, sequences)), self._settings.max_tokens_per_request)
+            timings = Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
+            if len(sequences) > len(items):  # windows: their places, now that they are known
+                more = self._engine.admit(len(sequences) - len(items))
+            self._check_alive()  # again: workers may have died while tokenizing
+            request = self._engine.submit(sequences, outputs, deadline, permit)
+        finally:
+            permit.release()
+            if more is not None:
+                more.release()
+        try:
+            rows = await request.future
+        except asyncio.CancelledError:  # the caller left, or its deadline passed
+            self._engine.withdraw(request)
+            raise
+        timings.queue_ms, timings.forward_ms = request.queue_ms, request.forward_ms
+        self._metrics.observe_stages(
+            tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
+        )
+        return rows, sequences, timings
+
+    async def _sequences(
+        self, items: Sequence[ModelInput], options: TextOptions, max_length: int
+    ) -> list[Encoded]:
+        """Turns each item into unpadded ids, checked; texts are tokenized here."""
+        sequences: list[Encoded | None] = [None] * len(items)
+        text_indices = []
+        for index, item in enumerate(items):
+            if isinstance(item, TokenIds):
+                check_token_ids(
+                    index,
+                    item,
+                    self.card.vocab_size,
+                    self.card.max_length,
+                    self.card.type_vocab_size,
+                )
+                sequences[index] = Encoded(item.input_ids, item.token_type_ids)
+            else:
+                text_indices.append(index)
+        if text_indices:
+            texts = [items[i] for i in text_indices]
+            encoded = await self._encode(texts, options, max_length)  # type: ignore[arg-type]
+            self._check_lengths(encoded, text_indices)
+            for index, enc in zip(text_indices, encoded, strict=True):
+                sequences[index] = enc
+        return sequences  # type: ignore[return-value]

@@ -1,0 +1,57 @@
+"""The served models by name: what each request's `model` field resolves to.
+
+Each model has its own engine (queue, batcher, dispatcher, workers), model card and request
+path; the edge keeps one `ServedModel` per name and routes every call through `get`.
+"""
+
+from dataclasses import dataclass, field
+
+from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.errors import ModelNotFound
+from pipeserve.server.model.card import ModelCard
+from pipeserve.server.requests.embed import Embedder
+from pipeserve.server.requests.infer import Infer
+from pipeserve.server.requests.pairs import PairTasks
+from pipeserve.server.requests.tasks_text import TextTasks
+from pipeserve.server.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    # The server's settings with this model's own values; it names this model alone.
+    settings: Settings
+    card: ModelCard
+    engine: EngineCalls
+    infer: Infer
+    tasks: TextTasks
+    embedder: Embedder
+    pairs: PairTasks
+    # Worker id -> workers of other models on the same device, as "MODEL/ID"; updated in
+    # place as models are loaded and unloaded while serving.
+    shared_with: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+
+class Models:
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self._by_name: dict[str, ServedModel] = {}
+
+    def add(self, model: ServedModel) -> None:
+        self._by_name[model.name] = model
+
+    def remove(self, name: str) -> None:
+        """Routes no new call to `name`; the calls that already got it keep it."""
+        del self._by_name[name]
+
+    def get(self, name: str) -> ServedModel:
+        """The model a request's `model` field names; empty names the default."""
+        found = self._by_name.get(name or self.default)
+        if found is None:
+            served = ", ".join(self._by_name) or "none"
+            asked = name or f"{self.default} (the default)"
+            raise ModelNotFound(f"model {asked!r} is not served; served models: {served}")
+        return found
+
+    def __iter__(self):
+        return iter(list(self._by_name.values()))

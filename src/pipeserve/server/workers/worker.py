@@ -1,0 +1,133 @@
+"""A worker process: holds the model on one device and runs the batches it is sent.
+
+This module must not import torch at import time: the worker pins itself to its device
+(CUDA_VISIBLE_DEVICES, CPU affinity) first, and only then imports the model code.
+"""
+
+import logging
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from pipeserve.server.logs import configure_logging
+from pipeserve.server.schema import (
+    BatchDone,
+    BatchFailed,
+    BatchSkipped,
+    Stop,
+    ToWorker,
+    WorkerReady,
+    WorkerSpec,
+    WorkerStartFailed,
+)
+from pipeserve.server.workers.derived import forward_derived
+from pipeserve.server.workers.shm import InputSlots, share
+
+log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
+
+
+def _pin(spec: WorkerSpec) -> str:
+    """Restricts this process to its device; returns the device name for the backend."""
+    if spec.device.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.device.gpu)
+        return "cuda:0"
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.sched_setaffinity(0, spec.device.cpus)
+    # Intra-op threads match the cores, so workers sharing a machine do not oversubscribe.
+    os.environ["OMP_NUM_THREADS"] = str(len(spec.device.cpus))
+    # Idle OpenMP threads sleep instead of spinning on cores that the front end needs: a
+    # small batch otherwise costs several times its compute. An operator's choice stands.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return "cpu"
+
+
+def run_worker(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a worker process (spawned)."""
+    # Ctrl-C and a SIGTERM to the process group reach workers too; the server alone decides
+    # when they stop (Stop message, pipe closed, or killed), so it can drain first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(spec.log_level, spec.log_format)
+    device = _pin(spec)
+    try:
+        from pipeserve.server.backends.runner import load_runner
+
+        runner = load_runner(
+            spec.backend,
+            model=spec.model,
+            revision=spec.revision,
+            task=spec.task,
+            dtype=spec.dtype,
+            quantize=spec.quantize,
+            device=device,
+            threads=len(spec.device.cpus) or 1,
+            allow_missing_weights=spec.allow_missing_weights,
+            converted=Path(spec.converted) if spec.converted else None,
+        )
+    except Exception as exc:  # reported to the server as one line, which stops start-up
+        conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
+        return
+    log.info(
+        "worker %d (pid %d) pinned to %s: %s %s on %s ready",
+        spec.worker_id,
+        os.getpid(),
+        spec.device.label,
+        runner.model_class,
+        spec.dtype,
+        spec.backend,
+    )
+    conn.send(
+        WorkerReady(
+            worker_id=spec.worker_id,
+            pid=os.getpid(),
+            device=spec.device.label,
+            model_class=runner.model_class,
+            outputs=runner.outputs,
+            default_outputs=runner.default_outputs,
+            token_level=runner.token_level,
+        )
+    )
+    assert spec.slots is not None
+    slots = InputSlots.attach(spec.slots)
+    try:
+        _serve(runner, conn, slots)
+    finally:
+        slots.close(unlink=False)
+
+
+def _serve(runner, conn: Connection, slots: InputSlots) -> None:
+    """The busy loop. The server keeps the next batch waiting in the pipe while this one runs,
+    so the loop goes from one forward to the next without a round trip."""
+    while True:
+        # 1. The next batch, or the order to stop.
+        try:
+            message: ToWorker = conn.recv()
+        except (EOFError, OSError):  # the server is gone; nothing left to serve
+            return
+        if isinstance(message, Stop):
+            return
+        expired = message.deadline is not None and time.monotonic() >= message.deadline
+        if expired or slots.withdrawn(message.slot):
+            conn.send(BatchSkipped(message.batch_id))
+            continue
+        # 2. Its ids, read in place from the shared slot; the mask follows from the lengths.
+        start = time.perf_counter()
+        ids, types = slots.views(message.slot, len(message.lengths), message.width)
+        lengths = np.asarray(message.lengths)
+        mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
+        try:
+            outputs = forward_derived(
+                runner, ids, mask, types if message.has_types else None, message.outputs
+            )
+        except Exception as exc:
+            log.exception("batch %d failed", message.batch_id)
+            conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        # 3. Its outputs: small ones in the message, large ones in shared memory.
+        shared = {name: share(array) for name, array in outputs.items()}
+        conn.send(BatchDone(message.batch_id, shared, elapsed_ms))
