@@ -1,5 +1,9 @@
 """The engine: one owner of the queue, the batcher, the batches in flight and the workers.
 
+The queue changes here alone: calls are admitted, queued and withdrawn through the engine's
+calls below, the batcher takes its batches from it, and the dispatcher reports what became of
+the batches in flight (`dispatch.Outcome`), which `_settle` applies, in order.
+
 The request path (`infer.py`) and the gRPC edge talk to it through the few calls below, and
 nothing else. With one front end it runs in the front end's own process; with several
 (`--frontends`), in the main process, and each front end reaches it through a `RemoteEngine`
@@ -12,7 +16,19 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pipeserve.server.engine.batcher import Batcher
-from pipeserve.server.engine.dispatch import PIPELINE_DEPTH, Dispatcher, WorkerStats
+from pipeserve.server.engine.cost import BatchCost
+from pipeserve.server.engine.dispatch import (
+    PIPELINE_DEPTH,
+    Dispatcher,
+    FailQueued,
+    Halves,
+    Held,
+    Outcome,
+    Ran,
+    Retry,
+    Room,
+    WorkerStats,
+)
 from pipeserve.server.engine.queue import Admission, Entry, Permit, Queue, Request
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
@@ -64,9 +80,11 @@ class Engine:
     ) -> None:
         self._settings = settings
         self.queue = Queue(settings.max_queued_items)
+        self._cost = BatchCost()
+        self._last_batch = (0, 0.0)
         self.dispatcher = Dispatcher(
-            self.queue,
             metrics.for_model(settings.model_name),
+            report=self._settle,
             pad_token_id=card.tokenizer.pad_token_id,
             send_token_type_ids=card.tokenizer.uses_token_type_ids,
             forward_timeout_s=settings.forward_timeout_s,
@@ -82,6 +100,7 @@ class Engine:
         self._batcher = Batcher(
             self.queue,
             self.dispatcher,
+            self,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
@@ -126,6 +145,36 @@ class Engine:
         if self._batcher_task is not None:
             self._batcher_task.cancel()
         await self.workers.stop()
+
+    # What the batches run so far say, for the batcher.
+
+    @property
+    def cost(self) -> BatchCost:
+        return self._cost
+
+    @property
+    def last_batch(self) -> tuple[int, float]:
+        """(items, forward ms) of the batch that finished last."""
+        return self._last_batch
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Applies what the dispatcher reports of its batches, as it reports it: no backlog,
+        so the batcher it wakes and the next admission see the queue changed already."""
+        queue = self.queue
+        match outcome:
+            case Ran(items, padded_tokens, forward_ms):
+                self._cost.observe(padded_tokens, forward_ms)
+                self._last_batch = (items, forward_ms)
+            case Held(items):
+                queue.hold(items)
+            case Room():
+                queue.poke()
+            case Retry(entries):
+                queue.requeue(entries)
+            case Halves(batches):
+                queue.requeue_formed(batches)
+            case FailQueued(error):
+                queue.fail_all(error)
 
     # What the request path asks.
 

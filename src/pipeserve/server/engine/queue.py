@@ -3,6 +3,9 @@
 A call first takes an admission permit for its items (before it is tokenized), so a full queue
 refuses at once instead of tokenizing work it would drop. Entries whose caller has gone (its
 request ended) or whose deadline has passed are dropped here, before they reach a worker.
+
+The engine (`core.py`) is its one owner: only the engine's calls and what it settles of the
+dispatcher's reports change it, and the batcher takes its batches from it.
 """
 
 import asyncio
@@ -84,7 +87,7 @@ class Permit:
         self.items = items
 
     def release(self) -> None:
-        self._queue._reserved -= self.items
+        self._queue.release(self.items)
         self.items = 0
 
 
@@ -113,6 +116,10 @@ class Queue:
     def reserved(self) -> int:
         """Items of admitted calls not queued yet (being tokenized)."""
         return self._reserved
+
+    def release(self, items: int) -> None:
+        """Frees places held for `items` entries (a permit's, see `Permit.release`)."""
+        self._reserved -= items
 
     def hold(self, items: int) -> None:
         """Counts `items` (negative: no longer) as waiting in a worker's inbox."""
