@@ -25,6 +25,7 @@ from pipeserve.server.engine.dispatch import (
 from pipeserve.server.engine.queue import Entry, Queue, Request
 from pipeserve.server.errors import ModelFailed, Overloaded, Unavailable
 from pipeserve.server.metrics import Metrics
+from pipeserve.server.pipeline.pooling import pool
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.schema import (
     BatchDone,
@@ -32,10 +33,13 @@ from pipeserve.server.schema import (
     BatchSkipped,
     DeviceSpec,
     ForwardBatch,
+    MaskRows,
+    Pooled,
     WorkerReady,
     WorkerSpec,
 )
 from pipeserve.server.settings import DType, Quantize, Settings, Task
+from pipeserve.server.workers.derived import forward_derived
 from pipeserve.server.workers.shm import InputSlots
 from pipeserve.server.workers.supervisor import WorkerHandle
 
@@ -272,3 +276,56 @@ def test_a_permit_releases_its_places_through_the_queue_once():
     permit.release()
     assert queue.reserved == 0
     queue.admit(4, now=0.0)
+
+
+def test_a_batch_asks_once_for_each_typed_output_and_each_request_gets_its_own():
+    async def scenario(engine: Engine, workers: list[_Worker]) -> None:
+        (worker,) = workers
+        mean, cls, masks = Pooled("mean", 0), Pooled("cls", 2), MaskRows(103)
+        asks = [(mean,), (mean, "logits"), (cls,), (masks, mean)]
+        requests = [_submit(engine, 3, outputs=outputs) for outputs in asks]
+        engine.dispatcher.dispatch(worker.handle, _take(engine))
+        sent = worker.received()
+        assert sent.outputs == (mean, "logits", cls, masks)
+        arrays = {
+            o: np.arange(8, dtype=np.float32).reshape(4, 2) * (i + 1)
+            for i, o in enumerate(sent.outputs)
+        }
+        engine.dispatcher.on_batch(worker.handle, BatchDone(sent.batch_id, arrays, 1.0))
+        for row, (request, outputs) in enumerate(zip(requests, asks, strict=True)):
+            (result,) = request.future.result()
+            assert list(result) == list(outputs)
+            for output in outputs:
+                np.testing.assert_array_equal(result[output], arrays[output][row])
+
+    _run(scenario)
+
+
+class _Runner:
+    """A backend's outputs, fixed: what forward_derived asks of it is recorded."""
+
+    def __init__(self, hidden: np.ndarray, logits: np.ndarray) -> None:
+        self.result = {"last_hidden_state": hidden, "logits": logits}
+        self.asked: list[list[str]] = []
+
+    def forward(self, input_ids, attention_mask, token_type_ids, outputs):
+        self.asked.append(list(outputs))
+        return {name: self.result[name] for name in outputs}
+
+
+def test_the_worker_derives_typed_outputs_from_the_backends_own():
+    rng = np.random.default_rng(0)
+    hidden = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    logits = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    ids = np.array([[1, 9, 2, 9, 3], [1, 2, 9, 0, 0]])
+    mask = (ids != 0).astype(np.int64)
+    runner = _Runner(hidden, logits)
+    mean, cls = Pooled("mean", 1), Pooled("cls", 0)
+    derived = forward_derived(runner, ids, mask, None, (mean, MaskRows(9), cls))
+    assert runner.asked == [["last_hidden_state", "logits"]]
+    np.testing.assert_array_equal(derived[mean], pool(hidden, mask, "mean", 1))
+    np.testing.assert_array_equal(derived[cls], hidden[:, 0])
+    np.testing.assert_array_equal(derived[MaskRows(9)][0], logits[0, [1, 3]])
+    np.testing.assert_array_equal(derived[MaskRows(9)][1], [logits[1, 2], np.zeros(7)])
+    assert list(forward_derived(runner, ids, mask, None, ("logits",))) == ["logits"]
+    assert runner.asked[-1] == ["logits"]

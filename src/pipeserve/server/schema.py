@@ -57,9 +57,32 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class Pooled:
+    """A sentence embedding, [hidden] an item: last_hidden_state pooled with `mode` (cls,
+    mean, max or lasttoken) leaving out each item's first `skip` tokens (an excluded prompt);
+    see pipeline/pooling.py."""
+
+    mode: str
+    skip: int = 0
+
+
+@dataclass(frozen=True)
+class MaskRows:
+    """The logits rows of each item's `token_id` tokens, [masks, vocab] an item; see
+    pipeline/fill_mask.py's gather_masks."""
+
+    token_id: int
+
+
+# An output a request asks the workers for: one of the backend's by name, or one derived from
+# the backend's in the worker right after the forward, so that only it crosses shared memory.
+Output = str | Pooled | MaskRows
+
+
+@dataclass(frozen=True)
 class ForwardBatch:
     """A right-padded batch of `len(lengths)` rows x `width` ids, written into input slot
-    `slot` (token type ids too when `has_types`). `outputs` names what to return (the union
+    `slot` (token type ids too when `has_types`). `outputs` says what to return (the union
     of the callers' asks)."""
 
     batch_id: int
@@ -67,7 +90,7 @@ class ForwardBatch:
     width: int
     lengths: tuple[int, ...]
     has_types: bool
-    outputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
     # time.monotonic() after which every row's caller has given up: skip the forward.
     deadline: float | None = None
 
@@ -106,7 +129,7 @@ class WorkerStartFailed:
 class BatchDone:
     batch_id: int
     # Float32 arrays with the batch axis first; large ones left in shared memory.
-    outputs: dict[str, np.ndarray | SharedArray]
+    outputs: dict[Output, np.ndarray | SharedArray]
     forward_ms: float
 
 
@@ -152,7 +175,7 @@ class Submit:
     request_id: int
     input_ids: tuple[np.ndarray, ...]
     token_type_ids: tuple[np.ndarray | None, ...]
-    outputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
     deadline: float | None
 
 
@@ -183,10 +206,10 @@ ToEngine = Submit | Cancel | AskStatus | Listening
 
 @dataclass(frozen=True)
 class Answered:
-    """A request's outputs, by name: rows stacked (token-level ones padded) along axis 0."""
+    """A request's outputs: rows stacked (token-level ones padded) along axis 0."""
 
     request_id: int
-    outputs: dict[str, np.ndarray | SharedArray]
+    outputs: dict[Output, np.ndarray | SharedArray]
     queue_ms: float
     forward_ms: float
     waiting: int

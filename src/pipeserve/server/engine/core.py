@@ -33,7 +33,7 @@ from pipeserve.server.engine.queue import Admission, Entry, Permit, Queue, Reque
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
-from pipeserve.server.schema import WorkerReady, WorkerSpec, WorkerStatus
+from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle
 
@@ -57,7 +57,7 @@ class EngineCalls(Protocol):
     def submit(
         self,
         sequences: Sequence[Encoded],
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
     ) -> Request: ...
@@ -196,7 +196,7 @@ class Engine:
     def submit(
         self,
         sequences: Sequence[Encoded],
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
     ) -> Request:

@@ -27,7 +27,7 @@ import numpy as np
 from pipeserve.server.engine.queue import Entry, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
 from pipeserve.server.metrics import ModelMetrics
-from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch
+from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch, Output
 from pipeserve.server.workers.shm import take
 from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
 
@@ -184,7 +184,9 @@ class Dispatcher:
                 types[row, : entry.length] = entry.token_type_ids
             request = entry.request
             request.queue_ms = max(request.queue_ms, (now - entry.enqueued_at) * 1000)
-        outputs = tuple(dict.fromkeys(n for e in entries for n in e.request.outputs))
+        # The union of the requests' asks, each request's once: derived outputs hash in Python.
+        requests = dict.fromkeys(e.request for e in entries)
+        outputs = tuple(dict.fromkeys(o for r in requests for o in r.outputs))
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
@@ -292,7 +294,7 @@ class Dispatcher:
         self,
         worker: WorkerHandle,
         batch: _InFlight,
-        outputs: dict[str, np.ndarray],
+        outputs: dict[Output, np.ndarray],
         forward_ms: float,
     ) -> None:
         stats = self.stats[worker.worker_id]
@@ -300,17 +302,16 @@ class Dispatcher:
         stats.items += len(batch.entries)
         stats.busy_s += forward_ms / 1000
         self._report(Ran(len(batch.entries), batch.padded_tokens, forward_ms))
-        token_level = self._token_level
+        # Whether each output is cut to the item's length, found once a batch, not an item.
+        columns = {o: (array, o in self._token_level) for o, array in outputs.items()}
         for row, entry in enumerate(batch.entries):
             request = entry.request
             if request.gone:
                 continue
-            rows = {
-                name: outputs[name][row, : entry.length]
-                if name in token_level
-                else outputs[name][row]
-                for name in request.outputs
-            }
+            rows = {}
+            for output in request.outputs:
+                array, token_level = columns[output]
+                rows[output] = array[row, : entry.length] if token_level else array[row]
             request.deliver(entry.index, rows, forward_ms)
 
     def _failed(self, batch: _InFlight, reason: str) -> None:

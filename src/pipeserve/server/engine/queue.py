@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
+from pipeserve.server.schema import Output
 
 # A batch is picked among the oldest entries only, this many times the batch size: it costs
 # the same however long the queue, and older entries keep going first.
@@ -28,9 +29,9 @@ class Request:
     outputs (token axes cut to the item's length), in input order, once all are computed."""
 
     future: asyncio.Future
-    outputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
     remaining: int
-    rows: list[dict[str, np.ndarray] | None] = field(default_factory=list)
+    rows: list[dict[Output, np.ndarray] | None] = field(default_factory=list)
     # The slowest item's time queued and in forward, in milliseconds.
     queue_ms: float = 0.0
     forward_ms: float = 0.0
@@ -43,7 +44,7 @@ class Request:
         """Answered, failed or cancelled: its remaining entries need no compute."""
         return self.future.done()
 
-    def deliver(self, index: int, outputs: dict[str, np.ndarray], forward_ms: float) -> None:
+    def deliver(self, index: int, outputs: dict[Output, np.ndarray], forward_ms: float) -> None:
         self.rows[index] = outputs
         self.forward_ms = max(self.forward_ms, forward_ms)
         self.remaining -= 1

@@ -23,6 +23,7 @@ from pipeserve.server.schema import (
     Drain,
     EngineState,
     FromEngine,
+    Output,
     Refused,
     StatusReply,
     Submit,
@@ -95,7 +96,7 @@ class RemoteEngine:
     def submit(
         self,
         sequences: Sequence[Encoded],
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         permit: _Permit,
     ) -> Request:
@@ -155,11 +156,10 @@ class RemoteEngine:
                 request, lengths = held
                 token_level = self.model.token_level
                 request.queue_ms, request.forward_ms = message.queue_ms, message.forward_ms
+                # Whether each output is cut to the item's length, found once, not an item.
+                columns = [(o, array, o in token_level) for o, array in arrays.items()]
                 rows = [
-                    {
-                        name: array[i, :length] if name in token_level else array[i]
-                        for name, array in arrays.items()
-                    }
+                    {o: array[i, :length] if cut else array[i] for o, array, cut in columns}
                     for i, length in enumerate(lengths)
                 ]
                 if not request.gone:

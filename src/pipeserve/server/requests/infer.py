@@ -42,6 +42,7 @@ from pipeserve.server.pipeline.validation import (
     check_total_tokens,
     resolve_max_length,
 )
+from pipeserve.server.schema import Output
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
@@ -194,9 +195,9 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
-    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
+    ) -> tuple[list[dict[Output, np.ndarray]], list[int], Timings]:
         """Each item's outputs, its length in tokens, and where the time went."""
         rows, sequences, timings = await self._submit(
             items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
@@ -207,10 +208,10 @@ class Infer:
         self,
         texts: Sequence[str],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         split: Callable[[int], list[list[Encoded]]],
-    ) -> tuple[list[list[dict[str, np.ndarray]]], list[list[Encoded]], Timings]:
+    ) -> tuple[list[list[dict[Output, np.ndarray]]], list[list[Encoded]], Timings]:
         """As `run`, for texts that may each become several sequences (windows of a long
         text): `split(max_length)` tokenizes them, each into its sequences. Returns each
         text's outputs and sequences, window by window, and where the time went."""
@@ -232,10 +233,10 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
-    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+    ) -> tuple[list[dict[Output, np.ndarray]], list[Encoded], Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
         returns each sequence's outputs, the sequences and where the time went."""
         self._check_alive()

@@ -18,7 +18,6 @@ from pipeserve.server.pipeline.fill_mask import (
     DEFAULT_TOP_K,
     MaskFill,
     fill,
-    mask_logits_output,
     mask_positions,
     target_ids,
 )
@@ -26,6 +25,7 @@ from pipeserve.server.pipeline.inputs import ModelInput, TextOptions
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.pipeline.windows import WindowAggregation, check_stride, combine
 from pipeserve.server.requests.infer import ClassifyResult, Infer, Timings
+from pipeserve.server.schema import MaskRows
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class TextTasks:
             return encoded
 
         # The workers return the mask tokens' logits alone, not [tokens, vocab] an item.
-        output = mask_logits_output(mask_id)
+        output = MaskRows(mask_id)
         rows, windows, timings = await self._infer.run_windows(
             texts, options, (output,), deadline, split
         )
