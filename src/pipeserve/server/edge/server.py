@@ -20,11 +20,14 @@ from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.errors import StartupError
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
+from pipeserve.server.requests.classify import Classify
+from pipeserve.server.requests.classify_tokens import ClassifyTokens
 from pipeserve.server.requests.embed import Embedder
+from pipeserve.server.requests.fill_mask import FillMask
 from pipeserve.server.requests.infer import Infer
 from pipeserve.server.requests.models import Models, ServedModel
-from pipeserve.server.requests.pairs import PairTasks
-from pipeserve.server.requests.tasks_text import TextTasks
+from pipeserve.server.requests.rerank import Rerank
+from pipeserve.server.requests.zero_shot import ZeroShot
 from pipeserve.server.settings import Settings
 
 log = logging.getLogger("pipeserve")
@@ -99,9 +102,12 @@ class Edge:
                 card,
                 engine,
                 infer,
-                TextTasks(infer),
+                Classify(infer),
+                ClassifyTokens(infer),
+                FillMask(infer),
                 Embedder(infer, settings.revision),
-                PairTasks(infer),
+                Rerank(infer),
+                ZeroShot(infer),
                 shared_with or {},
             )
         )

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.errors import ModelNotFound
 from pipeserve.server.model.card import ModelCard
+from pipeserve.server.requests.classify import Classify
+from pipeserve.server.requests.classify_tokens import ClassifyTokens
 from pipeserve.server.requests.embed import Embedder
+from pipeserve.server.requests.fill_mask import FillMask
 from pipeserve.server.requests.infer import Infer
-from pipeserve.server.requests.pairs import PairTasks
-from pipeserve.server.requests.tasks_text import TextTasks
+from pipeserve.server.requests.rerank import Rerank
+from pipeserve.server.requests.zero_shot import ZeroShot
 from pipeserve.server.settings import Settings
 
 
@@ -24,9 +27,12 @@ class ServedModel:
     card: ModelCard
     engine: EngineCalls
     infer: Infer
-    tasks: TextTasks
+    classify: Classify
+    classify_tokens: ClassifyTokens
+    fill_mask: FillMask
     embedder: Embedder
-    pairs: PairTasks
+    rerank: Rerank
+    zero_shot: ZeroShot
     # Worker id -> workers of other models on the same device, as "MODEL/ID"; updated in
     # place as models are loaded and unloaded while serving.
     shared_with: dict[int, tuple[str, ...]] = field(default_factory=dict)
