@@ -4,10 +4,12 @@ Each model has its own engine (queue, batcher, dispatcher, workers), model card 
 path; the edge keeps one `ServedModel` per name and routes every call through `get`.
 """
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.errors import ModelNotFound
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.requests.classify import Classify
 from pipeserve.server.requests.classify_tokens import ClassifyTokens
@@ -36,6 +38,34 @@ class ServedModel:
     # Worker id -> workers of other models on the same device, as "MODEL/ID"; updated in
     # place as models are loaded and unloaded while serving.
     shared_with: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def compose(
+        cls,
+        settings: Settings,
+        card: ModelCard,
+        engine: EngineCalls,
+        executor: Executor,
+        metrics: Metrics,
+        shared_with: dict[int, tuple[str, ...]],
+    ) -> "ServedModel":
+        """The model `settings` names with the request path of every task over its engine; a
+        new task's path is added here alone."""
+        infer = Infer(card, engine, settings, executor, metrics)
+        return cls(
+            settings.model_name,
+            settings,
+            card,
+            engine,
+            infer,
+            Classify(infer),
+            ClassifyTokens(infer),
+            FillMask(infer),
+            Embedder(infer, settings.revision),
+            Rerank(infer),
+            ZeroShot(infer),
+            shared_with,
+        )
 
 
 class Models:
