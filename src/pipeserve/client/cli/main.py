@@ -3,8 +3,9 @@
 Client subcommands print one JSON document on stdout. Exit status: 0 on success, 1 when the
 server refuses the call (stderr says `error: CODE: details`), 2 for bad usage.
 
-Adding a subcommand: write a module whose docstring's first line is its help and which defines
-`add_arguments(parser)` and `run(args) -> int`, then list it in MODULE_SUBCOMMANDS. Every client
+Adding a subcommand: write a module of this package whose docstring's first line is its help
+and which defines `add_arguments(parser)` and `run(args) -> int`; it is found by its `run`, and
+named by its stem with dashes (or its NAME, where they differ). Every client
 subcommand gets --target, the TLS and token arguments, --timeout and --indent; `args.py`
 has `connect(args)` (a Client), `endpoint(args)` (the channel factory), `print_json(...)` and
 the shared argument groups for it to use. Keep heavy imports inside `run`: every module is
@@ -12,32 +13,19 @@ imported to build the parser.
 """
 
 import argparse
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import version
+from types import ModuleType
 
 from pipeserve.client.cli.args import UsageError, add_common_arguments
 from pipeserve.client.errors import PipeserveError
 
-# The client subcommands: name -> the module that defines it.
-MODULE_SUBCOMMANDS: dict[str, str] = {
-    "tokenize": "pipeserve.client.cli.tokenize",
-    "forward": "pipeserve.client.cli.forward",
-    "classify": "pipeserve.client.cli.classify",
-    "info": "pipeserve.client.cli.info",
-    "models": "pipeserve.client.cli.models",
-    "health": "pipeserve.client.cli.health",
-    "stream": "pipeserve.client.cli.stream",
-    "loadtest": "pipeserve.loadtest.command",
-    "classify-tokens": "pipeserve.client.cli.classify_tokens",
-    "fill-mask": "pipeserve.client.cli.fill_mask",
-    "embed": "pipeserve.client.cli.embed",
-    "rerank": "pipeserve.client.cli.rerank",
-    "classify-zero-shot": "pipeserve.client.cli.zero_shot",
-    "admin": "pipeserve.client.cli.admin",
-}
+# The subcommands defined outside this package: name -> module path.
+ELSEWHERE: dict[str, str] = {"loadtest": "pipeserve.loadtest.command"}
 
 
 @dataclass(frozen=True)
@@ -50,16 +38,28 @@ class Subcommand:
     run: Callable[[argparse.Namespace], int]
 
     @classmethod
-    def from_module(cls, name: str, module_path: str) -> "Subcommand":
+    def from_module(cls, name: str, module: ModuleType) -> "Subcommand":
         """The subcommand a module defines (see the module docstring)."""
-        module = import_module(module_path)
         summary = (module.__doc__ or "").strip().splitlines()
         return cls(name, summary[0] if summary else "", module.add_arguments, module.run)
 
 
 def subcommands() -> list[Subcommand]:
-    """The client subcommands, in the order --help lists them."""
-    return [Subcommand.from_module(name, path) for name, path in MODULE_SUBCOMMANDS.items()]
+    """The client subcommands, by name: every module of this package that defines `run`, and
+    those ELSEWHERE."""
+    found = dict(ELSEWHERE)
+    for module in pkgutil.iter_modules(import_module(__package__).__path__):
+        if not module.name.startswith("_"):  # __main__ runs the command when imported
+            found[module.name.replace("_", "-")] = f"{__package__}.{module.name}"
+    modules = {name: import_module(path) for name, path in found.items()}
+    return sorted(
+        (
+            Subcommand.from_module(getattr(module, "NAME", name), module)
+            for name, module in modules.items()
+            if hasattr(module, "run")
+        ),
+        key=lambda command: command.name,
+    )
 
 
 # --- Entry point ------------------------------------------------------------------------------
