@@ -4,7 +4,7 @@ gRPC, the pure steps nothing of the processes around them, and the server nothin
 client. Imports inside functions count: a lazy import is a dependency all the same."""
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,29 +37,27 @@ def _is_type_checking(node: ast.AST) -> bool:
     )
 
 
-def _import_nodes(node: ast.AST, type_only: bool) -> Iterator[ast.Import | ast.ImportFrom]:
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.Import | ast.ImportFrom):
-            yield child
-        elif _is_type_checking(child) and not type_only:
-            yield from (n for o in child.orelse for n in _import_nodes(_body(o), type_only))
+def _import_nodes(
+    nodes: Iterable[ast.AST], typing_too: bool
+) -> Iterator[ast.Import | ast.ImportFrom]:
+    for node in nodes:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif _is_type_checking(node) and not typing_too:
+            yield from _import_nodes(node.orelse, typing_too)
         else:
-            yield from _import_nodes(child, type_only)
+            yield from _import_nodes(ast.iter_child_nodes(node), typing_too)
 
 
-def _body(node: ast.stmt) -> ast.Module:
-    return ast.Module(body=[node], type_ignores=[])
-
-
-def _imports(path: Path, src: Path = SRC, type_only: bool = True) -> Iterator[str]:
+def _imports(path: Path, src: Path = SRC, typing_too: bool = True) -> Iterator[str]:
     """Every module `path` (under `src`) imports, at its top or inside a function, as an
     absolute name; for `from M import n` both M and M.n (n may be a module), so that a rule
-    on either sees it. `type_only=False` leaves out the imports under TYPE_CHECKING, which
+    on either sees it. `typing_too=False` leaves out the imports under TYPE_CHECKING, which
     name types for annotations and load nothing."""
     package = _module_name(path, src).split(".")
     if path.name != "__init__.py":
         package = package[:-1]
-    for node in _import_nodes(ast.parse(path.read_text(), str(path)), type_only):
+    for node in _import_nodes([ast.parse(path.read_text(), str(path))], typing_too):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         else:
@@ -96,7 +94,7 @@ def _imports_by_part() -> dict[str, dict[str, set[str]]]:
         if part is None:  # the package's own __init__
             continue
         edges = graph.setdefault(part, {})
-        for module in _imports(path, type_only=False):
+        for module in _imports(path, typing_too=False):
             other = _server_part(module)
             if other in parts and other != part:
                 edges.setdefault(other, set()).add(str(path.relative_to(SRC)))
@@ -217,4 +215,11 @@ def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path):
         "pipeserve.server.engine.queue",
         "pipeserve.server.workers.shm",
     } <= found
-    assert "pipeserve.server.workers.shm" not in set(_imports(module, tmp_path, type_only=False))
+    assert "pipeserve.server.workers.shm" not in set(_imports(module, tmp_path, typing_too=False))
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b": {"a.py"}}, "b": {"c": {"b.py"}}, "c": {"a": {"c.py"}}, "d": {"a": set()}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _describe(graph, ["a", "b", "c"]) == "a -> b (a.py); b -> c (b.py); c -> a (c.py)"
+    assert _cycles({"a": {"b": set()}, "b": {}}) == []
