@@ -1,7 +1,8 @@
 """The served models by name: what each request's `model` field resolves to.
 
-Each model has its own engine (queue, batcher, dispatcher, workers), model card and request
-path; the edge keeps one `ServedModel` per name and routes every call through `get`.
+Each model has its own engine (queue, batcher, dispatcher, workers), model card and a request
+path per task, composed here (`ServedModel.compose`); the edge keeps one `ServedModel` per
+name and routes every call through `get`.
 """
 
 from concurrent.futures import Executor
