@@ -1,4 +1,4 @@
-"""Every message between the server process and its worker processes, in one place.
+"""Every message between the server's processes (engine, workers, front ends), in one place.
 
 Messages are frozen dataclasses pickled over a multiprocessing Pipe. Batches' ids and large
 outputs stay in shared memory (`workers/shm.py`), so a message is a few hundred bytes.
@@ -6,10 +6,12 @@ Receivers dispatch on the message type with `match`, never on method names.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Task
+from pipeserve.server.engine.outputs import Outputs
+from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Settings, Task
 from pipeserve.server.workers.shm import SharedArray, SlotSpec
 
 
@@ -147,9 +149,10 @@ class WorkerStatus:
 
 @dataclass(frozen=True)
 class Submit:
-    """A request's sequences for the shared queue."""
+    """A request's sequences for the queue of model `model`."""
 
     request_id: int
+    model: str
     input_ids: tuple[np.ndarray, ...]
     token_type_ids: tuple[np.ndarray | None, ...]
     outputs: tuple[str, ...]
@@ -166,6 +169,7 @@ class Cancel:
 @dataclass(frozen=True)
 class AskStatus:
     ask_id: int
+    model: str
 
 
 @dataclass(frozen=True)
@@ -175,18 +179,54 @@ class Listening:
     port: int
 
 
-ToEngine = Submit | Cancel | AskStatus | Listening
+@dataclass(frozen=True)
+class ModelServed:
+    """The front end routes calls to model `name` (it has its card): the ModelAdded is done."""
+
+    name: str
 
 
-# Engine -> front end. Each carries the items waiting for a worker, for admission.
+@dataclass(frozen=True)
+class ModelGone:
+    """The front end routes no new call to model `name`: the ModelRemoved is done."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class AdminLoad:
+    """An Admin LoadModel that reached this front end, for the registry."""
+
+    ask_id: int
+    name: str
+    path: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdminUnload:
+    """An Admin UnloadModel that reached this front end, for the registry."""
+
+    ask_id: int
+    name: str
+    grace_s: float | None
+
+
+ToEngine = (
+    Submit | Cancel | AskStatus | Listening | ModelServed | ModelGone | AdminLoad | AdminUnload
+)
+
+
+# Engine -> front end. Answers carry the items of their model waiting for a worker, for
+# admission.
 
 
 @dataclass(frozen=True)
 class Answered:
-    """A request's outputs, by name: rows stacked (token-level ones padded) along axis 0."""
+    """A request's outputs, as the engine gathered them."""
 
     request_id: int
-    outputs: dict[str, np.ndarray | SharedArray]
+    outputs: Outputs
     queue_ms: float
     forward_ms: float
     waiting: int
@@ -201,11 +241,50 @@ class Refused:
 
 @dataclass(frozen=True)
 class EngineState:
-    """Sent when the live workers change: front ends mirror it in their health."""
+    """Model `model`'s live workers, sent when they change: front ends mirror it in health."""
 
+    model: str
     alive: int
-    model: WorkerReady | None
+    ready: WorkerReady | None
     waiting: int
+
+
+@dataclass(frozen=True)
+class ModelAdded:
+    """Serve this model (the registry waits for every front end's ModelServed)."""
+
+    settings: Settings
+    state: EngineState
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The first message to a front end: every model served now, and who shares devices.
+    It listens once it serves them all."""
+
+    models: tuple[ModelAdded, ...]
+    tables: dict[str, dict[int, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class ModelRemoved:
+    """Route no new call to model `name`; answer ModelGone."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class SharedDevices:
+    """Model -> worker id -> workers of other models on its device (ModelInfo's shared_with)."""
+
+    tables: dict[str, dict[int, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class FrontendsListening:
+    """Whether every front end of the server listens: overall health is SERVING only then."""
+
+    every: bool
 
 
 @dataclass(frozen=True)
@@ -216,8 +295,29 @@ class StatusReply:
 
 
 @dataclass(frozen=True)
+class AdminReply:
+    """The registry's answer to an AdminLoad or AdminUnload: its error, or calls cut."""
+
+    ask_id: int
+    error: Exception | None
+    calls_cut: int = 0
+
+
+@dataclass(frozen=True)
 class Drain:
     """Stop taking calls, finish those in flight within the grace period, then exit."""
 
 
-FromEngine = Answered | Refused | EngineState | StatusReply | Drain
+FromEngine = (
+    Answered
+    | Refused
+    | EngineState
+    | Welcome
+    | ModelAdded
+    | ModelRemoved
+    | SharedDevices
+    | FrontendsListening
+    | StatusReply
+    | AdminReply
+    | Drain
+)

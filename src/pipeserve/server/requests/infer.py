@@ -16,7 +16,8 @@ from typing import TypeVar
 import numpy as np
 
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.queue import Admission, stack_rows
+from pipeserve.server.engine.outputs import Outputs
+from pipeserve.server.engine.queue import Admission
 from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
@@ -112,11 +113,9 @@ class Infer:
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        rows, lengths, timings = await self.run(items, options, names, deadline)
-        assembled = {
-            name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
-        }
-        return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
+        outputs, timings = await self.run(items, options, names, deadline)
+        arrays = {name: outputs[name] for name in names}
+        return ForwardResult(arrays, np.array(outputs.lengths, dtype=np.int64), timings)
 
     async def classify(
         self,
@@ -127,10 +126,9 @@ class Infer:
         deadline: float | None,
     ) -> ClassifyResult:
         self.require("Classify")
-        rows, _, timings = await self.run(items, options, ("logits",), deadline)
+        outputs, timings = await self.run(items, options, ("logits",), deadline)
         start = time.perf_counter()
-        logits = np.stack([r["logits"] for r in rows])
-        scores = apply_score_function(logits, function or self.card.score_function)
+        scores = apply_score_function(outputs["logits"], function or self.card.score_function)
         labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
         self.observe_postprocess(start)
         return ClassifyResult(labels, timings)
@@ -196,12 +194,11 @@ class Infer:
         options: TextOptions,
         outputs: tuple[str, ...],
         deadline: float | None,
-    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
-        """Each item's outputs, its length in tokens, and where the time went."""
-        rows, sequences, timings = await self._submit(
+    ) -> tuple[Outputs, Timings]:
+        """The items' outputs, stacked, and where the time went."""
+        return await self._submit(
             items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
         )
-        return rows, [len(s) for s in sequences], timings
 
     async def run_windows(
         self,
@@ -221,10 +218,10 @@ class Infer:
             self._check_lengths([w[0] for w in windows], range(len(texts)))
             return [s for w in windows for s in w]
 
-        rows, _, timings = await self._submit(texts, options, outputs, deadline, sequences)
+        stacked, timings = await self._submit(texts, options, outputs, deadline, sequences)
         grouped, start = [], 0
         for item in windows:
-            grouped.append(rows[start : start + len(item)])
+            grouped.append([stacked.item(i) for i in range(start, start + len(item))])
             start += len(item)
         return grouped, windows, timings
 
@@ -235,9 +232,9 @@ class Infer:
         outputs: tuple[str, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
-    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+    ) -> tuple[Outputs, Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
-        returns each sequence's outputs, the sequences and where the time went."""
+        returns the sequences' outputs and where the time went."""
         self._check_alive()
         max_length = self._check(items, options)
         permit = self._engine.admit(len(items))
@@ -256,7 +253,7 @@ class Infer:
             if more is not None:
                 more.release()
         try:
-            rows = await request.future
+            outputs = await request.future
         except asyncio.CancelledError:  # the caller left, or its deadline passed
             self._engine.withdraw(request)
             raise
@@ -264,7 +261,7 @@ class Infer:
         self._metrics.observe_stages(
             tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
         )
-        return rows, sequences, timings
+        return outputs, timings
 
     async def _sequences(
         self, items: Sequence[ModelInput], options: TextOptions, max_length: int

@@ -41,8 +41,8 @@ class PairTasks:
     async def _logits(
         self, pairs: list[tuple[str, str]], options: TextOptions, deadline: float | None
     ) -> tuple[np.ndarray, Timings]:
-        rows, _, timings = await self._infer.run(pairs, options, ("logits",), deadline)
-        return np.stack([row["logits"] for row in rows]), timings
+        outputs, timings = await self._infer.run(pairs, options, ("logits",), deadline)
+        return outputs["logits"], timings
 
     async def rerank(
         self,
