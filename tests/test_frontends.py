@@ -192,8 +192,30 @@ def _worst(output, name: str, expected: list[np.ndarray]) -> float:
     return worst
 
 
-def _health(stub: health_pb2_grpc.HealthStub, service: str) -> int:
-    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30).status
+class _FrontEnds:
+    """A client and a health stub on each of the two front ends of the server at `address`."""
+
+    def __init__(self, address: str) -> None:
+        self.clients = clients_by_frontend(address)
+        self._channels = by_frontend(
+            lambda: grpc.insecure_channel(address, options=OWN_CONNECTION),
+            lambda channel: (
+                InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60).frontend_pid
+            ),
+        )
+        assert set(self.clients) == set(self._channels)
+
+    def health(self, service: str) -> list[int]:
+        """`service`'s health status in each front end."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        return [
+            health_pb2_grpc.HealthStub(channel).Check(request, timeout=30).status
+            for channel in self._channels.values()
+        ]
+
+    def close(self) -> None:
+        for connection in (*self.clients.values(), *self._channels.values()):
+            connection.close()
 
 
 def test_several_models_and_the_admin_service_through_each_front_end(
@@ -201,39 +223,28 @@ def test_several_models_and_the_admin_service_through_each_front_end(
 ):
     """--frontends 2 with two models and the Admin service: each model answers as in-process
     through each front end; a model loaded while callers use another is served by both front
-    ends when LoadModel returns, and NOT_FOUND through both once UnloadModel returns."""
+    ends when LoadModel returns (and by a front end respawned since), and NOT_FOUND through
+    both once UnloadModel returns."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, _SENTENCES, "logits")
     hidden = in_process(tiny_bert, AutoModel, _SENTENCES, "last_hidden_state")
     admin_file = tmp_path / "admin"
     admin_file.write_text("admin-secret\n")
-    serving_, not_serving = (
-        health_pb2.HealthCheckResponse.SERVING,
-        health_pb2.HealthCheckResponse.NOT_SERVING,
-    )
+    serving_ = health_pb2.HealthCheckResponse.SERVING
     flags = ("--model", f"enc={tiny_bert}", "--frontends", "2")
     with serving(f"clf={tiny_distilbert}", *flags, "--admin-token-file", str(admin_file)) as server:
-        clients = clients_by_frontend(server.address)
-        channels = by_frontend(
-            lambda: grpc.insecure_channel(server.address, options=OWN_CONNECTION),
-            lambda channel: (
-                InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60).frontend_pid
-            ),
-        )
-        health = [health_pb2_grpc.HealthStub(channel) for channel in channels.values()]
+        fronts = _FrontEnds(server.address)
         admin = AdminClient(server.address, token="admin-secret")
         try:
-            assert set(clients) == set(channels)
-            for client in clients.values():
+            for client in fronts.clients.values():
                 assert client.model_info(model="enc").frontends == 2
                 clf = client.forward(_SENTENCES, model="clf", outputs=["logits"])
                 enc = client.forward(_SENTENCES, model="enc", outputs=["last_hidden_state"])
                 assert _worst(clf, "logits", logits) <= 1e-5
                 assert _worst(enc, "last_hidden_state", hidden) <= 1e-5
-            for stub in health:
-                for service in ("", _SERVICE, f"{_SERVICE}/clf", f"{_SERVICE}/enc"):
-                    assert _health(stub, service) == serving_
+            for service in ("", _SERVICE, f"{_SERVICE}/clf", f"{_SERVICE}/enc"):
+                assert fronts.health(service) == [serving_, serving_]
 
             stop = threading.Event()
 
@@ -248,32 +259,50 @@ def test_several_models_and_the_admin_service_through_each_front_end(
                 return calls
 
             with ThreadPoolExecutor(2) as pool:
-                callers = [pool.submit(call_clf, client) for client in clients.values()]
+                callers = [pool.submit(call_clf, client) for client in fronts.clients.values()]
                 try:
                     info = admin.load_model("late", str(tiny_distilbert))
                     # At once, through either front end.
-                    for client in clients.values():
+                    for client in fronts.clients.values():
                         late = client.forward(_SENTENCES, model="late", outputs=["logits"])
                         assert _worst(late, "logits", logits) <= 1e-5
-                    for stub in health:
-                        assert _health(stub, f"{_SERVICE}/late") == serving_
-                        assert _health(stub, "") == serving_
+                    assert fronts.health(f"{_SERVICE}/late") == [serving_, serving_]
+                    assert fronts.health("") == [serving_, serving_]
                 finally:
                     stop.set()
                 calls = [caller.result() for caller in callers]
             print(f"calls of clf through each front end during the load: {calls}")
             assert info.name == "late" and [w.ready for w in info.workers] == [True]
 
+            # A front end respawned after the load serves the loaded model too.
+            victim, survivor = fronts.clients
+            os.kill(victim, signal.SIGKILL)
+
+            def respawned() -> bool:
+                try:
+                    return frontend_of(server.address) not in (victim, survivor)
+                except PipeserveError as error:  # a connection the killed one had accepted
+                    assert error.code is grpc.StatusCode.UNAVAILABLE
+                    return False
+
+            wait_until(respawned, timeout=90)
+            fronts.close()
+            fronts = _FrontEnds(server.address)
+            for client in fronts.clients.values():
+                late = client.forward(_SENTENCES, model="late", outputs=["logits"])
+                assert _worst(late, "logits", logits) <= 1e-5
+            wait_until(lambda: fronts.health("") == [serving_, serving_])
+            assert fronts.health(f"{_SERVICE}/late") == [serving_, serving_]
+
             assert admin.unload_model("late") == 0
-            for client in clients.values():
+            for client in fronts.clients.values():
                 with pytest.raises(PipeserveError) as refused:
                     client.forward(["gone"], model="late")
                 assert refused.value.code is grpc.StatusCode.NOT_FOUND
                 assert "served models: clf, enc" in refused.value.details
-            for stub in health:
-                assert _health(stub, f"{_SERVICE}/late") == not_serving
-                assert _health(stub, "") == serving_
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            assert fronts.health(f"{_SERVICE}/late") == [not_serving, not_serving]
+            assert fronts.health("") == [serving_, serving_]
         finally:
             admin.close()
-            for connection in (*clients.values(), *channels.values()):
-                connection.close()
+            fronts.close()
