@@ -251,7 +251,9 @@ def test_models_on_one_gpu_share_it(monkeypatch):
     assert devices.shared_devices(["a", "b"], [one, two]) == [{0: ("b/0",)}, {0: ("a/0",), 1: ()}]
 
 
-def test_a_models_file_gives_each_model_its_own_settings(tmp_path, tiny_distilbert, tiny_bert):
+@pytest.fixture
+def models_file(tmp_path, tiny_distilbert, tiny_bert):
+    """`sentiment` and `encoder` (the default, two workers), each with a limit of its own."""
     models = tmp_path / "models.toml"
     models.write_text(
         f"""
@@ -266,6 +268,11 @@ workers_per_device = 2
 max_tokens_per_request = 1000
 """
     )
+    return models
+
+
+def test_a_models_file_gives_each_model_its_own_settings(models_file):
+    models = models_file
     server = launch_server(None, "--models-file", str(models))
     try:
         with Client(server.address) as client:
@@ -284,25 +291,13 @@ max_tokens_per_request = 1000
     assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_a_models_file_serves_through_several_front_ends(tmp_path, tiny_distilbert, tiny_bert):
+def test_a_models_file_serves_through_several_front_ends(models_file, tiny_distilbert, tiny_bert):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     sentences = ["a models file and two front ends", "each front end serves both models"]
     logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
     hidden = in_process(tiny_bert, AutoModel, sentences, "last_hidden_state")
-    models = tmp_path / "models.toml"
-    models.write_text(
-        f"""
-[models.sentiment]
-path = "{tiny_distilbert}"
-max_items_per_request = 8
-
-[models.encoder]
-path = "{tiny_bert}"
-default = true
-"""
-    )
-    server = launch_server(None, "--models-file", str(models), "--frontends", "2")
+    server = launch_server(None, "--models-file", str(models_file), "--frontends", "2")
     clients = {}
     try:
         clients = clients_by_frontend(server.address)
@@ -310,6 +305,8 @@ default = true
             assert [m.name for m in client.list_models()] == ["sentiment", "encoder"]
             sentiment = client.model_info(model="sentiment")
             assert (sentiment.max_items_per_request, sentiment.frontends) == (8, 2)
+            encoder = client.model_info()
+            assert (encoder.max_tokens_per_request, len(encoder.workers)) == (1000, 2)
             out = client.forward(sentences, model="sentiment", outputs=["logits"])
             encoded = client.forward(sentences, outputs=["last_hidden_state"])  # the default
             for i, length in enumerate(encoded.sequence_lengths):

@@ -74,8 +74,9 @@ class Frontend:
     async def serve(self, index: int, port: int) -> None:
         edge = self._edge
         self._link.start()
-        welcome = await self._inbox.get()
-        assert isinstance(welcome, Welcome)  # the main process sends it first
+        welcome = await self._first_message()
+        if welcome is None:  # the main process is gone, or stopping already
+            return
         for added in welcome.models:
             await self._add(added)
         edge.devices_shared(welcome.tables)
@@ -87,11 +88,32 @@ class Frontend:
             self._link.send(Listening(bound))
             log.info("front end %d serving on port %d", index, bound)
             changes = asyncio.create_task(self._follow())
+            changes.add_done_callback(self._on_follow_end)
             await self._drained.wait()
             changes.cancel()
             await edge.drain(self._settings.shutdown_grace_s)
         finally:
             await edge.close()
+
+    async def _first_message(self) -> Welcome | None:
+        """The main process's Welcome, or None if it is gone or drains us first."""
+        welcome = asyncio.ensure_future(self._inbox.get())
+        drained = asyncio.ensure_future(self._drained.wait())
+        await asyncio.wait({welcome, drained}, return_when=asyncio.FIRST_COMPLETED)
+        drained.cancel()
+        if not welcome.done():
+            welcome.cancel()
+            return None
+        message = welcome.result()
+        assert isinstance(message, Welcome)  # the main process sends it first
+        return message
+
+    def _on_follow_end(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Serving models other than the main process's would answer wrongly: exit, and
+            # the main process respawns this front end, which learns them all again.
+            log.error("front end cannot follow the served models", exc_info=task.exception())
+            self._drained.set()
 
     def _receive(self, message: FromEngine) -> None:
         if isinstance(message, Drain):
