@@ -10,9 +10,27 @@ from typing import Any
 
 import numpy as np
 
-from pipeserve.server.engine.outputs import Outputs
 from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Settings, Task
-from pipeserve.server.workers.shm import SharedArray, SlotSpec
+
+# The two descriptors of shared memory (`workers/shm.py`) that messages carry.
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """Where a worker finds its input slots: each holds ids, token type ids and the withdrawn
+    flag, int64."""
+
+    names: tuple[str, ...]
+    capacity: int  # ids per array (longest x count of the largest batch)
+
+
+@dataclass(frozen=True)
+class SharedArray:
+    """An output array left in a shared-memory block for the receiver to take."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,30 @@ class WorkerStatus:
     busy: bool
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """A request's outputs, as the engine gathers them once its last item is computed (and
+    sends them to a front end): output name -> the items' rows stacked along axis 0,
+    token-level outputs (and any whose first axis varies by item, an item's mask rows in
+    fill-mask) zero-padded to the longest item; `lengths` are the items' lengths in tokens.
+    Sliced per item only where a task needs one item at a time (`item`)."""
+
+    arrays: dict[str, np.ndarray]
+    lengths: tuple[int, ...]
+    token_level: frozenset[str]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def item(self, index: int) -> dict[str, np.ndarray]:
+        """Item `index`'s outputs, token-level ones cut to its length."""
+        length = self.lengths[index]
+        return {
+            name: array[index, :length] if name in self.token_level else array[index]
+            for name, array in self.arrays.items()
+        }
+
+
 # Front end -> engine, with several front ends (--frontends). Times are time.monotonic(),
 # one clock for every process on the host.
 
@@ -226,6 +268,7 @@ class Answered:
     """A request's outputs, as the engine gathered them."""
 
     request_id: int
+    # Large arrays left in shared memory (SharedArray) on the way.
     outputs: Outputs
     queue_ms: float
     forward_ms: float

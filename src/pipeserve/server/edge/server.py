@@ -23,11 +23,7 @@ from pipeserve.server.engine.registry import RunningModel, SharedTables
 from pipeserve.server.errors import StartupError
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
-from pipeserve.server.requests.embed import Embedder
-from pipeserve.server.requests.infer import Infer
 from pipeserve.server.requests.models import Models, ServedModel
-from pipeserve.server.requests.pairs import PairTasks
-from pipeserve.server.requests.tasks_text import TextTasks
 from pipeserve.server.settings import Settings
 
 log = logging.getLogger("pipeserve")
@@ -89,21 +85,16 @@ class Edge:
 
     def add_model(self, settings: Settings, card: ModelCard, engine: EngineCalls) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
-        infer = Infer(card, engine, settings, self._executor, self._metrics)
-        name = settings.model_name
-        self._alive[name] = 0
+        self._alive[settings.model_name] = 0
         self.models.add(
-            ServedModel(
-                name,
+            ServedModel.compose(
                 settings,
                 card,
                 engine,
-                infer,
-                TextTasks(infer),
-                Embedder(infer, settings.revision),
-                PairTasks(infer),
+                self._executor,
+                self._metrics,
                 # A copy, updated in place by `devices_shared`.
-                dict(self._shared.get(name, {})),
+                dict(self._shared.get(settings.model_name, {})),
             )
         )
 

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeserve.server.engine.outputs import Outputs
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
+from pipeserve.server.schema import Outputs
 
 # A batch is picked among the oldest entries only, this many times the batch size: it costs
 # the same however long the queue, and older entries keep going first.
@@ -52,8 +52,16 @@ class Request:
         self.forward_ms = max(self.forward_ms, forward_ms)
         self.remaining -= 1
         if self.remaining == 0:
-            rows: list[dict[str, np.ndarray]] = self.rows  # type: ignore[assignment]
-            self.future.set_result(Outputs.gather(rows, self.lengths, self.token_level))
+            self.future.set_result(self._gather())
+
+    def _gather(self) -> Outputs:
+        """The items' rows, stacked: the one place a request's outputs are gathered."""
+        rows: list[dict[str, np.ndarray]] = self.rows  # type: ignore[assignment]
+        arrays = {
+            name: stack_rows([r[name] for r in rows], name in self.token_level)
+            for name in self.outputs
+        }
+        return Outputs(arrays, self.lengths, self.token_level)
 
     def fail(self, error: Exception) -> None:
         if not self.future.done():
@@ -287,3 +295,16 @@ def pick_batch(
             ):
                 best, best_score = (lo, hi), score
     return [order[i] for i in range(best[0], best[1] + 1)]
+
+
+def stack_rows(rows: list[np.ndarray], token_level: bool) -> np.ndarray:
+    """Stacks items' outputs; token-level ones, and others whose first axis varies from batch
+    to batch (an item's mask rows, see fill_mask.gather_masks), are zero-padded to the
+    longest item."""
+    if not token_level and len({row.shape for row in rows}) == 1:
+        return np.stack(rows)
+    longest = max(len(r) for r in rows)
+    out = np.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

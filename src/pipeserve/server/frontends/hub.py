@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 
 from pipeserve.server.engine.core import Engine
@@ -45,6 +45,7 @@ from pipeserve.server.schema import (
     ToEngine,
     Welcome,
 )
+from pipeserve.server.workers.shm import share
 
 log = logging.getLogger("pipeserve.hub")
 
@@ -250,7 +251,8 @@ class Hub:
         if error is not None:
             link.send(Refused(request_id, error, engine.waiting))
             return
-        outputs = request.future.result().shared()
+        result = request.future.result()
+        outputs = replace(result, arrays={n: share(a) for n, a in result.arrays.items()})
         link.send(
             Answered(request_id, outputs, request.queue_ms, request.forward_ms, engine.waiting)
         )

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,6 +37,7 @@ from pipeserve.server.schema import (
     WorkerReady,
     WorkerStatus,
 )
+from pipeserve.server.workers.shm import take
 
 log = logging.getLogger("pipeserve.frontend")
 
@@ -129,7 +131,8 @@ class EngineLink:
         match message:
             case Answered():
                 held = self._requests.pop(message.request_id, None)
-                outputs = message.outputs.taken()  # unlinks its shared blocks either way
+                sent = message.outputs  # its shared blocks are taken (unlinked) either way
+                outputs = replace(sent, arrays={n: take(a) for n, a in sent.arrays.items()})
                 if held is None:
                     return
                 request, engine = held
