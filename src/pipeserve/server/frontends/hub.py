@@ -14,7 +14,7 @@ Admin calls a front end receives come here and go to the registry.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 
@@ -182,22 +182,21 @@ class Hub:
             case ModelServed() | ModelGone():
                 link.answered(type(message), message.name)
             case AdminLoad():
-                load = self._registry.load(message.name, message.path, message.options)
-                self._admin_call(link, message.ask_id, load, lambda _: 0)
+                self._admin_call(link, message.ask_id, self._load(message))
             case AdminUnload():
                 unload = self._registry.unload(message.name, message.grace_s)
-                self._admin_call(link, message.ask_id, unload, lambda cut: cut)
+                self._admin_call(link, message.ask_id, unload)
 
-    def _admin_call(
-        self,
-        link: FrontendLink,
-        ask_id: int,
-        call: Awaitable,
-        calls_cut: Callable[[object], int],
-    ) -> None:
+    async def _load(self, message: AdminLoad) -> int:
+        await self._registry.load(message.name, message.path, message.options)
+        return 0  # a load cuts no calls
+
+    def _admin_call(self, link: FrontendLink, ask_id: int, call: Awaitable[int]) -> None:
+        """Runs `call` (returning the calls it cut) and answers the front end."""
+
         async def run() -> None:
             try:
-                reply = AdminReply(ask_id, None, calls_cut(await call))
+                reply = AdminReply(ask_id, None, await call)
             except PipeserveError as error:
                 reply = AdminReply(ask_id, error)
             except Exception as error:  # the front end answers INTERNAL; the details are here
