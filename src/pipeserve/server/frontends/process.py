@@ -132,7 +132,6 @@ class Frontend:
                     self._answer(ModelServed(message.settings.model_name))
                 case ModelRemoved():
                     await edge.model_removed(message.name)
-                    self._link.forget(message.name)
                     self._answer(ModelGone(message.name))
                 case SharedDevices():
                     edge.devices_shared(message.tables)

@@ -29,6 +29,7 @@ from pipeserve.server.schema import (
     EngineState,
     FromEngine,
     ModelAdded,
+    ModelRemoved,
     Refused,
     StatusReply,
     Submit,
@@ -161,6 +162,10 @@ class EngineLink:
             case ModelAdded():
                 self._add(message)
                 self._pass_on(message)
+            case ModelRemoved():
+                # Calls that got its engine keep it; states for it are dropped from now on.
+                self._engines.pop(message.name, None)
+                self._pass_on(message)
             case _:
                 self._pass_on(message)
 
@@ -171,10 +176,6 @@ class EngineLink:
         engine = RemoteEngine(self, name, settings.max_queued_items, lambda a: on_alive(name, a))
         engine.update(added.state)
         self._engines[name] = engine
-
-    def forget(self, name: str) -> None:
-        """Model `name` is no longer served; calls that got its engine keep it."""
-        self._engines.pop(name, None)
 
 
 class RemoteEngine:
