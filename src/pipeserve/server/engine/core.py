@@ -1,13 +1,20 @@
-"""The engine: one owner of the queue, the batcher, the batches in flight and the workers.
+"""The engine of one model: one owner of its queue, batcher, batches in flight and workers.
 
 The queue changes here alone: calls are admitted, queued and withdrawn through the engine's
 calls below, the batcher takes its batches from it, and the dispatcher reports what became of
 the batches in flight (`dispatch.Outcome`), which `_settle` applies, in order.
 
-The request path (`infer.py`) and the gRPC edge talk to it through the few calls below, and
-nothing else. With one front end it runs in the front end's own process; with several
-(`--frontends`), in the main process, and each front end reaches it through a `RemoteEngine`
-(`frontends/remote.py`) that offers the same calls over a pipe.
+The request path (`requests/infer.py`) and the gRPC edge talk to it through the few calls of
+`EngineCalls`, and nothing else. The model registry (`registry.py`) starts and stops engines.
+
+How a request crosses the processes: `submit` queues its sequences and returns a `Request`
+whose future the caller awaits; the batcher puts them in batches, and each batch goes over a
+pipe to a worker process (ids in shared memory, `workers/`); the dispatcher hands each item's
+rows back to its request, which gathers them into one `Outputs` when the last arrives and
+completes the future. With several front ends (`--frontends`) the engines run in the main
+process: a front end's `RemoteEngine` (`frontends/remote.py`) sends the sequences over its pipe
+to the `Hub` (`frontends/hub.py`), which submits them here and sends the `Outputs` back as
+they are, large arrays in shared memory, to complete the front end's own future.
 """
 
 import asyncio
@@ -200,10 +207,11 @@ class Engine:
         deadline: float | None,
         permit: Admission,
     ) -> Request:
-        """Queues a request's sequences; its future gets every item's outputs."""
+        """Queues a request's sequences; its future gets their `Outputs`."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        request = Request(loop.create_future(), outputs, len(sequences))
+        lengths = tuple(len(s) for s in sequences)
+        request = Request(loop.create_future(), outputs, lengths, self.model.token_level)
         entries = [
             Entry(request, i, s.input_ids, s.token_type_ids, now, deadline)
             for i, s in enumerate(sequences)

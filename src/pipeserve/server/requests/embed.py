@@ -105,10 +105,8 @@ class Embedder:
         if applied and not config.include_prompt:
             skip = self._prompt_length(applied, options.max_length)
         output = Pooled(config.pooling, skip)
-        rows, lengths, timings = await self._infer.run(items, options, (output,), deadline)
+        outputs, timings = await self._infer.run(items, options, (output,), deadline)
         start = time.perf_counter()
-        embeddings = finish(
-            np.stack([row[output] for row in rows]), config, truncate_dim, normalize
-        )
+        embeddings = finish(outputs[output], config, truncate_dim, normalize)
         self._infer.observe_postprocess(start)
-        return EmbedResult(embeddings, lengths, timings)
+        return EmbedResult(embeddings, list(outputs.lengths), timings)
