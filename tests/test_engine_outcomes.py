@@ -97,7 +97,8 @@ async def _with_engine(
 ) -> None:
     engine = _engine()
     for fake in fakes:
-        engine.dispatcher.on_ready(fake.handle)
+        # As a worker's WorkerReady message arrives: the engine learns the model from it.
+        engine.workers._on_message(fake.handle, fake.handle.ready)
     await scenario(engine, fakes)
 
 
@@ -132,10 +133,10 @@ def test_a_batch_behind_a_running_one_waits_until_it_starts_and_the_engine_learn
         assert engine.waiting == 0
         assert engine.last_batch == (1, 7.0)
         assert engine.cost.predict_ms(100) == 7.0  # the mean batch's, until the fit has data
-        assert first.future.result()[0]["logits"][0] == running.batch_id
+        assert first.future.result().item(0)["logits"][0] == running.batch_id
         assert not second.future.done()
         engine.dispatcher.on_batch(worker.handle, _done(behind))
-        assert [r["logits"][0] for r in second.future.result()] == [behind.batch_id] * 2
+        assert list(second.future.result()["logits"][:, 0]) == [behind.batch_id] * 2
         assert engine.last_batch == (2, 5.0)
 
     _run(scenario)
@@ -185,7 +186,7 @@ def test_a_failing_batch_runs_in_halves_until_the_bad_item_fails_alone():
         assert _take(engine) == entries[1:2]
         run(entries[1:2], fails=True)
         assert isinstance(requests[1].future.exception(), ModelFailed)
-        assert requests[0].future.result()[0]["logits"].shape == (2,)
+        assert requests[0].future.result().item(0)["logits"].shape == (2,)
         assert not any(r.future.done() for r in requests[2:])
         assert _take(engine) == entries[2:]
         assert [e.request for e in _take(engine)] == [late]
@@ -243,7 +244,7 @@ def test_the_dispatcher_reports_each_outcome_as_it_happens():
         )
         worker = _Worker(0)
         try:
-            request = Request(loop.create_future(), ("logits",), 2)
+            request = Request(loop.create_future(), ("logits",), (3, 3))
             entries = [Entry(request, i, np.arange(1, 4), None, loop.time()) for i in range(2)]
             dispatcher.dispatch(worker.handle, entries)  # not ready yet: never left
             assert reports == [Retry(entries)]
@@ -294,7 +295,7 @@ def test_a_batch_asks_once_for_each_typed_output_and_each_request_gets_its_own()
         }
         engine.dispatcher.on_batch(worker.handle, BatchDone(sent.batch_id, arrays, 1.0))
         for row, (request, outputs) in enumerate(zip(requests, asks, strict=True)):
-            (result,) = request.future.result()
+            result = request.future.result().item(0)
             assert list(result) == list(outputs)
             for output in outputs:
                 np.testing.assert_array_equal(result[output], arrays[output][row])
