@@ -424,6 +424,30 @@ def launch_server(
     return server
 
 
+@contextmanager
+def serving(model, *flags: str) -> Iterator[ServerProcess]:
+    """A server launched for the `with` block and stopped after it."""
+    server = launch_server(model, *flags)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def workers(address: str):
+    from pipeserve.client import Client
+
+    with Client(address, timeout=10) as client:
+        return client.model_info().workers
+
+
+def queued(server: ServerProcess) -> int:
+    from pipeserve.client import Client
+
+    with Client(server.address, timeout=10) as client:
+        return client.model_info().queued_items
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Prometheus samples by (name, sorted labels)."""
     from prometheus_client.parser import text_string_to_metric_families

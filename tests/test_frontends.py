@@ -27,9 +27,9 @@ from .conftest import (
     in_process,
     paused,
     scrape,
+    serving,
     wait_until,
 )
-from .test_reliability import serving
 
 
 def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, tiny_logits):

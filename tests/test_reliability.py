@@ -8,9 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -26,27 +24,16 @@ from .conftest import (
     ServerProcess,
     launch_server,
     paused,
+    queued,
     scrape,
+    serving,
     wait_until,
+    workers,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@contextmanager
-def serving(model, *flags: str) -> Iterator[ServerProcess]:
-    server = launch_server(model, *flags)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def workers(address: str):
-    with Client(address, timeout=10) as client:
-        return client.model_info().workers
 
 
 def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
@@ -219,11 +206,6 @@ def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
             assert busy.result()[0][0].label in ("NEGATIVE", "POSITIVE")
             assert all(call.result()[0][0].label for call in waiting)
         print(f"\nfull queue: RESOURCE_EXHAUSTED in {refused_ms:.1f} ms")
-
-
-def queued(server: ServerProcess) -> int:
-    with Client(server.address, timeout=10) as client:
-        return client.model_info().queued_items
 
 
 def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):

@@ -16,8 +16,7 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import pipeserve, sst2_sentences
-from .test_reliability import serving
+from .conftest import pipeserve, serving, sst2_sentences
 from .tiny_tasks import save_tiny_bert, two_front_ends
 
 

@@ -22,11 +22,13 @@ from .conftest import (
     SEED_SENTENCES,
     launch_server,
     paused,
+    queued,
     scrape,
+    serving,
     sst2_sentences,
     wait_until,
+    workers,
 )
-from .test_reliability import queued, serving, workers
 
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters
 # and "the" (1996). A model with this vocabulary raises on any other word.

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from pipeserve.client import Client
 
-from .conftest import _save_tiny, clients_by_frontend
-from .test_reliability import serving
+from .conftest import _save_tiny, clients_by_frontend, serving
 
 
 def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, **config) -> Path:
