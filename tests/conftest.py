@@ -93,6 +93,14 @@ def _save_tiny(folder: Path, model, tokenizer_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def openvino_cache(tmp_path_factory) -> Path:
+    """One --cache-dir for the session's openvino servers: the cache key covers the checkpoint's
+    files, task and precision, so each (model, precision) is converted once, then reused. A test
+    of conversion itself passes a fresh folder of its own instead."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
     outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""

@@ -111,16 +111,18 @@ def _several_masks(count: int = 24) -> list[str]:
     [
         (),
         ("--frontends", "2"),
-        ("--backend", "openvino"),
+        pytest.param(("--backend", "openvino"), marks=pytest.mark.slow),
     ],
     ids=["torch", "frontends-2", "openvino"],
 )
-def test_several_masks_in_batches_of_varied_lengths(tiny_bert_mlm, fill_mask, flags, tmp_path):
+def test_several_masks_in_batches_of_varied_lengths(
+    tiny_bert_mlm, fill_mask, flags, openvino_cache
+):
     """The workers send back the mask tokens' rows alone: texts with different numbers of
     masks and lengths in one batch, from concurrent callers, still get the pipeline's answer."""
     if "openvino" in flags:
         pytest.importorskip("openvino")
-        flags = (*flags, "--cache-dir", str(tmp_path))
+        flags = (*flags, "--cache-dir", str(openvino_cache))
     texts = _several_masks()
     reference = _reference(fill_mask, texts)
     chunks = [texts[i : i + 3] for i in range(0, len(texts), 3)]

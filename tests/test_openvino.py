@@ -21,6 +21,8 @@ from pipeserve.client import Client
 
 from .conftest import SHARED, launch_server, require, sst2_sentences
 
+pytestmark = pytest.mark.slow  # a conversion per model and precision: minutes on a CPU
+
 pytest.importorskip("openvino")  # the test extra installs it; CI fails in the tests below if not
 
 # float32 on OpenVINO against transformers: measured at most 4e-6 on these models.
@@ -68,9 +70,9 @@ def _loads_torch(pid: int) -> bool:
     return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, tmp_path):
+def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, openvino_cache):
     sentences = sst2_sentences(48)
-    server = _serve(tiny_distilbert, tmp_path, "--workers-per-device", "2")
+    server = _serve(tiny_distilbert, openvino_cache, "--workers-per-device", "2")
     try:
         with Client(server.address, timeout=60) as client:
             info = client.model_info()
@@ -90,9 +92,9 @@ def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, 
         assert diff <= ATOL, name
 
 
-def test_float32_real_minilm_equals_transformers(minilm_path, tmp_path):
+def test_float32_real_minilm_equals_transformers(minilm_path, openvino_cache):
     sentences = sst2_sentences(32)
-    server = _serve(minilm_path, tmp_path)
+    server = _serve(minilm_path, openvino_cache)
     try:
         results = _forward_concurrently(
             server.address, sentences, ["last_hidden_state", "pooler_output"]
@@ -109,6 +111,7 @@ def test_float32_real_minilm_equals_transformers(minilm_path, tmp_path):
 
 
 def test_token_level_outputs_at_varied_lengths_and_the_cache_is_reused(tiny_bert_ner, tmp_path):
+    # A fresh cache of its own, not the session's: the first start must convert.
     # From 1 word to 60: one converted model serves every batch size and length.
     sentences = [" ".join(["word"] * n) for n in (1, 60, 7, 3, 33, 12, 2, 45)] + sst2_sentences(8)
     model = AutoModelForTokenClassification.from_pretrained(tiny_bert_ner).eval()
@@ -188,10 +191,12 @@ def _has_bf16() -> bool:
 
 
 @pytest.mark.parametrize("precision", list(FLIPS))
-def test_reduced_precision_flips_few_labels(classifier, dev_logits, precision, tmp_path):
+def test_reduced_precision_flips_few_labels(
+    classifier, dev_logits, precision, tmp_path, openvino_cache
+):
     flags, reported, bound = FLIPS[precision]
     if precision == "bfloat16" and not _has_bf16():
-        line = _refusal(classifier, "--cache-dir", str(tmp_path), *flags)
+        line = _refusal(classifier, "--cache-dir", str(openvino_cache), *flags)
         assert "needs a CPU with bfloat16 units" in line
         pytest.skip("this CPU has no bfloat16 units: refused as it should be, flips unmeasured")
     sentences, want = dev_logits
@@ -203,7 +208,7 @@ def test_reduced_precision_flips_few_labels(classifier, dev_logits, precision, t
         calibration = tmp_path / "calibration.txt"
         calibration.write_text("\n".join(calibration_texts(SST2_TRAIN)), encoding="utf-8")
         flags = (*flags, "--calibration-file", str(calibration))
-    server = _serve(classifier, tmp_path, *flags)
+    server = _serve(classifier, openvino_cache, *flags)
     try:
         with Client(server.address, timeout=60) as client:
             assert client.model_info().dtype == reported
