@@ -254,6 +254,7 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
         _assert_same(explicit, reference.encode(texts[:16], prompt="a prompt of my own: "))
 
 
+@pytest.mark.slow
 def test_a_plain_checkpoint_gets_mean_pooling(tiny_encoder):
     reference = _reference(tiny_encoder)  # no modules.json: sentence-transformers means too
     texts = sst2_sentences(64)

@@ -31,6 +31,9 @@ from .conftest import (
     wait_until,
 )
 
+# Several servers of two front ends each, and waits on work held in flight.
+pytestmark = pytest.mark.slow
+
 
 def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, tiny_logits):
     sentences = list(tiny_logits)

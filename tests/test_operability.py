@@ -145,7 +145,9 @@ def _openvino(cache: Path) -> list[str]:
     return ["--backend", "openvino", "--cache-dir", str(cache)]
 
 
-@pytest.mark.parametrize("variant", ["torch", "openvino", "two front ends"])
+@pytest.mark.parametrize(
+    "variant", ["torch", pytest.param("openvino", marks=pytest.mark.slow), "two front ends"]
+)
 def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert, tmp_path, variant):
     flags = []
     if variant == "openvino":

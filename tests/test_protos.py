@@ -125,6 +125,7 @@ def every_task(tiny_distilbert, task_models):
     server.stop()
 
 
+@pytest.mark.slow
 def test_every_unary_inference_rpc_sends_the_timing_keys(every_task):
     """As TrailingMetadataKey says: each unary RPC that runs the model, whatever its task."""
     import grpc

@@ -123,6 +123,7 @@ def mtls_token_server(tiny_distilbert, task_models, pki, tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_token_server, pki):
     for credentials in (
         tls_credentials(pki / "ca.pem"),
@@ -170,6 +171,7 @@ def test_the_commands_are_every_client_subcommand():
 
 
 # Each command once, the three ways of giving the token taken in turn.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "token_from"),
     list(zip(_COMMANDS, itertools.cycle(["flag", "environment", "file"]), strict=False)),
@@ -193,6 +195,7 @@ def test_every_command_reaches_a_server_with_tls_and_a_token(
     assert "UNAUTHENTICATED" not in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", _COMMANDS)
 def test_commands_without_the_token_are_refused(mtls_token_server, pki, command):
     result = pipeserve(
@@ -209,6 +212,7 @@ def test_commands_without_the_token_are_refused(mtls_token_server, pki, command)
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_admin_commands_reach_a_server_with_tls_and_a_token(
     mtls_token_server, pki, task_models, tmp_path
 ):
@@ -227,6 +231,7 @@ def test_admin_commands_reach_a_server_with_tls_and_a_token(
     assert json.loads(unloaded.stdout)["name"] == "spare"
 
 
+@pytest.mark.slow
 def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_token_server, pki):
     # Asked to run for ten minutes: every call fails the same way, so it gives up at once.
     result = pipeserve(

@@ -113,7 +113,7 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(endpoint):
     assert seconds < STARTUP_FAILURE_S
 
 
-@pytest.mark.parametrize("backend", ["torch", "openvino"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_a_head_the_checkpoint_lacks_is_refused(tiny_bert, tmp_path, backend):
     if backend == "openvino":
         require(importlib.util.find_spec("openvino") is not None, "openvino not installed")
