@@ -118,6 +118,7 @@ def two_servers(tiny_distilbert) -> Iterator[list[ServerProcess]]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_one_client_spreads_calls_and_survives_a_stopped_replica(two_servers):
     first, second = two_servers
     with Client([first.address, second.address], timeout=30) as client:

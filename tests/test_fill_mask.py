@@ -110,7 +110,7 @@ def _several_masks(count: int = 24) -> list[str]:
     "flags",
     [
         (),
-        ("--frontends", "2"),
+        pytest.param(("--frontends", "2"), marks=pytest.mark.slow),
         pytest.param(("--backend", "openvino"), marks=pytest.mark.slow),
     ],
     ids=["torch", "frontends-2", "openvino"],

@@ -92,7 +92,8 @@ ALLOWED = {
 ALLOWED_STREAM_ERRORS = {c.value[0] for c in ALLOWED - {OK}}
 SERVICE = "/pipeserve.v1.Inference/"
 
-pytestmark = pytest.mark.timeout(300 + EXAMPLES // 4)
+# Hundreds of generated requests per RPC: the full suite's, not the fast lane's.
+pytestmark = [pytest.mark.timeout(300 + EXAMPLES // 4), pytest.mark.slow]
 
 
 # --- The bytes twin of the generated messages ---------------------------------------------------

@@ -178,6 +178,7 @@ def test_cli_lists_models_and_calls_the_one_named(two, tiny_bert):
     assert "NOT_FOUND" in refused.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_worker_of_one_model_does_not_affect_the_other(two, sentences):
     """Last in this module: it takes `enc` down until its worker is respawned."""
     with Client(two.address) as client:
@@ -291,6 +292,7 @@ def test_a_models_file_gives_each_model_its_own_settings(models_file):
     assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.slow
 def test_a_models_file_serves_through_several_front_ends(models_file, tiny_distilbert, tiny_bert):
     from transformers import AutoModel, AutoModelForSequenceClassification
 

@@ -146,7 +146,8 @@ def _openvino(cache: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "variant", ["torch", pytest.param("openvino", marks=pytest.mark.slow), "two front ends"]
+    "variant",
+    ["torch", *(pytest.param(v, marks=pytest.mark.slow) for v in ("openvino", "two front ends"))],
 )
 def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert, tmp_path, variant):
     flags = []

@@ -45,6 +45,7 @@ def wait_for_health(address: str, status: int, timeout: float = 60) -> None:
                 return
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, tiny_logits):
     sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--workers-per-device", "2", "--max-batch-size", "4") as server:
@@ -96,6 +97,7 @@ def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, tiny_logi
         assert workers(server.address)[0].batches > before
 
 
+@pytest.mark.slow
 def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, tiny_logits):
     sentence = next(iter(tiny_logits))
     with serving(
@@ -111,6 +113,7 @@ def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert,
         assert workers(server.address)[0].restarts == 1
 
 
+@pytest.mark.slow
 def test_items_fail_unavailable_after_their_retry_also_dies(tiny_distilbert):
     with serving(
         tiny_distilbert, "--workers-per-device", "2", "--forward-timeout-s", "1"

@@ -163,6 +163,7 @@ def test_an_activation_crossencoder_would_not_apply_is_refused(tmp_path, minilm_
     assert "sigmoid, identity" in error.value.details
 
 
+@pytest.mark.slow
 def test_a_saved_activation_is_honoured_through_two_front_ends(tmp_path, minilm_path):
     from sentence_transformers import CrossEncoder
 

@@ -146,6 +146,7 @@ def test_async_client_classify_tokens(ner_server, tiny_bert_ner):
     _assert_equal(asyncio.run(main()), reference)
 
 
+@pytest.mark.slow
 def test_classify_tokens_through_two_front_ends(tiny_bert_ner):
     texts = _long_texts()[:6] + _texts(10)
     reference = _pipeline(

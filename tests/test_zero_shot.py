@@ -178,6 +178,7 @@ def test_an_nli_model_lists_zero_shot_and_not_rerank(nli_client: Client):
     assert "Rerank" not in served  # three labels, not a cross-encoder's one
 
 
+@pytest.mark.slow
 def test_two_front_ends_classify_the_same(nli_path, reference):
     texts = sst2_sentences(16)
     expected = reference(texts, candidate_labels=LABELS)
