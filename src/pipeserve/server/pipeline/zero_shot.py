@@ -36,7 +36,9 @@ def hypotheses(labels: Sequence[str], template: str) -> list[str]:
             raise InvalidInput(f"candidate_labels[{index}] {label!r} is given twice")
     try:
         formatted = [template.format(label) for label in labels]
-    except (IndexError, KeyError, ValueError) as error:
+    # What str.format raises for a template it cannot fill with one string: a missing
+    # positional or named field, a bad conversion or spec, an attribute or index of the label.
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
         raise InvalidInput(
             f"hypothesis_template {template!r} cannot be formatted: {error!r}; put {{}} "
             "where the label goes"
@@ -46,6 +48,22 @@ def hypotheses(labels: Sequence[str], template: str) -> list[str]:
             f"hypothesis_template {template!r} has no {{}} for the label; e.g. {DEFAULT_TEMPLATE!r}"
         )
     return formatted
+
+
+def check_hypothesis_room(
+    labels: Sequence[str], lengths: Sequence[int], pair_special_tokens: int, max_length: int
+) -> None:
+    """Refuses a label whose hypothesis (`lengths`: tokens of each, no special tokens) leaves
+    no token of any text within `max_length`: the pipeline truncates the text only, and the
+    tokenizer fails on such a pair ("Sequence to truncate too short")."""
+    for index, (label, length) in enumerate(zip(labels, lengths, strict=True)):
+        if length + pair_special_tokens >= max_length:
+            raise InvalidInput(
+                f"candidate_labels[{index}] {label!r} makes a hypothesis of {length} tokens, "
+                f"which with the {pair_special_tokens} special tokens of a pair leaves no room "
+                f"for the text within max_length {max_length}: shorten the label or the "
+                "hypothesis_template, or raise max_length"
+            )
 
 
 def label_scores(

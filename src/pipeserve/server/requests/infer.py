@@ -34,8 +34,9 @@ from pipeserve.server.pipeline.inputs import (
     TextOptions,
     TokenIds,
 )
-from pipeserve.server.pipeline.tokenize import Encoded, Padded
+from pipeserve.server.pipeline.tokenize import Encoded, Padded, TextTokenizer
 from pipeserve.server.pipeline.validation import (
+    check_answer_bytes,
     check_items,
     check_outputs,
     check_token_ids,
@@ -108,11 +109,29 @@ class Infer:
         outputs: Sequence[str],
         options: TextOptions,
         deadline: float | None,
+        itemsize: int = 4,
     ) -> ForwardResult:
+        """The named outputs of `items`, each value `itemsize` bytes in the answer: one that
+        could not be sent is refused once tokenized, before it is queued."""
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        rows, lengths, timings = await self.run(items, options, names, deadline)
+        shapes = {name: model.item_shapes[name] for name in names if name in model.item_shapes}
+
+        async def sequences(max_length: int) -> list[Encoded]:
+            encoded = await self._sequences(items, options, max_length, self.card.tokenizer)
+            check_answer_bytes(
+                len(encoded),
+                max(map(len, encoded)),
+                shapes,
+                model.token_level,
+                itemsize,
+                self._settings.max_message_bytes,
+            )
+            return encoded
+
+        rows, encoded, timings = await self._submit(items, options, names, deadline, sequences)
+        lengths = [len(s) for s in encoded]
         assembled = {
             name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
         }
@@ -135,6 +154,10 @@ class Infer:
         self.observe_postprocess(start)
         return ClassifyResult(labels, timings)
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def require(self, rpc: str) -> None:
         """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
         require_rpc(rpc, self.card)
@@ -150,9 +173,12 @@ class Infer:
         max_length: int,
         tokens: bool = False,
         offsets: bool = False,
+        tokenizer: TextTokenizer | None = None,
     ) -> list[Encoded]:
+        chosen = tokenizer or self.card.tokenizer
+
         def encode() -> list[Encoded]:
-            return self.card.tokenizer.encode(
+            return chosen.encode(
                 items,
                 truncation=options.truncation,
                 max_length=max_length,
@@ -170,9 +196,13 @@ class Infer:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _check(self, items: Sequence[ModelInput], options: TextOptions) -> int:
-        """Checks the request's size limits; returns the length limit for its texts."""
-        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
+    def _check(
+        self, items: Sequence[ModelInput], options: TextOptions, count_items: bool = True
+    ) -> int:
+        """Checks the request's size limits; returns the length limit for its texts.
+        `count_items` False: the caller's items were counted already (pairs made of them)."""
+        max_items = self._settings.max_items_per_request if count_items else None
+        check_items(items, max_items, self._settings.max_text_chars)
         return resolve_max_length(
             options, self.card.max_length, self.card.tokenizer.special_tokens(items)
         )
@@ -196,10 +226,20 @@ class Infer:
         options: TextOptions,
         outputs: tuple[str, ...],
         deadline: float | None,
+        *,
+        tokenizer: TextTokenizer | None = None,
+        count_items: bool = True,
     ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
-        """Each item's outputs, its length in tokens, and where the time went."""
+        """Each item's outputs, its length in tokens, and where the time went. Texts are
+        tokenized by `tokenizer` (the model's by default); `count_items` as in `_check`."""
+        chosen = tokenizer or self.card.tokenizer
         rows, sequences, timings = await self._submit(
-            items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
+            items,
+            options,
+            outputs,
+            deadline,
+            lambda limit: self._sequences(items, options, limit, chosen),
+            count_items,
         )
         return rows, [len(s) for s in sequences], timings
 
@@ -235,11 +275,12 @@ class Infer:
         outputs: tuple[str, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
+        count_items: bool = True,
     ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
         returns each sequence's outputs, the sequences and where the time went."""
         self._check_alive()
-        max_length = self._check(items, options)
+        max_length = self._check(items, options, count_items)
         permit = self._engine.admit(len(items))
         more: Admission | None = None
         try:
@@ -267,7 +308,11 @@ class Infer:
         return rows, sequences, timings
 
     async def _sequences(
-        self, items: Sequence[ModelInput], options: TextOptions, max_length: int
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        max_length: int,
+        tokenizer: TextTokenizer,
     ) -> list[Encoded]:
         """Turns each item into unpadded ids, checked; texts are tokenized here."""
         sequences: list[Encoded | None] = [None] * len(items)
@@ -286,7 +331,9 @@ class Infer:
                 text_indices.append(index)
         if text_indices:
             texts = [items[i] for i in text_indices]
-            encoded = await self._encode(texts, options, max_length)  # type: ignore[arg-type]
+            encoded = await self._encode(  # type: ignore[arg-type]
+                texts, options, max_length, tokenizer=tokenizer
+            )
             self._check_lengths(encoded, text_indices)
             for index, enc in zip(text_indices, encoded, strict=True):
                 sequences[index] = enc

@@ -16,7 +16,8 @@ from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.classify import LabelScore, ScoreFunction
 from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.pipeline.rerank import Ranked, cross_encoder_activation, rank
-from pipeserve.server.pipeline.zero_shot import hypotheses, label_scores
+from pipeserve.server.pipeline.validation import check_pairs, resolve_max_length
+from pipeserve.server.pipeline.zero_shot import check_hypothesis_room, hypotheses, label_scores
 from pipeserve.server.requests.infer import Infer, Timings
 
 
@@ -39,9 +40,15 @@ class PairTasks:
         self._activation = cross_encoder_activation(infer.card.cross_encoder_activation)
 
     async def _logits(
-        self, pairs: list[tuple[str, str]], options: TextOptions, deadline: float | None
+        self,
+        pairs: list[tuple[str, str]],
+        options: TextOptions,
+        deadline: float | None,
+        count_items: bool = True,
     ) -> tuple[np.ndarray, Timings]:
-        rows, _, timings = await self._infer.run(pairs, options, ("logits",), deadline)
+        rows, _, timings = await self._infer.run(
+            pairs, options, ("logits",), deadline, count_items=count_items
+        )
         return np.stack([row["logits"] for row in rows]), timings
 
     async def rerank(
@@ -74,6 +81,16 @@ class PairTasks:
         self._infer.observe_postprocess(start)
         return RerankResult(ranked, timings)
 
+    def _check_hypotheses(
+        self, labels: Sequence[str], formatted: list[str], options: TextOptions
+    ) -> None:
+        tokenizer = self._infer.card.tokenizer
+        single, pair = tokenizer.special_tokens(formatted), tokenizer.special_tokens([("", "")])
+        max_length = resolve_max_length(options, self._infer.card.max_length, pair)
+        # Untruncated: a hypothesis past any max_length is still measured whole.
+        encoded = tokenizer.encode(formatted, truncation=False, max_length=max_length)
+        check_hypothesis_room(labels, [len(e) - single for e in encoded], pair, max_length)
+
     async def classify_zero_shot(
         self,
         texts: Sequence[str],
@@ -91,10 +108,18 @@ class PairTasks:
         for index, text in enumerate(texts):
             if not text:
                 raise InvalidInput(f"inputs[{index}] is empty")
+        settings = self._infer.settings
+        check_pairs(
+            len(texts), len(labels), settings.max_items_per_request, settings.max_queued_items
+        )
         formatted = hypotheses(labels, template)
         # The pipeline truncates the text only: the hypothesis stays whole.
+        if options.truncation:
+            self._check_hypotheses(labels, formatted, options)
         pairs = [(text, hypothesis) for text in texts for hypothesis in formatted]
-        logits, timings = await self._logits(pairs, replace(options, only_first=True), deadline)
+        logits, timings = await self._logits(
+            pairs, replace(options, only_first=True), deadline, count_items=False
+        )
         start = time.perf_counter()
         shaped = logits.reshape(len(texts), len(formatted), -1)
         assert card.entailment_id is not None  # require() refused a model without one
