@@ -12,9 +12,11 @@ from pipeserve.server.pipeline.inputs import ModelInput, TextOptions, TokenIds
 
 # Most bytes a protobuf message can hold, whatever --max-message-bytes says.
 PROTOBUF_MAX_BYTES = 2**31 - 1
-# Room for an answer's fields beside its tensors' data: names, shapes, and a varint per item.
-_ANSWER_OVERHEAD_BYTES = 1024
-_BYTES_PER_ITEM = 11
+# Most bytes of an answer's fields beside its tensors' data: per output its tags, lengths,
+# dtype and shape (besides its name), per item its length (a varint), and the message's own.
+_BYTES_PER_OUTPUT = 72
+_BYTES_PER_ITEM = 10
+_BYTES_PER_ANSWER = 8
 
 
 def check_items(items: Sequence[ModelInput], max_items: int | None, max_text_chars: int) -> None:
@@ -126,7 +128,8 @@ def check_answer_bytes(
         name: items * (longest if name in token_level else 1) * math.prod(shape)
         for name, shape in shapes.items()
     }
-    size = sum(values.values()) * itemsize + _ANSWER_OVERHEAD_BYTES + _BYTES_PER_ITEM * items
+    fields = sum(_BYTES_PER_OUTPUT + len(name.encode()) for name in shapes)
+    size = sum(values.values()) * itemsize + fields + _BYTES_PER_ITEM * items + _BYTES_PER_ANSWER
     limit = min(max_message_bytes, PROTOBUF_MAX_BYTES)
     if size <= limit:
         return
