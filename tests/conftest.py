@@ -366,6 +366,16 @@ def launch_server(
     return server
 
 
+@contextmanager
+def serving(model: Path | str | None, *flags: str) -> Iterator[ServerProcess]:
+    """`launch_server(model, *flags)`, stopped on leaving."""
+    server = launch_server(model, *flags)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Prometheus samples by (name, sorted labels)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -6,8 +6,6 @@ import json
 import multiprocessing
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -18,7 +16,7 @@ from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, ServerProcess, launch_server, wait_until
+from .conftest import SEED_SENTENCES, serving, wait_until
 from .tiny_tasks import save_tiny_bert, two_front_ends
 
 # Real sentences of several lengths (the tests must not need the SST-2 files).
@@ -37,15 +35,6 @@ SENTENCES = [
 ]
 IDENTITY = "torch.nn.modules.linear.Identity"
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
-
-
-@contextmanager
-def serving(model: Path, *flags: str) -> Iterator[ServerProcess]:
-    server = launch_server(model, *flags)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _card(path: Path):

@@ -8,9 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -27,21 +25,13 @@ from .conftest import (
     launch_server,
     paused,
     scrape,
+    serving,
     wait_until,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@contextmanager
-def serving(model, *flags: str) -> Iterator[ServerProcess]:
-    server = launch_server(model, *flags)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def workers(address: str):
