@@ -282,6 +282,9 @@ def test_templates_that_cannot_be_formatted_are_caller_mistakes():
     for template in ("{.foo}", "{[x]}", "{0.real}", "{1}", "{name}", "{!z}", "{:q}"):
         with pytest.raises(InvalidInput, match="cannot be formatted"):
             hypotheses(["sports"], template)
+    assert hypotheses(["sports"], "{:>12}!") == ["      sports!"]
+    with pytest.raises(InvalidInput, match="a field 999999999 characters wide; at most 1000"):
+        hypotheses(["sports"], "{:>999999999}")
 
 
 def test_pairs_limits_count_what_the_caller_sent():
