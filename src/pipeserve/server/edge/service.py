@@ -169,11 +169,11 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
             aggregation = enum_value(
                 _WINDOW_AGGREGATION, request.window_aggregation, "window_aggregation"
             )
-            result = await model.tasks.classify_windows(
+            result = await model.classify.classify_windows(
                 items, function, top_k, request.stride, aggregation, options, deadline
             )
         else:
-            result = await model.infer.classify(items, function, top_k, options, deadline)
+            result = await model.classify.classify(items, function, top_k, options, deadline)
         return labels_proto(result.labels, result.windows), result.timings
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:

@@ -21,12 +21,6 @@ from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.served import require_rpc
-from pipeserve.server.pipeline.classify import (
-    LabelScore,
-    ScoreFunction,
-    apply_score_function,
-    top_labels,
-)
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
     ModelInput,
@@ -43,6 +37,7 @@ from pipeserve.server.pipeline.validation import (
     check_total_tokens,
     resolve_max_length,
 )
+from pipeserve.server.pipeline.windows import check_stride
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
@@ -66,14 +61,6 @@ class ForwardResult:
     outputs: dict[str, np.ndarray]
     sequence_lengths: np.ndarray
     timings: Timings
-
-
-@dataclass(frozen=True)
-class ClassifyResult:
-    labels: list[list[LabelScore]]
-    timings: Timings
-    # Windows each item was classified by (None: one each).
-    windows: list[int] | None = None
 
 
 class Infer:
@@ -137,22 +124,19 @@ class Infer:
         }
         return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
 
-    async def classify(
+    async def logits(
         self,
         items: Sequence[ModelInput],
-        function: ScoreFunction | None,
-        top_k: int | None,
         options: TextOptions,
         deadline: float | None,
-    ) -> ClassifyResult:
-        self.require("Classify")
-        rows, _, timings = await self.run(items, options, ("logits",), deadline)
-        start = time.perf_counter()
-        logits = np.stack([r["logits"] for r in rows])
-        scores = apply_score_function(logits, function or self.card.score_function)
-        labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
-        self.observe_postprocess(start)
-        return ClassifyResult(labels, timings)
+        count_items: bool = True,
+    ) -> tuple[np.ndarray, Timings]:
+        """The items' logits [items, labels] (a classifier's head), and where the time went;
+        `count_items` as in `_check`."""
+        rows, _, timings = await self.run(
+            items, options, ("logits",), deadline, count_items=count_items
+        )
+        return np.stack([row["logits"] for row in rows]), timings
 
     @property
     def settings(self) -> Settings:
@@ -242,6 +226,25 @@ class Infer:
             count_items,
         )
         return rows, [len(s) for s in sequences], timings
+
+    def windows(
+        self, texts: Sequence[str], options: TextOptions, stride: int | None, details: bool
+    ) -> Callable[[int], list[list[Encoded]]]:
+        """`split` for run_windows: each text's windows (or its one sequence)."""
+        tokenizer = self.card.tokenizer
+
+        def split(max_length: int) -> list[list[Encoded]]:
+            if stride is not None:
+                check_stride(stride, max_length, tokenizer.special_tokens(texts))
+            return tokenizer.encode_windows(
+                texts,
+                truncation=options.truncation,
+                max_length=max_length,
+                stride=stride,
+                details=details,
+            )
+
+        return split
 
     async def run_windows(
         self,

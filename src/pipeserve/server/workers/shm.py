@@ -11,23 +11,15 @@ Every process here shares multiprocessing's resource tracker, which unlinks what
 leaves behind.
 """
 
-from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
+from pipeserve.server.schema import SharedArray, SlotSpec
+
 # Below this a pickled array costs less than creating and mapping a block.
 INLINE_OUTPUT_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """Where a worker finds its input slots: each holds ids, token type ids and the withdrawn
-    flag, int64."""
-
-    names: tuple[str, ...]
-    capacity: int  # ids per array (longest x count of the largest batch)
 
 
 class InputSlots:
@@ -86,15 +78,6 @@ class InputSlots:
                 block.unlink()
             except FileNotFoundError:  # removed from outside: only the tracker still knows it
                 resource_tracker.unregister(block._name, "shared_memory")  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class SharedArray:
-    """An output array left in a shared-memory block for the receiver to take."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
 
 
 def share(array: np.ndarray) -> "np.ndarray | SharedArray":
