@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.queue import Admission, stack_rows
+from pipeserve.server.engine.queue import Admission
 from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
@@ -38,6 +38,7 @@ from pipeserve.server.pipeline.validation import (
     resolve_max_length,
 )
 from pipeserve.server.pipeline.windows import check_stride
+from pipeserve.server.schema import Output, Outputs
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
@@ -117,12 +118,9 @@ class Infer:
             )
             return encoded
 
-        rows, encoded, timings = await self._submit(items, options, names, deadline, sequences)
-        lengths = [len(s) for s in encoded]
-        assembled = {
-            name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
-        }
-        return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
+        outputs, timings = await self._submit(items, options, names, deadline, sequences)
+        arrays = {name: outputs[name] for name in names}
+        return ForwardResult(arrays, np.array(outputs.lengths, dtype=np.int64), timings)
 
     async def logits(
         self,
@@ -133,10 +131,10 @@ class Infer:
     ) -> tuple[np.ndarray, Timings]:
         """The items' logits [items, labels] (a classifier's head), and where the time went;
         `count_items` as in `_check`."""
-        rows, _, timings = await self.run(
+        outputs, timings = await self.run(
             items, options, ("logits",), deadline, count_items=count_items
         )
-        return np.stack([row["logits"] for row in rows]), timings
+        return outputs["logits"], timings
 
     @property
     def settings(self) -> Settings:
@@ -208,16 +206,16 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         *,
         tokenizer: TextTokenizer | None = None,
         count_items: bool = True,
-    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
-        """Each item's outputs, its length in tokens, and where the time went. Texts are
-        tokenized by `tokenizer` (the model's by default); `count_items` as in `_check`."""
+    ) -> tuple[Outputs, Timings]:
+        """The items' outputs, stacked, and where the time went. Texts are tokenized by
+        `tokenizer` (the model's by default); `count_items` as in `_check`."""
         chosen = tokenizer or self.card.tokenizer
-        rows, sequences, timings = await self._submit(
+        return await self._submit(
             items,
             options,
             outputs,
@@ -225,7 +223,6 @@ class Infer:
             lambda limit: self._sequences(items, options, limit, chosen),
             count_items,
         )
-        return rows, [len(s) for s in sequences], timings
 
     def windows(
         self, texts: Sequence[str], options: TextOptions, stride: int | None, details: bool
@@ -250,10 +247,10 @@ class Infer:
         self,
         texts: Sequence[str],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         split: Callable[[int], list[list[Encoded]]],
-    ) -> tuple[list[list[dict[str, np.ndarray]]], list[list[Encoded]], Timings]:
+    ) -> tuple[list[list[dict[Output, np.ndarray]]], list[list[Encoded]], Timings]:
         """As `run`, for texts that may each become several sequences (windows of a long
         text): `split(max_length)` tokenizes them, each into its sequences. Returns each
         text's outputs and sequences, window by window, and where the time went."""
@@ -264,10 +261,10 @@ class Infer:
             self._check_lengths([w[0] for w in windows], range(len(texts)))
             return [s for w in windows for s in w]
 
-        rows, _, timings = await self._submit(texts, options, outputs, deadline, sequences)
+        stacked, timings = await self._submit(texts, options, outputs, deadline, sequences)
         grouped, start = [], 0
         for item in windows:
-            grouped.append(rows[start : start + len(item)])
+            grouped.append([stacked.item(i) for i in range(start, start + len(item))])
             start += len(item)
         return grouped, windows, timings
 
@@ -275,13 +272,13 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
         count_items: bool = True,
-    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+    ) -> tuple[Outputs, Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
-        returns each sequence's outputs, the sequences and where the time went."""
+        returns the sequences' outputs and where the time went."""
         self._check_alive()
         max_length = self._check(items, options, count_items)
         permit = self._engine.admit(len(items))
@@ -300,7 +297,7 @@ class Infer:
             if more is not None:
                 more.release()
         try:
-            rows = await request.future
+            outputs = await request.future
         except asyncio.CancelledError:  # the caller left, or its deadline passed
             self._engine.withdraw(request)
             raise
@@ -308,7 +305,7 @@ class Infer:
         self._metrics.observe_stages(
             tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
         )
-        return rows, sequences, timings
+        return outputs, timings
 
     async def _sequences(
         self,
