@@ -137,6 +137,9 @@ class WorkerReady:
     default_outputs: tuple[str, ...]
     # Outputs with a per-token axis ([batch, tokens, ...]), which the server slices per item.
     token_level: frozenset[str] = field(default_factory=frozenset)
+    # Each output's shape past the batch and token axes, so an answer's size is known before
+    # its forward (a [batch, tokens, vocab] output: (vocab,)).
+    item_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

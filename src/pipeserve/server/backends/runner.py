@@ -23,12 +23,14 @@ ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 
 class ModelRunner(ABC):
     """A loaded model. `outputs`: the names it returns; `token_level`: those with a token axis
-    (dim 1 follows the length); `default_outputs`: what Forward returns when none is named;
-    `model_class`: the transformers class it is, e.g. DistilBertForSequenceClassification."""
+    (dim 1 follows the length); `item_shapes`: each output's shape past the batch and token
+    axes; `default_outputs`: what Forward returns when none is named; `model_class`: the
+    transformers class it is, e.g. DistilBertForSequenceClassification."""
 
     model_class: str
     outputs: tuple[str, ...]
     token_level: frozenset[str]
+    item_shapes: dict[str, tuple[int, ...]]
     default_outputs: tuple[str, ...]
 
     @abstractmethod
@@ -42,8 +44,9 @@ class ModelRunner(ABC):
         """Runs one batch; returns the named outputs (None: all) as float32 numpy arrays."""
 
     def probe(self) -> None:
-        """Finds outputs, token_level and default_outputs by running two lengths. The defaults
-        are the head's own outputs, or last_hidden_state for a bare encoder."""
+        """Finds outputs, token_level, item_shapes and default_outputs by running two
+        lengths. The defaults are the head's own outputs, or last_hidden_state for a bare
+        encoder."""
         shapes = []
         for length in (3, 5):
             ids = np.zeros((1, length), dtype=np.int64)
@@ -53,6 +56,10 @@ class ModelRunner(ABC):
         self.token_level = frozenset(
             n for n in self.outputs if len(shapes[0][n]) > 1 and shapes[0][n][1] != shapes[1][n][1]
         )
+        self.item_shapes = {
+            n: tuple(shape[2:] if n in self.token_level else shape[1:])
+            for n, shape in shapes[0].items()
+        }
         head = tuple(n for n in self.outputs if n not in ENCODER_OUTPUTS)
         self.default_outputs = head or ("last_hidden_state",)
 

@@ -137,7 +137,11 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
         items = [_model_input(i, item) for i, item in enumerate(request.inputs)]
         dtype = enum_value(FLOAT_DTYPE, request.output_dtype, "output_dtype")
         result = await infer.forward(
-            items, list(request.outputs), text_options(request.options), call_deadline(context)
+            items,
+            list(request.outputs),
+            text_options(request.options),
+            call_deadline(context),
+            itemsize=np.dtype(dtype).itemsize,
         )
         context.set_trailing_metadata(timing_metadata(result.timings))
         return pb.ForwardResponse(

@@ -7,6 +7,8 @@ from transformers import AutoConfig, PretrainedConfig
 
 from pipeserve.server.errors import ModelLoadError
 from pipeserve.server.pipeline.classify import ScoreFunction, default_score_function
+from pipeserve.server.pipeline.embed import read_json
+from pipeserve.server.pipeline.rerank import saved_activation
 from pipeserve.server.pipeline.tokenize import TextTokenizer
 from pipeserve.server.pipeline.zero_shot import entailment_id
 from pipeserve.server.settings import Settings, Task
@@ -41,8 +43,8 @@ class ModelCard:
     type_vocab_size: int
     score_function: ScoreFunction
     tokenizer: TextTokenizer
-    # A sequence classifier's CrossEncoder activation as its config saved it
-    # (config.sentence_transformers["activation_fn"]; None: none saved), for Rerank.
+    # A sequence classifier's CrossEncoder activation as its checkpoint saved it
+    # (rerank.saved_activation; None: CrossEncoder's default), for Rerank.
     cross_encoder_activation: str | None = None
     # A sequence classifier's entailment class (zero_shot.entailment_id), for ClassifyZeroShot.
     entailment_id: int | None = None
@@ -52,14 +54,49 @@ class ModelCard:
         return [self.id2label[i] for i in sorted(self.id2label)]
 
 
+def position_limit(config: PretrainedConfig) -> int:
+    """Most tokens the model's position embeddings take. RoBERTa's family (XLM-R, MPNet,
+    CamemBERT...) numbers positions from padding_idx + 1, so its table holds that many fewer
+    than max_position_embeddings; found as sentence-transformers finds that offset, by an
+    embeddings module with an int padding_idx beside a learned position table (the model built
+    on the meta device: no weights, no memory)."""
+    import torch
+    from transformers import AutoModel
+
+    declared = int(getattr(config, "max_position_embeddings", 0) or 512)
+    try:
+        with torch.device("meta"):
+            model = AutoModel.from_config(config)
+    except Exception:  # an architecture AutoModel cannot build: its config's word stands
+        return declared
+    for module in model.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(padding_idx, int) and isinstance(table, torch.nn.Embedding):
+            return min(declared, table.num_embeddings - padding_idx - 1)
+    return declared
+
+
+def _cross_encoder_activation(config: PretrainedConfig, settings: Settings) -> str | None:
+    source, revision = settings.model_source, settings.revision
+    # CrossEncoder reads config_sentence_transformers.json only from a checkpoint it saved
+    # (one with a modules.json).
+    saved = read_json(source, revision, "modules.json") is not None
+    model_config = read_json(source, revision, "config_sentence_transformers.json") if saved else {}
+    return saved_activation(
+        model_config if isinstance(model_config, dict) else None,
+        getattr(config, "sentence_transformers", None),
+        getattr(config, "sbert_ce_default_activation_function", None),
+    )
+
+
 def load_model_card(settings: Settings) -> ModelCard:
     """Loads config and tokenizer of `settings`' (first) model; any failure becomes one
     ModelLoadError line."""
     source = settings.model_source
     try:
         config = AutoConfig.from_pretrained(source, revision=settings.revision)
-        max_positions = int(getattr(config, "max_position_embeddings", 0) or 512)
-        tokenizer = TextTokenizer.load(source, settings.revision, max_positions)
+        tokenizer = TextTokenizer.load(source, settings.revision, position_limit(config))
     except Exception as exc:  # any loader failure means the same thing to the operator
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model {source!r}: {reason}") from exc
@@ -69,9 +106,8 @@ def load_model_card(settings: Settings) -> ModelCard:
         id2label = {}
     pairs: dict = {}
     if task is Task.TEXT_CLASSIFICATION:
-        saved = getattr(config, "sentence_transformers", None) or {}
         pairs = {
-            "cross_encoder_activation": saved.get("activation_fn"),
+            "cross_encoder_activation": _cross_encoder_activation(config, settings),
             "entailment_id": entailment_id(config.label2id or {}),
         }
     return ModelCard(

@@ -25,6 +25,16 @@ _LEGACY_MODE_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 _MODULE_KINDS = {"Transformer", "Pooling", "Normalize"}
+# Where the Transformer module keeps max_seq_length and do_lower_case, newest name first.
+_TRANSFORMER_CONFIGS = (
+    "sentence_bert_config.json",
+    "sentence_roberta_config.json",
+    "sentence_distilbert_config.json",
+    "sentence_camembert_config.json",
+    "sentence_albert_config.json",
+    "sentence_xlm-roberta_config.json",
+    "sentence_xlnet_config.json",
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,8 @@ class SentenceConfig:
     unsupported: str | None = None
 
 
-def _read_json(model: str, revision: str | None, filename: str) -> dict | list | None:
+def read_json(model: str, revision: str | None, filename: str) -> dict | list | None:
+    """A JSON file of the checkpoint; None when it has none."""
     path = cached_file(
         model,
         filename,
@@ -68,9 +79,19 @@ def _pooling_mode(config: dict) -> str | tuple[str, ...]:
     return active[0] if len(active) == 1 else active or "mean"
 
 
+def _transformer_config(model: str, revision: str | None) -> dict:
+    """The Transformer module's settings: the first non-empty of the files sentence-transformers
+    has saved them in, old names included."""
+    for filename in _TRANSFORMER_CONFIGS:
+        config = read_json(model, revision, filename)
+        if config:
+            return dict(config)
+    return {}
+
+
 def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
     """The checkpoint's sentence-transformers setup; mean pooling without a modules.json."""
-    modules = _read_json(model, revision, "modules.json")
+    modules = read_json(model, revision, "modules.json")
     if not isinstance(modules, list):
         return SentenceConfig()
     pooling: str | tuple[str, ...] = "mean"
@@ -82,7 +103,7 @@ def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
         elif kind == "Transformer" and module.get("path", ""):
             unsupported = f"its transformer lives in {module['path']!r}, not the checkpoint root"
         elif kind == "Pooling":
-            config = _read_json(model, revision, f"{module['path']}/config.json") or {}
+            config = read_json(model, revision, f"{module['path']}/config.json") or {}
             pooling = _pooling_mode(config)
             include_prompt = bool(config.get("include_prompt", True))
         elif kind == "Normalize":
@@ -90,14 +111,17 @@ def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
     if not isinstance(pooling, str) or pooling not in POOLING_MODES:
         unsupported = f"its pooling {pooling!r} is not one of {', '.join(POOLING_MODES)}"
         pooling = "mean"
-    bert = _read_json(model, revision, "sentence_bert_config.json") or {}
-    st = _read_json(model, revision, "config_sentence_transformers.json") or {}
+    bert = _transformer_config(model, revision)
+    # Old files name the tokenizer's arguments tokenizer_args; that name wins, as it does there.
+    tokenizer_args = bert.get("tokenizer_args", bert.get("processor_kwargs")) or {}
+    st = read_json(model, revision, "config_sentence_transformers.json") or {}
     return SentenceConfig(
         pooling=pooling,
         source="modules.json",
         include_prompt=include_prompt,
         normalized=normalized,
-        max_seq_length=bert.get("max_seq_length"),
+        # A model_max_length among the tokenizer's arguments overrides max_seq_length.
+        max_seq_length=tokenizer_args.get("model_max_length", bert.get("max_seq_length")),
         do_lower_case=bool(bert.get("do_lower_case", False)),
         prompts=dict(st.get("prompts") or {}),
         default_prompt_name=st.get("default_prompt_name"),

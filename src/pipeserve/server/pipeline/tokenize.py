@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Encoding, Tokenizer, normalizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeserve.server.pipeline.inputs import Padding, TextInput
@@ -48,11 +48,13 @@ class TextTokenizer:
     at a fifth of the cost for a short text. The backend keeps its truncation as state, so each
     thread that encodes gets its own copy."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, model_max_length: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, model_max_length: int, lowercase: bool = False
+    ) -> None:
         # Decoding (words of entities, filled-in masks) goes through transformers' own methods,
         # whose clean-ups the pipelines' results carry; nothing here changes its state.
         self.hf = tokenizer
-        self._backend_json = tokenizer.backend_tokenizer.to_str()
+        self._backend_json = _lowercasing(tokenizer.backend_tokenizer, lowercase).to_str()
         self._split_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
         self._truncation_side = tokenizer.truncation_side
         self._local = threading.local()
@@ -85,6 +87,11 @@ class TextTokenizer:
         if tokenizer.model_max_length and tokenizer.model_max_length < model_max_length:
             model_max_length = tokenizer.model_max_length
         return cls(tokenizer, model_max_length)
+
+    def lowercasing(self) -> "TextTokenizer":
+        """This tokenizer lowercasing first, as sentence-transformers sets up the tokenizer of
+        a checkpoint saved with do_lower_case."""
+        return TextTokenizer(self.hf, self.max_length, lowercase=True)
 
     def _backend(
         self, truncation: bool, max_length: int, stride: int = 0, only_first: bool = False
@@ -210,6 +217,21 @@ class TextTokenizer:
         return pad_encodings(
             items, length, self.pad_token_id, self.pad_token, left=self.padding_side == "left"
         )
+
+
+def _lowercasing(backend: Tokenizer, lowercase: bool) -> Tokenizer:
+    """`backend`, or with `lowercase` a copy with a Lowercase normalizer in front of its own
+    unless it has one: sentence-transformers' do_lower_case. Lowercase maps each character on
+    its own (no final-sigma rule, unlike str.lower), and after special tokens are matched."""
+    current = backend.normalizer
+    steps = list(current) if isinstance(current, normalizers.Sequence) else [current]
+    if not lowercase or any(isinstance(step, normalizers.Lowercase) for step in steps):
+        return backend
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), *(step for step in steps if step is not None)]
+    )
+    return copy
 
 
 def _pad_row(values: Sequence, width: int, fill: object, left: bool) -> list:

@@ -4,16 +4,26 @@ Every message names the offending item and limit, so a caller can fix its reques
 Nothing that fails here ever reaches the tokenizer or a worker.
 """
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 
 from pipeserve.server.errors import InvalidInput, TooLarge
 from pipeserve.server.pipeline.inputs import ModelInput, TextOptions, TokenIds
 
+# Most bytes a protobuf message can hold, whatever --max-message-bytes says.
+PROTOBUF_MAX_BYTES = 2**31 - 1
+# Most bytes of an answer's fields beside its tensors' data: per output its tags, lengths,
+# dtype and shape (besides its name), per item its length (a varint), and the message's own.
+_BYTES_PER_OUTPUT = 72
+_BYTES_PER_ITEM = 10
+_BYTES_PER_ANSWER = 8
 
-def check_items(items: Sequence[ModelInput], max_items: int, max_text_chars: int) -> None:
+
+def check_items(items: Sequence[ModelInput], max_items: int | None, max_text_chars: int) -> None:
+    """`max_items` None: the caller's items were counted already (the pairs made of them)."""
     if not items:
         raise InvalidInput("inputs is empty: send at least one item")
-    if len(items) > max_items:
+    if max_items is not None and len(items) > max_items:
         raise TooLarge(
             f"too many items: {len(items)} in one request, limit max_items_per_request={max_items}"
         )
@@ -85,3 +95,54 @@ def check_outputs(requested: Sequence[str], available: Sequence[str]) -> None:
 def check_total_tokens(total: int, limit: int) -> None:
     if total > limit:
         raise TooLarge(f"request has {total} tokens in all, limit max_tokens_per_request={limit}")
+
+
+def check_pairs(texts: int, labels: int, max_items: int, max_queued_items: int) -> None:
+    """Zero-shot's limits: what the caller sent, texts and labels, counts against
+    max_items_per_request; the pairs they make (one model input each) must fit the queue."""
+    for count, what in ((texts, "texts"), (labels, "candidate_labels")):
+        if count > max_items:
+            raise TooLarge(
+                f"too many {what}: {count} in one request, limit max_items_per_request={max_items}"
+            )
+    if texts * labels > max_queued_items:
+        raise TooLarge(
+            f"{texts} texts x {labels} candidate_labels make {texts * labels} (text, hypothesis) "
+            f"pairs, each one model input; the queue holds at most max_queued_items="
+            f"{max_queued_items}: send fewer texts in one request"
+        )
+
+
+def check_answer_bytes(
+    items: int,
+    longest: int,
+    shapes: Mapping[str, tuple[int, ...]],
+    token_level: Collection[str],
+    itemsize: int,
+    max_message_bytes: int,
+) -> None:
+    """Refuses an answer of `items` rows (token-level outputs padded to `longest` tokens),
+    `shapes` giving each output's shape past those axes, that could not be sent: larger than
+    --max-message-bytes, or than a protobuf message can be."""
+    values = {
+        name: items * (longest if name in token_level else 1) * math.prod(shape)
+        for name, shape in shapes.items()
+    }
+    fields = sum(_BYTES_PER_OUTPUT + len(name.encode()) for name in shapes)
+    size = sum(values.values()) * itemsize + fields + _BYTES_PER_ITEM * items + _BYTES_PER_ANSWER
+    limit = min(max_message_bytes, PROTOBUF_MAX_BYTES)
+    if size <= limit:
+        return
+    largest = max(values, key=values.__getitem__)
+    dims = [items, *([longest] if largest in token_level else []), *shapes[largest]]
+    bound = (
+        f"--max-message-bytes={max_message_bytes}"
+        if limit == max_message_bytes
+        else f"the {PROTOBUF_MAX_BYTES} bytes a protobuf message holds"
+    )
+    raise TooLarge(
+        f"the answer would take about {size} bytes ({largest} alone is "
+        f"{' x '.join(map(str, dims))} x {itemsize} bytes), over {bound}: ask for fewer "
+        "outputs or items, shorter texts (max_length), output_dtype float16, or a larger "
+        "--max-message-bytes"
+    )

@@ -5,6 +5,8 @@ scores.
 Pure: numpy only, no gRPC.
 """
 
+import re
+import string
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -13,6 +15,8 @@ from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.classify import LabelScore
 
 DEFAULT_TEMPLATE = "This example is {}."
+# Widest field a hypothesis_template may pad its label to.
+MAX_FIELD_WIDTH = 1000
 
 
 def entailment_id(label2id: Mapping[str, int]) -> int | None:
@@ -22,6 +26,18 @@ def entailment_id(label2id: Mapping[str, int]) -> int | None:
         if label.lower().startswith("entail"):
             return int(index)
     return None
+
+
+def _check_widths(template: str) -> None:
+    """Refuses a field width that would build a huge hypothesis ("{:>999999999}" is a GB)
+    before any length limit could see it."""
+    for _, _, spec, _ in string.Formatter().parse(template):
+        widths = [int(digits) for digits in re.findall(r"\d+", spec or "")]
+        if widths and max(widths) > MAX_FIELD_WIDTH:
+            raise InvalidInput(
+                f"hypothesis_template {template!r} asks for a field {max(widths)} characters "
+                f"wide; at most {MAX_FIELD_WIDTH}"
+            )
 
 
 def hypotheses(labels: Sequence[str], template: str) -> list[str]:
@@ -35,8 +51,11 @@ def hypotheses(labels: Sequence[str], template: str) -> list[str]:
         if label in labels[:index]:
             raise InvalidInput(f"candidate_labels[{index}] {label!r} is given twice")
     try:
+        _check_widths(template)
         formatted = [template.format(label) for label in labels]
-    except (IndexError, KeyError, ValueError) as error:
+    # What str.format raises for a template it cannot fill with one string: a missing
+    # positional or named field, a bad conversion or spec, an attribute or index of the label.
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
         raise InvalidInput(
             f"hypothesis_template {template!r} cannot be formatted: {error!r}; put {{}} "
             "where the label goes"
@@ -46,6 +65,22 @@ def hypotheses(labels: Sequence[str], template: str) -> list[str]:
             f"hypothesis_template {template!r} has no {{}} for the label; e.g. {DEFAULT_TEMPLATE!r}"
         )
     return formatted
+
+
+def check_hypothesis_room(
+    labels: Sequence[str], lengths: Sequence[int], pair_special_tokens: int, max_length: int
+) -> None:
+    """Refuses a label whose hypothesis (`lengths`: tokens of each, no special tokens) leaves
+    no token of any text within `max_length`: the pipeline truncates the text only, and the
+    tokenizer fails on such a pair ("Sequence to truncate too short")."""
+    for index, (label, length) in enumerate(zip(labels, lengths, strict=True)):
+        if length + pair_special_tokens >= max_length:
+            raise InvalidInput(
+                f"candidate_labels[{index}] {label!r} makes a hypothesis of {length} tokens, "
+                f"which with the {pair_special_tokens} special tokens of a pair leaves no room "
+                f"for the text within max_length {max_length}: shorten the label or the "
+                "hypothesis_template, or raise max_length"
+            )
 
 
 def label_scores(

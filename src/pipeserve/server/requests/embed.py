@@ -41,6 +41,8 @@ class Embedder:
             else None
         )
         limit = self.config.max_seq_length if self.config else None
+        lowercase = self.config is not None and self.config.do_lower_case
+        self._tokenizer = card.tokenizer.lowercasing() if lowercase else card.tokenizer
         # The checkpoint's max_seq_length, within what the model accepts.
         self.max_seq_length = min(limit or card.max_length, card.max_length)
 
@@ -71,7 +73,7 @@ class Embedder:
     def _prompt_length(self, prompt: str, max_length: int) -> int:
         """Tokens of the prompt that pooling leaves out: the prompt encoded alone, less a
         trailing special token ([SEP]), as sentence-transformers measures it."""
-        tokenizer = self._infer.card.tokenizer
+        tokenizer = self._tokenizer
         (encoded,) = tokenizer.encode([prompt], truncation=True, max_length=max_length)
         ids = encoded.input_ids
         return len(ids) - (len(ids) > 0 and int(ids[-1]) in tokenizer.special_ids)
@@ -98,14 +100,13 @@ class Embedder:
             options = replace(options, max_length=self.max_seq_length)
         applied = self._prompt(config, prompt, prompt_name)
         items = [applied + text for text in texts] if applied else list(texts)
-        if config.do_lower_case:
-            # sentence-transformers puts a Lowercase normalizer before the tokenizer's own.
-            applied, items = applied.lower(), [item.lower() for item in items]
         skip = 0
         if applied and not config.include_prompt:
             skip = self._prompt_length(applied, options.max_length)
         output = Pooled(config.pooling, skip)
-        outputs, timings = await self._infer.run(items, options, (output,), deadline)
+        outputs, timings = await self._infer.run(
+            items, options, (output,), deadline, tokenizer=self._tokenizer
+        )
         start = time.perf_counter()
         embeddings = finish(outputs[output], config, truncate_dim, normalize)
         self._infer.observe_postprocess(start)

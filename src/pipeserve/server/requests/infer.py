@@ -28,8 +28,9 @@ from pipeserve.server.pipeline.inputs import (
     TextOptions,
     TokenIds,
 )
-from pipeserve.server.pipeline.tokenize import Encoded, Padded
+from pipeserve.server.pipeline.tokenize import Encoded, Padded, TextTokenizer
 from pipeserve.server.pipeline.validation import (
+    check_answer_bytes,
     check_items,
     check_outputs,
     check_token_ids,
@@ -96,20 +97,48 @@ class Infer:
         outputs: Sequence[str],
         options: TextOptions,
         deadline: float | None,
+        itemsize: int = 4,
     ) -> ForwardResult:
+        """The named outputs of `items`, each value `itemsize` bytes in the answer: one that
+        could not be sent is refused once tokenized, before it is queued."""
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        outputs, timings = await self.run(items, options, names, deadline)
+        shapes = {name: model.item_shapes[name] for name in names if name in model.item_shapes}
+
+        async def sequences(max_length: int) -> list[Encoded]:
+            encoded = await self._sequences(items, options, max_length, self.card.tokenizer)
+            check_answer_bytes(
+                len(encoded),
+                max(map(len, encoded)),
+                shapes,
+                model.token_level,
+                itemsize,
+                self._settings.max_message_bytes,
+            )
+            return encoded
+
+        outputs, timings = await self._submit(items, options, names, deadline, sequences)
         arrays = {name: outputs[name] for name in names}
         return ForwardResult(arrays, np.array(outputs.lengths, dtype=np.int64), timings)
 
     async def logits(
-        self, items: Sequence[ModelInput], options: TextOptions, deadline: float | None
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        deadline: float | None,
+        count_items: bool = True,
     ) -> tuple[np.ndarray, Timings]:
-        """The items' logits [items, labels] (a classifier's head), and where the time went."""
-        outputs, timings = await self.run(items, options, ("logits",), deadline)
+        """The items' logits [items, labels] (a classifier's head), and where the time went;
+        `count_items` as in `_check`."""
+        outputs, timings = await self.run(
+            items, options, ("logits",), deadline, count_items=count_items
+        )
         return outputs["logits"], timings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
 
     def require(self, rpc: str) -> None:
         """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
@@ -126,9 +155,12 @@ class Infer:
         max_length: int,
         tokens: bool = False,
         offsets: bool = False,
+        tokenizer: TextTokenizer | None = None,
     ) -> list[Encoded]:
+        chosen = tokenizer or self.card.tokenizer
+
         def encode() -> list[Encoded]:
-            return self.card.tokenizer.encode(
+            return chosen.encode(
                 items,
                 truncation=options.truncation,
                 max_length=max_length,
@@ -146,9 +178,13 @@ class Infer:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    def _check(self, items: Sequence[ModelInput], options: TextOptions) -> int:
-        """Checks the request's size limits; returns the length limit for its texts."""
-        check_items(items, self._settings.max_items_per_request, self._settings.max_text_chars)
+    def _check(
+        self, items: Sequence[ModelInput], options: TextOptions, count_items: bool = True
+    ) -> int:
+        """Checks the request's size limits; returns the length limit for its texts.
+        `count_items` False: the caller's items were counted already (pairs made of them)."""
+        max_items = self._settings.max_items_per_request if count_items else None
+        check_items(items, max_items, self._settings.max_text_chars)
         return resolve_max_length(
             options, self.card.max_length, self.card.tokenizer.special_tokens(items)
         )
@@ -172,10 +208,20 @@ class Infer:
         options: TextOptions,
         outputs: tuple[Output, ...],
         deadline: float | None,
+        *,
+        tokenizer: TextTokenizer | None = None,
+        count_items: bool = True,
     ) -> tuple[Outputs, Timings]:
-        """The items' outputs, stacked, and where the time went."""
+        """The items' outputs, stacked, and where the time went. Texts are tokenized by
+        `tokenizer` (the model's by default); `count_items` as in `_check`."""
+        chosen = tokenizer or self.card.tokenizer
         return await self._submit(
-            items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
+            items,
+            options,
+            outputs,
+            deadline,
+            lambda limit: self._sequences(items, options, limit, chosen),
+            count_items,
         )
 
     def windows(
@@ -229,11 +275,12 @@ class Infer:
         outputs: tuple[Output, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
+        count_items: bool = True,
     ) -> tuple[Outputs, Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
         returns the sequences' outputs and where the time went."""
         self._check_alive()
-        max_length = self._check(items, options)
+        max_length = self._check(items, options, count_items)
         permit = self._engine.admit(len(items))
         more: Admission | None = None
         try:
@@ -261,7 +308,11 @@ class Infer:
         return outputs, timings
 
     async def _sequences(
-        self, items: Sequence[ModelInput], options: TextOptions, max_length: int
+        self,
+        items: Sequence[ModelInput],
+        options: TextOptions,
+        max_length: int,
+        tokenizer: TextTokenizer,
     ) -> list[Encoded]:
         """Turns each item into unpadded ids, checked; texts are tokenized here."""
         sequences: list[Encoded | None] = [None] * len(items)
@@ -280,7 +331,9 @@ class Infer:
                 text_indices.append(index)
         if text_indices:
             texts = [items[i] for i in text_indices]
-            encoded = await self._encode(texts, options, max_length)  # type: ignore[arg-type]
+            encoded = await self._encode(  # type: ignore[arg-type]
+                texts, options, max_length, tokenizer=tokenizer
+            )
             self._check_lengths(encoded, text_indices)
             for index, enc in zip(text_indices, encoded, strict=True):
                 sequences[index] = enc

@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.classify import LabelScore
 from pipeserve.server.pipeline.inputs import TextOptions
-from pipeserve.server.pipeline.zero_shot import hypotheses, label_scores
+from pipeserve.server.pipeline.validation import check_pairs, resolve_max_length
+from pipeserve.server.pipeline.zero_shot import check_hypothesis_room, hypotheses, label_scores
 from pipeserve.server.requests.infer import Infer, Timings
 
 
@@ -23,6 +24,16 @@ class ZeroShotResult:
 class ZeroShot:
     def __init__(self, infer: Infer) -> None:
         self._infer = infer
+
+    def _check_hypotheses(
+        self, labels: Sequence[str], formatted: list[str], options: TextOptions
+    ) -> None:
+        tokenizer = self._infer.card.tokenizer
+        single, pair = tokenizer.special_tokens(formatted), tokenizer.special_tokens([("", "")])
+        max_length = resolve_max_length(options, self._infer.card.max_length, pair)
+        # Untruncated: a hypothesis past any max_length is still measured whole.
+        encoded = tokenizer.encode(formatted, truncation=False, max_length=max_length)
+        check_hypothesis_room(labels, [len(e) - single for e in encoded], pair, max_length)
 
     async def classify_zero_shot(
         self,
@@ -41,11 +52,17 @@ class ZeroShot:
         for index, text in enumerate(texts):
             if not text:
                 raise InvalidInput(f"inputs[{index}] is empty")
+        settings = self._infer.settings
+        check_pairs(
+            len(texts), len(labels), settings.max_items_per_request, settings.max_queued_items
+        )
         formatted = hypotheses(labels, template)
         # The pipeline truncates the text only: the hypothesis stays whole.
+        if options.truncation:
+            self._check_hypotheses(labels, formatted, options)
         pairs = [(text, hypothesis) for text in texts for hypothesis in formatted]
         logits, timings = await self._infer.logits(
-            pairs, replace(options, only_first=True), deadline
+            pairs, replace(options, only_first=True), deadline, count_items=False
         )
         start = time.perf_counter()
         shaped = logits.reshape(len(texts), len(formatted), -1)

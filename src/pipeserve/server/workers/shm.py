@@ -11,6 +11,7 @@ Every process here shares multiprocessing's resource tracker, which unlinks what
 leaves behind.
 """
 
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
@@ -41,6 +42,17 @@ class InputSlots:
     def attach(cls, spec: SlotSpec) -> "InputSlots":
         return cls(spec, [SharedMemory(name) for name in spec.names])
 
+    def present(self) -> bool:
+        """Whether every block can still be attached by name (something outside the server,
+        a clean-up of /dev/shm say, may have removed one)."""
+        for name in self.spec.names:
+            try:
+                block = SharedMemory(name)
+            except FileNotFoundError:
+                return False
+            block.close()
+        return True
+
     def views(self, slot: int, rows: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, token_type_ids) of a slot, shaped [rows, width]."""
         size, capacity = rows * width, self.spec.capacity
@@ -60,8 +72,12 @@ class InputSlots:
         self._arrays = []
         for block in self._blocks:
             block.close()
-            if unlink:
+            if not unlink:
+                continue
+            try:
                 block.unlink()
+            except FileNotFoundError:  # removed from outside: only the tracker still knows it
+                resource_tracker.unregister(block._name, "shared_memory")  # type: ignore[attr-defined]
 
 
 def share(array: np.ndarray) -> "np.ndarray | SharedArray":

@@ -240,5 +240,26 @@ class Supervisor:
         self._loop.call_later(delay, self._respawn, worker.spec)
 
     def _respawn(self, spec: WorkerSpec) -> None:
-        if not self._stopping:
-            self._spawn(spec)
+        if self._stopping:
+            return
+        slots = self._slots[spec.worker_id]
+        if not slots.present():
+            try:
+                fresh = InputSlots.create(len(slots.spec.names), slots.spec.capacity)
+            except OSError as error:
+                log.error(
+                    "worker %d's input shared memory was removed and cannot be made anew "
+                    "(%s); it is not respawned",
+                    spec.worker_id,
+                    error,
+                )
+                return
+            log.warning(
+                "worker %d's input shared memory was removed from outside the server; made it anew",
+                spec.worker_id,
+            )
+            slots.close(unlink=True)
+            self._slots[spec.worker_id] = fresh
+            spec = replace(spec, slots=fresh.spec)
+            self._specs = [spec if s.worker_id == spec.worker_id else s for s in self._specs]
+        self._spawn(spec)

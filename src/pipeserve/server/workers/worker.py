@@ -53,6 +53,22 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, spec.log_format)
     device = _pin(spec)
+    # Attached before anything else, so that a worker never reports ready without them.
+    assert spec.slots is not None
+    try:
+        slots = InputSlots.attach(spec.slots)
+    except FileNotFoundError as exc:
+        conn.send(
+            WorkerStartFailed(spec.worker_id, f"its input shared memory {exc.filename} is gone")
+        )
+        return
+    try:
+        _load_and_serve(spec, conn, slots, device)
+    finally:
+        slots.close(unlink=False)
+
+
+def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, device: str) -> None:
     try:
         from pipeserve.server.backends.runner import load_runner
 
@@ -89,14 +105,10 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
             outputs=runner.outputs,
             default_outputs=runner.default_outputs,
             token_level=runner.token_level,
+            item_shapes=runner.item_shapes,
         )
     )
-    assert spec.slots is not None
-    slots = InputSlots.attach(spec.slots)
-    try:
-        _serve(runner, conn, slots)
-    finally:
-        slots.close(unlink=False)
+    _serve(runner, conn, slots)
 
 
 def _serve(runner, conn: Connection, slots: InputSlots) -> None:

@@ -1,0 +1,468 @@
+"""Fidelity at the edges: checkpoints saved in older formats, position tables that start past
+padding_idx, lowercasing that is not str.lower(), workers whose shared memory went missing, and
+caller mistakes that must answer INVALID_ARGUMENT naming the cause, never INTERNAL."""
+
+import json
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from pipeserve.client import Client
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
+
+from .conftest import SEED_SENTENCES, serving, wait_until
+from .tiny_tasks import save_tiny_bert, two_front_ends
+
+# Real sentences of several lengths (the tests must not need the SST-2 files).
+SENTENCES = [
+    *SEED_SENTENCES,
+    "The film drags in its second hour, yet the ending lands with real force.",
+    "A quiet, patient story about two brothers who stop speaking for a decade.",
+    "Nothing here works: the jokes fall flat and the plot is a mess.",
+    "It is the kind of warm, funny picture that studios rarely make any more.",
+    "The cast is fine, but the script gives them nothing to do for ninety minutes.",
+    "Beautifully shot and scored, it still feels a little too long.",
+    "I laughed, I cried, and then I went to see it again the next day.",
+    "A dull remake that adds nothing to the original but noise.",
+    "Her performance alone is worth the price of the ticket.",
+    "The director never decides whether this is a thriller or a comedy.",
+]
+IDENTITY = "torch.nn.modules.linear.Identity"
+SIGMOID = "torch.nn.modules.activation.Sigmoid"
+
+
+def _card(path: Path):
+    from pipeserve.server.model.card import load_model_card
+    from pipeserve.server.settings import Settings
+
+    return load_model_card(Settings(model=(str(path),)))
+
+
+def _cross_encoder(folder: Path, tokenizer: Path, seed: int = 5, **config) -> Path:
+    return save_tiny_bert(
+        folder, "BertForSequenceClassification", tokenizer, seed, num_labels=1, **config
+    )
+
+
+def _sentence_transformers_6(folder: Path, tokenizer: Path) -> Path:
+    """A cross-encoder as sentence-transformers 6 saves one: its activation in
+    config_sentence_transformers.json, none in config.json."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    plain = _cross_encoder(folder / "plain", tokenizer)
+    CrossEncoder(str(plain), activation_fn=torch.nn.Identity()).save(str(folder / "st6"))
+    return folder / "st6"
+
+
+# Each way a checkpoint can carry its activation -> the config.json keys that say it.
+_ACTIVATION_CONFIGS = {
+    "legacy key, identity (ms-marco)": {"sbert_ce_default_activation_function": IDENTITY},
+    "legacy key, sigmoid": {"sbert_ce_default_activation_function": SIGMOID},
+    "legacy key under an empty sentence_transformers": {
+        "sentence_transformers": {},
+        "sbert_ce_default_activation_function": IDENTITY,
+    },
+    "current key wins over the legacy one": {
+        "sentence_transformers": {"activation_fn": IDENTITY},
+        "sbert_ce_default_activation_function": SIGMOID,
+    },
+    "a path outside torch is not trusted: the default": {
+        "sentence_transformers": {"activation_fn": "my_package.Scaled"},
+        "sbert_ce_default_activation_function": IDENTITY,
+    },
+    "sentence-transformers 6 (config_sentence_transformers.json)": None,
+}
+
+
+@pytest.mark.parametrize("case", list(_ACTIVATION_CONFIGS))
+def test_the_activation_is_the_one_cross_encoder_applies(case, tmp_path, minilm_path):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from pipeserve.server.pipeline.classify import apply_score_function
+    from pipeserve.server.pipeline.rerank import cross_encoder_activation
+
+    config = _ACTIVATION_CONFIGS[case]
+    if config is None:
+        path = _sentence_transformers_6(tmp_path, minilm_path)
+    else:
+        path = _cross_encoder(tmp_path / "ce", minilm_path, **config)
+    expected = CrossEncoder(str(path), device="cpu").activation_fn
+    function = cross_encoder_activation(_card(path).cross_encoder_activation)
+    assert function is not None
+    logits = np.linspace(-6, 6, 25, dtype=np.float32)
+    np.testing.assert_allclose(
+        apply_score_function(logits, function),
+        expected(torch.from_numpy(logits)).numpy(),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+def test_a_legacy_identity_reranks_as_cross_encoder_through_two_front_ends(tmp_path, minilm_path):
+    from sentence_transformers import CrossEncoder
+
+    path = _cross_encoder(
+        tmp_path / "ce", minilm_path, sbert_ce_default_activation_function=IDENTITY
+    )
+    reference = CrossEncoder(str(path), device="cpu")
+    query, documents = SENTENCES[0], SENTENCES[1:]
+    expected = reference.rank(query, documents)
+    with two_front_ends(path) as clients:
+        for client in clients:
+            ranked = client.rerank(query, documents)
+            assert [r.index for r in ranked] == [e["corpus_id"] for e in expected]
+            np.testing.assert_allclose(
+                [r.score for r in ranked], [e["score"] for e in expected], rtol=0, atol=1e-5
+            )
+    # Raw logits: a sigmoid would have kept every score inside (0, 1).
+    assert any(not 0 < e["score"] < 1 for e in expected)
+
+
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory, minilm_path) -> Path:
+    """A RoBERTa classifier with 66 positions, numbered from padding_idx + 1 = 2, so it takes
+    64 tokens; its tokenizer declares no model_max_length."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(7)
+    config = RobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        initializer_range=0.3,
+        num_labels=2,
+    )
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    RobertaForSequenceClassification(config).eval().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    tokenizer_config = folder / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text())
+    settings.pop("model_max_length", None)
+    tokenizer_config.write_text(json.dumps(settings))
+    assert AutoTokenizer.from_pretrained(folder).model_max_length > 10**6
+    return folder
+
+
+def test_max_length_counts_the_position_offset(tiny_roberta):
+    from transformers import AutoConfig
+
+    from pipeserve.server.model.card import position_limit
+
+    assert _card(tiny_roberta).max_length == 64
+    assert position_limit(AutoConfig.from_pretrained(tiny_roberta)) == 64
+
+
+def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(tiny_roberta):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_roberta).eval()
+    texts = [" ".join(SENTENCES[:6]), " ".join(SENTENCES[6:])]
+    with torch.inference_mode():
+        encoded = tokenizer(
+            texts, truncation=True, max_length=64, padding=True, return_tensors="pt"
+        )
+        expected = model(**encoded).logits.numpy()
+    assert encoded["attention_mask"].sum(1).min() == 64  # both texts are cut
+    with serving(tiny_roberta) as server, Client(server.address, timeout=60) as client:
+        assert client.model_info().max_length == 64
+        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
+        forward = stub.Forward(
+            pb.ForwardRequest(inputs=[pb.ModelInput(text=t) for t in texts], outputs=["logits"]),
+            timeout=60,
+        )
+        assert list(forward.sequence_lengths) == [64, 64]
+        logits = np.frombuffer(forward.outputs[0].tensor.data, dtype="<f4").reshape(2, -1)
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+        windowed = client.classify(texts, stride=16)
+        assert all(w.windows > 1 for w in windowed)
+        with pytest.raises(grpc.RpcError) as error:
+            ids = pb.TokenIds(input_ids=[101] + [2000] * 63 + [102])
+            stub.Forward(pb.ForwardRequest(inputs=[pb.ModelInput(ids=ids)]), timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "65 tokens; the model accepts at most 64" in error.value.details()
+
+
+def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(tiny_roberta, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    pytest.importorskip("openvino")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_roberta)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_roberta).eval()
+    texts = [" ".join(SENTENCES[:6]), SENTENCES[6]]
+    with torch.inference_mode():
+        expected = [
+            model(**tokenizer(t, truncation=True, max_length=64, return_tensors="pt")).logits[0]
+            for t in texts
+        ]
+    flags = ("--backend", "openvino", "--cache-dir", str(tmp_path), "--max-message-bytes", "1024")
+    with serving(tiny_roberta, *flags) as server, Client(server.address, timeout=120) as client:
+        assert client.model_info().max_length == 64
+        served = client.forward(texts, outputs=["logits"])
+        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
+        hidden = pb.ForwardRequest(
+            inputs=[pb.ModelInput(text=t) for t in texts], outputs=["last_hidden_state"]
+        )
+        batches = sum(w.batches for w in client.model_info().workers)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Forward(hidden, timeout=60)
+        assert sum(w.batches for w in client.model_info().workers) == batches
+    assert served.sequence_lengths.tolist() == [64, len(tokenizer(texts[1]).input_ids)]
+    np.testing.assert_allclose(served["logits"], np.stack(expected), rtol=0, atol=1e-5)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "last_hidden_state alone is 2 x 64 x 32 x 4 bytes" in error.value.details()
+    assert "--max-message-bytes=1024" in error.value.details()
+
+
+def _lowercasing_minilm(folder: Path, minilm_path: Path) -> Path:
+    """The real MiniLM saved the way an old sentence-transformers saved a lowercasing model:
+    its Transformer settings in sentence_distilbert_config.json, do_lower_case on, and a
+    tokenizer_args model_max_length that wins over max_seq_length."""
+    shutil.copytree(minilm_path, folder)
+    (folder / "sentence_bert_config.json").unlink()
+    (folder / "sentence_distilbert_config.json").write_text(
+        json.dumps(
+            {
+                "max_seq_length": 128,
+                "do_lower_case": True,
+                "tokenizer_args": {"model_max_length": 24},
+            }
+        )
+    )
+    return folder
+
+
+def test_old_sentence_config_names_and_tokenizer_args_are_read(tmp_path, minilm_path):
+    from pipeserve.server.pipeline.embed import load_sentence_config
+
+    config = load_sentence_config(str(_lowercasing_minilm(tmp_path / "m", minilm_path)), None)
+    assert (config.do_lower_case, config.max_seq_length) == (True, 24)
+
+
+def test_lowercasing_and_old_settings_embed_as_sentence_transformers(tmp_path, minilm_path):
+    from sentence_transformers import SentenceTransformer
+
+    path = _lowercasing_minilm(tmp_path / "m", minilm_path)
+    texts = [
+        # Greek capitals: str.lower() would end each word with a final sigma.
+        "\u03a3\u0391\u03a3",
+        "\u039f\u0394\u039f\u03a3 \u039a\u0391\u0399 \u03a3\u0391\u03a3",
+        "İSTANBUL [MASK] Straße",
+        " ".join(SENTENCES[:3]),  # cut at 24 tokens
+        *SENTENCES[3:6],
+    ]
+    reference = SentenceTransformer(str(path), device="cpu")
+    assert reference.max_seq_length == 24
+    expected = reference.encode(texts, convert_to_numpy=True)
+    with serving(path) as server, Client(server.address, timeout=60) as client:
+        served = client.embed(texts)
+        assert client.model_info().embedding.max_seq_length == 24
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5)
+
+
+def test_templates_that_cannot_be_formatted_are_caller_mistakes():
+    from pipeserve.server.errors import InvalidInput
+    from pipeserve.server.pipeline.zero_shot import hypotheses
+
+    for template in ("{.foo}", "{[x]}", "{0.real}", "{1}", "{name}", "{!z}", "{:q}"):
+        with pytest.raises(InvalidInput, match="cannot be formatted"):
+            hypotheses(["sports"], template)
+    assert hypotheses(["sports"], "{:>12}!") == ["      sports!"]
+    with pytest.raises(InvalidInput, match="a field 999999999 characters wide; at most 1000"):
+        hypotheses(["sports"], "{:>999999999}")
+
+
+def test_pairs_limits_count_what_the_caller_sent():
+    from pipeserve.server.errors import TooLarge
+    from pipeserve.server.pipeline.validation import check_pairs
+
+    check_pairs(29, 20, max_items=256, max_queued_items=4096)
+    with pytest.raises(TooLarge, match="too many texts: 300 in one request"):
+        check_pairs(300, 2, max_items=256, max_queued_items=4096)
+    with pytest.raises(TooLarge, match="too many candidate_labels: 257"):
+        check_pairs(1, 257, max_items=256, max_queued_items=4096)
+    with pytest.raises(TooLarge, match="29 texts x 200 candidate_labels make 5800"):
+        check_pairs(29, 200, max_items=256, max_queued_items=4096)
+
+
+@pytest.fixture(scope="module")
+def nli_path(tmp_path_factory, minilm_path) -> Path:
+    labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
+    return save_tiny_bert(
+        tmp_path_factory.mktemp("tiny-nli"), "BertForSequenceClassification", minilm_path, 6,
+        id2label=labels, label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+
+
+def test_zero_shot_mistakes_are_invalid_argument_through_two_front_ends(nli_path):
+    from transformers import pipeline
+
+    reference = pipeline("zero-shot-classification", model=str(nli_path), device="cpu")
+    text = " ".join(SENTENCES[:4])
+    # "This example is one two three four five six." is 10 tokens, a pair adds 3: no token of
+    # the text fits within 13, one within 14.
+    long_label = "one two three four five six"
+    texts = [f"{SENTENCES[i % len(SENTENCES)]} ({i})" for i in range(29)]
+    labels = [f"topic {i}" for i in range(20)]
+    refused = {
+        "{.foo}": dict(inputs=["a text"], candidate_labels=["x"], hypothesis_template="{.foo}"),
+        "{[x]}": dict(inputs=["a text"], candidate_labels=["x"], hypothesis_template="{[x]}"),
+        "candidate_labels[1] 'one two": dict(
+            inputs=[text],
+            candidate_labels=["sports", long_label],
+            options=pb.TokenizeOptions(max_length=13),
+        ),
+        "too many texts: 31": dict(inputs=[*texts, "one", "two"], candidate_labels=["x"]),
+        "29 texts x 21 candidate_labels make 609": dict(
+            inputs=texts, candidate_labels=[*labels, "one more"]
+        ),
+    }
+    flags = ("--max-items-per-request", "30", "--max-queued-items", "600")
+    with serving(nli_path, "--frontends", "2", *flags) as server:
+        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
+        for named, fields in refused.items():
+            with pytest.raises(grpc.RpcError) as error:
+                stub.ClassifyZeroShot(pb.ClassifyZeroShotRequest(**fields), timeout=60)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, named
+            assert named in error.value.details()
+        # 580 pairs of 29 texts: within the limits, which count texts.
+        assert len(Client(server.address, timeout=120).classify_zero_shot(texts, labels)) == 29
+        # One token of text left: served, as the pipeline serves it.
+        with Client(server.address, timeout=60) as client:
+            (served,) = client.classify_zero_shot([text], ["sports", long_label], max_length=14)
+    # The pipeline truncates to the tokenizer's model_max_length.
+    reference.tokenizer.model_max_length = 14
+    expected = reference(text, ["sports", long_label])
+    assert [s.label for s in served] == expected["labels"]
+    np.testing.assert_allclose([s.score for s in served], expected["scores"], atol=1e-5)
+
+
+def test_an_answer_over_a_limit_is_refused_before_any_work():
+    from pipeserve.server.errors import TooLarge
+    from pipeserve.server.pipeline.validation import check_answer_bytes
+
+    shapes = {"logits": (30522,), "pooler_output": (32,)}
+    check_answer_bytes(2, 8, shapes, {"logits"}, 2, 1 << 20)
+    with pytest.raises(TooLarge, match=r"logits alone is 2 x 8 x 30522 x 4 bytes.*--max-message"):
+        check_answer_bytes(2, 8, shapes, {"logits"}, 4, 1 << 20)
+    # protobuf cannot hold 2 GiB, whatever the flag allows.
+    with pytest.raises(TooLarge, match="the 2147483647 bytes a protobuf message holds"):
+        check_answer_bytes(256, 256, shapes, {"logits"}, 4, 1 << 40)
+
+
+def test_forward_over_max_message_bytes_is_invalid_argument(tiny_bert_mlm):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    texts = ["a short text", "another one of them"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_mlm)
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert_mlm).eval()
+    with torch.inference_mode():
+        expected = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.numpy()
+    request = pb.ForwardRequest(inputs=[pb.ModelInput(text=t) for t in texts], outputs=["logits"])
+    assert expected.nbytes > 1 << 20 > expected.nbytes // 2
+    with serving(tiny_bert_mlm, "--max-message-bytes", str(1 << 20), "--frontends", "2") as server:
+        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Forward(request, timeout=60)
+        with Client(server.address, timeout=60) as client:
+            batches = sum(w.batches for w in client.model_info().workers)
+        request.output_dtype = pb.DTYPE_FLOAT16
+        half = stub.Forward(request, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"--max-message-bytes={1 << 20}" in error.value.details()
+    assert batches == 0  # refused before any forward
+    logits = np.frombuffer(half.outputs[0].tensor.data, dtype="<f2").reshape(expected.shape)
+    for row, length in enumerate(half.sequence_lengths):  # padding is the server's own
+        np.testing.assert_allclose(logits[row, :length], expected[row, :length], atol=1e-2)
+
+
+def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert):
+    from pipeserve.server.schema import DeviceSpec, WorkerSpec, WorkerStartFailed
+    from pipeserve.server.settings import DType, Quantize, Task
+    from pipeserve.server.workers.shm import InputSlots
+    from pipeserve.server.workers.worker import run_worker
+
+    slots = InputSlots.create(1, 16)
+    slots.close(unlink=True)
+    spec = WorkerSpec(
+        0, str(tiny_distilbert), None, Task.AUTO, DType.FLOAT32, Quantize.NONE,
+        DeviceSpec(cpus=tuple(sorted(os.sched_getaffinity(0)))[:1]), slots=slots.spec,
+    )  # fmt: skip
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=run_worker, args=(spec, child))
+    process.start()
+    child.close()
+    message = parent.recv()
+    process.join(60)
+    assert isinstance(message, WorkerStartFailed)
+    assert "its input shared memory" in message.reason
+    assert f"{slots.spec.names[0]} is gone" in message.reason
+    with pytest.raises(EOFError):  # nothing after it: no WorkerReady
+        parent.recv()
+
+
+def _shared_blocks(pid: int) -> set[Path]:
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {Path(line.split()[-1]) for line in maps if "/dev/shm/" in line}
+
+
+def test_a_respawned_worker_gets_its_removed_shared_memory_anew(tiny_distilbert):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    sentences = SENTENCES[:8]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
+    with torch.inference_mode():
+        encoded = tokenizer(sentences, padding=True, return_tensors="pt")
+        expected = model(**encoded).logits.softmax(-1).numpy()
+    with serving(tiny_distilbert) as server, Client(server.address, timeout=60) as client:
+        (pid,) = server.worker_processes()
+        removed = {p for p in _shared_blocks(pid) if p.name.startswith("psm_")}
+        assert removed
+        for block in removed:
+            block.unlink()
+        os.kill(pid, 9)
+        wait_until(lambda: [w.restarts for w in client.model_info().workers if w.ready] == [1])
+        results = client.classify(sentences, top_k=None)
+        (worker,) = client.model_info().workers
+        (new_pid,) = server.worker_processes()
+        assert not removed & _shared_blocks(new_pid)
+    for result, scores in zip(results, expected, strict=True):
+        by_index = {s.index: s.score for s in result}
+        np.testing.assert_allclose([by_index[0], by_index[1]], scores, atol=1e-5)
+    assert worker.restarts == 1  # no crash loop
+    made_anew = [line for line in server.log if "shared memory was removed" in line]
+    assert len(made_anew) == 1 and "made it anew" in made_anew[0]
+    assert not any("failed to load" in line for line in server.log)
+
+
+def test_an_unknown_activation_is_still_refused(tmp_path, minilm_path):
+    from pipeserve.server.errors import UnsupportedByModel
+    from pipeserve.server.model.served import require_rpc, served_rpcs
+
+    path = _cross_encoder(
+        tmp_path / "ce", minilm_path, sbert_ce_default_activation_function="torch.nn.Tanh"
+    )
+    card = _card(path)
+    assert card.cross_encoder_activation == "torch.nn.Tanh"
+    assert "Rerank" not in served_rpcs(card)
+    with pytest.raises(UnsupportedByModel, match=r"torch\.nn\.Tanh"):
+        require_rpc("Rerank", card)
