@@ -3,7 +3,7 @@ Rerank and ClassifyZeroShot. Pure (no I/O), checked as build.py checks the core 
 """
 
 from collections.abc import Iterable
-from typing import Literal, TypeAlias
+from typing import TypeAlias
 
 from pipeserve.client.build import (
     _INT32_MAX,
@@ -17,16 +17,10 @@ from pipeserve.client.build import (
     _strings,
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.wire import AGGREGATION_STRATEGIES
 
-AggregationStrategy: TypeAlias = Literal["none", "simple", "first", "average", "max"]
-
-_STRATEGY = {
-    "none": pb.AGGREGATION_STRATEGY_NONE,
-    "simple": pb.AGGREGATION_STRATEGY_SIMPLE,
-    "first": pb.AGGREGATION_STRATEGY_FIRST,
-    "average": pb.AGGREGATION_STRATEGY_AVERAGE,
-    "max": pb.AGGREGATION_STRATEGY_MAX,
-}
+AggregationStrategy: TypeAlias = str
+"""A name of wire.AGGREGATION_STRATEGIES ("none", "simple", "first", "average", "max")."""
 
 
 def _texts(inputs: Iterable[str], what: str) -> list[str]:
@@ -60,7 +54,9 @@ def classify_tokens_request(
     request = pb.ClassifyTokensRequest(
         model=model,
         inputs=_texts(inputs, "inputs"),
-        aggregation_strategy=_choice("aggregation_strategy", aggregation_strategy, _STRATEGY),
+        aggregation_strategy=_choice(
+            "aggregation_strategy", aggregation_strategy, AGGREGATION_STRATEGIES
+        ),
         **_stride(stride),
         options=_options(truncation=truncation, max_length=max_length),
     )
@@ -104,19 +100,22 @@ def embed_request(
     max_length: int | None = None,
     model: str = "",
 ) -> pb.EmbedRequest:
-    """Builds an EmbedRequest; raises TypeError/ValueError for inputs or options it can't send."""
-    if prompt and prompt_name:
+    """Builds an EmbedRequest; raises TypeError/ValueError for inputs or options it can't send.
+    `prompt` None applies the checkpoint's default prompt, "" none at all."""
+    if prompt is not None and prompt_name is not None:
         raise ValueError("give prompt or prompt_name, not both")
-    return pb.EmbedRequest(
+    request = pb.EmbedRequest(
         model=model,
         inputs=_texts(inputs, "inputs"),
         normalize=bool(normalize),
         truncate_dim=_positive_or_none("truncate_dim", truncate_dim),
         output_dtype=_output_dtype(dtype),
         options=_options(truncation=truncation, max_length=max_length),
-        prompt=prompt or "",
         prompt_name=prompt_name or "",
     )
+    if prompt is not None:  # set, even empty: unset is what asks for the default
+        request.prompt = prompt
+    return request
 
 
 def rerank_request(

@@ -112,7 +112,7 @@ def classify(
     truncation: bool = True,
     max_length: int | None = None,
     stride: int | None = None,
-    window_aggregation: WindowAggregation = "mean",
+    window_aggregation: WindowAggregation = None,
     model: str = "",
     timeout: float | None = None,
 ) -> Call[list[Windowed[LabelScore]]]:
@@ -123,8 +123,9 @@ def classify(
     is always a list per input, whatever `top_k`.
 
     `stride` (an int) classifies a text longer than `max_length` (default: the model's) by
-    windows overlapping by `stride` tokens, whose scores are combined by their "mean" or
-    their "max" (`window_aggregation`); each result's `windows` says how many there were.
+    windows overlapping by `stride` tokens, whose scores are combined by their "mean"
+    (default) or their "max" (`window_aggregation`, only with `stride`); each result's
+    `windows` says how many there were.
     With `stride` every input must be a text. Without, a long text is truncated (or, with
     `truncation=False`, refused).
     """
@@ -241,8 +242,10 @@ def embed(
     Returns an [inputs, dimension] numpy array (float32, or float16 with dtype="float16").
     The server pools as the checkpoint's modules.json says (mean pooling without one) and
     applies its Normalize module. `normalize` L2-normalises each row after `truncate_dim`
-    (keep the first dimensions, for Matryoshka models). `prompt` is put before every text;
-    `prompt_name` picks one of the checkpoint's prompts (ModelInfo.embedding.prompts).
+    (keep the first dimensions, for Matryoshka models). `prompt` is put before every text
+    ("" for none at all); `prompt_name` picks one of the checkpoint's prompts
+    (ModelInfo.embedding.prompts; "query" and "document" are always there, maybe empty).
+    With neither, the checkpoint's default prompt applies, as in encode().
     `max_length` None means the checkpoint's max_seq_length.
     """
     return Call(

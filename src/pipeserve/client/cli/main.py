@@ -33,6 +33,7 @@ from pipeserve.client.cli.args import (
     read_texts,
 )
 from pipeserve.client.errors import PipeserveError
+from pipeserve.wire import PADDINGS, WINDOW_AGGREGATIONS
 
 # Subcommands that live in their own module: name -> module path.
 MODULE_SUBCOMMANDS: dict[str, str] = {
@@ -72,9 +73,7 @@ def _tokenize_arguments(parser: argparse.ArgumentParser) -> None:
     add_text_arguments(parser)
     add_model_argument(parser)
     add_length_arguments(parser)
-    parser.add_argument(
-        "--padding", choices=["longest", "max_length", "do_not_pad"], default="longest"
-    )
+    parser.add_argument("--padding", choices=list(PADDINGS), default="longest")
     parser.add_argument(
         "--return-attention-mask", action=argparse.BooleanOptionalAction, default=True
     )
@@ -152,9 +151,8 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window-aggregation",
-        choices=["mean", "max"],
-        default="mean",
-        help="how the windows' scores combine (default: mean)",
+        choices=list(WINDOW_AGGREGATIONS),
+        help="how the windows' scores combine, with --stride (default: mean)",
     )
 
 

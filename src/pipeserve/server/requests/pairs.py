@@ -71,7 +71,7 @@ class PairTasks:
         assert self._activation is not None  # require() refused a model without one
         function = ScoreFunction.NONE if raw_scores else self._activation
         ranked = rank(logits[:, 0], function, top_n or None)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return RerankResult(ranked, timings)
 
     async def classify_zero_shot(
@@ -99,5 +99,5 @@ class PairTasks:
         shaped = logits.reshape(len(texts), len(formatted), -1)
         assert card.entailment_id is not None  # require() refused a model without one
         results = label_scores(shaped, card.entailment_id, multi_label, labels)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return ZeroShotResult(results, timings)

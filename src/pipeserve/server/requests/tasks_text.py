@@ -100,7 +100,7 @@ class TextTasks:
 
         # A loop over every token of every window: off the event loop for a long request.
         results = await self._infer.off_loop_if_long(texts, postprocess)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return results, timings
 
     async def fill_mask(
@@ -146,7 +146,7 @@ class TextTasks:
 
         # A softmax over the vocabulary per mask: off the event loop for a long request.
         results = await self._infer.off_loop_if_long(texts, postprocess)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return results, timings
 
     async def classify_windows(
@@ -181,5 +181,5 @@ class TextTasks:
         for text_rows in rows:
             scores = apply_score_function(np.stack([r["logits"] for r in text_rows]), function)
             labels.append(top_labels(combine(scores, aggregation).tolist(), card.id2label, top_k))
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return ClassifyResult(labels, timings, [len(w) for w in windows])
