@@ -252,7 +252,8 @@ def _cli_choices(command: str, option: str) -> list[str]:
 def test_client_cli_and_server_take_the_proto_enums_names():
     """One table per option: the names the client takes and the CLI offers are the .proto
     enum's, and the server maps each of them to its own enum's member of that name."""
-    from pipeserve.client import build, build_tasks
+    from pipeserve.client import build
+    from pipeserve.client.tasks import classify_tokens
     from pipeserve.server.edge import convert, service, service_tasks
     from pipeserve.server.pipeline.classify import ScoreFunction
     from pipeserve.server.pipeline.classify_tokens import Strategy
@@ -267,7 +268,7 @@ def test_client_cli_and_server_take_the_proto_enums_names():
         return build.classify_request(["a"], stride=2, window_aggregation=name).window_aggregation
 
     def strategy(name):
-        request = build_tasks.classify_tokens_request(["a"], aggregation_strategy=name)
+        request = classify_tokens.classify_tokens_request(["a"], aggregation_strategy=name)
         return request.aggregation_strategy
 
     def padding(name):

@@ -1,5 +1,6 @@
 """Thin pipeserve client: grpcio, protobuf and numpy only."""
 
+from pipeserve.client import tasks
 from pipeserve.client.admin import AdminClient, AsyncAdminClient
 from pipeserve.client.aio import AsyncClient
 from pipeserve.client.client import Client
@@ -7,18 +8,15 @@ from pipeserve.client.errors import PipeserveError
 from pipeserve.client.results import (
     EmbeddingInfo,
     Encoding,
-    Entity,
     ForwardOutput,
     LabelScore,
-    MaskCandidate,
-    MaskFill,
     ModelInfo,
-    RankedDocument,
     StreamResult,
     Windowed,
     WorkerInfo,
 )
 from pipeserve.client.security import tls_credentials
+from pipeserve.client.tasks import *  # noqa: F403 (the task RPCs' result types, as tasks/ lists them)
 
 __all__ = [
     "AdminClient",
@@ -27,16 +25,13 @@ __all__ = [
     "Client",
     "EmbeddingInfo",
     "Encoding",
-    "Entity",
     "ForwardOutput",
     "LabelScore",
-    "MaskCandidate",
-    "MaskFill",
     "ModelInfo",
     "PipeserveError",
-    "RankedDocument",
     "StreamResult",
     "Windowed",
     "WorkerInfo",
     "tls_credentials",
+    *tasks.__all__,
 ]

@@ -16,6 +16,7 @@ from pipeserve.client.channel import (
 )
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import StreamResult
+from pipeserve.client.tasks import AsyncTaskCalls
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 StreamRequests = (
@@ -24,7 +25,7 @@ StreamRequests = (
 )
 
 
-class AsyncClient(AsyncChannelOwner):
+class AsyncClient(AsyncTaskCalls, AsyncChannelOwner):
     """The asyncio twin of Client: same arguments, same methods, each awaited.
 
     Create it inside the running event loop (grpc.aio binds the channel to it). classify_stream
@@ -57,16 +58,12 @@ class AsyncClient(AsyncChannelOwner):
         self._channel = endpoint.aio_channel()
         self._stub = InferenceStub(self._channel)
 
-    # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
+    # The core unary calls, each written once in calls.py: arguments, docstring, request,
+    # parser; the task RPCs' come from the mixin, each written once in its module of tasks/.
     tokenize = bind.awaitable(calls.tokenize)
     forward = bind.awaitable(calls.forward)
     classify = bind.awaitable(calls.classify)
-    classify_tokens = bind.awaitable(calls.classify_tokens)
-    fill_mask = bind.awaitable(calls.fill_mask)
     model_info = bind.awaitable(calls.model_info)
-    embed = bind.awaitable(calls.embed)
-    rerank = bind.awaitable(calls.rerank)
-    classify_zero_shot = bind.awaitable(calls.classify_zero_shot)
     list_models = bind.awaitable(calls.list_models)
 
     def classify_stream(

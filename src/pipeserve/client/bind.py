@@ -1,8 +1,8 @@
 """How a call spec becomes a client method: a spec is a function of the call's Python
 arguments that returns the `Call` to make (the RPC, its request, its response's parser, its
 timeout); `blocking` and `awaitable` bind it as a method of a blocking or an asyncio client,
-showing the spec's signature and docstring. `calls.py` holds the Inference service's specs,
-`admin.py` the Admin service's.
+showing the spec's signature and docstring. `calls.py` holds the Inference service's core
+specs, a module each of `tasks/` its task RPCs', `admin.py` the Admin service's.
 """
 
 import functools

@@ -1,7 +1,8 @@
 """Python arguments -> request protos: the inputs and options the client accepts.
 
-Pure (no I/O): each client method builds its request here (the task RPCs' in build_tasks.py),
-so the sync and async clients check arguments the same way, before any call is made.
+Pure (no I/O): each client method builds its request here (each task RPC's in its module of
+tasks/, with the checks here), so the sync and async clients check arguments the same way,
+before any call is made.
 """
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -217,6 +218,22 @@ def _function(function_to_apply: FunctionToApply) -> int:
     if function_to_apply is None:
         return pb.FUNCTION_TO_APPLY_UNSPECIFIED
     return _choice("function_to_apply", function_to_apply, SCORE_FUNCTIONS)
+
+
+def _texts(inputs: Iterable[str], what: str) -> list[str]:
+    items = _items(inputs, what)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"{what}[{index}]: expected a text, got {type(item).__name__}")
+    return items
+
+
+def _positive_or_none(name: str, value: int | None) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _INT32_MAX:
+        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
+    return value
 
 
 # --- Requests ---------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from pipeserve.client.channel import (
 )
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import StreamResult
+from pipeserve.client.tasks import TaskCalls
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 
-class Client(ChannelOwner):
+class Client(TaskCalls, ChannelOwner):
     """A blocking client of one pipeserve server, or of several replicas.
 
     `target` is a gRPC address such as "127.0.0.1:50051". `timeout` (seconds) is the default
@@ -63,16 +64,12 @@ class Client(ChannelOwner):
         self._channel = endpoint.channel()
         self._stub = InferenceStub(self._channel)
 
-    # The unary calls, each written once in calls.py: arguments, docstring, request, parser.
+    # The core unary calls, each written once in calls.py: arguments, docstring, request,
+    # parser; the task RPCs' come from the mixin, each written once in its module of tasks/.
     tokenize = bind.blocking(calls.tokenize)
     forward = bind.blocking(calls.forward)
     classify = bind.blocking(calls.classify)
-    classify_tokens = bind.blocking(calls.classify_tokens)
-    fill_mask = bind.blocking(calls.fill_mask)
     model_info = bind.blocking(calls.model_info)
-    embed = bind.blocking(calls.embed)
-    rerank = bind.blocking(calls.rerank)
-    classify_zero_shot = bind.blocking(calls.classify_zero_shot)
     list_models = bind.blocking(calls.list_models)
 
     def classify_stream(

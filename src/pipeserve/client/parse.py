@@ -6,13 +6,9 @@ from pipeserve.client.errors import PipeserveError, from_status
 from pipeserve.client.results import (
     EmbeddingInfo,
     Encoding,
-    Entity,
     ForwardOutput,
     LabelScore,
-    MaskCandidate,
-    MaskFill,
     ModelInfo,
-    RankedDocument,
     ServedModel,
     StreamResult,
     Windowed,
@@ -66,46 +62,6 @@ def classifications(response: pb.ClassifyResponse) -> list[Windowed[LabelScore]]
             (LabelScore(label=s.label, score=s.score, index=s.index) for s in result.labels),
             result.windows,
         )
-        for result in response.results
-    ]
-
-
-def token_classifications(response: pb.ClassifyTokensResponse) -> list[Windowed[Entity]]:
-    """Per input, its entities in text order (and the windows it was labelled by)."""
-    return [
-        Windowed(
-            (
-                Entity(
-                    label=e.label,
-                    score=e.score,
-                    word=e.word,
-                    start=e.start,
-                    end=e.end,
-                    index=e.index if e.HasField("index") else None,
-                )
-                for e in result.entities
-            ),
-            result.windows,
-        )
-        for result in response.results
-    ]
-
-
-def mask_fills(response: pb.FillMaskResponse) -> list[list[MaskFill]]:
-    """Per input, per mask token, its candidates best first."""
-    return [
-        [
-            MaskFill(
-                position=mask.position,
-                candidates=[
-                    MaskCandidate(
-                        score=c.score, token=c.token, token_str=c.token_str, sequence=c.sequence
-                    )
-                    for c in mask.candidates
-                ],
-            )
-            for mask in result.masks
-        ]
         for result in response.results
     ]
 
@@ -177,22 +133,6 @@ def _embedding_info(info: pb.EmbeddingInfo) -> EmbeddingInfo:
         default_prompt_name=info.default_prompt_name,
         truncate_dim=info.truncate_dim,
     )
-
-
-# --- Embeddings, reranking, zero-shot ---
-
-
-def embeddings(response: pb.EmbedResponse) -> np.ndarray:
-    """The [inputs, dimension] embeddings, float32 or float16 as asked."""
-    return from_proto(response.embeddings)
-
-
-def ranked_documents(response: pb.RerankResponse, with_text: bool) -> list[RankedDocument]:
-    """The documents best first."""
-    return [
-        RankedDocument(index=r.index, score=r.score, document=r.document if with_text else None)
-        for r in response.results
-    ]
 
 
 def served_models(response: pb.ListModelsResponse) -> list[ServedModel]:

@@ -66,71 +66,6 @@ class Windowed(list[_T], Generic[_T]):
         self.windows = windows
 
 
-@dataclass(frozen=True)
-class Entity:
-    """An entity classify_tokens() found (a token, with aggregation_strategy "none").
-
-    `label` is the pipeline's entity_group when tokens are aggregated, its entity otherwise;
-    `word` is its tokens decoded, `text[start:end]` the entity as written; `index` is the
-    token's index (strategy "none" only)."""
-
-    label: str
-    score: float
-    word: str
-    start: int
-    end: int
-    index: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The token-classification pipeline's dict: entity_group, or entity and index."""
-        if self.index is None:
-            return {
-                "entity_group": self.label,
-                "score": self.score,
-                "word": self.word,
-                "start": self.start,
-                "end": self.end,
-            }
-        return {
-            "entity": self.label,
-            "score": self.score,
-            "index": self.index,
-            "word": self.word,
-            "start": self.start,
-            "end": self.end,
-        }
-
-
-@dataclass(frozen=True)
-class MaskCandidate:
-    """A token for a mask, as the fill-mask pipeline gives it."""
-
-    score: float
-    token: int
-    token_str: str
-    sequence: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fill-mask pipeline's dict."""
-        return {
-            "score": self.score,
-            "token": self.token,
-            "token_str": self.token_str,
-            "sequence": self.sequence,
-        }
-
-
-@dataclass(frozen=True)
-class MaskFill:
-    """The candidates for one mask of a text, best first; `position` is the mask's token index."""
-
-    position: int
-    candidates: list[MaskCandidate]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "candidates": [c.to_dict() for c in self.candidates]}
-
-
 class ForwardOutput(dict[str, np.ndarray]):
     """Named model outputs, in the order asked for, like transformers' ModelOutput.
 
@@ -253,23 +188,3 @@ class StreamResult:
     id: str
     results: list[Windowed[LabelScore]] | None = None
     error: PipeserveError | None = None
-
-
-# --- Embeddings, reranking, zero-shot ---
-
-
-@dataclass(frozen=True)
-class RankedDocument:
-    """One document of a rerank() result: its index in the documents sent, its score, and its
-    text when return_documents was asked for."""
-
-    index: int
-    score: float
-    document: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """CrossEncoder.rank()'s {"corpus_id", "score"} (and "text" when returned)."""
-        ranked: dict[str, Any] = {"corpus_id": self.index, "score": self.score}
-        if self.document is not None:
-            ranked["text"] = self.document
-        return ranked

@@ -10,7 +10,26 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Task
-from pipeserve.server.workers.shm import SharedArray, SlotSpec
+
+# The two descriptors of shared memory (`workers/shm.py`) that messages carry.
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """Where a worker finds its input slots: each holds ids, token type ids and the withdrawn
+    flag, int64."""
+
+    names: tuple[str, ...]
+    capacity: int  # ids per array (longest x count of the largest batch)
+
+
+@dataclass(frozen=True)
+class SharedArray:
+    """An output array left in a shared-memory block for the receiver to take."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What every client subcommand shares: --target, the TLS and token arguments, --timeout and
 --indent, the channel they make (`endpoint`, `connect`), texts from arguments or a file, the
-model and length arguments, and JSON on stdout. `cli.py` builds the command from these; each
+model and length arguments, and JSON on stdout. `main.py` builds the command from these; each
 subcommand module uses them.
 """
 

@@ -8,6 +8,9 @@ import argparse
 
 from pipeserve.client.cli import args as cli_args
 
+# The RPC's name: the module's stem is the task's, as on the server.
+NAME = "classify-zero-shot"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to classify")

@@ -20,11 +20,7 @@ from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.errors import StartupError
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
-from pipeserve.server.requests.embed import Embedder
-from pipeserve.server.requests.infer import Infer
 from pipeserve.server.requests.models import Models, ServedModel
-from pipeserve.server.requests.pairs import PairTasks
-from pipeserve.server.requests.tasks_text import TextTasks
 from pipeserve.server.settings import Settings
 
 log = logging.getLogger("pipeserve")
@@ -89,20 +85,10 @@ class Edge:
         shared_with: dict[int, tuple[str, ...]] | None = None,
     ) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
-        infer = Infer(card, engine, settings, self._executor, self._metrics)
-        name = settings.model_name
-        self._alive[name] = 0
+        self._alive[settings.model_name] = 0
         self.models.add(
-            ServedModel(
-                name,
-                settings,
-                card,
-                engine,
-                infer,
-                TextTasks(infer),
-                Embedder(infer, settings.revision),
-                PairTasks(infer),
-                shared_with or {},
+            ServedModel.compose(
+                settings, card, engine, self._executor, self._metrics, shared_with or {}
             )
         )
 

@@ -137,13 +137,13 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
             _WINDOW_AGGREGATION, request.window_aggregation, "window_aggregation"
         )
         if request.HasField("stride"):
-            result = await model.tasks.classify_windows(
+            result = await model.classify.classify_windows(
                 items, function, top_k, request.stride, aggregation, options, deadline
             )
         elif request.window_aggregation != pb.WINDOW_AGGREGATION_UNSPECIFIED:
             raise InvalidInput("window_aggregation needs stride: only windows are aggregated")
         else:
-            result = await model.infer.classify(items, function, top_k, options, deadline)
+            result = await model.classify.classify(items, function, top_k, options, deadline)
         return labels_proto(result.labels, result.timings, result.windows)
 
     async def Classify(self, request: pb.ClassifyRequest, context) -> pb.ClassifyResponse:

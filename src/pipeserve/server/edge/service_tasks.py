@@ -1,6 +1,7 @@
 """The servicer methods of the task RPCs (ClassifyTokens, FillMask, Embed, Rerank,
 ClassifyZeroShot), mixed into InferenceService (service.py): protos in, the request path of
-each task (requests/tasks_text.py, embed.py, pairs.py), protos out.
+each task (requests/classify_tokens.py, fill_mask.py, embed.py, rerank.py, zero_shot.py),
+protos out.
 """
 
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class TaskServicer:
     async def ClassifyTokens(
         self, request: pb.ClassifyTokensRequest, context
     ) -> pb.ClassifyTokensResponse:
-        tasks = self._model(request).tasks
+        tasks = self._model(request).classify_tokens
         strategy = enum_value(_STRATEGY, request.aggregation_strategy, "aggregation_strategy")
         ignore = (
             list(request.ignore_labels.labels)
@@ -64,7 +65,7 @@ class TaskServicer:
         return response
 
     async def FillMask(self, request: pb.FillMaskRequest, context) -> pb.FillMaskResponse:
-        results, timings = await self._model(request).tasks.fill_mask(
+        results, timings = await self._model(request).fill_mask.fill_mask(
             list(request.inputs),
             request.top_k if request.HasField("top_k") else DEFAULT_TOP_K,
             list(request.targets),
@@ -102,7 +103,7 @@ class TaskServicer:
 
     async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
         documents = list(request.documents)
-        result = await self._model(request).pairs.rerank(
+        result = await self._model(request).rerank.rerank(
             request.query,
             documents,
             top_n=request.top_n,
@@ -119,7 +120,7 @@ class TaskServicer:
     async def ClassifyZeroShot(
         self, request: pb.ClassifyZeroShotRequest, context
     ) -> pb.ClassifyZeroShotResponse:
-        result = await self._model(request).pairs.classify_zero_shot(
+        result = await self._model(request).zero_shot.classify_zero_shot(
             list(request.inputs),
             list(request.candidate_labels),
             template=request.hypothesis_template or DEFAULT_TEMPLATE,

@@ -21,12 +21,6 @@ from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.served import require_rpc
-from pipeserve.server.pipeline.classify import (
-    LabelScore,
-    ScoreFunction,
-    apply_score_function,
-    top_labels,
-)
 from pipeserve.server.pipeline.inputs import (
     EncodeFlags,
     ModelInput,
@@ -42,6 +36,7 @@ from pipeserve.server.pipeline.validation import (
     check_total_tokens,
     resolve_max_length,
 )
+from pipeserve.server.pipeline.windows import check_stride
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
@@ -66,14 +61,6 @@ class ForwardResult:
     outputs: dict[str, np.ndarray]
     sequence_lengths: np.ndarray
     timings: Timings
-
-
-@dataclass(frozen=True)
-class ClassifyResult:
-    labels: list[list[LabelScore]]
-    timings: Timings
-    # Windows each item was classified by (None: one each).
-    windows: list[int] | None = None
 
 
 class Infer:
@@ -122,22 +109,12 @@ class Infer:
         }
         return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
 
-    async def classify(
-        self,
-        items: Sequence[ModelInput],
-        function: ScoreFunction | None,
-        top_k: int | None,
-        options: TextOptions,
-        deadline: float | None,
-    ) -> ClassifyResult:
-        self.require("Classify")
+    async def logits(
+        self, items: Sequence[ModelInput], options: TextOptions, deadline: float | None
+    ) -> tuple[np.ndarray, Timings]:
+        """The items' logits [items, labels] (a classifier's head), and where the time went."""
         rows, _, timings = await self.run(items, options, ("logits",), deadline)
-        start = time.perf_counter()
-        logits = np.stack([r["logits"] for r in rows])
-        scores = apply_score_function(logits, function or self.card.score_function)
-        labels = [top_labels(row, self.card.id2label, top_k) for row in scores.tolist()]
-        self.observe_postprocess(start, timings)
-        return ClassifyResult(labels, timings)
+        return np.stack([row["logits"] for row in rows]), timings
 
     def require(self, rpc: str) -> None:
         """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
@@ -208,6 +185,25 @@ class Infer:
             items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
         )
         return rows, [len(s) for s in sequences], timings
+
+    def windows(
+        self, texts: Sequence[str], options: TextOptions, stride: int | None, details: bool
+    ) -> Callable[[int], list[list[Encoded]]]:
+        """`split` for run_windows: each text's windows (or its one sequence)."""
+        tokenizer = self.card.tokenizer
+
+        def split(max_length: int) -> list[list[Encoded]]:
+            if stride is not None:
+                check_stride(stride, max_length, tokenizer.special_tokens(texts))
+            return tokenizer.encode_windows(
+                texts,
+                truncation=options.truncation,
+                max_length=max_length,
+                stride=stride,
+                details=details,
+            )
+
+        return split
 
     async def run_windows(
         self,

@@ -1,18 +1,24 @@
 """The served models by name: what each request's `model` field resolves to.
 
-Each model has its own engine (queue, batcher, dispatcher, workers), model card and request
-path; the edge keeps one `ServedModel` per name and routes every call through `get`.
+Each model has its own engine (queue, batcher, dispatcher, workers), model card and a request
+path per task, composed here (`ServedModel.compose`); the edge keeps one `ServedModel` per
+name and routes every call through `get`.
 """
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.errors import ModelNotFound
+from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
+from pipeserve.server.requests.classify import Classify
+from pipeserve.server.requests.classify_tokens import ClassifyTokens
 from pipeserve.server.requests.embed import Embedder
+from pipeserve.server.requests.fill_mask import FillMask
 from pipeserve.server.requests.infer import Infer
-from pipeserve.server.requests.pairs import PairTasks
-from pipeserve.server.requests.tasks_text import TextTasks
+from pipeserve.server.requests.rerank import Rerank
+from pipeserve.server.requests.zero_shot import ZeroShot
 from pipeserve.server.settings import Settings
 
 
@@ -24,12 +30,43 @@ class ServedModel:
     card: ModelCard
     engine: EngineCalls
     infer: Infer
-    tasks: TextTasks
+    classify: Classify
+    classify_tokens: ClassifyTokens
+    fill_mask: FillMask
     embedder: Embedder
-    pairs: PairTasks
+    rerank: Rerank
+    zero_shot: ZeroShot
     # Worker id -> workers of other models on the same device, as "MODEL/ID"; updated in
     # place as models are loaded and unloaded while serving.
     shared_with: dict[int, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def compose(
+        cls,
+        settings: Settings,
+        card: ModelCard,
+        engine: EngineCalls,
+        executor: Executor,
+        metrics: Metrics,
+        shared_with: dict[int, tuple[str, ...]],
+    ) -> "ServedModel":
+        """The model `settings` names with the request path of every task over its engine; a
+        new task's path is added here alone."""
+        infer = Infer(card, engine, settings, executor, metrics)
+        return cls(
+            settings.model_name,
+            settings,
+            card,
+            engine,
+            infer,
+            Classify(infer),
+            ClassifyTokens(infer),
+            FillMask(infer),
+            Embedder(infer, settings.revision),
+            Rerank(infer),
+            ZeroShot(infer),
+            shared_with,
+        )
 
 
 class Models:

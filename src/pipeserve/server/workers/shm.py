@@ -11,22 +11,14 @@ Every process here shares multiprocessing's resource tracker, which unlinks what
 leaves behind.
 """
 
-from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
+from pipeserve.server.schema import SharedArray, SlotSpec
+
 # Below this a pickled array costs less than creating and mapping a block.
 INLINE_OUTPUT_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class SlotSpec:
-    """Where a worker finds its input slots: each holds ids, token type ids and the withdrawn
-    flag, int64."""
-
-    names: tuple[str, ...]
-    capacity: int  # ids per array (longest x count of the largest batch)
 
 
 class InputSlots:
@@ -70,15 +62,6 @@ class InputSlots:
             block.close()
             if unlink:
                 block.unlink()
-
-
-@dataclass(frozen=True)
-class SharedArray:
-    """An output array left in a shared-memory block for the receiver to take."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
 
 
 def share(array: np.ndarray) -> "np.ndarray | SharedArray":

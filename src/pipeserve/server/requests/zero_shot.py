@@ -1,0 +1,55 @@
+"""The ClassifyZeroShot request path, free of gRPC: each (text, hypothesis) pair (one item of
+the shared batcher) -> `Infer` -> an NLI model's logits -> each text's labels, as transformers'
+zero-shot-classification pipeline scores them (`pipeline/zero_shot.py`).
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from pipeserve.server.errors import InvalidInput
+from pipeserve.server.pipeline.classify import LabelScore
+from pipeserve.server.pipeline.inputs import TextOptions
+from pipeserve.server.pipeline.zero_shot import hypotheses, label_scores
+from pipeserve.server.requests.infer import Infer, Timings
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    labels: list[list[LabelScore]]
+    timings: Timings
+
+
+class ZeroShot:
+    def __init__(self, infer: Infer) -> None:
+        self._infer = infer
+
+    async def classify_zero_shot(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        template: str,
+        multi_label: bool,
+        options: TextOptions,
+        deadline: float | None,
+    ) -> ZeroShotResult:
+        card = self._infer.card
+        self._infer.require("ClassifyZeroShot")
+        if not texts:
+            raise InvalidInput("inputs is empty: send at least one text")
+        for index, text in enumerate(texts):
+            if not text:
+                raise InvalidInput(f"inputs[{index}] is empty")
+        formatted = hypotheses(labels, template)
+        # The pipeline truncates the text only: the hypothesis stays whole.
+        pairs = [(text, hypothesis) for text in texts for hypothesis in formatted]
+        logits, timings = await self._infer.logits(
+            pairs, replace(options, only_first=True), deadline
+        )
+        start = time.perf_counter()
+        shaped = logits.reshape(len(texts), len(formatted), -1)
+        assert card.entailment_id is not None  # require() refused a model without one
+        results = label_scores(shaped, card.entailment_id, multi_label, labels)
+        self._infer.observe_postprocess(start, timings)
+        return ZeroShotResult(results, timings)
