@@ -56,7 +56,7 @@ class ModelDescription:
     max_tokens_per_request: int
     queued_items: int
     workers: tuple[WorkerDescription, ...]
-    # The front end describing it: several may serve one port.
+    # The process id of the front end describing it (several may serve one port).
     frontend_pid: int
     frontends: int
     served_rpcs: tuple[str, ...]
