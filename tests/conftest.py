@@ -258,6 +258,64 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
+# gRPC shares connections between channels of a process; a channel meant to reach a front
+# end of its own (--frontends) needs its own.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def frontend_client(address: str, **kwargs):
+    """A Client on a connection of its own."""
+    from pipeserve.client import Client
+
+    return Client(address, timeout=60, channel_options=OWN_CONNECTION, **kwargs)
+
+
+def frontend_of(address: str) -> int:
+    """The pid of the front end a new connection lands on."""
+    with frontend_client(address) as client:
+        return client.model_info().frontend_pid
+
+
+def by_frontend(connect: Callable, pid_of: Callable, count: int = 2, tries: int = 200) -> dict:
+    """Connections (from `connect()`, each with a `close`) that landed on `count` different
+    front ends, by the front end's pid (`pid_of(connection)`)."""
+    found: dict = {}
+    for _ in range(tries):
+        connection = connect()
+        pid = pid_of(connection)
+        if pid in found or len(found) == count:
+            connection.close()
+        else:
+            found[pid] = connection
+        if len(found) == count:
+            return found
+    raise AssertionError(f"connections reached only front ends {sorted(found)}")
+
+
+def clients_by_frontend(address: str, count: int = 2, **kwargs) -> dict:
+    """Clients whose connections landed on `count` different front ends, by pid."""
+    return by_frontend(
+        lambda: frontend_client(address, **kwargs),
+        lambda client: client.model_info().frontend_pid,
+        count,
+    )
+
+
+def in_process(path, head, sentences: list[str], output: str) -> list[np.ndarray]:
+    """Each sentence alone through the transformers model `head` loads from `path`: the
+    reference a server's answers must equal."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = head.from_pretrained(path).eval()
+    with torch.inference_mode():
+        return [
+            getattr(model(**tokenizer(s, return_tensors="pt")), output)[0].numpy()
+            for s in sentences
+        ]
+
+
 @contextmanager
 def paused(pid: int) -> Iterator[None]:
     """Holds a process stopped (SIGSTOP), so that work given to it stays in flight."""

@@ -20,8 +20,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import AdminClient, AsyncAdminClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import AdminStub
-from tests.conftest import launch_server, paused, pipeserve, scrape, sst2_sentences, wait_until
-from tests.test_models import _in_process
+from tests.conftest import (
+    in_process,
+    launch_server,
+    paused,
+    pipeserve,
+    scrape,
+    sst2_sentences,
+    wait_until,
+)
 
 ATOL = 1e-5
 SERVICE = "pipeserve.v1.Inference"
@@ -139,7 +146,7 @@ def test_a_model_loaded_and_unloaded_while_callers_use_another(
     assert before[("pipeserve_workers_alive", (("model", "ner"),))] == 1
 
     sentences = sst2_sentences(24)
-    expected = _in_process(tiny_bert_ner, AutoModelForTokenClassification, sentences, "logits")
+    expected = in_process(tiny_bert_ner, AutoModelForTokenClassification, sentences, "logits")
     chunks = [sentences[i : i + 3] for i in range(0, len(sentences), 3)]
     with ThreadPoolExecutor(8) as pool:
         outputs = list(
@@ -182,7 +189,7 @@ def test_an_unload_lets_calls_in_flight_finish_and_refuses_new_ones(
     from transformers import AutoModel
 
     text = "a call already on its way"
-    (expected,) = _in_process(tiny_bert, AutoModel, [text], "last_hidden_state")
+    (expected,) = in_process(tiny_bert, AutoModel, [text], "last_hidden_state")
     admin.load_model("spare", str(tiny_bert))
     (worker,) = client.model_info(model="spare").workers
     with ThreadPoolExecutor(2) as pool:
@@ -260,13 +267,6 @@ def test_without_the_flag_the_admin_rpcs_are_unimplemented(address, tiny_bert):
     with AdminClient(address, token=ADMIN_TOKEN) as admin, pytest.raises(PipeserveError) as refused:
         admin.load_model("x", str(tiny_bert))
     assert refused.value.code is grpc.StatusCode.UNIMPLEMENTED
-
-
-def test_the_admin_service_refuses_several_frontends(tiny_distilbert, tokens):
-    admin_file = str(tokens / "admin")
-    with pytest.raises(RuntimeError) as refused:
-        launch_server(tiny_distilbert, "--frontends", "2", "--admin-token-file", admin_file)
-    assert "--frontends 2 serves one model; with --admin-token-file" in str(refused.value)
 
 
 def test_an_admin_token_must_not_be_an_inference_token(tiny_distilbert, tokens):

@@ -28,7 +28,7 @@ def test_an_expired_item_is_failed_and_never_taken_from_the_queue():
         queue = Queue(max_items=8)
         requests, entries = [], []
         for deadline in (None, now - 0.001, now + 60):
-            request = Request(loop.create_future(), ("logits",), 1)
+            request = Request(loop.create_future(), ("logits",), (3,))
             requests.append(request)
             entries.append(Entry(request, 0, np.arange(3), None, now, deadline))
         queue.put(entries, queue.admit(len(entries), now))

@@ -1,5 +1,6 @@
 """Several front-end processes on one port (--frontends 2): each serves, they feed one queue
-(batches hold items of both), and one that is killed loses none of the other's calls."""
+(batches hold items of both), and one that is killed loses none of the other's calls. Each
+serves every model, those loaded and unloaded while serving (Admin) too."""
 
 import os
 import signal
@@ -13,38 +14,22 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pipeserve.client import Client, PipeserveError
+from pipeserve.client import AdminClient, Client, PipeserveError
+from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
-from .conftest import paused, scrape, wait_until
+from .conftest import (
+    OWN_CONNECTION,
+    SEED_SENTENCES,
+    by_frontend,
+    clients_by_frontend,
+    frontend_of,
+    in_process,
+    paused,
+    scrape,
+    wait_until,
+)
 from .test_reliability import serving
-
-# gRPC shares connections between channels of a process; each client here needs its own.
-_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-
-def _client(address: str) -> Client:
-    return Client(address, timeout=60, channel_options=_OWN_CONNECTION)
-
-
-def _frontend_of(address: str) -> int:
-    """The pid of the front end a new connection lands on."""
-    with _client(address) as client:
-        return client.model_info().frontend_pid
-
-
-def _channels_by_frontend(address: str, count: int = 2, tries: int = 200) -> dict[int, Client]:
-    """Clients whose connections landed on `count` different front ends."""
-    found: dict[int, Client] = {}
-    for _ in range(tries):
-        client = _client(address)
-        pid = client.model_info().frontend_pid
-        if pid in found or len(found) == count:
-            client.close()
-        else:
-            found[pid] = client
-        if len(found) == count:
-            return found
-    raise AssertionError(f"connections reached only front ends {sorted(found)}")
 
 
 def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, tiny_logits):
@@ -52,7 +37,7 @@ def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, ti
     # A long wait and room for both: two calls through two front ends make one batch.
     flags = ("--frontends", "2", "--max-wait-ms", "3000", "--max-batch-size", "2")
     with serving(tiny_distilbert, *flags) as server:
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         try:
             assert all(c.model_info().frontends == 2 for c in clients.values())
             (first, one), (second, other) = clients.items()
@@ -83,7 +68,7 @@ def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, ti
 def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny_logits):
     sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--frontends", "2") as server:
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         (victim, doomed), (survivor, kept) = clients.items()
         outcomes: Counter[str] = Counter()
         wrong: list[str] = []
@@ -121,13 +106,13 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny
             for client in clients.values():
                 client.close()
         # It is respawned: new connections reach two live front ends again.
-        wait_until(lambda: survivor != _frontend_of(server.address) != victim, timeout=90)
-        assert len(_channels_by_frontend(server.address)) == 2
+        wait_until(lambda: survivor != frontend_of(server.address) != victim, timeout=90)
+        assert len(clients_by_frontend(server.address)) == 2
 
 
 def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--shutdown-grace-s", "30") as server:
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         try:
             with grpc.insecure_channel(server.address) as channel:
                 updates = health_pb2_grpc.HealthStub(channel).Watch(
@@ -149,7 +134,7 @@ def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
 def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server:
         url = server.metrics_url
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         try:
             for count, client in enumerate(clients.values(), start=2):
                 for _ in range(count):
@@ -169,7 +154,7 @@ def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert)
 
 def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--max-queued-items", "1") as server:
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         (_, one), (_, other) = clients.items()
         worker = one.model_info().workers[0]
         try:
@@ -186,3 +171,138 @@ def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):
         finally:
             for client in clients.values():
                 client.close()
+
+
+_SERVICE = "pipeserve.v1.Inference"
+_SENTENCES = [
+    *SEED_SENTENCES,
+    "A quiet film that stays with you.",
+    "Two hours I will never get back.",
+    "The cast is fine; the script is not.",
+]
+
+
+def _worst(output, name: str, expected: list[np.ndarray]) -> float:
+    """The largest difference between a Forward's output `name` and the in-process rows."""
+    worst = 0.0
+    for i, row in enumerate(expected):
+        if name == "last_hidden_state":
+            assert output.sequence_lengths[i] == len(row)
+        worst = max(worst, float(np.abs(output[name][i][: len(row)] - row).max()))
+    return worst
+
+
+class _FrontEnds:
+    """A client and a health stub on each of the two front ends of the server at `address`."""
+
+    def __init__(self, address: str) -> None:
+        self.clients = clients_by_frontend(address)
+        self._channels = by_frontend(
+            lambda: grpc.insecure_channel(address, options=OWN_CONNECTION),
+            lambda channel: (
+                InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60).frontend_pid
+            ),
+        )
+        assert set(self.clients) == set(self._channels)
+
+    def health(self, service: str) -> list[int]:
+        """`service`'s health status in each front end."""
+        request = health_pb2.HealthCheckRequest(service=service)
+        return [
+            health_pb2_grpc.HealthStub(channel).Check(request, timeout=30).status
+            for channel in self._channels.values()
+        ]
+
+    def close(self) -> None:
+        for connection in (*self.clients.values(), *self._channels.values()):
+            connection.close()
+
+
+def test_several_models_and_the_admin_service_through_each_front_end(
+    tiny_distilbert, tiny_bert, tmp_path
+):
+    """--frontends 2 with two models and the Admin service: each model answers as in-process
+    through each front end; a model loaded while callers use another is served by both front
+    ends when LoadModel returns (and by a front end respawned since), and NOT_FOUND through
+    both once UnloadModel returns."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, _SENTENCES, "logits")
+    hidden = in_process(tiny_bert, AutoModel, _SENTENCES, "last_hidden_state")
+    admin_file = tmp_path / "admin"
+    admin_file.write_text("admin-secret\n")
+    serving_ = health_pb2.HealthCheckResponse.SERVING
+    flags = ("--model", f"enc={tiny_bert}", "--frontends", "2")
+    with serving(f"clf={tiny_distilbert}", *flags, "--admin-token-file", str(admin_file)) as server:
+        fronts = _FrontEnds(server.address)
+        admin = AdminClient(server.address, token="admin-secret")
+        try:
+            for client in fronts.clients.values():
+                assert client.model_info(model="enc").frontends == 2
+                clf = client.forward(_SENTENCES, model="clf", outputs=["logits"])
+                enc = client.forward(_SENTENCES, model="enc", outputs=["last_hidden_state"])
+                assert _worst(clf, "logits", logits) <= 1e-5
+                assert _worst(enc, "last_hidden_state", hidden) <= 1e-5
+            for service in ("", _SERVICE, f"{_SERVICE}/clf", f"{_SERVICE}/enc"):
+                assert fronts.health(service) == [serving_, serving_]
+
+            stop = threading.Event()
+
+            def call_clf(client: Client) -> int:
+                """Calls `clf` until stopped; returns the calls, each checked."""
+                calls = 0
+                while not stop.is_set() or calls == 0:
+                    sentence = _SENTENCES[calls % len(_SENTENCES)]
+                    out = client.forward([sentence], model="clf", outputs=["logits"])
+                    assert _worst(out, "logits", [logits[calls % len(_SENTENCES)]]) <= 1e-5
+                    calls += 1
+                return calls
+
+            with ThreadPoolExecutor(2) as pool:
+                callers = [pool.submit(call_clf, client) for client in fronts.clients.values()]
+                try:
+                    info = admin.load_model("late", str(tiny_distilbert))
+                    # At once, through either front end.
+                    for client in fronts.clients.values():
+                        late = client.forward(_SENTENCES, model="late", outputs=["logits"])
+                        assert _worst(late, "logits", logits) <= 1e-5
+                    assert fronts.health(f"{_SERVICE}/late") == [serving_, serving_]
+                    assert fronts.health("") == [serving_, serving_]
+                finally:
+                    stop.set()
+                calls = [caller.result() for caller in callers]
+            print(f"calls of clf through each front end during the load: {calls}")
+            assert info.name == "late" and [w.ready for w in info.workers] == [True]
+
+            # A front end respawned after the load serves the loaded model too.
+            victim, survivor = fronts.clients
+            os.kill(victim, signal.SIGKILL)
+
+            def respawned() -> bool:
+                try:
+                    return frontend_of(server.address) not in (victim, survivor)
+                except PipeserveError as error:  # a connection the killed one had accepted
+                    assert error.code is grpc.StatusCode.UNAVAILABLE
+                    return False
+
+            wait_until(respawned, timeout=90)
+            fronts.close()
+            fronts = _FrontEnds(server.address)
+            for client in fronts.clients.values():
+                late = client.forward(_SENTENCES, model="late", outputs=["logits"])
+                assert _worst(late, "logits", logits) <= 1e-5
+            wait_until(lambda: fronts.health("") == [serving_, serving_])
+            assert fronts.health(f"{_SERVICE}/late") == [serving_, serving_]
+
+            assert admin.unload_model("late") == 0
+            for client in fronts.clients.values():
+                with pytest.raises(PipeserveError) as refused:
+                    client.forward(["gone"], model="late")
+                assert refused.value.code is grpc.StatusCode.NOT_FOUND
+                assert "served models: clf, enc" in refused.value.details
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            assert fronts.health(f"{_SERVICE}/late") == [not_serving, not_serving]
+            assert fronts.health("") == [serving_, serving_]
+        finally:
+            admin.close()
+            fronts.close()

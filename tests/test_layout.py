@@ -73,7 +73,7 @@ def _within(module: str, prefixes: tuple[str, ...]) -> bool:
 
 def _server_part(module: str) -> str | None:
     """The part of the server `module` belongs to: its subpackage, or the top-level module
-    itself (settings, schema, control, ...); None outside the server."""
+    itself (settings, schema, errors, ...); None outside the server."""
     parts = module.split(".")
     if parts[:2] != ["pipeserve", "server"] or len(parts) < 3:
         return None

@@ -4,8 +4,6 @@ exactly as in-process with callers of both at once, each with its own workers an
 import json
 import os
 import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -16,7 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import Client, PipeserveError
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers import devices
-from tests.conftest import launch_server, pipeserve, scrape, sst2_sentences, wait_until
+from tests.conftest import (
+    clients_by_frontend,
+    in_process,
+    launch_server,
+    pipeserve,
+    scrape,
+    sst2_sentences,
+    wait_until,
+)
 
 ATOL = 1e-5
 SERVICE = "pipeserve.v1.Inference"
@@ -38,27 +44,13 @@ def sentences() -> list[str]:
     return sst2_sentences(48)
 
 
-def _in_process(path, head, sentences: list[str], output: str) -> list[np.ndarray]:
-    """Each sentence alone through the transformers model: the reference."""
-    import torch
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = head.from_pretrained(path).eval()
-    with torch.inference_mode():
-        return [
-            getattr(model(**tokenizer(s, return_tensors="pt")), output)[0].numpy()
-            for s in sentences
-        ]
-
-
 def test_each_model_answers_as_in_process_with_callers_of_both_at_once(
     two, tiny_distilbert, tiny_bert, sentences
 ):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
-    logits = _in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
-    hidden = _in_process(tiny_bert, AutoModel, sentences, "last_hidden_state")
+    logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+    hidden = in_process(tiny_bert, AutoModel, sentences, "last_hidden_state")
     chunks = [sentences[i : i + 3] for i in range(0, len(sentences), 3)]
 
     with Client(two.address) as client:
@@ -259,7 +251,9 @@ def test_models_on_one_gpu_share_it(monkeypatch):
     assert devices.shared_devices(["a", "b"], [one, two]) == [{0: ("b/0",)}, {0: ("a/0",), 1: ()}]
 
 
-def test_a_models_file_gives_each_model_its_own_settings(tmp_path, tiny_distilbert, tiny_bert):
+@pytest.fixture
+def models_file(tmp_path, tiny_distilbert, tiny_bert):
+    """`sentiment` and `encoder` (the default, two workers), each with a limit of its own."""
     models = tmp_path / "models.toml"
     models.write_text(
         f"""
@@ -274,6 +268,11 @@ workers_per_device = 2
 max_tokens_per_request = 1000
 """
     )
+    return models
+
+
+def test_a_models_file_gives_each_model_its_own_settings(models_file):
+    models = models_file
     server = launch_server(None, "--models-file", str(models))
     try:
         with Client(server.address) as client:
@@ -292,27 +291,30 @@ max_tokens_per_request = 1000
     assert refused.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_several_models_refuse_several_frontends(tiny_distilbert, tiny_bert):
-    started = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeserve.server",
-            "--model",
-            f"clf={tiny_distilbert}",
-            "--model",
-            f"enc={tiny_bert}",
-            "--devices",
-            "cpu",
-            "--port",
-            "0",
-            "--frontends",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert started.returncode == 1
-    assert "--frontends 2 serves one model" in started.stderr
+def test_a_models_file_serves_through_several_front_ends(models_file, tiny_distilbert, tiny_bert):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    sentences = ["a models file and two front ends", "each front end serves both models"]
+    logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+    hidden = in_process(tiny_bert, AutoModel, sentences, "last_hidden_state")
+    server = launch_server(None, "--models-file", str(models_file), "--frontends", "2")
+    clients = {}
+    try:
+        clients = clients_by_frontend(server.address)
+        for client in clients.values():
+            assert [m.name for m in client.list_models()] == ["sentiment", "encoder"]
+            sentiment = client.model_info(model="sentiment")
+            assert (sentiment.max_items_per_request, sentiment.frontends) == (8, 2)
+            encoder = client.model_info()
+            assert (encoder.max_tokens_per_request, len(encoder.workers)) == (1000, 2)
+            out = client.forward(sentences, model="sentiment", outputs=["logits"])
+            encoded = client.forward(sentences, outputs=["last_hidden_state"])  # the default
+            for i, length in enumerate(encoded.sequence_lengths):
+                np.testing.assert_allclose(out["logits"][i], logits[i], rtol=0, atol=1e-5)
+                assert length == len(hidden[i])
+                got = encoded["last_hidden_state"][i, :length]
+                np.testing.assert_allclose(got, hidden[i], rtol=0, atol=1e-5)
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()

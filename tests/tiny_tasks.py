@@ -7,8 +7,7 @@ from pathlib import Path
 
 from pipeserve.client import Client
 
-from .conftest import _save_tiny
-from .test_frontends import _channels_by_frontend
+from .conftest import _save_tiny, clients_by_frontend
 from .test_reliability import serving
 
 
@@ -36,7 +35,7 @@ def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, *
 def two_front_ends(model: Path) -> Iterator[list[Client]]:
     """`model` served with `--frontends 2`, and a client on each front end."""
     with serving(model, "--frontends", "2") as server:
-        clients = _channels_by_frontend(server.address)
+        clients = clients_by_frontend(server.address)
         try:
             yield list(clients.values())
         finally:

@@ -1,9 +1,10 @@
 """Start-up and shutdown: wires settings, model card, engine and front ends together, and runs
 until SIGTERM or Ctrl-C.
 
-With one front end (the default on a small host) the gRPC edge and the engine share this
-process. With `--frontends N` > 1, this process runs the engine alone and N front-end
-processes serve the port, each passing its requests to the engine over a pipe.
+Every model's engine, and the model registry that loads and unloads them, run in this process.
+With one front end (the default on a small host) the gRPC edge shares it too. With
+`--frontends N` > 1, N front-end processes serve the port, each passing its requests to the
+engines over a pipe (the hub), and the Admin calls they receive to the registry here.
 """
 
 import asyncio
@@ -12,35 +13,18 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
 
-from pipeserve.server.control import ModelControl
 from pipeserve.server.edge.server import Edge
-from pipeserve.server.engine.core import Engine
+from pipeserve.server.engine.registry import ModelRegistry
 from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.pool import FrontendPool
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
-from pipeserve.server.schema import DeviceSpec
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.devices import plan_frontends, plan_models
 
 log = logging.getLogger("pipeserve")
-
-
-def _plan_frontends(settings: Settings, devices: list[DeviceSpec]) -> int:
-    """One front end with several models, or with the Admin service: a front-end process
-    reaches one engine only, and models loaded while serving live in this process."""
-    if len(settings.model) == 1 and settings.admin_token_file is None:
-        return plan_frontends(settings.frontends, devices)
-    if settings.frontends > 1:
-        why = "several models" if len(settings.model) > 1 else "--admin-token-file"
-        raise StartupError(
-            f"--frontends {settings.frontends} serves one model; with {why} "
-            "use --frontends 1 (or leave it unset)"
-        )
-    return 1
 
 
 async def serve(settings: Settings) -> None:
@@ -53,7 +37,7 @@ async def serve(settings: Settings) -> None:
         await prepare_backend(m, card, on_gpu=devices[0].gpu is not None)
         for m, card, devices in zip(per_model, cards, plans, strict=True)
     ]
-    frontends = _plan_frontends(settings, [d for plan in plans for d in plan])
+    frontends = plan_frontends(settings.frontends, [d for plan in plans for d in plan])
     settings = settings.model_copy(update={"frontends": frontends})
     per_model = tuple(m.model_copy(update={"frontends": frontends}) for m, _ in prepared)
     specs = [
@@ -75,18 +59,6 @@ async def serve(settings: Settings) -> None:
     )
 
     edge: Edge | None = None
-    hub: Hub | None = None
-    control: ModelControl | None = None
-
-    def on_alive_change(name: str) -> Callable[[int], None]:
-        def changed(alive: int) -> None:
-            if edge is not None:
-                edge.mark_alive(name, alive)
-            if hub is not None:
-                hub.broadcast_state()
-
-        return changed
-
     metrics_dir = None
     if frontends > 1 and settings.metrics_port is not None:
         # Front ends spawned from here on keep their metrics in files, served from here.
@@ -95,26 +67,27 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics(
         default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
     )
-    engines = [
-        Engine(m, card, s, metrics, on_alive_change(name))
-        for m, card, s, name in zip(per_model, cards, specs, names, strict=True)
-    ]
     stop = asyncio.Event()
+    registry = ModelRegistry(settings, metrics, stop.set)
     frontend_pool: FrontendPool | None = None
+    if frontends == 1:
+        edge = Edge(settings, metrics, reuse_port=False)
+        registry.listen(edge)
+        if settings.admin_token_file is not None:
+            edge.add_admin(registry)
+    else:
+        hub = Hub(registry, frontends)
+        registry.listen(hub)
+        frontend_pool = FrontendPool(settings, frontends, hub)
+    for parts in zip(per_model, cards, specs, plans, strict=True):
+        await registry.add(*parts)
     # Workers load the models while the front ends start.
-    starting = asyncio.create_task(_start_all(engines, stop.set))
+    starting = asyncio.create_task(registry.start())
     try:
-        if frontends == 1:
-            edge = Edge(settings, metrics, reuse_port=False)
-            control = ModelControl(settings, edge, metrics, stop.set)
-            for parts in zip(per_model, cards, engines, plans, strict=True):
-                control.add(*parts)
-            if settings.admin_token_file is not None:
-                edge.add_admin(control)
+        if edge is not None:
             port = await edge.start(settings.port)
         else:
-            hub = Hub(engines[0])
-            frontend_pool = FrontendPool(settings, frontends, hub)
+            assert frontend_pool is not None
             port = await frontend_pool.start()
         log.info(
             "listening on %s:%d with %d front end%s (health NOT_SERVING until the workers are "
@@ -138,7 +111,7 @@ async def serve(settings: Settings) -> None:
         done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()  # raises ModelLoadError when a worker could not load the model
-            alive = sum(e.alive for e in engines)
+            alive = sum(e.alive for e in registry.engines)
             log.info("ready on %s:%d with %d workers", settings.host, port, alive)
             await stop.wait()
         else:
@@ -151,8 +124,7 @@ async def serve(settings: Settings) -> None:
             await frontend_pool.drain()
     finally:
         starting.cancel()
-        # With one front end, models may have been loaded and unloaded while serving.
-        for engine in control.engines if control is not None else engines:
+        for engine in registry.engines:  # the start-up models' and those loaded since
             await engine.stop()
         if edge is not None:
             await edge.close()
@@ -161,8 +133,3 @@ async def serve(settings: Settings) -> None:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")
-
-
-async def _start_all(engines: list[Engine], on_batcher_failed: Callable[[], None]) -> None:
-    """Starts every model's engine at once; returns when all their workers are ready."""
-    await asyncio.gather(*(e.start(on_batcher_failed=on_batcher_failed) for e in engines))

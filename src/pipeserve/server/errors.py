@@ -1,6 +1,8 @@
 """The server's error vocabulary. Raised anywhere on the data path; `status.py` alone
 maps each kind to a gRPC status code, so this module knows nothing of gRPC."""
 
+from collections.abc import Iterable
+
 
 class PipeserveError(Exception):
     """Base of every error meant for the caller; the message is shown to them as is."""
@@ -44,6 +46,11 @@ class UnsupportedByModel(PipeserveError):
 
 class ModelNotFound(PipeserveError):
     """The request names a model the server does not serve (or no longer serves)."""
+
+    @classmethod
+    def among(cls, asked: str, served: Iterable[str]) -> "ModelNotFound":
+        names = ", ".join(served) or "none"
+        return cls(f"model {asked!r} is not served; served models: {names}")
 
 
 class ModelExists(PipeserveError):

@@ -1,4 +1,4 @@
-"""Every message between the server process and its worker processes, in one place.
+"""Every message between the server's processes (engine, workers, front ends), in one place.
 
 Messages are frozen dataclasses pickled over a multiprocessing Pipe. Batches' ids and large
 outputs stay in shared memory (`workers/shm.py`), so a message is a few hundred bytes.
@@ -6,10 +6,11 @@ Receivers dispatch on the message type with `match`, never on method names.
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Task
+from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Settings, Task
 
 # The two descriptors of shared memory (`workers/shm.py`) that messages carry.
 
@@ -76,9 +77,32 @@ class WorkerSpec:
 
 
 @dataclass(frozen=True)
+class Pooled:
+    """A sentence embedding, [hidden] an item: last_hidden_state pooled with `mode` (cls,
+    mean, max or lasttoken) leaving out each item's first `skip` tokens (an excluded prompt);
+    see pipeline/pooling.py."""
+
+    mode: str
+    skip: int = 0
+
+
+@dataclass(frozen=True)
+class MaskRows:
+    """The logits rows of each item's `token_id` tokens, [masks, vocab] an item; see
+    pipeline/fill_mask.py's gather_masks."""
+
+    token_id: int
+
+
+# An output a request asks the workers for: one of the backend's by name, or one derived from
+# the backend's in the worker right after the forward, so that only it crosses shared memory.
+Output = str | Pooled | MaskRows
+
+
+@dataclass(frozen=True)
 class ForwardBatch:
     """A right-padded batch of `len(lengths)` rows x `width` ids, written into input slot
-    `slot` (token type ids too when `has_types`). `outputs` names what to return (the union
+    `slot` (token type ids too when `has_types`). `outputs` says what to return (the union
     of the callers' asks)."""
 
     batch_id: int
@@ -86,7 +110,7 @@ class ForwardBatch:
     width: int
     lengths: tuple[int, ...]
     has_types: bool
-    outputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
     # time.monotonic() after which every row's caller has given up: skip the forward.
     deadline: float | None = None
 
@@ -125,7 +149,7 @@ class WorkerStartFailed:
 class BatchDone:
     batch_id: int
     # Float32 arrays with the batch axis first; large ones left in shared memory.
-    outputs: dict[str, np.ndarray | SharedArray]
+    outputs: dict[Output, np.ndarray | SharedArray]
     forward_ms: float
 
 
@@ -160,18 +184,43 @@ class WorkerStatus:
     busy: bool
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """A request's outputs, as the engine gathers them once its last item is computed (and
+    sends them to a front end): output name -> the items' rows stacked along axis 0,
+    token-level outputs (and any whose first axis varies by item, an item's mask rows in
+    fill-mask) zero-padded to the longest item; `lengths` are the items' lengths in tokens.
+    Sliced per item only where a task needs one item at a time (`item`)."""
+
+    arrays: dict[Output, np.ndarray]
+    lengths: tuple[int, ...]
+    token_level: frozenset[str]
+
+    def __getitem__(self, name: Output) -> np.ndarray:
+        return self.arrays[name]
+
+    def item(self, index: int) -> dict[Output, np.ndarray]:
+        """Item `index`'s outputs, token-level ones cut to its length."""
+        length = self.lengths[index]
+        return {
+            name: array[index, :length] if name in self.token_level else array[index]
+            for name, array in self.arrays.items()
+        }
+
+
 # Front end -> engine, with several front ends (--frontends). Times are time.monotonic(),
 # one clock for every process on the host.
 
 
 @dataclass(frozen=True)
 class Submit:
-    """A request's sequences for the shared queue."""
+    """A request's sequences for the queue of model `model`."""
 
     request_id: int
+    model: str
     input_ids: tuple[np.ndarray, ...]
     token_type_ids: tuple[np.ndarray | None, ...]
-    outputs: tuple[str, ...]
+    outputs: tuple[Output, ...]
     deadline: float | None
 
 
@@ -185,6 +234,7 @@ class Cancel:
 @dataclass(frozen=True)
 class AskStatus:
     ask_id: int
+    model: str
 
 
 @dataclass(frozen=True)
@@ -194,18 +244,55 @@ class Listening:
     port: int
 
 
-ToEngine = Submit | Cancel | AskStatus | Listening
+@dataclass(frozen=True)
+class ModelServed:
+    """The front end routes calls to model `name` (it has its card): the ModelAdded is done."""
+
+    name: str
 
 
-# Engine -> front end. Each carries the items waiting for a worker, for admission.
+@dataclass(frozen=True)
+class ModelGone:
+    """The front end routes no new call to model `name`: the ModelRemoved is done."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class AdminLoad:
+    """An Admin LoadModel that reached this front end, for the registry."""
+
+    ask_id: int
+    name: str
+    path: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AdminUnload:
+    """An Admin UnloadModel that reached this front end, for the registry."""
+
+    ask_id: int
+    name: str
+    grace_s: float | None
+
+
+ToEngine = (
+    Submit | Cancel | AskStatus | Listening | ModelServed | ModelGone | AdminLoad | AdminUnload
+)
+
+
+# Engine -> front end. Answers carry the items of their model waiting for a worker, for
+# admission.
 
 
 @dataclass(frozen=True)
 class Answered:
-    """A request's outputs, by name: rows stacked (token-level ones padded) along axis 0."""
+    """A request's outputs, as the engine gathered them."""
 
     request_id: int
-    outputs: dict[str, np.ndarray | SharedArray]
+    # Large arrays left in shared memory (SharedArray) on the way.
+    outputs: Outputs
     queue_ms: float
     forward_ms: float
     waiting: int
@@ -220,11 +307,50 @@ class Refused:
 
 @dataclass(frozen=True)
 class EngineState:
-    """Sent when the live workers change: front ends mirror it in their health."""
+    """Model `model`'s live workers, sent when they change: front ends mirror it in health."""
 
+    model: str
     alive: int
-    model: WorkerReady | None
+    ready: WorkerReady | None
     waiting: int
+
+
+@dataclass(frozen=True)
+class ModelAdded:
+    """Serve this model (the registry waits for every front end's ModelServed)."""
+
+    settings: Settings
+    state: EngineState
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The first message to a front end: every model served now, and who shares devices.
+    It listens once it serves them all."""
+
+    models: tuple[ModelAdded, ...]
+    tables: dict[str, dict[int, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class ModelRemoved:
+    """Route no new call to model `name`; answer ModelGone."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class SharedDevices:
+    """Model -> worker id -> workers of other models on its device (ModelInfo's shared_with)."""
+
+    tables: dict[str, dict[int, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class FrontendsListening:
+    """Whether every front end of the server listens: overall health is SERVING only then."""
+
+    every: bool
 
 
 @dataclass(frozen=True)
@@ -235,8 +361,29 @@ class StatusReply:
 
 
 @dataclass(frozen=True)
+class AdminReply:
+    """The registry's answer to an AdminLoad or AdminUnload: its error, or calls cut."""
+
+    ask_id: int
+    error: Exception | None
+    calls_cut: int = 0
+
+
+@dataclass(frozen=True)
 class Drain:
     """Stop taking calls, finish those in flight within the grace period, then exit."""
 
 
-FromEngine = Answered | Refused | EngineState | StatusReply | Drain
+FromEngine = (
+    Answered
+    | Refused
+    | EngineState
+    | Welcome
+    | ModelAdded
+    | ModelRemoved
+    | SharedDevices
+    | FrontendsListening
+    | StatusReply
+    | AdminReply
+    | Drain
+)

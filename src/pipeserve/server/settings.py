@@ -193,7 +193,7 @@ class Settings(BaseSettings):
         None,
         description="File of admin bearer tokens, one per line; serves the Admin service "
         "(LoadModel, UnloadModel: models loaded and unloaded while serving) to calls bearing "
-        "one. Off when unset. Needs one front end.",
+        "one. Off when unset.",
     )
     auth_open_health: bool = Field(
         False, description="Answer gRPC health checks without a token (for orchestrators)."

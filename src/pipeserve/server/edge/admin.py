@@ -1,5 +1,6 @@
 """The Admin service: LoadModel and UnloadModel, converted from protos to plain values and
-back around the model control (`server/control.py`), which does the work.
+back around the model registry (`engine/registry.py`), which does the work: in this process,
+or, with several front ends, in the main one (`frontends/remote.py` carries the calls there).
 
 Registered only with --admin-token-file (else its RPCs answer UNIMPLEMENTED), and every call
 needs one of that file's tokens, checked here rather than by the Inference token interceptor
@@ -23,8 +24,8 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Admin"]
 _SETTINGS_FIELDS = ("revision", "task", "devices", "dtype", "quantize", "backend")
 
 
-class ModelControl(Protocol):
-    """What the Admin service asks of the server (`server/control.py`)."""
+class Registry(Protocol):
+    """What the Admin service asks of the model registry."""
 
     async def load(self, name: str, path: str, options: dict[str, Any]) -> None: ...
 
@@ -32,8 +33,8 @@ class ModelControl(Protocol):
 
 
 class AdminService:
-    def __init__(self, control: ModelControl, inference: InferenceService) -> None:
-        self._control = control
+    def __init__(self, registry: Registry, inference: InferenceService) -> None:
+        self._registry = registry
         # Describes the loaded model exactly as ModelInfo does.
         self._inference = inference
 
@@ -43,13 +44,13 @@ class AdminService:
         }
         if request.HasField("workers_per_device"):
             options["workers_per_device"] = request.workers_per_device
-        await self._control.load(request.name, request.path, options)
+        await self._registry.load(request.name, request.path, options)
         info = await self._inference.ModelInfo(pb.ModelInfoRequest(model=request.name), context)
         return pb.LoadModelResponse(info=info)
 
     async def UnloadModel(self, request: pb.UnloadModelRequest, context) -> pb.UnloadModelResponse:
         grace_s = request.grace_s if request.HasField("grace_s") else None
-        cut = await self._control.unload(request.name, grace_s)
+        cut = await self._registry.unload(request.name, grace_s)
         return pb.UnloadModelResponse(name=request.name, calls_cut=cut)
 
 

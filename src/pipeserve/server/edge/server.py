@@ -3,7 +3,9 @@ bound and started. The same in every front end, whether the engine runs in its p
 in the main one (`--frontends`). It serves every model added with `add_model`; health has a
 service per model (`pipeserve.v1.Inference/NAME`), and the overall status is SERVING only
 while every model is (and some model is served). With --admin-token-file it serves the Admin
-service too (`admin.py`), and models come and go while it serves."""
+service too (`admin.py`), and models come and go while it serves: it is a listener of the
+model registry (`engine/registry.py`), in this process or, through the hub, in the main one.
+With several front ends the overall status is SERVING only while every front end listens."""
 
 import asyncio
 import logging
@@ -17,6 +19,7 @@ from pipeserve.server.edge import admin, handlers
 from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
 from pipeserve.server.edge.service import InferenceService
 from pipeserve.server.engine.core import EngineCalls
+from pipeserve.server.engine.registry import RunningModel, SharedTables
 from pipeserve.server.errors import StartupError
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
@@ -44,6 +47,9 @@ class Edge:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.models = Models(settings.default_name)
         self._alive: dict[str, int] = {}
+        self._shared: SharedTables = {}
+        # With several front ends: whether all of them listen (the main process says).
+        self._every_frontend = True
         interceptors: list[grpc.aio.ServerInterceptor] = []
         tokens: list[bytes] = []
         if settings.auth_token_file is not None:
@@ -77,28 +83,41 @@ class Edge:
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
 
-    def add_model(
-        self,
-        settings: Settings,
-        card: ModelCard,
-        engine: EngineCalls,
-        shared_with: dict[int, tuple[str, ...]] | None = None,
-    ) -> None:
+    def add_model(self, settings: Settings, card: ModelCard, engine: EngineCalls) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
         self._alive[settings.model_name] = 0
         self.models.add(
             ServedModel.compose(
-                settings, card, engine, self._executor, self._metrics, shared_with or {}
+                settings,
+                card,
+                engine,
+                self._executor,
+                self._metrics,
+                # A copy, updated in place by `devices_shared`.
+                dict(self._shared.get(settings.model_name, {})),
             )
         )
 
-    def add_admin(self, control: admin.ModelControl) -> None:
+    def add_admin(self, registry: admin.Registry) -> None:
         """Serves the Admin service (before `start`), to calls with an admin token."""
-        admin.register(self.server, admin.AdminService(control, self.inference), self._admin_tokens)
+        service = admin.AdminService(registry, self.inference)
+        admin.register(self.server, service, self._admin_tokens)
         if not self._quiet:
             log.info("admin service on: %d admin tokens", len(self._admin_tokens))
 
-    async def remove_model(self, model: str) -> None:
+    # The registry's listener calls (`engine/registry.py`).
+
+    async def model_added(self, model: RunningModel) -> None:
+        self.add_model(model.settings, model.card, model.engine)
+        await self.set_alive(model.name, model.engine.alive)
+
+    def devices_shared(self, tables: SharedTables) -> None:
+        self._shared = tables
+        for model in self.models:
+            model.shared_with.clear()
+            model.shared_with.update(tables.get(model.name, {}))
+
+    async def model_removed(self, model: str) -> None:
         """Routes no new call to `model`: they get NOT_FOUND, its health NOT_SERVING."""
         self.models.remove(model)
         del self._alive[model]
@@ -141,11 +160,16 @@ class Edge:
 
     async def _set_overall(self) -> None:
         status = health_pb2.HealthCheckResponse
-        every = bool(self._alive) and all(self._alive.values())
+        every = bool(self._alive) and all(self._alive.values()) and self._every_frontend
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status.SERVING if every else status.NOT_SERVING)
 
-    def mark_alive(self, model: str, alive: int) -> None:
+    async def set_every_frontend(self, every: bool) -> None:
+        """Whether every front end of the server listens."""
+        self._every_frontend = every
+        await self._set_overall()
+
+    def model_alive(self, model: str, alive: int) -> None:
         """`set_alive` from a plain callback on the event loop."""
         task = asyncio.get_running_loop().create_task(self.set_alive(model, alive))
         self._health_updates.add(task)

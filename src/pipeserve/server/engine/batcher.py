@@ -20,7 +20,9 @@ caller) nothing waits, which keeps single-caller latency at its minimum.
 """
 
 import asyncio
+from typing import Protocol
 
+from pipeserve.server.engine.cost import BatchCost
 from pipeserve.server.engine.dispatch import Dispatcher
 from pipeserve.server.engine.queue import Queue
 
@@ -31,11 +33,24 @@ _WAIT_CAP_MS = 50.0
 _LEAD_SHARE = 0.25
 
 
+class BatchHistory(Protocol):
+    """What the batches run so far say, as the engine keeps it."""
+
+    @property
+    def cost(self) -> BatchCost: ...
+
+    @property
+    def last_batch(self) -> tuple[int, float]:
+        """(items, forward ms) of the batch that finished last."""
+        ...
+
+
 class Batcher:
     def __init__(
         self,
         queue: Queue,
         dispatcher: Dispatcher,
+        history: BatchHistory,
         *,
         max_batch_tokens: int,
         max_batch_size: int,
@@ -43,6 +58,7 @@ class Batcher:
     ) -> None:
         self._queue = queue
         self._dispatcher = dispatcher
+        self._history = history
         self._max_tokens = max_batch_tokens
         self._max_size = max_batch_size
         self._max_wait_ms = max_wait_ms
@@ -51,7 +67,7 @@ class Batcher:
         """(entries worth waiting for, longest wait in ms) for an idle worker's next batch."""
         if self._max_wait_ms > 0:
             return self._max_size, self._max_wait_ms
-        size, forward_ms = self._dispatcher.last_batch
+        size, forward_ms = self._history.last_batch
         if size <= 1:
             return 1, 0.0
         return min(size, self._max_size), min(forward_ms * _WAIT_SHARE, _WAIT_CAP_MS)
@@ -63,7 +79,8 @@ class Batcher:
         if worker is None:
             return None
         if dispatcher.running(worker):
-            started, forward_s = dispatcher.running_batch(worker)
+            started, padded_tokens = dispatcher.running_batch(worker)
+            forward_s = self._history.cost.predict_ms(padded_tokens) / 1000
             return started + (1 - _LEAD_SHARE) * forward_s
         target, wait_ms = self._fill_target()
         if len(self._queue) >= target:
@@ -81,7 +98,7 @@ class Batcher:
                 await dispatcher.wait_for_room()
                 continue
             # 2. Let the batch fill while that is worth it; a poke (a batch done) looks again.
-            overhead = dispatcher.cost.overhead_tokens
+            overhead = self._history.cost.overhead_tokens
             if loop.time() < until and not queue.has_full_batch(
                 self._max_tokens, self._max_size, overhead
             ):

@@ -1,9 +1,20 @@
-"""The engine: one owner of the queue, the batcher, the batches in flight and the workers.
+"""The engine of one model: one owner of its queue, batcher, batches in flight and workers.
 
-The request path (`infer.py`) and the gRPC edge talk to it through the few calls below, and
-nothing else. With one front end it runs in the front end's own process; with several
-(`--frontends`), in the main process, and each front end reaches it through a `RemoteEngine`
-(`frontends/remote.py`) that offers the same calls over a pipe.
+The queue changes here alone: calls are admitted, queued and withdrawn through the engine's
+calls below, the batcher takes its batches from it, and the dispatcher reports what became of
+the batches in flight (`dispatch.Outcome`), which `_settle` applies, in order.
+
+The request path (`requests/infer.py`) and the gRPC edge talk to it through the few calls of
+`EngineCalls`, and nothing else. The model registry (`registry.py`) starts and stops engines.
+
+How a request crosses the processes: `submit` queues its sequences and returns a `Request`
+whose future the caller awaits; the batcher puts them in batches, and each batch goes over a
+pipe to a worker process (ids in shared memory, `workers/`); the dispatcher hands each item's
+rows back to its request, which gathers them into one `Outputs` when the last arrives and
+completes the future. With several front ends (`--frontends`) the engines run in the main
+process: a front end's `RemoteEngine` (`frontends/remote.py`) sends the sequences over its pipe
+to the `Hub` (`frontends/hub.py`), which submits them here and sends the `Outputs` back as
+they are, large arrays in shared memory, to complete the front end's own future.
 """
 
 import asyncio
@@ -12,12 +23,24 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pipeserve.server.engine.batcher import Batcher
-from pipeserve.server.engine.dispatch import PIPELINE_DEPTH, Dispatcher, WorkerStats
+from pipeserve.server.engine.cost import BatchCost
+from pipeserve.server.engine.dispatch import (
+    PIPELINE_DEPTH,
+    Dispatcher,
+    FailQueued,
+    Halves,
+    Held,
+    Outcome,
+    Ran,
+    Retry,
+    Room,
+    WorkerStats,
+)
 from pipeserve.server.engine.queue import Admission, Entry, Permit, Queue, Request
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
-from pipeserve.server.schema import WorkerReady, WorkerSpec, WorkerStatus
+from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle
 
@@ -41,7 +64,7 @@ class EngineCalls(Protocol):
     def submit(
         self,
         sequences: Sequence[Encoded],
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
     ) -> Request: ...
@@ -64,9 +87,11 @@ class Engine:
     ) -> None:
         self._settings = settings
         self.queue = Queue(settings.max_queued_items)
+        self._cost = BatchCost()
+        self._last_batch = (0, 0.0)
         self.dispatcher = Dispatcher(
-            self.queue,
             metrics.for_model(settings.model_name),
+            report=self._settle,
             pad_token_id=card.tokenizer.pad_token_id,
             send_token_type_ids=card.tokenizer.uses_token_type_ids,
             forward_timeout_s=settings.forward_timeout_s,
@@ -82,6 +107,7 @@ class Engine:
         self._batcher = Batcher(
             self.queue,
             self.dispatcher,
+            self,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
@@ -127,6 +153,36 @@ class Engine:
             self._batcher_task.cancel()
         await self.workers.stop()
 
+    # What the batches run so far say, for the batcher.
+
+    @property
+    def cost(self) -> BatchCost:
+        return self._cost
+
+    @property
+    def last_batch(self) -> tuple[int, float]:
+        """(items, forward ms) of the batch that finished last."""
+        return self._last_batch
+
+    def _settle(self, outcome: Outcome) -> None:
+        """Applies what the dispatcher reports of its batches, as it reports it: no backlog,
+        so the batcher it wakes and the next admission see the queue changed already."""
+        queue = self.queue
+        match outcome:
+            case Ran(items, padded_tokens, forward_ms):
+                self._cost.observe(padded_tokens, forward_ms)
+                self._last_batch = (items, forward_ms)
+            case Held(items):
+                queue.hold(items)
+            case Room():
+                queue.poke()
+            case Retry(entries):
+                queue.requeue(entries)
+            case Halves(batches):
+                queue.requeue_formed(batches)
+            case FailQueued(error):
+                queue.fail_all(error)
+
     # What the request path asks.
 
     @property
@@ -147,14 +203,15 @@ class Engine:
     def submit(
         self,
         sequences: Sequence[Encoded],
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
     ) -> Request:
-        """Queues a request's sequences; its future gets every item's outputs."""
+        """Queues a request's sequences; its future gets their `Outputs`."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        request = Request(loop.create_future(), outputs, len(sequences))
+        lengths = tuple(len(s) for s in sequences)
+        request = Request(loop.create_future(), outputs, lengths, self.model.token_level)
         entries = [
             Entry(request, i, s.input_ids, s.token_type_ids, now, deadline)
             for i, s in enumerate(sequences)

@@ -9,21 +9,25 @@ waiting behind another whose callers have all gone is withdrawn: its slot's flag
 worker to skip it. When a
 worker dies (or hangs past forward_timeout_s and is killed), its batches go back to the front
 of the queue once; a second death under the same items fails them with UNAVAILABLE.
+
+The dispatcher never touches the queue: it reports what became of batches (an `Outcome`: these
+entries to retry, these halves formed, items held in an inbox, ...) and the engine, the queue's
+one owner, changes the queue accordingly, as a queue actor applies the commands it is sent.
 """
 
 import asyncio
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeserve.server.engine.cost import BatchCost
-from pipeserve.server.engine.queue import Entry, Queue, Request
+from pipeserve.server.engine.queue import Entry, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
 from pipeserve.server.metrics import ModelMetrics
-from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch
+from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch, Output
 from pipeserve.server.workers.shm import take
 from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
 
@@ -32,6 +36,56 @@ log = logging.getLogger("pipeserve.dispatch")
 _MAX_ATTEMPTS = 2
 # Batches a worker holds: the one it runs and the next.
 PIPELINE_DEPTH = 2
+
+
+# What the dispatcher reports to the engine.
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A batch was computed: what the cost model and the batcher's waits learn from."""
+
+    items: int
+    padded_tokens: int
+    forward_ms: float
+
+
+@dataclass(frozen=True)
+class Held:
+    """`items` more (negative: fewer) wait in a worker's inbox, not started: still waiting."""
+
+    items: int
+
+
+@dataclass(frozen=True)
+class Room:
+    """A worker has room for another batch: the batcher looks again."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Entries to run again before anything else, past the queue's limit: a worker died under
+    them (their first attempt), or they never reached the worker they were cut for."""
+
+    entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class Halves:
+    """A batch the model failed on, split in two: each half runs as it is, before anything
+    else, until the one item that fails is found."""
+
+    batches: list[list[Entry]]
+
+
+@dataclass(frozen=True)
+class FailQueued:
+    """No worker is alive: every queued entry fails with `error` rather than wait."""
+
+    error: Exception
+
+
+Outcome = Ran | Held | Room | Retry | Halves | FailQueued
 
 
 @dataclass
@@ -57,15 +111,15 @@ class _InFlight:
 class Dispatcher:
     def __init__(
         self,
-        queue: Queue,
         metrics: ModelMetrics,
         *,
+        report: Callable[[Outcome], None],
         pad_token_id: int,
         send_token_type_ids: bool,
         forward_timeout_s: float,
         depth: int = PIPELINE_DEPTH,
     ) -> None:
-        self._queue = queue
+        self._report = report
         self._metrics = metrics
         self._pad_token_id = pad_token_id
         self._send_token_type_ids = send_token_type_ids
@@ -79,9 +133,6 @@ class Dispatcher:
         self._last_sent: dict[int, int] = {}  # worker id -> id of the last batch sent to it
         self._token_level: frozenset[str] = frozenset()
         self.stats: dict[int, WorkerStats] = {}
-        self.cost = BatchCost()
-        # (items, forward ms) of the batch that finished last, for the batcher's waits.
-        self.last_batch: tuple[int, float] = (0, 0.0)
 
     # What the batcher asks.
 
@@ -102,11 +153,11 @@ class Dispatcher:
     def running(self, worker: WorkerHandle) -> bool:
         return bool(self._in_flight.get(worker.worker_id))
 
-    def running_batch(self, worker: WorkerHandle) -> tuple[float, float]:
-        """(loop time it started, expected forward seconds) of the batch the worker runs."""
+    def running_batch(self, worker: WorkerHandle) -> tuple[float, int]:
+        """(loop time it started, padded tokens) of the batch the worker runs."""
         head = self._in_flight[worker.worker_id][0]
         assert head.started_at is not None
-        return head.started_at, self.cost.predict_ms(head.padded_tokens) / 1000
+        return head.started_at, head.padded_tokens
 
     def held(self, worker_id: int) -> int:
         return len(self._in_flight.get(worker_id, ()))
@@ -114,7 +165,7 @@ class Dispatcher:
     def dispatch(self, worker: WorkerHandle, entries: list[Entry]) -> None:
         if worker.worker_id not in self._ready:
             # It died while the batcher waited for the batch to fill: the entries never left.
-            self._queue.requeue(entries)
+            self._report(Retry(entries))
             return
         in_flight = self._in_flight[worker.worker_id]
         slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
@@ -133,7 +184,9 @@ class Dispatcher:
                 types[row, : entry.length] = entry.token_type_ids
             request = entry.request
             request.queue_ms = max(request.queue_ms, (now - entry.enqueued_at) * 1000)
-        outputs = tuple(dict.fromkeys(n for e in entries for n in e.request.outputs))
+        # The union of the requests' asks, each request's once: derived outputs hash in Python.
+        requests = dict.fromkeys(e.request for e in entries)
+        outputs = tuple(dict.fromkeys(o for r in requests for o in r.outputs))
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
@@ -143,7 +196,7 @@ class Dispatcher:
         if not worker.send(message):
             # Dying, its exit not handled yet: the batch never reached it, so no attempt spent.
             log.warning("worker %d gone before batch %d was sent", worker.worker_id, batch_id)
-            self._queue.requeue(entries)
+            self._report(Retry(entries))
             return
         self._last_sent[worker.worker_id] = batch_id
         batch = _InFlight(batch_id, entries, slot, ids.size)
@@ -151,7 +204,7 @@ class Dispatcher:
         if len(in_flight) == 1:
             self._start(worker, batch)
         else:
-            self._queue.hold(len(entries))
+            self._report(Held(len(entries)))
         self._metrics.observe_batch(len(entries), ids.size)
 
     def _start(self, worker: WorkerHandle, batch: _InFlight) -> None:
@@ -175,7 +228,7 @@ class Dispatcher:
                 if all(e.request.gone for e in entries):
                     batch.withdrawn = True
                     self._ready[worker_id].slots.set_withdrawn(batch.slot, True)
-                    self._queue.hold(-len(entries))
+                    self._report(Held(-len(entries)))
 
     # What the supervisor tells, all on the event loop.
 
@@ -186,7 +239,7 @@ class Dispatcher:
         self._in_flight[worker.worker_id] = deque()
         self.stats.setdefault(worker.worker_id, WorkerStats())
         self._room.set()
-        self._queue.poke()
+        self._report(Room())
 
     def on_batch(self, worker: WorkerHandle, message: BatchOutcome) -> None:
         # Shared outputs are taken first: their blocks must go whatever became of the batch.
@@ -204,7 +257,7 @@ class Dispatcher:
             self._unhold(in_flight[0])
             self._start(worker, in_flight[0])
         self._room.set()
-        self._queue.poke()
+        self._report(Room())
         match message:
             case BatchDone():
                 self._done(worker, batch, outputs, message.forward_ms)
@@ -227,13 +280,13 @@ class Dispatcher:
         self._retry_or_fail([e for batch in held for e in batch.entries], worker.worker_id)
         if alive == 0:
             # Waiting out a respawn and a model load helps no caller: they can retry elsewhere.
-            self._queue.fail_all(Unavailable("no model worker is alive; retry shortly"))
+            self._report(FailQueued(Unavailable("no model worker is alive; retry shortly")))
 
     def _unhold(self, waiting: _InFlight) -> None:
         """A batch that waited behind another no longer does: its items stop counting as
         waiting (a withdrawn batch's stopped when it was withdrawn)."""
         if not waiting.withdrawn:
-            self._queue.hold(-len(waiting.entries))
+            self._report(Held(-len(waiting.entries)))
 
     # Outcomes.
 
@@ -241,26 +294,24 @@ class Dispatcher:
         self,
         worker: WorkerHandle,
         batch: _InFlight,
-        outputs: dict[str, np.ndarray],
+        outputs: dict[Output, np.ndarray],
         forward_ms: float,
     ) -> None:
         stats = self.stats[worker.worker_id]
         stats.batches += 1
         stats.items += len(batch.entries)
         stats.busy_s += forward_ms / 1000
-        self.last_batch = (len(batch.entries), forward_ms)
-        self.cost.observe(batch.padded_tokens, forward_ms)
-        token_level = self._token_level
+        self._report(Ran(len(batch.entries), batch.padded_tokens, forward_ms))
+        # Whether each output is cut to the item's length, found once a batch, not an item.
+        columns = {o: (array, o in self._token_level) for o, array in outputs.items()}
         for row, entry in enumerate(batch.entries):
             request = entry.request
             if request.gone:
                 continue
-            rows = {
-                name: outputs[name][row, : entry.length]
-                if name in token_level
-                else outputs[name][row]
-                for name in request.outputs
-            }
+            rows = {}
+            for output in request.outputs:
+                array, token_level = columns[output]
+                rows[output] = array[row, : entry.length] if token_level else array[row]
             request.deliver(entry.index, rows, forward_ms)
 
     def _failed(self, batch: _InFlight, reason: str) -> None:
@@ -274,7 +325,7 @@ class Dispatcher:
                 reason,
             )
             half = len(entries) // 2
-            self._queue.requeue_formed([entries[:half], entries[half:]])
+            self._report(Halves([entries[:half], entries[half:]]))
         elif entries:
             log.error("batch %d failed in the model on its one item: %s", batch.batch_id, reason)
             entries[0].request.fail(
@@ -309,4 +360,4 @@ class Dispatcher:
                 )
         if retry:
             log.warning("retrying %d items from worker %d", len(retry), worker_id)
-            self._queue.requeue(retry)
+            self._report(Retry(retry))

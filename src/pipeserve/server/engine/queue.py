@@ -3,6 +3,9 @@
 A call first takes an admission permit for its items (before it is tokenized), so a full queue
 refuses at once instead of tokenizing work it would drop. Entries whose caller has gone (its
 request ended) or whose deadline has passed are dropped here, before they reach a worker.
+
+The engine (`core.py`) is its one owner: only the engine's calls and what it settles of the
+dispatcher's reports change it, and the batcher takes its batches from it.
 """
 
 import asyncio
@@ -13,26 +16,33 @@ from typing import Protocol
 import numpy as np
 
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
+from pipeserve.server.schema import Output, Outputs
 
 # A batch is picked among the oldest entries only, this many times the batch size: it costs
 # the same however long the queue, and older entries keep going first.
 _WINDOW_BATCHES = 4
 
+# How long a caller refused by a full queue is asked to wait before retrying.
+RETRY_AFTER_MS = 100
+
 
 @dataclass(eq=False)
 class Request:
-    """One call's sequences on their way through the engine. Its future gets every item's
-    outputs (token axes cut to the item's length), in input order, once all are computed."""
+    """One call's sequences (of `lengths` tokens) on their way through the engine. Its future
+    gets their `Outputs`, gathered once all are computed."""
 
     future: asyncio.Future
-    outputs: tuple[str, ...]
-    remaining: int
-    rows: list[dict[str, np.ndarray] | None] = field(default_factory=list)
+    outputs: tuple[Output, ...]
+    lengths: tuple[int, ...]
+    token_level: frozenset[str] = frozenset()
+    remaining: int = field(init=False)
+    rows: list[dict[Output, np.ndarray] | None] = field(init=False)
     # The slowest item's time queued and in forward, in milliseconds.
     queue_ms: float = 0.0
     forward_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        self.remaining = len(self.lengths)
         self.rows = [None] * self.remaining
 
     @property
@@ -40,12 +50,21 @@ class Request:
         """Answered, failed or cancelled: its remaining entries need no compute."""
         return self.future.done()
 
-    def deliver(self, index: int, outputs: dict[str, np.ndarray], forward_ms: float) -> None:
+    def deliver(self, index: int, outputs: dict[Output, np.ndarray], forward_ms: float) -> None:
         self.rows[index] = outputs
         self.forward_ms = max(self.forward_ms, forward_ms)
         self.remaining -= 1
         if self.remaining == 0:
-            self.future.set_result(self.rows)
+            self.future.set_result(self._gather())
+
+    def _gather(self) -> Outputs:
+        """The items' rows, stacked: the one place a request's outputs are gathered."""
+        rows: list[dict[Output, np.ndarray]] = self.rows  # type: ignore[assignment]
+        arrays = {
+            name: stack_rows([r[name] for r in rows], name in self.token_level)
+            for name in self.outputs
+        }
+        return Outputs(arrays, self.lengths, self.token_level)
 
     def fail(self, error: Exception) -> None:
         if not self.future.done():
@@ -84,14 +103,13 @@ class Permit:
         self.items = items
 
     def release(self) -> None:
-        self._queue._reserved -= self.items
+        self._queue.release(self.items)
         self.items = 0
 
 
 class Queue:
-    def __init__(self, max_items: int, retry_after_ms: int = 100) -> None:
+    def __init__(self, max_items: int) -> None:
         self._max_items = max_items
-        self._retry_after_ms = retry_after_ms
         self._pending: list[Entry] = []
         # Batches formed already (halves of a batch the model failed on), run before the rest.
         self._formed: deque[list[Entry]] = deque()
@@ -114,6 +132,10 @@ class Queue:
         """Items of admitted calls not queued yet (being tokenized)."""
         return self._reserved
 
+    def release(self, items: int) -> None:
+        """Frees places held for `items` entries (a permit's, see `Permit.release`)."""
+        self._reserved -= items
+
     def hold(self, items: int) -> None:
         """Counts `items` (negative: no longer) as waiting in a worker's inbox."""
         self._held += items
@@ -123,11 +145,7 @@ class Queue:
         if self.waiting + self._reserved + items > self._max_items:
             self.drop_gone(now)  # entries whose callers left must not hold places
         if self.waiting + self._reserved + items > self._max_items:
-            raise Overloaded(
-                f"server overloaded: {self.waiting + self._reserved} items queued, limit "
-                f"max_queued_items={self._max_items}; retry later",
-                self._retry_after_ms,
-            )
+            raise overloaded(self.waiting + self._reserved, self._max_items)
         self._reserved += items
         return Permit(self, items)
 
@@ -234,6 +252,15 @@ class Queue:
         lengths = [e.length for e in self._pending]
         chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
         return len(chosen) >= max_size or len(chosen) < len(lengths)
+
+
+def overloaded(queued: int, max_items: int) -> Overloaded:
+    """The refusal of a full queue, from the queue or from a front end that checks first."""
+    return Overloaded(
+        f"server overloaded: {queued} items queued, limit max_queued_items={max_items}; "
+        "retry later",
+        RETRY_AFTER_MS,
+    )
 
 
 def _wake(waiter: asyncio.Future) -> None:

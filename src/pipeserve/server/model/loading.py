@@ -1,6 +1,6 @@
 """From one model's settings to the pieces its engine needs: the model card, the backend
 resolved (and an OpenVINO model converted), and its workers' specs. Used at start-up for
-every model and by LoadModel for one loaded while serving (`control.py`)."""
+every model and by LoadModel for one loaded while serving (`engine/registry.py`)."""
 
 import asyncio
 import logging

@@ -3,8 +3,8 @@
 nothing of gRPC or workers.
 
 Only the mask tokens' rows of the logits are wanted, a few of [tokens, vocab]: the worker
-picks them out right after the forward (`gather_masks`, asked for by the output name
-`mask_logits_output`), so they alone cross shared memory, as pooled embeddings do.
+picks them out right after the forward (`gather_masks`, asked for as a `schema.MaskRows`
+output), so they alone cross shared memory, as pooled embeddings do.
 """
 
 from collections.abc import Sequence
@@ -60,23 +60,6 @@ def target_ids(targets: Sequence[str], tokenizer: Decoder) -> np.ndarray | None:
             )
         ids.append(found)
     return np.array(list(dict.fromkeys(ids)), dtype=np.int64)
-
-
-# Worker output names that ask for the mask tokens' logits: "mask_logits:<mask token id>".
-_MASK_LOGITS_PREFIX = "mask_logits:"
-
-
-def mask_logits_output(mask_token_id: int) -> str:
-    """The worker output that holds, per item, the logits rows of its `mask_token_id` tokens
-    (see `gather_masks`)."""
-    return f"{_MASK_LOGITS_PREFIX}{mask_token_id}"
-
-
-def parse_mask_logits(name: str) -> int | None:
-    """The mask token id of a `mask_logits_output` name; None for any other output."""
-    if not name.startswith(_MASK_LOGITS_PREFIX):
-        return None
-    return int(name[len(_MASK_LOGITS_PREFIX) :])
 
 
 def mask_positions(input_ids: np.ndarray, mask_token_id: int) -> np.ndarray:

@@ -5,30 +5,11 @@ left out (a prompt, when the checkpoint's pooling has include_prompt false).
 Runs in the worker right after the forward, whatever the backend: a pooled row is [hidden],
 where last_hidden_state is [tokens, hidden], so pooling there sends a fraction of the data
 through shared memory and spares the server's event loop the reduction. The server decides how
-to pool (from the checkpoint's files, see embeddings.py) and says so in the output name it asks
-for (`pooled_output`; derived.py computes it). Pure numpy: a worker serving OpenVINO never
-imports torch.
+to pool (from the checkpoint's files, see embed.py) and asks for it as a `schema.Pooled` output
+(workers/derived.py computes it). Pure numpy: a worker serving OpenVINO never imports torch.
 """
 
 import numpy as np
-
-# Worker output names that ask for a pooled embedding: "sentence_embedding:<mode>:<skip>".
-_POOLED_PREFIX = "sentence_embedding:"
-
-
-def pooled_output(mode: str, skip: int) -> str:
-    """The worker output that pools last_hidden_state with `mode`, leaving out each item's
-    first `skip` tokens (an excluded prompt). One name per request: items of other requests
-    in the same batch ask for their own."""
-    return f"{_POOLED_PREFIX}{mode}:{skip}"
-
-
-def parse_pooled(name: str) -> tuple[str, int] | None:
-    """(mode, skip) of a `pooled_output` name; None for any other output."""
-    if not name.startswith(_POOLED_PREFIX):
-        return None
-    mode, skip = name[len(_POOLED_PREFIX) :].split(":")
-    return mode, int(skip)
 
 
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str, skip: int) -> np.ndarray:

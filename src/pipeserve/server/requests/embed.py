@@ -2,8 +2,8 @@
 workers, which pool each item's token states -> sentence-transformers' steps after pooling.
 
 Each text is one item of the shared queue, batched with every other call's items; the request
-asks the workers for the pooled embedding by name (`pooling.pooled_output`), so no
-per-token state leaves the worker.
+asks the workers for the pooled embedding (a `schema.Pooled` output), so no per-token state
+leaves the worker.
 """
 
 import time
@@ -19,8 +19,8 @@ from pipeserve.server.pipeline.embed import (
     load_sentence_config,
 )
 from pipeserve.server.pipeline.inputs import TextOptions
-from pipeserve.server.pipeline.pooling import pooled_output
 from pipeserve.server.requests.infer import Infer, Timings
+from pipeserve.server.schema import Pooled
 from pipeserve.server.settings import Task
 
 
@@ -105,11 +105,9 @@ class Embedder:
         skip = 0
         if applied and not config.include_prompt:
             skip = self._prompt_length(applied, options.max_length)
-        output = pooled_output(config.pooling, skip)
-        rows, lengths, timings = await self._infer.run(items, options, (output,), deadline)
+        output = Pooled(config.pooling, skip)
+        outputs, timings = await self._infer.run(items, options, (output,), deadline)
         start = time.perf_counter()
-        embeddings = finish(
-            np.stack([row[output] for row in rows]), config, truncate_dim, normalize
-        )
+        embeddings = finish(outputs[output], config, truncate_dim, normalize)
         self._infer.observe_postprocess(start, timings)
-        return EmbedResult(embeddings, lengths, timings)
+        return EmbedResult(embeddings, list(outputs.lengths), timings)

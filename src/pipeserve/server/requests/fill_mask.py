@@ -11,13 +11,13 @@ from pipeserve.server.pipeline.fill_mask import (
     DEFAULT_TOP_K,
     MaskFill,
     fill,
-    mask_logits_output,
     mask_positions,
     target_ids,
 )
 from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.requests.infer import Infer, Timings
+from pipeserve.server.schema import MaskRows
 
 
 class FillMask:
@@ -54,7 +54,7 @@ class FillMask:
             return encoded
 
         # The workers return the mask tokens' logits alone, not [tokens, vocab] an item.
-        output = mask_logits_output(mask_id)
+        output = MaskRows(mask_id)
         rows, windows, timings = await self._infer.run_windows(
             texts, options, (output,), deadline, split
         )

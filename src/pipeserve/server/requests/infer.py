@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.engine.queue import Admission, stack_rows
+from pipeserve.server.engine.queue import Admission
 from pipeserve.server.errors import InvalidInput, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
@@ -37,6 +37,7 @@ from pipeserve.server.pipeline.validation import (
     resolve_max_length,
 )
 from pipeserve.server.pipeline.windows import check_stride
+from pipeserve.server.schema import Output, Outputs
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
@@ -103,18 +104,16 @@ class Infer:
         model = self._engine.model
         check_outputs(outputs, model.outputs)
         names = tuple(outputs) or model.default_outputs
-        rows, lengths, timings = await self.run(items, options, names, deadline)
-        assembled = {
-            name: stack_rows([r[name] for r in rows], name in model.token_level) for name in names
-        }
-        return ForwardResult(assembled, np.array(lengths, dtype=np.int64), timings)
+        outputs, timings = await self.run(items, options, names, deadline)
+        arrays = {name: outputs[name] for name in names}
+        return ForwardResult(arrays, np.array(outputs.lengths, dtype=np.int64), timings)
 
     async def logits(
         self, items: Sequence[ModelInput], options: TextOptions, deadline: float | None
     ) -> tuple[np.ndarray, Timings]:
         """The items' logits [items, labels] (a classifier's head), and where the time went."""
-        rows, _, timings = await self.run(items, options, ("logits",), deadline)
-        return np.stack([row["logits"] for row in rows]), timings
+        outputs, timings = await self.run(items, options, ("logits",), deadline)
+        return outputs["logits"], timings
 
     def require(self, rpc: str) -> None:
         """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
@@ -177,14 +176,13 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
-    ) -> tuple[list[dict[str, np.ndarray]], list[int], Timings]:
-        """Each item's outputs, its length in tokens, and where the time went."""
-        rows, sequences, timings = await self._submit(
+    ) -> tuple[Outputs, Timings]:
+        """The items' outputs, stacked, and where the time went."""
+        return await self._submit(
             items, options, outputs, deadline, lambda limit: self._sequences(items, options, limit)
         )
-        return rows, [len(s) for s in sequences], timings
 
     def windows(
         self, texts: Sequence[str], options: TextOptions, stride: int | None, details: bool
@@ -209,10 +207,10 @@ class Infer:
         self,
         texts: Sequence[str],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         split: Callable[[int], list[list[Encoded]]],
-    ) -> tuple[list[list[dict[str, np.ndarray]]], list[list[Encoded]], Timings]:
+    ) -> tuple[list[list[dict[Output, np.ndarray]]], list[list[Encoded]], Timings]:
         """As `run`, for texts that may each become several sequences (windows of a long
         text): `split(max_length)` tokenizes them, each into its sequences. Returns each
         text's outputs and sequences, window by window, and where the time went."""
@@ -223,10 +221,10 @@ class Infer:
             self._check_lengths([w[0] for w in windows], range(len(texts)))
             return [s for w in windows for s in w]
 
-        rows, _, timings = await self._submit(texts, options, outputs, deadline, sequences)
+        stacked, timings = await self._submit(texts, options, outputs, deadline, sequences)
         grouped, start = [], 0
         for item in windows:
-            grouped.append(rows[start : start + len(item)])
+            grouped.append([stacked.item(i) for i in range(start, start + len(item))])
             start += len(item)
         return grouped, windows, timings
 
@@ -234,12 +232,12 @@ class Infer:
         self,
         items: Sequence[ModelInput],
         options: TextOptions,
-        outputs: tuple[str, ...],
+        outputs: tuple[Output, ...],
         deadline: float | None,
         tokenize: Callable[[int], Awaitable[list[Encoded]]],
-    ) -> tuple[list[dict[str, np.ndarray]], list[Encoded], Timings]:
+    ) -> tuple[Outputs, Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
-        returns each sequence's outputs, the sequences and where the time went."""
+        returns the sequences' outputs and where the time went."""
         self._check_alive()
         max_length = self._check(items, options)
         permit = self._engine.admit(len(items))
@@ -258,7 +256,7 @@ class Infer:
             if more is not None:
                 more.release()
         try:
-            rows = await request.future
+            outputs = await request.future
         except asyncio.CancelledError:  # the caller left, or its deadline passed
             self._engine.withdraw(request)
             raise
@@ -266,7 +264,7 @@ class Infer:
         self._metrics.observe_stages(
             tokenize=timings.tokenize_ms, queue=timings.queue_ms, forward=timings.forward_ms
         )
-        return rows, sequences, timings
+        return outputs, timings
 
     async def _sequences(
         self, items: Sequence[ModelInput], options: TextOptions, max_length: int

@@ -85,9 +85,7 @@ class Models:
         """The model a request's `model` field names; empty names the default."""
         found = self._by_name.get(name or self.default)
         if found is None:
-            served = ", ".join(self._by_name) or "none"
-            asked = name or f"{self.default} (the default)"
-            raise ModelNotFound(f"model {asked!r} is not served; served models: {served}")
+            raise ModelNotFound.among(name or f"{self.default} (the default)", self._by_name)
         return found
 
     def __iter__(self):

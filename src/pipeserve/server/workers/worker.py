@@ -129,5 +129,5 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
             continue
         elapsed_ms = (time.perf_counter() - start) * 1000
         # 3. Its outputs: small ones in the message, large ones in shared memory.
-        shared = {name: share(array) for name, array in outputs.items()}
+        shared = {output: share(array) for output, array in outputs.items()}
         conn.send(BatchDone(message.batch_id, shared, elapsed_ms))

@@ -1,91 +1,156 @@
-"""The served models' engines, and models loaded and unloaded while the server serves
-(the Admin service's LoadModel and UnloadModel, `edge/admin.py`).
+"""The model registry: every served model's engine, and models loaded and unloaded while the
+server serves (the Admin service's LoadModel and UnloadModel).
 
 Each model has its own engine and workers, so loading or unloading one touches nothing of
-the others: a load builds a new engine beside them and adds it to the routing once its workers
-are ready; an unload takes a model out of the routing at once, lets its calls finish, then
-stops its engine. Runs with one front end only (the routing is the edge's, in this process).
+the others: a load builds a new engine beside them and serves it once its workers are ready;
+an unload takes a model out of the routing at once, lets its calls finish, then stops its
+engine. The registry knows nothing of gRPC or of front ends: it tells its listeners (the edge
+in this process, or the hub of the front-end processes) that a model was added or removed,
+and each returns once every caller it serves sees the change.
 """
 
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from pipeserve.server.edge.server import Edge
 from pipeserve.server.engine.core import Engine
 from pipeserve.server.errors import (
     InvalidInput,
     LoadFailed,
     ModelBusy,
     ModelExists,
+    ModelNotFound,
     StartupError,
 )
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
 from pipeserve.server.model.source import check_model_source
-from pipeserve.server.schema import DeviceSpec
+from pipeserve.server.schema import DeviceSpec, WorkerSpec
 from pipeserve.server.settings import Settings, is_model_name
 from pipeserve.server.workers.devices import plan_models, shared_devices
 
 log = logging.getLogger("pipeserve")
 
+# Model -> worker id -> the workers of other models on its device, as "MODEL/ID".
+SharedTables = dict[str, dict[int, tuple[str, ...]]]
 
-class ModelControl:
+
+@dataclass(frozen=True)
+class RunningModel:
+    # The server's settings with this model's own values; it names this model alone.
+    settings: Settings
+    card: ModelCard
+    engine: Engine
+
+    @property
+    def name(self) -> str:
+        return self.settings.model_name
+
+
+class Listener(Protocol):
+    """Who routes calls to the registry's models: the edge in this process, or the hub."""
+
+    async def model_added(self, model: RunningModel) -> None:
+        """Routes calls to `model`; returns once they reach it."""
+
+    async def model_removed(self, name: str) -> None:
+        """Routes no new call to model `name`; returns once none is."""
+
+    def model_alive(self, name: str, alive: int) -> None:
+        """Model `name` has `alive` ready workers (ignored for a model not routed to)."""
+
+    def devices_shared(self, tables: SharedTables) -> None:
+        """Which workers of different models share a device now (ModelInfo)."""
+
+
+class ModelRegistry:
     """Owns every model's engine: those served, those loading and those draining."""
 
     def __init__(
-        self,
-        settings: Settings,
-        edge: Edge,
-        metrics: Metrics,
-        on_batcher_failed: Callable[[], None],
+        self, settings: Settings, metrics: Metrics, on_batcher_failed: Callable[[], None]
     ) -> None:
         # The server's settings: what a loaded model's request leaves unset.
         self._settings = settings
-        self._edge = edge
         self._metrics = metrics
         self._on_batcher_failed = on_batcher_failed
-        self._served: dict[str, Engine] = {}
+        self._listeners: list[Listener] = []
+        self._served: dict[str, RunningModel] = {}
         self._plans: dict[str, list[DeviceSpec]] = {}
         self._loading: dict[str, Engine | None] = {}
         self._unloading: dict[str, Engine] = {}
         # Unloads run to the end even if their caller leaves.
         self._unloads: set[asyncio.Task] = set()
 
-    def add(
-        self, settings: Settings, card: ModelCard, engine: Engine, plan: list[DeviceSpec]
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def add(
+        self, settings: Settings, card: ModelCard, specs: list[WorkerSpec], plan: list[DeviceSpec]
     ) -> None:
-        """Serves a model whose engine is starting (the start-up models)."""
-        name = settings.model_name
-        self._served[name] = engine
-        self._plans[name] = plan
-        self._edge.add_model(settings, card, engine)
-        self._share()
+        """Serves a start-up model; its engine starts with `start`."""
+        await self._serve(RunningModel(settings, card, self._engine(settings, card, specs)), plan)
+
+    async def start(self) -> None:
+        """Starts the start-up models' engines at once; returns when all their workers are
+        ready."""
+        on_failed = self._on_batcher_failed
+        await asyncio.gather(*(m.engine.start(on_failed) for m in self._served.values()))
+
+    @property
+    def served(self) -> list[RunningModel]:
+        return list(self._served.values())
+
+    def running(self, name: str) -> Engine:
+        """The engine of model `name`, served or draining (calls that got it keep it)."""
+        model = self._served.get(name)
+        engine = model.engine if model is not None else self._unloading.get(name)
+        if engine is None:
+            raise ModelNotFound.among(name, self._served)
+        return engine
 
     @property
     def engines(self) -> list[Engine]:
         """Every engine running: served, loading or draining (for shutdown)."""
         loading = [e for e in self._loading.values() if e is not None]
-        return [*self._served.values(), *loading, *self._unloading.values()]
+        served = [m.engine for m in self._served.values()]
+        return [*served, *loading, *self._unloading.values()]
 
-    def _share(self) -> None:
-        """Recomputes which workers of different models share a device (ModelInfo)."""
+    def shared_tables(self) -> SharedTables:
         names = list(self._plans)
         tables = shared_devices(names, [self._plans[n] for n in names])
-        for name, table in zip(names, tables, strict=True):
-            shared = self._edge.models.get(name).shared_with
-            shared.clear()
-            shared.update(table)
+        return dict(zip(names, tables, strict=True))
+
+    async def _serve(self, model: RunningModel, plan: list[DeviceSpec]) -> None:
+        self._served[model.name] = model
+        self._plans[model.name] = plan
+        for listener in self._listeners:
+            await listener.model_added(model)
+        self._share()
+
+    def _share(self) -> None:
+        tables = self.shared_tables()
+        for listener in self._listeners:
+            listener.devices_shared(tables)
+
+    def _engine(self, settings: Settings, card: ModelCard, specs: list[WorkerSpec]) -> Engine:
+        name = settings.model_name
+
+        def alive_changed(alive: int) -> None:
+            for listener in self._listeners:
+                listener.model_alive(name, alive)
+
+        return Engine(settings, card, specs, self._metrics, alive_changed)
 
     # LoadModel.
 
     async def load(self, name: str, path: str, options: dict[str, Any]) -> None:
         """Loads model `path` as `name` with `options` (Settings fields) over the server's
-        settings; returns once its workers are ready and it is served."""
+        settings; returns once its workers are ready and every listener serves it."""
         if not is_model_name(name):
             raise InvalidInput(
                 f"LoadModel: cannot name a model {name!r}; use letters, digits, '.', '_' and '-'"
@@ -100,17 +165,14 @@ class ModelControl:
         settings = self._model_settings(name, path, options)
         self._loading[name] = None
         try:
-            engine, card, plan = await self._start(settings)
+            model, plan = await self._start(settings)
         except StartupError as error:
             log.error("LoadModel %s: %s", name, error)
             raise LoadFailed(f"LoadModel {name}: {error}") from None
         finally:
             del self._loading[name]
-        self._served[name] = engine
-        self._plans[name] = plan
-        self._edge.add_model(settings, card, engine)
-        self._share()
-        await self._edge.set_alive(name, engine.alive)
+        # Served to the end even if the caller leaves now: its engine runs.
+        await asyncio.shield(self._serve(model, plan))
         workers = ", ".join(f"{i}={d.label}" for i, d in enumerate(plan))
         log.info("loaded model %s while serving: workers %s", name, workers)
 
@@ -124,8 +186,8 @@ class ModelControl:
             where = ".".join(map(str, problem["loc"])) or "settings"
             raise InvalidInput(f"LoadModel {name}: {where}: {problem['msg']}") from None
 
-    async def _start(self, settings: Settings) -> tuple[Engine, ModelCard, list[DeviceSpec]]:
-        """The model's engine, its workers ready; every piece stopped again if that fails."""
+    async def _start(self, settings: Settings) -> tuple[RunningModel, list[DeviceSpec]]:
+        """The model with its workers ready; every piece stopped again if that fails."""
         name = settings.model_name
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, check_model_source, settings.model_source)
@@ -134,8 +196,7 @@ class ModelControl:
         # keep theirs, so they share cores (ModelInfo's shared_with says with whom).
         (plan,) = plan_models([(settings.devices, settings.workers_per_device)])
         settings, converted = await prepare_backend(settings, card, on_gpu=plan[0].gpu is not None)
-        specs = worker_specs(settings, card, plan, converted)
-        engine = Engine(settings, card, specs, self._metrics, self._alive_callback(name))
+        engine = self._engine(settings, card, worker_specs(settings, card, plan, converted))
         self._loading[name] = engine
         try:
             await engine.start(on_batcher_failed=self._on_batcher_failed)
@@ -143,11 +204,7 @@ class ModelControl:
             await engine.stop()
             self._metrics.forget(name)
             raise
-        return engine, card, plan
-
-    def _alive_callback(self, name: str) -> Callable[[int], None]:
-        # The edge ignores a model it does not serve (yet, or any more).
-        return lambda alive: self._edge.mark_alive(name, alive)
+        return RunningModel(settings, card, engine), plan
 
     # UnloadModel.
 
@@ -158,13 +215,12 @@ class ModelControl:
             raise InvalidInput("UnloadModel: give the name of the model to unload")
         if name in self._loading:
             raise ModelBusy(f"model {name!r} is being loaded; unload it once LoadModel returned")
-        self._edge.models.get(name)  # NOT_FOUND, naming the served models
+        if name not in self._served:
+            raise ModelNotFound.among(name, self._served)
         if grace_s is not None and grace_s < 0:
             raise InvalidInput(f"UnloadModel {name}: grace_s must be 0 or more; got {grace_s}")
-        engine = self._unloading[name] = self._served.pop(name)
+        engine = self._unloading[name] = self._served.pop(name).engine
         del self._plans[name]
-        await self._edge.remove_model(name)
-        self._share()
         task = asyncio.create_task(self._drain_and_stop(name, engine, grace_s))
         self._unloads.add(task)
         task.add_done_callback(self._unloads.discard)
@@ -172,8 +228,11 @@ class ModelControl:
 
     async def _drain_and_stop(self, name: str, engine: Engine, grace_s: float | None) -> int:
         grace = self._settings.shutdown_grace_s if grace_s is None else grace_s
-        log.info("unloading model %s: draining its calls for up to %.1f s", name, grace)
         try:
+            for listener in self._listeners:
+                await listener.model_removed(name)
+            self._share()
+            log.info("unloading model %s: draining its calls for up to %.1f s", name, grace)
             cut = await engine.drain(grace)
             await engine.stop()
             self._metrics.forget(name)
