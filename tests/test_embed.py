@@ -93,6 +93,23 @@ def test_a_prompt_goes_before_every_text(minilm, minilm_client: Client):
     assert not np.allclose(served, minilm_client.embed(texts), atol=1e-3)
 
 
+def test_query_and_document_prompts_exist_even_unfilled(minilm, minilm_client: Client):
+    """sentence-transformers 6 gives every model empty "query" and "document" prompts, so
+    naming them on a checkpoint without them is no prompt, not an error."""
+    texts = sst2_sentences(16)
+    assert minilm.prompts == {"query": "", "document": ""}
+    assert set(minilm_client.model_info().embedding.prompts) == set(minilm.prompts)
+    plain = minilm_client.embed(texts)
+    for name, expected in (
+        ("query", minilm.encode_query(texts)),
+        ("document", minilm.encode_document(texts)),
+    ):
+        served = minilm_client.embed(texts, prompt_name=name)
+        _assert_same(served, expected)
+        _assert_same(served, minilm.encode(texts, prompt_name=name))
+        np.testing.assert_allclose(served, plain, atol=1e-6)
+
+
 def test_model_info_describes_the_pooling(minilm_client: Client):
     info = minilm_client.model_info().embedding
     assert info is not None
@@ -124,7 +141,7 @@ def test_bad_requests_are_refused_naming_the_problem(minilm_server, minilm_clien
         "inputs[1].text is empty": pb.EmbedRequest(inputs=["fine", ""]),
         "truncate_dim 385": pb.EmbedRequest(inputs=["a"], truncate_dim=385),
         "not both": pb.EmbedRequest(inputs=["a"], prompt="q: ", prompt_name="query"),
-        "unknown prompt_name 'query'": pb.EmbedRequest(inputs=["a"], prompt_name="query"),
+        "unknown prompt_name 'passage'": pb.EmbedRequest(inputs=["a"], prompt_name="passage"),
         "output_dtype": pb.EmbedRequest(inputs=["a"], output_dtype=pb.DTYPE_INT64),
         "max_length 1000": pb.EmbedRequest(
             inputs=["a"], options=pb.TokenizeOptions(max_length=1000)
@@ -240,18 +257,34 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
     )
     reference = _reference(checkpoint)
     texts = [*SEED_SENTENCES, *sst2_sentences(62)]  # SST-2 is lower case; these are not
-    prompts = [None, *settings["prompts"]]
+    # The checkpoint's own, and the "query" and "document" every model has.
+    prompts = [None, *reference.prompts]
+    assert set(settings["prompts"]) < set(prompts)
     with serving(checkpoint, "--max-batch-size", "8") as server, Client(server.address) as client:
         info = client.model_info().embedding
         assert info is not None and info.source == "modules.json"
         assert info.include_prompt is pooling.get("include_prompt", True)
         assert info.truncate_dim == settings.get("truncate_dim", 0)
+        assert set(info.prompts) == set(reference.prompts)
         for prompt_name in prompts:
             served = _embed_concurrently(client, texts, prompt_name=prompt_name)
             expected = reference.encode(texts, prompt_name=prompt_name)
             assert _assert_same(served, expected) < 1e-5
         explicit = _embed_concurrently(client, texts[:16], prompt="a prompt of my own: ")
         _assert_same(explicit, reference.encode(texts[:16], prompt="a prompt of my own: "))
+        # An empty prompt is no prompt at all, not even the default, in both clients.
+        unprompted = reference.encode(texts[:16], prompt="")
+        bare = _embed_concurrently(client, texts[:16], prompt="")
+        _assert_same(bare, unprompted)
+
+        async def bare_async() -> np.ndarray:
+            async with AsyncClient(server.address, timeout=60) as aclient:
+                return await aclient.embed(texts[:16], prompt="")
+
+        _assert_same(asyncio.run(bare_async()), unprompted)
+        if settings.get("default_prompt_name"):
+            default = client.embed(texts[:16])
+            assert not np.allclose(bare, default, atol=1e-3)
 
 
 @pytest.mark.slow

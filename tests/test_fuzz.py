@@ -12,8 +12,9 @@ Properties checked on every request:
   INTERNAL, UNKNOWN, UNAVAILABLE, or a hang (each call has a timeout, and DEADLINE_EXCEEDED
   fails the test unless the request was legitimately huge);
 * a request that breaks a documented rule (no inputs, too many items, an empty or over-long
-  text, bad token ids, an unknown enum number, max_length above the model's, top_k below -1,
-  an unknown output name) is never answered OK, and undecodable bytes answer INVALID_ARGUMENT;
+  text, bad token ids, an unknown enum number, max_length above the model's, top_k with
+  all_labels, window_aggregation without stride, an unknown output name) is never answered
+  OK, and undecodable bytes answer INVALID_ARGUMENT;
 * an OK response is well-formed: one result per input, tensor byte sizes match dtype x shape,
   labels and scores as asked;
 * a request that breaks none of them (nor a limit that tokenizing reveals, checked with the same
@@ -281,10 +282,7 @@ def tokenize_options(draw, chaos: Chaos):
     """TokenizeOptions twin, or None for unset."""
     if draw(st.booleans()):
         return None
-    options = W["TokenizeOptions"](
-        padding=chaos.pick(tame_enum, wild_enum),
-        max_length=chaos.pick(tame_max_length, wild_max_length),
-    )
+    options = W["TokenizeOptions"](max_length=chaos.pick(tame_max_length, wild_max_length))
     truncation = draw(st.none() | st.booleans())
     if truncation is not None:
         options.truncation = truncation
@@ -344,6 +342,7 @@ def request_bytes(
 
 
 def _fill_tokenize(request, chaos: Chaos) -> None:
+    request.padding = chaos.pick(tame_enum, wild_enum)
     for name in ("return_attention_mask", "return_token_type_ids"):
         value = chaos.draw(st.none() | st.booleans())
         if value is not None:
@@ -371,9 +370,13 @@ def _fill_forward(request, chaos: Chaos) -> None:
 def _fill_classify(request, chaos: Chaos) -> None:
     request.function_to_apply = chaos.pick(tame_enum, wild_enum)
     request.top_k = chaos.pick(
-        st.integers(-1, 3) | st.sampled_from([100, INT32[1]]),
-        st.sampled_from([-2, *INT32]) | st.integers(*INT32),
+        st.integers(0, 3) | st.sampled_from([100, INT32[1]]),
+        st.sampled_from([INT32[1], UINT32_MAX]) | st.integers(0, UINT32_MAX),
     )
+    # Each alone is fine; with top_k, all_labels would leave it ignored.
+    request.all_labels = chaos.draw(st.booleans()) and (not request.top_k or chaos.wild())
+    # No stride here: any window_aggregation would be ignored.
+    request.window_aggregation = chaos.pick(st.just(0), wild_enum)
 
 
 tokenize_requests = request_bytes("TokenizeRequest", "TextInput", False, _fill_tokenize)
@@ -490,8 +493,8 @@ def request_faults(method: str, request, outputs: frozenset[str]) -> list[str]:
         for index, item in enumerate(request.inputs):
             faults += item_faults(index, item)
     options = request.options
-    if options.padding not in range(4):
-        faults.append(f"padding {options.padding}")
+    if method == "Tokenize" and request.padding not in range(4):
+        faults.append(f"padding {request.padding}")
     if options.max_length > MAX_LENGTH:
         faults.append(f"max_length {options.max_length}")
     texts = [item for item in request.inputs if item.WhichOneof("kind") in ("text", "pair")]
@@ -507,8 +510,10 @@ def request_faults(method: str, request, outputs: frozenset[str]) -> list[str]:
     if method == "Classify":
         if request.function_to_apply not in range(4):
             faults.append(f"function_to_apply {request.function_to_apply}")
-        if request.top_k < -1:
-            faults.append(f"top_k {request.top_k}")
+        if request.all_labels and request.top_k:
+            faults.append(f"top_k {request.top_k} with all_labels")
+        if request.window_aggregation:
+            faults.append(f"window_aggregation {request.window_aggregation} without stride")
     return faults
 
 
@@ -542,8 +547,8 @@ def check_tokenize(request: pb.TokenizeRequest, response: pb.TokenizeResponse) -
     assert len(response.encodings) == len(request.inputs)
     lengths = {len(e.input_ids) for e in response.encodings}
     options = request.options
-    padding = options.padding or pb.PADDING_LONGEST
-    if padding != pb.PADDING_NONE:
+    padding = request.padding or pb.PADDING_LONGEST
+    if padding != pb.PADDING_DO_NOT_PAD:
         assert len(lengths) == 1, f"padding {padding} left rows of lengths {lengths}"
     if padding == pb.PADDING_MAX_LENGTH:
         assert min(lengths) >= (options.max_length or MAX_LENGTH)
@@ -593,7 +598,7 @@ def check_forward(request: pb.ForwardRequest, response: pb.ForwardResponse) -> N
 def check_classify(request: pb.ClassifyRequest, response: pb.ClassifyResponse) -> None:
     assert len(response.results) == len(request.inputs)
     top_k = request.top_k
-    want = len(LABELS) if top_k == -1 else min(top_k or 1, len(LABELS))
+    want = len(LABELS) if request.all_labels else min(top_k or 1, len(LABELS))
     bounded = request.function_to_apply != pb.FUNCTION_TO_APPLY_NONE
     for result in response.results:
         labels = list(result.labels)
@@ -609,7 +614,7 @@ def check_classify(request: pb.ClassifyRequest, response: pb.ClassifyResponse) -
 
 
 def check_model_info(_request, response: pb.ModelInfoResponse) -> None:
-    assert response.model and response.task == "text-classification"
+    assert response.model and response.task_type == pb.TASK_TEXT_CLASSIFICATION
     assert list(response.labels) == LABELS
     assert response.max_length == MAX_LENGTH and response.vocab_size == VOCAB
     assert response.max_items_per_request == MAX_ITEMS
@@ -659,7 +664,7 @@ class Fuzzer:
 
     def known_good(self) -> list[list[tuple[str, float]]]:
         request = pb.ClassifyRequest(inputs=[pb.ModelInput(text=t) for t in SEED_SENTENCES])
-        request.top_k = -1
+        request.all_labels = True
         response = self.stub.Classify(request, timeout=CALL_TIMEOUT)
         return [[(s.label, s.score) for s in r.labels] for r in response.results]
 
@@ -851,8 +856,8 @@ def test_fuzz_classify_stream(fuzzer: Fuzzer, messages: list[bytes]) -> None:
         faults = fuzzer.faults("Classify", request)
         outcome = response.WhichOneof("outcome")
         fuzzer.outcomes["ClassifyStream item", outcome or "neither"] += 1
-        if outcome == "error":
-            assert response.error.code in ALLOWED_STREAM_ERRORS, response.error
+        if outcome == "status":
+            assert response.status.code in ALLOWED_STREAM_ERRORS, response.status
             assert faults, f"stream item {response.id!r} refused although it breaks no rule"
         else:
             assert outcome == "response", response

@@ -33,6 +33,7 @@ from pipeserve.loadtest import runner as loadtest_runner
 from pipeserve.loadtest.command import parse_warmup
 from pipeserve.loadtest.senders import stage_times
 from pipeserve.loadtest.texts import BUILTIN_TEXTS, read_texts
+from pipeserve.v1 import pipeserve_pb2 as pb
 
 from .conftest import require_sst2_dev
 
@@ -77,15 +78,11 @@ def test_report_of_no_samples_prints():
     assert "(no requests)" in format_report(report)
 
 
-def test_stage_times_from_trailing_metadata():
-    metadata = (
-        ("pipeserve-tokenize-ms", "0.250"),
-        ("pipeserve-forward-ms", "3.5"),
-        ("pipeserve-queue-ms", "not a number"),
-        ("other", "1"),
-    )
-    assert stage_times(metadata) == {"tokenize": 0.25, "forward": 3.5}
-    assert stage_times(None) == {}
+def test_stage_times_from_a_responses_timings():
+    timings = pb.Timings(tokenize_ms=0.25, forward_ms=3.5, postprocess_ms=0.125)
+    # The stages a call did not run (0) are left out.
+    assert stage_times(timings) == {"tokenize": 0.25, "forward": 3.5, "postprocess": 0.125}
+    assert stage_times(pb.Timings()) == {}
 
 
 # --- Load models on a virtual clock -------------------------------------------------------------
@@ -293,8 +290,8 @@ def test_closed_loop_against_the_server(address):
     latency = report["latency_ms"]
     assert 0 < latency["min"] <= latency["p50"] <= latency["p99"] <= latency["max"]
     assert report["requests_per_s"] > 0
-    # Classify reports its stages in trailing metadata; every OK response carried them.
-    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward"}
+    # Classify reports its stages in each response; every OK response carried them.
+    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward", "postprocess"}
     for stage in report["stages_ms"].values():
         assert stage["count"] == 20
         assert 0 <= stage["p50"] <= stage["p99"]
@@ -302,15 +299,15 @@ def test_closed_loop_against_the_server(address):
 
 
 @pytest.mark.parametrize(
-    ("rpc", "outputs", "has_stages"),
+    ("rpc", "outputs", "stages"),
     [
-        ("tokenize", (), False),
-        ("forward", ("logits",), True),
-        ("forward", ("last_hidden_state",), True),
-        ("classify-stream", (), False),
+        ("tokenize", (), {"tokenize"}),
+        ("forward", ("logits",), {"tokenize", "queue", "forward"}),
+        ("forward", ("last_hidden_state",), {"tokenize", "queue", "forward"}),
+        ("classify-stream", (), {"tokenize", "queue", "forward", "postprocess"}),
     ],
 )
-def test_every_rpc(address, rpc, outputs, has_stages):
+def test_every_rpc(address, rpc, outputs, stages):
     setup = Setup(
         address,
         Plan(concurrency=2, requests=8),
@@ -321,7 +318,9 @@ def test_every_rpc(address, rpc, outputs, has_stages):
     report = run_report(setup)
     assert report["status_codes"] == {"OK": 8}
     assert report["items"] == 24
-    assert bool(report["stages_ms"]) == has_stages
+    assert set(report["stages_ms"]) == stages
+    for stage in report["stages_ms"].values():
+        assert stage["count"] == 8
 
 
 def test_open_loop_keeps_the_rate_when_answers_are_slow():
@@ -414,7 +413,7 @@ def test_json_report(capsys, address):
         "give_up_after": 20,
     }
     assert set(report["latency_ms"]) == {"count", "min", "mean", "p50", "p90", "p95", "p99", "max"}
-    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward"}
+    assert set(report["stages_ms"]) == {"tokenize", "queue", "forward", "postprocess"}
     assert err.splitlines()[-1].startswith("done in ")  # the final progress line
 
 
@@ -440,7 +439,7 @@ def test_text_report_and_texts_from_a_tsv_column(capsys, address, tmp_path):
     for heading in ("Summary:", "Latency (ms, 5 OK responses):", "Status codes:"):
         assert heading in out
     assert "open loop, 50 requests/s scheduled" in out
-    assert "Server stage times (ms, from trailing metadata):" in out
+    assert "Server stage times (ms, from each response's timings):" in out
     assert any(line.split()[:2] == ["OK", "5"] for line in out.splitlines())
 
 

@@ -62,6 +62,9 @@ def test_node_client_matches_python_client(node_example, address, client: Client
     ]
 
     assert_same_labels(node["classify"], labels(client.classify(TEXTS, top_k=None)))
+    timings = node["classify_timings"]
+    assert set(timings) == {"tokenize_ms", "queue_ms", "forward_ms", "postprocess_ms"}
+    assert timings["forward_ms"] > 0 and timings["postprocess_ms"] > 0
 
     requests = [(f"text-{i}", [text]) for i, text in enumerate(TEXTS)] + [("empty", [""])]
     python_stream = {r.id: r for r in client.classify_stream(requests)}

@@ -2,7 +2,8 @@
 that names the offending item and the limit, never INTERNAL, and the server stays healthy.
 
 Requests the client library would refuse on its own (no inputs, an input with no kind, unknown
-enum numbers, top_k below -1) go through the raw generated stub; the rest through the client.
+enum numbers, options that would be ignored) go through the raw generated stub; the rest through
+the client.
 Limits that need other flags are checked on a second server started with small ones.
 """
 
@@ -177,9 +178,7 @@ CASES = [
         "padding-99",
         raw(
             "Tokenize",
-            pb.TokenizeRequest(
-                inputs=[pb.TextInput(text=GOOD)], options=pb.TokenizeOptions(padding=99)
-            ),
+            pb.TokenizeRequest(inputs=[pb.TextInput(text=GOOD)], padding=99),
         ),
         ("padding", "99"),
     ),
@@ -296,11 +295,19 @@ CASES = [
         lambda t, m: t.client.classify([GOOD], max_length=10**6),
         ("max_length", str(10**6), "{max}"),
     ),
-    # top_k below -1: the client only sends positive values or -1 (None).
+    # Options one of which the server would have to ignore: the client sends either alone.
     Case(
-        "top-k-minus-2",
-        raw("Classify", pb.ClassifyRequest(inputs=[text(GOOD)], top_k=-2)),
-        ("top_k", "-2"),
+        "top-k-with-all-labels",
+        raw("Classify", pb.ClassifyRequest(inputs=[text(GOOD)], top_k=2, all_labels=True)),
+        ("top_k", "all_labels", "not both"),
+    ),
+    Case(
+        "window-aggregation-without-stride",
+        raw(
+            "Classify",
+            pb.ClassifyRequest(inputs=[text(GOOD)], window_aggregation=pb.WINDOW_AGGREGATION_MAX),
+        ),
+        ("window_aggregation", "stride"),
     ),
     # Longer than the model accepts, with truncation off (the proto: refused, not cut).
     Case(
@@ -356,6 +363,8 @@ def test_client_refuses_what_the_raw_cases_send(targets):
         client.classify([])
     with pytest.raises(ValueError, match="top_k"):
         client.classify([GOOD], top_k=-2)
+    with pytest.raises(ValueError, match="window_aggregation needs a stride"):
+        client.classify([GOOD], window_aggregation="max")
     with pytest.raises(ValueError, match="padding"):
         client.tokenize([GOOD], padding="sideways")
     with pytest.raises(ValueError, match="dtype"):
@@ -393,22 +402,22 @@ def test_stream_answers_a_bad_request_with_its_own_error_and_the_rest_normally(t
     requests = [
         _stream_request("good-1", pb.ClassifyRequest(inputs=[text(SEED_SENTENCES[0])])),
         _stream_request("empty-text", pb.ClassifyRequest(inputs=[text(GOOD), text("")])),
-        _stream_request("good-2", pb.ClassifyRequest(inputs=[text(SEED_SENTENCES[1])], top_k=-1)),
-        _stream_request("bad-top-k", pb.ClassifyRequest(inputs=[text(GOOD)], top_k=-5)),
+        _stream_request(
+            "good-2", pb.ClassifyRequest(inputs=[text(SEED_SENTENCES[1])], all_labels=True)
+        ),
+        _stream_request(
+            "bad-top-k", pb.ClassifyRequest(inputs=[text(GOOD)], top_k=5, all_labels=True)
+        ),
     ]
     responses = list(target.stub.ClassifyStream(iter(requests), timeout=TIMEOUT))
 
     assert sorted(r.id for r in responses) == sorted(r.id for r in requests)
     by_id = {r.id: r for r in responses}
-    for bad, named in (("empty-text", "inputs[1].text"), ("bad-top-k", "-5")):
-        assert by_id[bad].WhichOneof("outcome") == "error"
-        assert by_id[bad].error.code == 3 == INVALID.value[0]
-        assert named in by_id[bad].error.message
-        # The same as a google.rpc.Status, as unary calls carry their failures.
-        assert (by_id[bad].status.code, by_id[bad].status.message) == (
-            by_id[bad].error.code,
-            by_id[bad].error.message,
-        )
+    for bad, named in (("empty-text", "inputs[1].text"), ("bad-top-k", "top_k 5")):
+        # A google.rpc.Status, as unary calls carry their failures.
+        assert by_id[bad].WhichOneof("outcome") == "status"
+        assert by_id[bad].status.code == 3 == INVALID.value[0]
+        assert named in by_id[bad].status.message
 
     unary = target.client.classify(SEED_SENTENCES, top_k=None)
     for request_id, row, count in (("good-1", 0, 1), ("good-2", 1, 2)):

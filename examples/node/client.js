@@ -27,7 +27,7 @@ const definition = protoLoader.loadSync(PROTO, {
   longs: Number, // int64 ids and shapes as plain numbers (all well below 2**53)
   enums: String, // 'DTYPE_FLOAT16', not 2
   defaults: true, // unset fields read as their zero value, as in every other language
-  oneofs: true, // a oneof's name says which member is set: response.outcome === 'error'
+  oneofs: true, // a oneof's name says which member is set: answer.outcome === 'status'
 });
 const { Inference } = grpc.loadPackageDefinition(definition).pipeserve.v1;
 
@@ -74,15 +74,16 @@ function unary(client, method, request) {
 }
 
 // Sends every [id, request] on one ClassifyStream call; resolves to the answers by id (they may
-// come back in any order). A refused request answers { error: { code, message } }.
+// come back in any order). A refused request answers with its google.rpc.Status, shown here as
+// { error: { code, message } }.
 function classifyStream(client, requests) {
   return new Promise((resolve, reject) => {
     const byId = {};
     const call = client.ClassifyStream({ deadline: Date.now() + DEADLINE_MS });
     call.on('data', (answer) => {
       byId[answer.id] =
-        answer.outcome === 'error'
-          ? { error: answer.error }
+        answer.outcome === 'status'
+          ? { error: { code: answer.status.code, message: answer.status.message } }
           : { results: answer.response.results.map((r) => r.labels) };
     });
     call.on('error', reject);
@@ -152,7 +153,7 @@ async function main() {
     const tokenized = await unary(client, 'Tokenize', { inputs: texts.map((text) => ({ text })) });
     const classified = await unary(client, 'Classify', {
       inputs: texts.map((text) => ({ text })),
-      top_k: -1, // every label, best first
+      all_labels: true, // every label, best first
     });
     const stream = await classifyStream(client, [
       ...texts.map((text, i) => [`text-${i}`, { inputs: [{ text }] }]),
@@ -165,6 +166,8 @@ async function main() {
         attention_mask: e.attention_mask,
       })),
       classify: classified.results.map((r) => r.labels),
+      // The server's stage times for this call, in milliseconds (every response has them).
+      classify_timings: classified.timings,
       classify_stream: stream,
       forward: {
         float32: await forward(client, texts, 'DTYPE_FLOAT32', full),

@@ -1,10 +1,11 @@
 """Wire helpers that the client and the server share, so both read the bytes the same way:
-tensors as raw little-endian bytes with dtype and shape, status codes by number, and the
-metadata keys, which the .proto declares (TrailingMetadataKey).
+tensors as raw little-endian bytes with dtype and shape, status codes by number, the metadata
+keys the .proto declares (TrailingMetadataKey), and the option names its enums define.
 """
 
 import grpc
 import numpy as np
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 
@@ -24,15 +25,30 @@ def metadata_key(key: "pb.TrailingMetadataKey.ValueType") -> str:
     return value.GetOptions().Extensions[pb.metadata_key]
 
 
-# The server's stage times, by stage, in the order the stages run (milliseconds).
-STAGE_TIME_KEYS = {
-    "tokenize": metadata_key(pb.TRAILING_METADATA_KEY_TOKENIZE_MS),
-    "queue": metadata_key(pb.TRAILING_METADATA_KEY_QUEUE_MS),
-    "forward": metadata_key(pb.TRAILING_METADATA_KEY_FORWARD_MS),
-}
 RETRY_AFTER_KEY = metadata_key(pb.TRAILING_METADATA_KEY_RETRY_AFTER_MS)
 # Where gRPC's rich error model puts a failed call's google.rpc.Status.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def enum_choices(enum: EnumTypeWrapper) -> dict[str, int]:
+    """A .proto enum's values by name: lower-case, without the enum's prefix, the UNSPECIFIED
+    value left out (FUNCTION_TO_APPLY_SOFTMAX -> "softmax"). The names the client takes, the
+    CLI offers and the server maps to its own enums, so none of them lists an option twice."""
+    zero = enum.DESCRIPTOR.values_by_number[0].name
+    prefix = zero[: zero.rindex("_") + 1]
+    return {
+        value.name.removeprefix(prefix).lower(): value.number
+        for value in enum.DESCRIPTOR.values
+        if not value.name.endswith("_UNSPECIFIED")
+    }
+
+
+SCORE_FUNCTIONS = enum_choices(pb.FunctionToApply)
+AGGREGATION_STRATEGIES = enum_choices(pb.AggregationStrategy)
+WINDOW_AGGREGATIONS = enum_choices(pb.WindowAggregation)
+PADDINGS = enum_choices(pb.Padding)
+# The stages of Timings, in the order they run: "tokenize", "queue", "forward", "postprocess".
+STAGES = tuple(field.name.removesuffix("_ms") for field in pb.Timings.DESCRIPTOR.fields)
 
 
 def status_code(number: int) -> grpc.StatusCode:

@@ -75,7 +75,7 @@ class AsyncClient(AsyncTaskCalls, AsyncChannelOwner):
         truncation: bool = True,
         max_length: int | None = None,
         stride: int | None = None,
-        window_aggregation: WindowAggregation = "mean",
+        window_aggregation: WindowAggregation = None,
         model: str = "",
         timeout: float | None = None,
     ) -> AsyncIterator[StreamResult]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeserve.client.results import Encoding
 from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.wire import PADDINGS, SCORE_FUNCTIONS, WINDOW_AGGREGATIONS
 
 _UINT32_MAX = 2**32 - 1
 _INT32_MAX = 2**31 - 1
@@ -28,24 +29,17 @@ TokenIdsLike: TypeAlias = Encoding | Sequence[int] | np.ndarray
 ModelInputLike: TypeAlias = TextLike | TokenIdsLike
 """One Forward or Classify input."""
 
-PaddingLike: TypeAlias = Literal["longest", "max_length", "do_not_pad"] | bool
+# The option names are the .proto enums' (pipeserve.wire), which no list here repeats.
+PaddingLike: TypeAlias = str | bool
+"""A name of wire.PADDINGS ("longest", "max_length", "do_not_pad"), True or False."""
 ForwardDType: TypeAlias = Literal["float32", "float16"]
-FunctionToApply: TypeAlias = Literal["softmax", "sigmoid", "none"] | None
-WindowAggregation: TypeAlias = Literal["mean", "max"]
+FunctionToApply: TypeAlias = str | None
+"""A name of wire.SCORE_FUNCTIONS ("softmax", "sigmoid", "none"); None: the model config's."""
+WindowAggregation: TypeAlias = str | None
+"""A name of wire.WINDOW_AGGREGATIONS ("mean", "max"), with a stride; None: mean."""
 
-_PADDING = {
-    "longest": pb.PADDING_LONGEST,
-    "max_length": pb.PADDING_MAX_LENGTH,
-    "do_not_pad": pb.PADDING_NONE,
-}
 _TRUNCATION = {"longest_first": True, "do_not_truncate": False}
 _DTYPE = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
-_WINDOW_AGGREGATION = {"mean": pb.WINDOW_AGGREGATION_MEAN, "max": pb.WINDOW_AGGREGATION_MAX}
-_FUNCTION = {
-    "softmax": pb.FUNCTION_TO_APPLY_SOFTMAX,
-    "sigmoid": pb.FUNCTION_TO_APPLY_SIGMOID,
-    "none": pb.FUNCTION_TO_APPLY_NONE,
-}
 
 
 def _items(inputs: Any, what: str) -> list[Any]:
@@ -146,13 +140,11 @@ def _padding(padding: PaddingLike) -> int:
     if padding is True:
         return pb.PADDING_LONGEST
     if padding is False:
-        return pb.PADDING_NONE
-    return _choice("padding", padding, _PADDING)
+        return pb.PADDING_DO_NOT_PAD
+    return _choice("padding", padding, PADDINGS)
 
 
-def _options(
-    *, truncation: bool, max_length: int | None, padding: PaddingLike = "longest"
-) -> pb.TokenizeOptions:
+def _options(*, truncation: bool, max_length: int | None) -> pb.TokenizeOptions:
     if not isinstance(truncation, bool):
         truncation = _choice("truncation", truncation, _TRUNCATION)
     if max_length is None:
@@ -163,7 +155,7 @@ def _options(
         limit = max_length
     else:
         raise ValueError(f"max_length must be a positive int or None; got {max_length!r}")
-    return pb.TokenizeOptions(padding=_padding(padding), truncation=truncation, max_length=limit)
+    return pb.TokenizeOptions(truncation=truncation, max_length=limit)
 
 
 def _names(outputs: Sequence[str]) -> list[str]:
@@ -190,8 +182,8 @@ def _top_k(top_k: int | None) -> dict[str, Any]:
         return {"all_labels": True}
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k must be a positive int, or None for every label; got {top_k!r}")
-    # The server returns every label past their count, so capping keeps the int32 in range.
-    return {"top_k": min(top_k, _INT32_MAX)}
+    # The server returns every label past their count, so capping keeps the uint32 in range.
+    return {"top_k": min(top_k, _UINT32_MAX)}
 
 
 def _stride(stride: int | None) -> dict[str, Any]:
@@ -200,6 +192,16 @@ def _stride(stride: int | None) -> dict[str, Any]:
     if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride <= _UINT32_MAX:
         raise ValueError(f"stride must be a non-negative int or None; got {stride!r}")
     return {"stride": stride}
+
+
+def _windows(stride: int | None, window_aggregation: WindowAggregation) -> dict[str, Any]:
+    fields = _stride(stride)
+    if window_aggregation is None:
+        return fields
+    if stride is None:  # the server would refuse it: only windows are aggregated
+        raise ValueError("window_aggregation needs a stride: only windows are aggregated")
+    aggregation = _choice("window_aggregation", window_aggregation, WINDOW_AGGREGATIONS)
+    return {**fields, "window_aggregation": aggregation}
 
 
 def _strings(values: Iterable[str], what: str) -> list[str]:
@@ -215,7 +217,7 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
 def _function(function_to_apply: FunctionToApply) -> int:
     if function_to_apply is None:
         return pb.FUNCTION_TO_APPLY_UNSPECIFIED
-    return _choice("function_to_apply", function_to_apply, _FUNCTION)
+    return _choice("function_to_apply", function_to_apply, SCORE_FUNCTIONS)
 
 
 def _texts(inputs: Iterable[str], what: str) -> list[str]:
@@ -253,7 +255,8 @@ def tokenize_request(
     request = pb.TokenizeRequest(
         model=model,
         inputs=[_text_input(i, item) for i, item in enumerate(_items(inputs, "inputs"))],
-        options=_options(truncation=truncation, max_length=max_length, padding=padding),
+        options=_options(truncation=truncation, max_length=max_length),
+        padding=_padding(padding),
         return_attention_mask=bool(return_attention_mask),
         return_tokens=bool(return_tokens),
         return_offsets=bool(return_offsets),
@@ -295,7 +298,7 @@ def classify_options(
     truncation: bool = True,
     max_length: int | None = None,
     stride: int | None = None,
-    window_aggregation: WindowAggregation = "mean",
+    window_aggregation: WindowAggregation = None,
     model: str = "",
 ) -> pb.ClassifyRequest:
     """A ClassifyRequest with the options set and no inputs yet."""
@@ -304,8 +307,7 @@ def classify_options(
         function_to_apply=_function(function_to_apply),
         **_top_k(top_k),
         options=_options(truncation=truncation, max_length=max_length),
-        **_stride(stride),
-        window_aggregation=_choice("window_aggregation", window_aggregation, _WINDOW_AGGREGATION),
+        **_windows(stride, window_aggregation),
     )
 
 
@@ -317,7 +319,7 @@ def classify_request(
     truncation: bool = True,
     max_length: int | None = None,
     stride: int | None = None,
-    window_aggregation: WindowAggregation = "mean",
+    window_aggregation: WindowAggregation = None,
     model: str = "",
 ) -> pb.ClassifyRequest:
     """Builds a ClassifyRequest; raises TypeError/ValueError for inputs or options it can't send."""

@@ -105,7 +105,7 @@ def classify(
     truncation: bool = True,
     max_length: int | None = None,
     stride: int | None = None,
-    window_aggregation: WindowAggregation = "mean",
+    window_aggregation: WindowAggregation = None,
     model: str = "",
     timeout: float | None = None,
 ) -> Call[list[Windowed[LabelScore]]]:
@@ -116,8 +116,9 @@ def classify(
     is always a list per input, whatever `top_k`.
 
     `stride` (an int) classifies a text longer than `max_length` (default: the model's) by
-    windows overlapping by `stride` tokens, whose scores are combined by their "mean" or
-    their "max" (`window_aggregation`); each result's `windows` says how many there were.
+    windows overlapping by `stride` tokens, whose scores are combined by their "mean"
+    (default) or their "max" (`window_aggregation`, only with `stride`); each result's
+    `windows` says how many there were.
     With `stride` every input must be a text. Without, a long text is truncated (or, with
     `truncation=False`, refused).
     """

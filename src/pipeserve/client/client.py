@@ -81,7 +81,7 @@ class Client(TaskCalls, ChannelOwner):
         truncation: bool = True,
         max_length: int | None = None,
         stride: int | None = None,
-        window_aggregation: WindowAggregation = "mean",
+        window_aggregation: WindowAggregation = None,
         model: str = "",
         timeout: float | None = None,
     ) -> Iterator[StreamResult]:

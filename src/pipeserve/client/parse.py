@@ -15,7 +15,22 @@ from pipeserve.client.results import (
     WorkerInfo,
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
-from pipeserve.wire import from_proto
+from pipeserve.wire import enum_choices, from_proto
+
+# ModelInfo's enums in the words the server's flags use: "text-classification", "float32",
+# "torch"; quantisation as a suffix of the compute dtype, "float32+int8-weights".
+_TASKS = {number: name.replace("_", "-") for name, number in enum_choices(pb.Task).items()}
+_COMPUTE_DTYPES = {number: name for name, number in enum_choices(pb.ComputeDType).items()}
+_QUANTIZATIONS = {
+    number: "" if number == pb.QUANTIZATION_NONE else "+" + name.replace("_", "-")
+    for name, number in enum_choices(pb.Quantization).items()
+}
+_BACKENDS = {number: name for name, number in enum_choices(pb.Backend).items()}
+
+
+def _named(names: dict[int, str], number: int) -> str:
+    # A value this client does not know yet (a newer server) is shown, not fatal.
+    return names.get(number, f"unknown-{number}")
 
 
 def encodings(response: pb.TokenizeResponse) -> list[Encoding]:
@@ -45,8 +60,7 @@ def classifications(response: pb.ClassifyResponse) -> list[Windowed[LabelScore]]
     return [
         Windowed(
             (LabelScore(label=s.label, score=s.score, index=s.index) for s in result.labels),
-            # A server older than `windows` sends 0: it classified each input whole.
-            result.windows or 1,
+            result.windows,
         )
         for result in response.results
     ]
@@ -54,10 +68,8 @@ def classifications(response: pb.ClassifyResponse) -> list[Windowed[LabelScore]]
 
 def stream_error(response: pb.ClassifyStreamResponse) -> PipeserveError | None:
     """The failure of one stream request, None if it succeeded."""
-    if response.HasField("status"):
+    if response.WhichOneof("outcome") == "status":
         return from_status(response.status.code, response.status.message)
-    if response.WhichOneof("outcome") == "error":  # a server older than `status`
-        return from_status(response.error.code, response.error.message)
     return None
 
 
@@ -73,14 +85,15 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
     """ModelInfoResponse as a dataclass."""
     return ModelInfo(
         model=response.model,
-        task=response.task,
+        task=_named(_TASKS, response.task_type),
         architecture=response.architecture,
         labels=list(response.labels),
         max_length=response.max_length,
         hidden_size=response.hidden_size,
         vocab_size=response.vocab_size,
         outputs=list(response.outputs),
-        dtype=response.dtype,
+        dtype=_named(_COMPUTE_DTYPES, response.compute_dtype)
+        + _named(_QUANTIZATIONS, response.quantization),
         max_items_per_request=response.max_items_per_request,
         max_tokens_per_request=response.max_tokens_per_request,
         frontend_pid=response.frontend_pid,
@@ -89,7 +102,7 @@ def model_info(response: pb.ModelInfoResponse) -> ModelInfo:
         served_rpcs=list(response.served_rpcs),
         mask_token=response.mask_token,
         name=response.name,
-        backend=response.backend,
+        backend=f"{_named(_BACKENDS, response.backend_type)} {response.backend_version}",
         workers=[
             WorkerInfo(
                 id=w.id,
@@ -128,7 +141,7 @@ def served_models(response: pb.ListModelsResponse) -> list[ServedModel]:
         ServedModel(
             name=m.name,
             model=m.model,
-            task=m.task,
+            task=_named(_TASKS, m.task_type),
             serving=m.serving,
             default=m.default,
         )

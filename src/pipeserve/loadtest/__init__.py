@@ -2,7 +2,7 @@
 
 It sends Tokenize, Forward, Classify or ClassifyStream requests and reports, much as ghz does,
 requests and items per second, latency percentiles, status-code counts and the server's own
-per-stage times (tokenize, queue, forward) read from each response's trailing metadata.
+per-stage times (tokenize, queue, forward, postprocess) read from each response's timings.
 
 Two load models:
 

@@ -4,11 +4,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeserve.wire import STAGE_TIME_KEYS
-
 RPCS = ("tokenize", "forward", "classify", "classify-stream")
-# The stages whose times the server sends in trailing metadata, in pipeline order.
-STAGES = tuple(STAGE_TIME_KEYS)
 DEFAULT_DURATION_S = 10.0
 
 

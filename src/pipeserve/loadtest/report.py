@@ -5,12 +5,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pipeserve.loadtest.plan import (
-    STAGES,
     Sample,
     Setup,
     hopeless,
 )
 from pipeserve.loadtest.stats import Summary, summarize
+from pipeserve.wire import STAGES
 
 
 def _ms(seconds: Iterable[float]) -> Summary:
@@ -74,7 +74,7 @@ def build_report(
         # OK first, then the most frequent codes.
         "status_codes": dict(sorted(codes.items(), key=lambda kv: (kv[0] != "OK", -kv[1]))),
         "error_examples": examples,
-        # Only the stages the server reported (Tokenize and ClassifyStream report none).
+        # Only the stages the RPC runs (Tokenize: tokenize alone; Forward: no postprocess).
         "stages_ms": {name: s.to_dict() for name, s in stages.items() if s.count},
     }
 
@@ -173,7 +173,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append("")
     if report["stages_ms"]:
         lines += [
-            "Server stage times (ms, from trailing metadata):",
+            "Server stage times (ms, from each response's timings):",
             _header(_STAGE_COLUMNS, indent=" " * 12),
         ]
         lines += [

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import grpc
@@ -19,25 +19,20 @@ from pipeserve.loadtest.plan import (
 )
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from pipeserve.wire import STAGE_TIME_KEYS
+from pipeserve.wire import STAGES
 
-# Trailing metadata key -> stage name (milliseconds), as the .proto declares them.
-STAGE_KEYS = {key: stage for stage, key in STAGE_TIME_KEYS.items()}
 Metadata: TypeAlias = tuple[tuple[str, str], ...] | None
+# A stream request's status code name, the failure's message and the server's stage times.
+Answer: TypeAlias = tuple[str, str, dict[str, float]]
 # How long a stream's close may wait for its last answers.
 CLOSE_TIMEOUT_S = 10.0
 
 
-def stage_times(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, float]:
-    """The server's per-stage times (ms) in a call's trailing metadata; absent ones left out."""
-    times: dict[str, float] = {}
-    for key, value in metadata or ():
-        stage = STAGE_KEYS.get(key)
-        if stage is None:
-            continue
-        with contextlib.suppress(ValueError, TypeError):  # not ours to fail a run over
-            times[stage] = float(value)
-    return times
+def stage_times(timings: pb.Timings) -> dict[str, float]:
+    """The server's per-stage times (ms) of a response, by stage; the stages the call did
+    not run (0) left out."""
+    times = {stage: getattr(timings, f"{stage}_ms") for stage in STAGES}
+    return {stage: ms for stage, ms in times.items() if ms}
 
 
 def build_requests(
@@ -65,7 +60,7 @@ def build_requests(
 
 
 class _UnarySender:
-    """Tokenize, Forward or Classify: one call per request, stage times from its trailers."""
+    """Tokenize, Forward or Classify: one call per request, stage times from its response."""
 
     def __init__(
         self,
@@ -83,13 +78,11 @@ class _UnarySender:
 
     async def __call__(self, index: int) -> Outcome:
         request = self._requests[index % len(self._requests)]
-        call = self._method(request, timeout=self._seconds, metadata=self._metadata)
         try:
-            await call
+            response = await self._method(request, timeout=self._seconds, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            stages = stage_times(error.trailing_metadata())
-            return Outcome(error.code().name, self._items, stages, error.details() or "")
-        return Outcome("OK", self._items, stage_times(await call.trailing_metadata()))
+            return Outcome(error.code().name, self._items, details=error.details() or "")
+        return Outcome("OK", self._items, stage_times(response.timings))
 
     async def close(self) -> None:
         pass
@@ -100,7 +93,7 @@ class _Stream:
 
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self._call = call
-        self._pending: dict[str, asyncio.Future[tuple[str, str]]] = {}
+        self._pending: dict[str, asyncio.Future[Answer]] = {}
         # gRPC takes one write at a time per call; concurrent callers take turns.
         self._write_lock = asyncio.Lock()
         self.ended = False
@@ -108,9 +101,10 @@ class _Stream:
 
     async def ask(
         self, request_id: str, request: pb.ClassifyRequest, seconds: float | None
-    ) -> tuple[str, str]:
-        """Sends one request; returns its status code name and, for a failure, the message."""
-        answer: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+    ) -> Answer:
+        """Sends one request; returns its status code name, for a failure the message, and for
+        a success the server's stage times."""
+        answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
         try:
             try:
@@ -119,12 +113,12 @@ class _Stream:
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 # The stream ended under us; its reader settles `answer` with the stream's code.
                 await asyncio.gather(self._reader, return_exceptions=True)
-                return answer.result() if answer.done() else ("UNKNOWN", "stream write failed")
+                return answer.result() if answer.done() else ("UNKNOWN", "stream write failed", {})
             # The stream has no deadline of its own; --timeout bounds each request instead.
             async with asyncio.timeout(seconds):
                 return await answer
         except TimeoutError:
-            return "DEADLINE_EXCEEDED", f"no answer on the stream within {seconds:g} s"
+            return "DEADLINE_EXCEEDED", f"no answer on the stream within {seconds:g} s", {}
         finally:
             self._pending.pop(request_id, None)
 
@@ -137,9 +131,9 @@ class _Stream:
                     continue  # timed out already
                 error = stream_error(message)
                 if error is not None:
-                    answer.set_result((error.code.name, error.details))
+                    answer.set_result((error.code.name, error.details, {}))
                 else:
-                    answer.set_result(("OK", ""))
+                    answer.set_result(("OK", "", stage_times(message.response.timings)))
             code = (await self._call.code()).name
         except grpc.aio.AioRpcError as error:
             code, details = error.code().name, error.details() or ""
@@ -150,7 +144,7 @@ class _Stream:
                 code, details = "UNKNOWN", "the server ended the stream without answering"
             for answer in self._pending.values():
                 if not answer.done():
-                    answer.set_result((code, details))
+                    answer.set_result((code, details, {}))
 
     async def close(self) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -164,8 +158,8 @@ class _Stream:
 
 class _StreamSender:
     """ClassifyStream: every request is one message on a shared stream, matched by id. A stream
-    that ends (server restart) is reopened by the next request. No stage times: the stream's
-    messages carry no metadata."""
+    that ends (server restart) is reopened by the next request. Each answer carries its own
+    stage times."""
 
     def __init__(
         self,
@@ -188,8 +182,8 @@ class _StreamSender:
             self._stream = _Stream(self._stub.ClassifyStream(metadata=self._metadata))
         request = self._requests[index % len(self._requests)]
         assert isinstance(request, pb.ClassifyRequest)
-        code, details = await self._stream.ask(str(next(self._ids)), request, self._seconds)
-        return Outcome(code, self._items, details=details)
+        code, details, stages = await self._stream.ask(str(next(self._ids)), request, self._seconds)
+        return Outcome(code, self._items, stages, details)
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -12,9 +12,6 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class TrailingMetadataKey(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TRAILING_METADATA_KEY_UNSPECIFIED: _ClassVar[TrailingMetadataKey]
-    TRAILING_METADATA_KEY_TOKENIZE_MS: _ClassVar[TrailingMetadataKey]
-    TRAILING_METADATA_KEY_QUEUE_MS: _ClassVar[TrailingMetadataKey]
-    TRAILING_METADATA_KEY_FORWARD_MS: _ClassVar[TrailingMetadataKey]
     TRAILING_METADATA_KEY_RETRY_AFTER_MS: _ClassVar[TrailingMetadataKey]
 
 class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -59,7 +56,7 @@ class Padding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PADDING_UNSPECIFIED: _ClassVar[Padding]
     PADDING_LONGEST: _ClassVar[Padding]
     PADDING_MAX_LENGTH: _ClassVar[Padding]
-    PADDING_NONE: _ClassVar[Padding]
+    PADDING_DO_NOT_PAD: _ClassVar[Padding]
 
 class FunctionToApply(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -83,9 +80,6 @@ class AggregationStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATION_STRATEGY_AVERAGE: _ClassVar[AggregationStrategy]
     AGGREGATION_STRATEGY_MAX: _ClassVar[AggregationStrategy]
 TRAILING_METADATA_KEY_UNSPECIFIED: TrailingMetadataKey
-TRAILING_METADATA_KEY_TOKENIZE_MS: TrailingMetadataKey
-TRAILING_METADATA_KEY_QUEUE_MS: TrailingMetadataKey
-TRAILING_METADATA_KEY_FORWARD_MS: TrailingMetadataKey
 TRAILING_METADATA_KEY_RETRY_AFTER_MS: TrailingMetadataKey
 TASK_UNSPECIFIED: Task
 TASK_FEATURE_EXTRACTION: Task
@@ -112,7 +106,7 @@ DTYPE_INT32: DType
 PADDING_UNSPECIFIED: Padding
 PADDING_LONGEST: Padding
 PADDING_MAX_LENGTH: Padding
-PADDING_NONE: Padding
+PADDING_DO_NOT_PAD: Padding
 FUNCTION_TO_APPLY_UNSPECIFIED: FunctionToApply
 FUNCTION_TO_APPLY_SOFTMAX: FunctionToApply
 FUNCTION_TO_APPLY_SIGMOID: FunctionToApply
@@ -174,19 +168,18 @@ class TextInput(_message.Message):
     def __init__(self, text: _Optional[str] = ..., pair: _Optional[_Union[TextPair, _Mapping]] = ...) -> None: ...
 
 class TokenizeOptions(_message.Message):
-    __slots__ = ("padding", "truncation", "max_length")
-    PADDING_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("truncation", "max_length")
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
-    padding: Padding
     truncation: bool
     max_length: int
-    def __init__(self, padding: _Optional[_Union[Padding, str]] = ..., truncation: _Optional[bool] = ..., max_length: _Optional[int] = ...) -> None: ...
+    def __init__(self, truncation: _Optional[bool] = ..., max_length: _Optional[int] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
-    __slots__ = ("inputs", "options", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets", "model")
+    __slots__ = ("inputs", "options", "padding", "return_attention_mask", "return_token_type_ids", "return_tokens", "return_offsets", "model")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
     RETURN_ATTENTION_MASK_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKEN_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -194,12 +187,13 @@ class TokenizeRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedCompositeFieldContainer[TextInput]
     options: TokenizeOptions
+    padding: Padding
     return_attention_mask: bool
     return_token_type_ids: bool
     return_tokens: bool
     return_offsets: bool
     model: str
-    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TextInput, _Mapping]]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., padding: _Optional[_Union[Padding, str]] = ..., return_attention_mask: _Optional[bool] = ..., return_token_type_ids: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., return_offsets: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Offset(_message.Message):
     __slots__ = ("start", "end")
@@ -224,10 +218,24 @@ class Encoding(_message.Message):
     def __init__(self, input_ids: _Optional[_Iterable[int]] = ..., attention_mask: _Optional[_Iterable[int]] = ..., token_type_ids: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Iterable[str]] = ..., offsets: _Optional[_Iterable[_Union[Offset, _Mapping]]] = ...) -> None: ...
 
 class TokenizeResponse(_message.Message):
-    __slots__ = ("encodings",)
+    __slots__ = ("encodings", "timings")
     ENCODINGS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     encodings: _containers.RepeatedCompositeFieldContainer[Encoding]
-    def __init__(self, encodings: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, encodings: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("tokenize_ms", "queue_ms", "forward_ms", "postprocess_ms")
+    TOKENIZE_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    POSTPROCESS_MS_FIELD_NUMBER: _ClassVar[int]
+    tokenize_ms: float
+    queue_ms: float
+    forward_ms: float
+    postprocess_ms: float
+    def __init__(self, tokenize_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., postprocess_ms: _Optional[float] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("inputs", "outputs", "output_dtype", "options", "model")
@@ -252,12 +260,14 @@ class NamedTensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
-    __slots__ = ("outputs", "sequence_lengths")
+    __slots__ = ("outputs", "sequence_lengths", "timings")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedCompositeFieldContainer[NamedTensor]
     sequence_lengths: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, outputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("inputs", "function_to_apply", "top_k", "options", "all_labels", "stride", "window_aggregation", "model")
@@ -298,10 +308,12 @@ class Classification(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "timings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
-    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ClassifyStreamRequest(_message.Message):
     __slots__ = ("id", "request")
@@ -311,25 +323,15 @@ class ClassifyStreamRequest(_message.Message):
     request: ClassifyRequest
     def __init__(self, id: _Optional[str] = ..., request: _Optional[_Union[ClassifyRequest, _Mapping]] = ...) -> None: ...
 
-class StreamError(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
-
 class ClassifyStreamResponse(_message.Message):
-    __slots__ = ("id", "response", "error", "status")
+    __slots__ = ("id", "response", "status")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     response: ClassifyResponse
-    error: StreamError
     status: _status_pb2.Status
-    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class LabelSet(_message.Message):
     __slots__ = ("labels",)
@@ -378,10 +380,12 @@ class TokenClassification(_message.Message):
     def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class ClassifyTokensResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "timings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[TokenClassification]
-    def __init__(self, results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, results: _Optional[_Iterable[_Union[TokenClassification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class FillMaskRequest(_message.Message):
     __slots__ = ("inputs", "top_k", "targets", "options", "model")
@@ -424,10 +428,12 @@ class FillMaskResult(_message.Message):
     def __init__(self, masks: _Optional[_Iterable[_Union[MaskFill, _Mapping]]] = ...) -> None: ...
 
 class FillMaskResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "timings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[FillMaskResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[FillMaskResult, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, results: _Optional[_Iterable[_Union[FillMaskResult, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ("model",)
@@ -458,16 +464,14 @@ class WorkerInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "task", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "dtype", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding", "name", "backend", "backend_type")
+    __slots__ = ("model", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding", "name", "backend_type", "backend_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
-    TASK_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
-    DTYPE_FIELD_NUMBER: _ClassVar[int]
     MAX_ITEMS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_ITEMS_FIELD_NUMBER: _ClassVar[int]
@@ -481,17 +485,15 @@ class ModelInfoResponse(_message.Message):
     MASK_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
-    BACKEND_FIELD_NUMBER: _ClassVar[int]
     BACKEND_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
-    task: str
     architecture: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     max_length: int
     hidden_size: int
     vocab_size: int
     outputs: _containers.RepeatedScalarFieldContainer[str]
-    dtype: str
     max_items_per_request: int
     workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
     queued_items: int
@@ -505,9 +507,9 @@ class ModelInfoResponse(_message.Message):
     mask_token: str
     embedding: EmbeddingInfo
     name: str
-    backend: str
     backend_type: Backend
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., name: _Optional[str] = ..., backend: _Optional[str] = ..., backend_type: _Optional[_Union[Backend, str]] = ...) -> None: ...
+    backend_version: str
+    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., name: _Optional[str] = ..., backend_type: _Optional[_Union[Backend, str]] = ..., backend_version: _Optional[str] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("inputs", "normalize", "truncate_dim", "output_dtype", "options", "prompt", "prompt_name", "model")
@@ -530,12 +532,14 @@ class EmbedRequest(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., truncate_dim: _Optional[int] = ..., output_dtype: _Optional[_Union[DType, str]] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., prompt: _Optional[str] = ..., prompt_name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("embeddings", "sequence_lengths")
+    __slots__ = ("embeddings", "sequence_lengths", "timings")
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     embeddings: Tensor
     sequence_lengths: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, embeddings: _Optional[_Union[Tensor, _Mapping]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, embeddings: _Optional[_Union[Tensor, _Mapping]] = ..., sequence_lengths: _Optional[_Iterable[int]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class EmbeddingInfo(_message.Message):
     __slots__ = ("pooling", "source", "include_prompt", "normalized", "dimension", "max_seq_length", "prompts", "default_prompt_name", "truncate_dim")
@@ -588,10 +592,12 @@ class RankedDocument(_message.Message):
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "timings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RankedDocument]
-    def __init__(self, results: _Optional[_Iterable[_Union[RankedDocument, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, results: _Optional[_Iterable[_Union[RankedDocument, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ClassifyZeroShotRequest(_message.Message):
     __slots__ = ("inputs", "candidate_labels", "hypothesis_template", "multi_label", "options", "model")
@@ -610,30 +616,30 @@ class ClassifyZeroShotRequest(_message.Message):
     def __init__(self, inputs: _Optional[_Iterable[str]] = ..., candidate_labels: _Optional[_Iterable[str]] = ..., hypothesis_template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., options: _Optional[_Union[TokenizeOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class ClassifyZeroShotResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "timings")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Classification]
-    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
+    timings: Timings
+    def __init__(self, results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("name", "model", "task_type", "serving", "default", "task")
+    __slots__ = ("name", "model", "task_type", "serving", "default")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     SERVING_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
-    TASK_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     task_type: Task
     serving: bool
     default: bool
-    task: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., task_type: _Optional[_Union[Task, str]] = ..., serving: _Optional[bool] = ..., default: _Optional[bool] = ..., task: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., task_type: _Optional[_Union[Task, str]] = ..., serving: _Optional[bool] = ..., default: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -29,10 +29,10 @@ class InferenceStub:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward, Classify,
-    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
-    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
-    A failed call also carries its google.rpc.Status in the standard
+    client retries UNAVAILABLE once on another replica). Every inference
+    response (each ClassifyStream answer's too) carries the server's stage times
+    in `timings`. RESOURCE_EXHAUSTED carries how long to wait before retrying
+    (TrailingMetadataKey). A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
     RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
@@ -104,10 +104,10 @@ class InferenceServicer:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward, Classify,
-    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
-    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
-    A failed call also carries its google.rpc.Status in the standard
+    client retries UNAVAILABLE once on another replica). Every inference
+    response (each ClassifyStream answer's too) carries the server's stage times
+    in `timings`. RESOURCE_EXHAUSTED carries how long to wait before retrying
+    (TrailingMetadataKey). A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
     RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """
@@ -274,10 +274,10 @@ class Inference:
     """Serves one Hugging Face text model.
 
     The unary RPCs have no side effects, so a client may retry them (the Python
-    client retries UNAVAILABLE once on another replica). Forward, Classify,
-    ClassifyTokens and FillMask send the server's stage times in trailing metadata; RESOURCE_EXHAUSTED
-    carries how long to wait before retrying. TrailingMetadataKey lists the keys.
-    A failed call also carries its google.rpc.Status in the standard
+    client retries UNAVAILABLE once on another replica). Every inference
+    response (each ClassifyStream answer's too) carries the server's stage times
+    in `timings`. RESOURCE_EXHAUSTED carries how long to wait before retrying
+    (TrailingMetadataKey). A failed call also carries its google.rpc.Status in the standard
     "grpc-status-details-bin" trailer: the same code and message, and for
     RESOURCE_EXHAUSTED a google.rpc.RetryInfo in its details.
     """

@@ -14,6 +14,7 @@ from pipeserve.client.build import TextLike
 from pipeserve.client.channel import Endpoint
 from pipeserve.client.client import Client
 from pipeserve.client.security import read_token, tls_credentials
+from pipeserve.wire import SCORE_FUNCTIONS
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "PIPESERVE_TARGET"
@@ -163,6 +164,6 @@ def add_classify_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--function-to-apply",
-        choices=["softmax", "sigmoid", "none"],
+        choices=list(SCORE_FUNCTIONS),
         help="score function (default: from the model config)",
     )

@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 from pipeserve.client.cli import args as cli_args
+from pipeserve.wire import WINDOW_AGGREGATIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--window-aggregation",
-        choices=["mean", "max"],
-        default="mean",
-        help="how the windows' scores combine (default: mean)",
+        choices=list(WINDOW_AGGREGATIONS),
+        help="how the windows' scores combine, with --stride (default: mean)",
     )
 
 

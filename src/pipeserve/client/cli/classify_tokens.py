@@ -7,6 +7,7 @@ start and end (entity and index instead of entity_group with --aggregation-strat
 import argparse
 
 from pipeserve.client.cli import args as cli_args
+from pipeserve.wire import AGGREGATION_STRATEGIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_args.add_length_arguments(parser)
     parser.add_argument(
         "--aggregation-strategy",
-        choices=["none", "simple", "first", "average", "max"],
+        choices=list(AGGREGATION_STRATEGIES),
         default="none",
         help="how tokens become entities (default: none, one result per token)",
     )

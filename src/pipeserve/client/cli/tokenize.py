@@ -7,15 +7,14 @@ offsets asked for), in order.
 import argparse
 
 from pipeserve.client.cli import args as cli_args
+from pipeserve.wire import PADDINGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_args.add_text_arguments(parser)
     cli_args.add_model_argument(parser)
     cli_args.add_length_arguments(parser)
-    parser.add_argument(
-        "--padding", choices=["longest", "max_length", "do_not_pad"], default="longest"
-    )
+    parser.add_argument("--padding", choices=list(PADDINGS), default="longest")
     parser.add_argument(
         "--return-attention-mask", action=argparse.BooleanOptionalAction, default=True
     )

@@ -5,22 +5,16 @@ Pure (no I/O); `tasks/__init__.py` binds the call as a method of Client and Asyn
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 from pipeserve.client.bind import Call
 from pipeserve.client.build import _choice, _options, _stride, _strings, _texts
 from pipeserve.client.results import Windowed
 from pipeserve.v1 import pipeserve_pb2 as pb
+from pipeserve.wire import AGGREGATION_STRATEGIES
 
-AggregationStrategy: TypeAlias = Literal["none", "simple", "first", "average", "max"]
-
-_STRATEGY = {
-    "none": pb.AGGREGATION_STRATEGY_NONE,
-    "simple": pb.AGGREGATION_STRATEGY_SIMPLE,
-    "first": pb.AGGREGATION_STRATEGY_FIRST,
-    "average": pb.AGGREGATION_STRATEGY_AVERAGE,
-    "max": pb.AGGREGATION_STRATEGY_MAX,
-}
+AggregationStrategy: TypeAlias = str
+"""A name of wire.AGGREGATION_STRATEGIES ("none", "simple", "first", "average", "max")."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +67,9 @@ def classify_tokens_request(
     request = pb.ClassifyTokensRequest(
         model=model,
         inputs=_texts(inputs, "inputs"),
-        aggregation_strategy=_choice("aggregation_strategy", aggregation_strategy, _STRATEGY),
+        aggregation_strategy=_choice(
+            "aggregation_strategy", aggregation_strategy, AGGREGATION_STRATEGIES
+        ),
         **_stride(stride),
         options=_options(truncation=truncation, max_length=max_length),
     )
@@ -98,7 +94,7 @@ def token_classifications(response: pb.ClassifyTokensResponse) -> list[Windowed[
                 )
                 for e in result.entities
             ),
-            result.windows or 1,
+            result.windows,
         )
         for result in response.results
     ]

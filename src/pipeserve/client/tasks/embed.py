@@ -31,19 +31,22 @@ def embed_request(
     max_length: int | None = None,
     model: str = "",
 ) -> pb.EmbedRequest:
-    """Builds an EmbedRequest; raises TypeError/ValueError for inputs or options it can't send."""
-    if prompt and prompt_name:
+    """Builds an EmbedRequest; raises TypeError/ValueError for inputs or options it can't send.
+    `prompt` None applies the checkpoint's default prompt, "" none at all."""
+    if prompt is not None and prompt_name is not None:
         raise ValueError("give prompt or prompt_name, not both")
-    return pb.EmbedRequest(
+    request = pb.EmbedRequest(
         model=model,
         inputs=_texts(inputs, "inputs"),
         normalize=bool(normalize),
         truncate_dim=_positive_or_none("truncate_dim", truncate_dim),
         output_dtype=_output_dtype(dtype),
         options=_options(truncation=truncation, max_length=max_length),
-        prompt=prompt or "",
         prompt_name=prompt_name or "",
     )
+    if prompt is not None:  # set, even empty: unset is what asks for the default
+        request.prompt = prompt
+    return request
 
 
 def embeddings(response: pb.EmbedResponse) -> np.ndarray:
@@ -69,8 +72,10 @@ def embed(
     Returns an [inputs, dimension] numpy array (float32, or float16 with dtype="float16").
     The server pools as the checkpoint's modules.json says (mean pooling without one) and
     applies its Normalize module. `normalize` L2-normalises each row after `truncate_dim`
-    (keep the first dimensions, for Matryoshka models). `prompt` is put before every text;
-    `prompt_name` picks one of the checkpoint's prompts (ModelInfo.embedding.prompts).
+    (keep the first dimensions, for Matryoshka models). `prompt` is put before every text
+    ("" for none at all); `prompt_name` picks one of the checkpoint's prompts
+    (ModelInfo.embedding.prompts; "query" and "document" are always there, maybe empty).
+    With neither, the checkpoint's default prompt applies, as in encode().
     `max_length` None means the checkpoint's max_seq_length.
     """
     return Call(

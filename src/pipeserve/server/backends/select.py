@@ -66,9 +66,14 @@ def resolve_backend(settings: Settings, on_gpu: bool) -> Backend:
     return backend
 
 
+def backend_version(backend: Backend) -> str:
+    """The backend's installed version, e.g. "2026.4.1" (no import)."""
+    return version(str(backend))
+
+
 def backend_label(backend: Backend) -> str:
-    """The backend with its installed version, e.g. "openvino 2026.4.1" (no import)."""
-    return f"{backend} {version(str(backend))}"
+    """The backend with its installed version, e.g. "openvino 2026.4.1"."""
+    return f"{backend} {backend_version(backend)}"
 
 
 def read_calibration(path: Path) -> list[str]:

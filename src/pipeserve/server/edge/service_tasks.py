@@ -11,24 +11,22 @@ from pipeserve.server.edge.convert import (
     FLOAT_DTYPE,
     call_deadline,
     enum_value,
+    from_choices,
     labels_proto,
     text_options,
-    timing_metadata,
+    timings_proto,
 )
 from pipeserve.server.pipeline.classify_tokens import DEFAULT_IGNORE_LABELS, Strategy
 from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K
 from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.requests.models import ServedModel
 from pipeserve.v1 import pipeserve_pb2 as pb
-from pipeserve.wire import to_proto
+from pipeserve.wire import AGGREGATION_STRATEGIES, to_proto
 
+# Unset: none, as the pipeline.
 _STRATEGY = {
     pb.AGGREGATION_STRATEGY_UNSPECIFIED: Strategy.NONE,
-    pb.AGGREGATION_STRATEGY_NONE: Strategy.NONE,
-    pb.AGGREGATION_STRATEGY_SIMPLE: Strategy.SIMPLE,
-    pb.AGGREGATION_STRATEGY_FIRST: Strategy.FIRST,
-    pb.AGGREGATION_STRATEGY_AVERAGE: Strategy.AVERAGE,
-    pb.AGGREGATION_STRATEGY_MAX: Strategy.MAX,
+    **from_choices(AGGREGATION_STRATEGIES, Strategy),
 }
 
 
@@ -55,8 +53,7 @@ class TaskServicer:
             text_options(request.options),
             call_deadline(context),
         )
-        context.set_trailing_metadata(timing_metadata(timings))
-        response = pb.ClassifyTokensResponse()
+        response = pb.ClassifyTokensResponse(timings=timings_proto(timings))
         for result in results:
             item = response.results.add(windows=result.windows)
             for e in result.entities:
@@ -75,8 +72,7 @@ class TaskServicer:
             text_options(request.options),
             call_deadline(context),
         )
-        context.set_trailing_metadata(timing_metadata(timings))
-        response = pb.FillMaskResponse()
+        response = pb.FillMaskResponse(timings=timings_proto(timings))
         for masks in results:
             item = response.results.add()
             for mask in masks:
@@ -93,15 +89,16 @@ class TaskServicer:
             list(request.inputs),
             normalize=request.normalize,
             truncate_dim=request.truncate_dim or None,
-            prompt=request.prompt,
-            prompt_name=request.prompt_name,
+            # Set and empty is no prompt at all; unset, the checkpoint's default.
+            prompt=request.prompt if request.HasField("prompt") else None,
+            prompt_name=request.prompt_name or None,
             options=text_options(request.options),
             deadline=call_deadline(context),
         )
-        context.set_trailing_metadata(timing_metadata(result.timings))
         return pb.EmbedResponse(
             embeddings=to_proto(result.embeddings.astype(dtype, copy=False)),
             sequence_lengths=result.sequence_lengths,
+            timings=timings_proto(result.timings),
         )
 
     async def Rerank(self, request: pb.RerankRequest, context) -> pb.RerankResponse:
@@ -114,8 +111,7 @@ class TaskServicer:
             options=text_options(request.options),
             deadline=call_deadline(context),
         )
-        context.set_trailing_metadata(timing_metadata(result.timings))
-        response = pb.RerankResponse()
+        response = pb.RerankResponse(timings=timings_proto(result.timings))
         for ranked in result.ranked:
             text = documents[ranked.index] if request.return_documents else ""
             response.results.add(index=ranked.index, score=ranked.score, document=text)
@@ -132,5 +128,5 @@ class TaskServicer:
             options=text_options(request.options),
             deadline=call_deadline(context),
         )
-        context.set_trailing_metadata(timing_metadata(result.timings))
-        return pb.ClassifyZeroShotResponse(results=labels_proto(result.labels).results)
+        response = labels_proto(result.labels, result.timings)
+        return pb.ClassifyZeroShotResponse(results=response.results, timings=response.timings)

@@ -35,6 +35,9 @@ _TRANSFORMER_CONFIGS = (
     "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )
+# The prompts every SentenceTransformer has (sentence-transformers 6), empty unless the
+# checkpoint fills them: prompt_name="query" on a checkpoint without one means no prompt.
+_STANDARD_PROMPTS = {"query": "", "document": ""}
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class SentenceConfig:
     normalized: bool = False
     max_seq_length: int | None = None
     do_lower_case: bool = False
-    prompts: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=lambda: dict(_STANDARD_PROMPTS))
     default_prompt_name: str | None = None
     truncate_dim: int | None = None
     # Why Embed cannot serve this checkpoint exactly (a module or mode not supported), if so.
@@ -123,7 +126,7 @@ def load_sentence_config(model: str, revision: str | None) -> SentenceConfig:
         # A model_max_length among the tokenizer's arguments overrides max_seq_length.
         max_seq_length=tokenizer_args.get("model_max_length", bert.get("max_seq_length")),
         do_lower_case=bool(bert.get("do_lower_case", False)),
-        prompts=dict(st.get("prompts") or {}),
+        prompts={**_STANDARD_PROMPTS, **(st.get("prompts") or {})},
         default_prompt_name=st.get("default_prompt_name"),
         truncate_dim=st.get("truncate_dim"),
         unsupported=unsupported,

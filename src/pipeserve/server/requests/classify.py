@@ -49,7 +49,7 @@ class Classify:
         start = time.perf_counter()
         scores = apply_score_function(logits, function or self._card.score_function)
         labels = [top_labels(row, self._card.id2label, top_k) for row in scores.tolist()]
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return ClassifyResult(labels, timings)
 
     async def classify_windows(
@@ -84,5 +84,5 @@ class Classify:
         for text_rows in rows:
             scores = apply_score_function(np.stack([r["logits"] for r in text_rows]), function)
             labels.append(top_labels(combine(scores, aggregation).tolist(), card.id2label, top_k))
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return ClassifyResult(labels, timings, [len(w) for w in windows])

@@ -66,5 +66,5 @@ class ClassifyTokens:
 
         # A loop over every token of every window: off the event loop for a long request.
         results = await self._infer.off_loop_if_long(texts, postprocess)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return results, timings

@@ -57,17 +57,18 @@ class Embedder:
             )
         return self.config
 
-    def _prompt(self, config: SentenceConfig, prompt: str, prompt_name: str) -> str:
-        """The prompt in force, as encode(prompt=..., prompt_name=...) resolves it."""
-        if prompt and prompt_name:
+    def _prompt(self, config: SentenceConfig, prompt: str | None, prompt_name: str | None) -> str:
+        """The prompt in force, as encode(prompt=..., prompt_name=...) resolves it: a given
+        prompt, even an empty one (no prompt at all), else the named one, else the default."""
+        if prompt is not None and prompt_name is not None:
             raise InvalidInput("set prompt or prompt_name, not both")
-        if prompt_name:
+        if prompt is not None:
+            return prompt
+        if prompt_name is not None:
             if prompt_name not in config.prompts:
-                known = ", ".join(map(repr, config.prompts)) or "none"
+                known = ", ".join(map(repr, config.prompts))
                 raise InvalidInput(f"unknown prompt_name {prompt_name!r}; the model has {known}")
             return config.prompts[prompt_name]
-        if prompt:
-            return prompt
         return config.prompts.get(config.default_prompt_name or "", "")
 
     def _prompt_length(self, prompt: str, max_length: int) -> int:
@@ -84,8 +85,8 @@ class Embedder:
         *,
         normalize: bool,
         truncate_dim: int | None,
-        prompt: str,
-        prompt_name: str,
+        prompt: str | None,
+        prompt_name: str | None,
         options: TextOptions,
         deadline: float | None,
     ) -> EmbedResult:
@@ -109,5 +110,5 @@ class Embedder:
         )
         start = time.perf_counter()
         embeddings = finish(outputs[output], config, truncate_dim, normalize)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return EmbedResult(embeddings, list(outputs.lengths), timings)

@@ -68,5 +68,5 @@ class FillMask:
 
         # A softmax over the vocabulary per mask: off the event loop for a long request.
         results = await self._infer.off_loop_if_long(texts, postprocess)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return results, timings

@@ -55,6 +55,7 @@ class Timings:
     tokenize_ms: float = 0.0
     queue_ms: float = 0.0
     forward_ms: float = 0.0
+    postprocess_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,18 @@ class Infer:
 
     async def tokenize(
         self, items: Sequence[TextInput], options: TextOptions, flags: EncodeFlags
-    ) -> Padded:
+    ) -> tuple[Padded, Timings]:
+        """The items' encodings, padded as `options` say, and the time it took."""
         max_length = self._check(items, options)
+        start = time.perf_counter()
         encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
         self._check_lengths(encoded, range(len(items)))
         check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
         # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
-        return await self.off_loop_if_long(
+        padded = await self.off_loop_if_long(
             items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
         )
+        return padded, Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
 
     async def forward(
         self,
@@ -144,9 +148,11 @@ class Infer:
         """Refuses `rpc` (FAILED_PRECONDITION) unless the loaded model serves it."""
         require_rpc(rpc, self.card)
 
-    def observe_postprocess(self, start: float) -> None:
-        """Counts the postprocessing that began at perf_counter() `start`."""
-        self._metrics.observe_stages(postprocess=(time.perf_counter() - start) * 1000)
+    def observe_postprocess(self, start: float, timings: Timings) -> None:
+        """Counts the postprocessing that began at perf_counter() `start`, in the metrics and
+        in the request's `timings`."""
+        timings.postprocess_ms = (time.perf_counter() - start) * 1000
+        self._metrics.observe_stages(postprocess=timings.postprocess_ms)
 
     async def _encode(
         self,

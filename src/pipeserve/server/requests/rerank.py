@@ -53,5 +53,5 @@ class Rerank:
         assert self._activation is not None  # require() refused a model without one
         function = ScoreFunction.NONE if raw_scores else self._activation
         ranked = rank(logits[:, 0], function, top_n or None)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return RerankResult(ranked, timings)

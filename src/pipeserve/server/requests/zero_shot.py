@@ -68,5 +68,5 @@ class ZeroShot:
         shaped = logits.reshape(len(texts), len(formatted), -1)
         assert card.entailment_id is not None  # require() refused a model without one
         results = label_scores(shaped, card.entailment_id, multi_label, labels)
-        self._infer.observe_postprocess(start)
+        self._infer.observe_postprocess(start, timings)
         return ZeroShotResult(results, timings)
