@@ -240,7 +240,7 @@ class Target:
 
     def known_good(self) -> list[list[tuple[str, float]]]:
         request = pb.ClassifyRequest(inputs=[pb.ModelInput(text=t) for t in SEED_SENTENCES])
-        request.top_k = -1
+        request.all_labels = True
         response = self.stub.Classify(request, timeout=30)
         return [[(s.label, s.score) for s in r.labels] for r in response.results]
 
