@@ -11,7 +11,7 @@ and each returns once every caller it serves sees the change.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,9 +29,10 @@ from pipeserve.server.errors import (
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
-from pipeserve.server.model.source import check_model_source
+from pipeserve.server.preflight import check_model
 from pipeserve.server.schema import DeviceSpec, WorkerSpec
-from pipeserve.server.settings import Settings, is_model_name
+from pipeserve.server.settings import Settings, is_model_name, settings_problems
+from pipeserve.server.terms import Origin, Terms
 from pipeserve.server.workers.devices import plan_models, shared_devices
 
 log = logging.getLogger("pipeserve")
@@ -89,17 +90,35 @@ class ModelRegistry:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def add(
+    def expect(self, names: Iterable[str]) -> None:
+        """The start-up models, being loaded until `add`ed: no LoadModel of the same name."""
+        for name in names:
+            self._loading[name] = None
+
+    @property
+    def loading(self) -> tuple[str, ...]:
+        """The models being loaded: at start-up, or by LoadModel."""
+        return tuple(self._loading)
+
+    def add(
         self, settings: Settings, card: ModelCard, specs: list[WorkerSpec], plan: list[DeviceSpec]
     ) -> None:
-        """Serves a start-up model; its engine starts with `start`."""
-        await self._serve(RunningModel(settings, card, self._engine(settings, card, specs)), plan)
+        """Takes a start-up model; `start` serves it and starts its engine."""
+        self._loading.pop(settings.model_name, None)
+        model = RunningModel(settings, card, self._engine(settings, card, specs))
+        self._served[model.name] = model
+        self._plans[model.name] = plan
 
     async def start(self) -> None:
-        """Starts the start-up models' engines at once; returns when all their workers are
-        ready."""
+        """Serves the start-up models and starts their engines, all at once (the front ends
+        load a model's tokenizer while its workers load the model); returns when every
+        listener serves them and all their workers are ready."""
         on_failed = self._on_batcher_failed
-        await asyncio.gather(*(m.engine.start(on_failed) for m in self._served.values()))
+        models = list(self._served.values())
+        self._share()
+        await asyncio.gather(
+            *(self._announce(m) for m in models), *(m.engine.start(on_failed) for m in models)
+        )
 
     @property
     def served(self) -> list[RunningModel]:
@@ -128,9 +147,12 @@ class ModelRegistry:
     async def _serve(self, model: RunningModel, plan: list[DeviceSpec]) -> None:
         self._served[model.name] = model
         self._plans[model.name] = plan
+        await self._announce(model)
+        self._share()
+
+    async def _announce(self, model: RunningModel) -> None:
         for listener in self._listeners:
             await listener.model_added(model)
-        self._share()
 
     def _share(self) -> None:
         tables = self.shared_tables()
@@ -182,21 +204,23 @@ class ModelRegistry:
         try:
             return Settings.model_validate({**common, **options, "model": (f"{name}={path}",)})
         except ValidationError as error:
-            problem = error.errors()[0]
-            where = ".".join(map(str, problem["loc"])) or "settings"
-            raise InvalidInput(f"LoadModel {name}: {where}: {problem['msg']}") from None
+            terms = Terms(Origin.LOAD_MODEL, name)
+            raise InvalidInput(settings_problems(error, terms)) from None
 
     async def _start(self, settings: Settings) -> tuple[RunningModel, list[DeviceSpec]]:
         """The model with its workers ready; every piece stopped again if that fails."""
         name = settings.model_name
+        terms = Terms(Origin.LOAD_MODEL, name)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, check_model_source, settings.model_source)
-        card = await load_card(settings)
         # Its CPU workers split the cores as if it were alone: the served models' workers
         # keep theirs, so they share cores (ModelInfo's shared_with says with whom).
         (plan,) = plan_models([(settings.devices, settings.workers_per_device)])
-        settings, converted = await prepare_backend(settings, card, on_gpu=plan[0].gpu is not None)
-        engine = self._engine(settings, card, worker_specs(settings, card, plan, converted))
+        on_gpu = plan[0].gpu is not None
+        backend = await loop.run_in_executor(None, check_model, settings, terms, on_gpu)
+        card = await load_card(settings)
+        settings, converted = await prepare_backend(settings, card, backend, terms)
+        specs = worker_specs(settings, card, plan, converted, terms)
+        engine = self._engine(settings, card, specs)
         self._loading[name] = engine
         try:
             await engine.start(on_batcher_failed=self._on_batcher_failed)

@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 
 from pipeserve.server.edge.server import Edge
 from pipeserve.server.errors import Unavailable
+from pipeserve.server.exit import exit_now
 from pipeserve.server.frontends.remote import EngineLink, RemoteRegistry
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.metrics import Metrics
@@ -41,8 +42,9 @@ def run_frontend(settings: Settings, index: int, port: int, conn: Connection) ->
     """Entry point of a front-end process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, transformers=False)
     asyncio.run(_serve(settings, index, port, conn))
+    exit_now(0)
 
 
 async def _serve(settings: Settings, index: int, port: int, conn: Connection) -> None:
@@ -77,6 +79,7 @@ class Frontend:
         welcome = await self._first_message()
         if welcome is None:  # the main process is gone, or stopping already
             return
+        edge.expect(welcome.loading)
         for added in welcome.models:
             await self._add(added)
         edge.devices_shared(welcome.tables)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeserve.server.exit import exit_now
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
@@ -66,6 +67,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         _load_and_serve(spec, conn, slots, device)
     finally:
         slots.close(unlink=False)
+    exit_now(0)  # told to stop, or the server is gone: no teardown to wait for
 
 
 def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, device: str) -> None:
@@ -82,6 +84,7 @@ def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, devic
             device=device,
             threads=len(spec.device.cpus) or 1,
             allow_missing_weights=spec.allow_missing_weights,
+            terms=spec.terms,
             converted=Path(spec.converted) if spec.converted else None,
         )
     except Exception as exc:  # reported to the server as one line, which stops start-up
