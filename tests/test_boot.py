@@ -25,7 +25,7 @@ from pipeserve.server.preflight import check_model
 from pipeserve.server.settings import LogFormat, Settings
 from pipeserve.server.terms import Origin, Terms
 
-from .conftest import launch_server, require
+from .conftest import launch_server, require, wait_until
 
 # Runs `pipeserve serve` as the command does, then says which heavy libraries it imported.
 _REPORTING_MAIN = (
@@ -292,6 +292,8 @@ def test_health_answers_not_serving_while_openvino_converts(tiny_distilbert, tmp
         assert status == health_pb2.HealthCheckResponse.NOT_SERVING
         assert not converted, "the conversion ended before the port opened"
         print(f"health answered NOT_SERVING {answered:.1f} s after the start")
+        serving = health_pb2.HealthCheckResponse.SERVING
+        wait_until(lambda: _health(server.address) == serving, timeout=600)
     finally:
         server.stop()
     log = "\n".join(server.log)

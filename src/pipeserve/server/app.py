@@ -1,6 +1,11 @@
 """Start-up and shutdown: wires settings, model card, engine and front ends together, and runs
 until SIGTERM or Ctrl-C.
 
+The port opens first, answering NOT_SERVING (`__main__` has run every check that needs no
+model, `preflight.py`); the models' cards, an OpenVINO conversion and the workers load after.
+A shutdown has one deadline, the grace: calls drain within it, and the workers and front ends
+get what is left of it, and a second, before they are killed.
+
 Every model's engine, and the model registry that loads and unloads them, run in this process.
 With one front end (the default on a small host) the gRPC edge shares it too. With
 `--frontends N` > 1, N front-end processes serve the port, each passing its requests to the

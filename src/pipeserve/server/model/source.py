@@ -1,5 +1,6 @@
 """Where `--model` points, checked in a second before anything loads: a checkpoint folder that
-exists, or a hub id with the hub in reach (or HF_HUB_OFFLINE set).
+exists, or a hub id with the hub in reach (or HF_HUB_OFFLINE set); and the architectures its
+config declares (`preflight.py` checks the --task head against them).
 
 Without these checks a mistyped folder fails after torch and transformers have loaded, as an
 invalid hub id, and an unreachable hub costs half a minute of download retries first. Imports
