@@ -83,6 +83,8 @@ class ModelRegistry:
         self._served: dict[str, RunningModel] = {}
         self._plans: dict[str, list[DeviceSpec]] = {}
         self._loading: dict[str, Engine | None] = {}
+        # Start-up models added, not yet served: `start` serves them.
+        self._starting: list[tuple[RunningModel, list[DeviceSpec]]] = []
         self._unloading: dict[str, Engine] = {}
         # Unloads run to the end even if their caller leaves.
         self._unloads: set[asyncio.Task] = set()
@@ -104,20 +106,20 @@ class ModelRegistry:
         self, settings: Settings, card: ModelCard, specs: list[WorkerSpec], plan: list[DeviceSpec]
     ) -> None:
         """Takes a start-up model; `start` serves it and starts its engine."""
-        self._loading.pop(settings.model_name, None)
         model = RunningModel(settings, card, self._engine(settings, card, specs))
-        self._served[model.name] = model
-        self._plans[model.name] = plan
+        self._starting.append((model, plan))
 
     async def start(self) -> None:
         """Serves the start-up models and starts their engines, all at once (the front ends
         load a model's tokenizer while its workers load the model); returns when every
         listener serves them and all their workers are ready."""
         on_failed = self._on_batcher_failed
-        models = list(self._served.values())
-        self._share()
+        starting, self._starting = self._starting, []
+        for model, _ in starting:
+            self._loading.pop(model.name, None)
         await asyncio.gather(
-            *(self._announce(m) for m in models), *(m.engine.start(on_failed) for m in models)
+            *(self._serve(model, plan) for model, plan in starting),
+            *(model.engine.start(on_failed) for model, _ in starting),
         )
 
     @property
@@ -136,6 +138,7 @@ class ModelRegistry:
     def engines(self) -> list[Engine]:
         """Every engine running: served, loading or draining (for shutdown)."""
         loading = [e for e in self._loading.values() if e is not None]
+        loading += [model.engine for model, _ in self._starting]
         served = [m.engine for m in self._served.values()]
         return [*served, *loading, *self._unloading.values()]
 
@@ -145,14 +148,13 @@ class ModelRegistry:
         return dict(zip(names, tables, strict=True))
 
     async def _serve(self, model: RunningModel, plan: list[DeviceSpec]) -> None:
+        # Announced as it becomes served, with no await between: a front end that attaches
+        # meanwhile learns it either from its Welcome or from this announcement, never both.
         self._served[model.name] = model
         self._plans[model.name] = plan
-        await self._announce(model)
-        self._share()
-
-    async def _announce(self, model: RunningModel) -> None:
         for listener in self._listeners:
             await listener.model_added(model)
+        self._share()
 
     def _share(self) -> None:
         tables = self.shared_tables()
