@@ -3,15 +3,21 @@ Triton client (tritonclient, from PyPI) and stubs compiled from the vendored pro
 server of several tiny models, and every mapping's answers equal transformers in-process (or
 sentence-transformers, for embeddings) within 1e-5."""
 
+import contextlib
+import io
 import json
+import re
+import shlex
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
+from google.protobuf import json_format
 from tritonclient.utils import InferenceServerException
 
 from pipeserve.client import Client
@@ -438,3 +444,45 @@ def test_every_front_end_serves_the_protocol(tiny_distilbert, tiny_logits):
         finally:
             for channel in channels.values():
                 channel.close()
+
+
+# The README's example server names its models after real checkpoints; here, the tiny ones.
+README_NAMES = {'"sentiment"': '"clf"', '"minilm"': '"enc"'}
+
+
+def _readme_section() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### Open Inference Protocol")
+    return readme[start : readme.index("\n## ", start)]
+
+
+def _as_served(text: str, address: str) -> str:
+    for name, served in README_NAMES.items():
+        text = text.replace(name, served)
+    return text.replace("localhost:50051", address)
+
+
+def test_the_readmes_tritonclient_example_runs_as_written(server):
+    [example] = re.findall(r"```python\n(.*?)```", _readme_section(), re.S)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(_as_served(example, server.address), {})
+    lines = printed.getvalue().splitlines()
+    assert lines[0].startswith("True [") and lines[0].endswith("'logits', 'label', 'score']")
+    assert "(1, 32)" in lines  # the embedding's shape
+
+
+def test_the_readmes_grpcurl_requests_run_as_written(server, stubs):
+    commands = [
+        shlex.split(_as_served(line, server.address))
+        for block in re.findall(r"```bash\n(.*?)```", _readme_section(), re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.startswith("grpcurl")
+    ]
+    assert len(commands) == 4
+    for words in commands:
+        method = words[-1].removeprefix("inference.GRPCInferenceService/")
+        request = json_format.Parse(
+            words[words.index("-d") + 1], getattr(oip, f"{method}Request")()
+        )
+        getattr(stubs, method)(request, timeout=60)  # raises unless answered OK
