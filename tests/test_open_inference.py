@@ -31,8 +31,10 @@ from .conftest import (
     ServerProcess,
     by_frontend,
     launch_server,
+    paused,
     serving,
     sst2_sentences,
+    wait_until,
 )
 
 ATOL = 1e-5
@@ -92,12 +94,15 @@ def test_tritonclient_classifies_as_transformers(triton_client, tiny_logits):
     )
     labels, scores = result.as_numpy("label"), result.as_numpy("score")
     assert labels.shape == scores.shape == (8, 2) and scores.dtype == np.float32
+    diffs = []
     for sentence, row_labels, row_scores in zip(sentences, labels, scores, strict=True):
         expected = _softmax(tiny_logits[sentence])
         by_label = dict(zip((b.decode() for b in row_labels), row_scores, strict=True))
         got = np.array([by_label["NEGATIVE"], by_label["POSITIVE"]])
         np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
+        diffs.append(np.abs(got - expected).max())
         assert list(row_scores) == sorted(row_scores, reverse=True)  # best first
+    print(f"ModelInfer classify max |score diff| {max(diffs):.3g}")
 
 
 def test_top_k_one_by_default_and_function_to_apply(triton_client, tiny_logits):
@@ -127,6 +132,7 @@ def test_tritonclient_embeds_as_sentence_transformers(triton_client, task_models
     )
     assert embeddings.shape == (6, 32) and embeddings.dtype == np.float32
     np.testing.assert_allclose(embeddings, expected, rtol=0, atol=ATOL)
+    print(f"ModelInfer embed max |diff| {np.abs(embeddings - expected).max():.3g}")
 
 
 def test_tritonclient_runs_a_raw_forward_as_transformers(
@@ -139,10 +145,10 @@ def test_tritonclient_runs_a_raw_forward_as_transformers(
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     batch = tokenizer(sentences, padding=True, return_tensors="np")
     inputs = [_ints(name, batch[name]) for name in ("input_ids", "attention_mask")]
-    result = triton_client.infer("clf", inputs)
-    np.testing.assert_allclose(
-        result.as_numpy("logits"), np.stack([tiny_logits[s] for s in sentences]), atol=ATOL
-    )
+    logits = triton_client.infer("clf", inputs).as_numpy("logits")
+    expected_logits = np.stack([tiny_logits[s] for s in sentences])
+    np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=ATOL)
+    print(f"ModelInfer raw logits max |diff| {np.abs(logits - expected_logits).max():.3g}")
     # An encoder's per-token output, with token type ids: zero-padded back to the ids' width.
     types = np.zeros_like(batch["input_ids"])
     types[:, 3:] = 1
@@ -158,6 +164,8 @@ def test_tritonclient_runs_a_raw_forward_as_transformers(
                 token_type_ids=torch.tensor(types[row : row + 1, :length]),
             ).last_hidden_state[0]
         np.testing.assert_allclose(states[row, :length], expected.numpy(), rtol=0, atol=ATOL)
+        print(f"ModelInfer raw states row {row} max |diff| "
+              f"{np.abs(states[row, :length] - expected.numpy()).max():.3g}")  # fmt: skip
         assert not states[row, length:].any()
 
 
@@ -486,3 +494,29 @@ def test_the_readmes_grpcurl_requests_run_as_written(server, stubs):
             words[words.index("-d") + 1], getattr(oip, f"{method}Request")()
         )
         getattr(stubs, method)(request, timeout=60)  # raises unless answered OK
+
+
+@pytest.mark.slow
+def test_while_the_model_loads_it_is_not_ready_and_calls_are_unavailable(tiny_distilbert):
+    """The port opens before the worker has loaded the model; the worker is stopped as soon as
+    it exists, so the model is certainly still loading while this looks."""
+    server = launch_server(tiny_distilbert, until_listening=True)
+    try:
+        wait_until(lambda: bool(server.worker_processes()))
+        (loading,) = server.worker_processes()
+        client = triton.InferenceServerClient(server.address)
+        with paused(loading):
+            assert client.is_server_live()
+            assert not client.is_server_ready() and not client.is_model_ready("")
+            for call in (
+                lambda: client.infer("", [_texts("text", ["too early"])]),
+                lambda: client.get_model_metadata(""),
+            ):
+                with pytest.raises(InferenceServerException) as refused:
+                    call()
+                assert refused.value.status() == "StatusCode.UNAVAILABLE"
+        wait_until(lambda: client.is_model_ready(""))
+        assert client.infer("", [_texts("text", ["in time"])]).as_numpy("label").shape == (1, 1)
+        client.close()
+    finally:
+        server.stop()

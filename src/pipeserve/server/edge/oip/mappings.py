@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pipeserve.server.edge.oip import tasks
-from pipeserve.server.edge.oip.parameters import TEXT_PARAMETERS, Parameters
+from pipeserve.server.edge.oip.parameters import Parameters
 from pipeserve.server.edge.oip.tensors import Tensor
 from pipeserve.server.errors import InvalidInput, UnsupportedByModel
 from pipeserve.server.model.served import served_rpcs
@@ -43,6 +43,8 @@ class TaskMapping:
 
 
 _TEXT = Spec("text", "BYTES", (ANY,))
+# How texts become ids, taken by every mapping of text.
+TEXT_PARAMETERS = ("truncation", "max_length")
 _JSON = Spec("output", "BYTES", (ANY,))
 
 
@@ -84,7 +86,7 @@ _MAPPINGS = (
         "Rerank",
         (Spec("query", "BYTES", (1,)), _TEXT),
         _fixed(Spec("score", "FP32", (ANY, 1))),
-        ("raw_scores",),
+        ("raw_scores", *TEXT_PARAMETERS),
         "query",
         tasks.rerank,
     ),
@@ -92,7 +94,7 @@ _MAPPINGS = (
         "ClassifyZeroShot",
         (_TEXT,),
         _fixed(_JSON),
-        ("candidate_labels", "hypothesis_template", "multi_label"),
+        ("candidate_labels", "hypothesis_template", "multi_label", *TEXT_PARAMETERS),
         "candidate_labels",
         tasks.zero_shot,
     ),
@@ -100,7 +102,14 @@ _MAPPINGS = (
         "Classify",
         (_TEXT, Spec("text_pair", "BYTES", (ANY,), optional=True)),
         _fixed(Spec("label", "BYTES", (ANY, ANY)), Spec("score", "FP32", (ANY, ANY))),
-        ("function_to_apply", "top_k", "all_labels", "stride", "window_aggregation"),
+        (
+            "function_to_apply",
+            "top_k",
+            "all_labels",
+            "stride",
+            "window_aggregation",
+            *TEXT_PARAMETERS,
+        ),
         None,
         tasks.classify,
     ),
@@ -108,7 +117,7 @@ _MAPPINGS = (
         "Embed",
         (_TEXT,),
         _embedding,
-        ("normalize", "truncate_dim", "prompt", "prompt_name"),
+        ("normalize", "truncate_dim", "prompt", "prompt_name", *TEXT_PARAMETERS),
         None,
         tasks.embed,
     ),
@@ -116,11 +125,18 @@ _MAPPINGS = (
         "ClassifyTokens",
         (_TEXT,),
         _fixed(_JSON),
-        ("aggregation_strategy", "ignore_labels", "stride"),
+        ("aggregation_strategy", "ignore_labels", "stride", *TEXT_PARAMETERS),
         None,
         tasks.classify_tokens,
     ),
-    TaskMapping("FillMask", (_TEXT,), _fixed(_JSON), ("top_k", "targets"), None, tasks.fill_mask),
+    TaskMapping(
+        "FillMask",
+        (_TEXT,),
+        _fixed(_JSON),
+        ("top_k", "targets", *TEXT_PARAMETERS),
+        None,
+        tasks.fill_mask,
+    ),
 )
 
 
@@ -153,7 +169,7 @@ def choose(
             f"{model.name} answers these inputs as {found.rpc}, which takes "
             f"{', '.join(sorted(names))}: unknown {unknown}, missing {missing}"
         )
-    parameters.only((*found.parameters, *TEXT_PARAMETERS))
+    parameters.only(found.parameters)
     return found
 
 

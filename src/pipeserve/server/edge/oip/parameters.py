@@ -20,8 +20,6 @@ _E = TypeVar("_E", bound=StrEnum)
 _IGNORED = frozenset(
     {"sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "content_type"}
 )
-# How texts become ids, taken by every mapping.
-TEXT_PARAMETERS = ("truncation", "max_length")
 
 
 class Parameters:

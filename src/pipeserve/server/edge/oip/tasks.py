@@ -17,7 +17,7 @@ from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.classify import ScoreFunction
 from pipeserve.server.pipeline.classify_tokens import DEFAULT_IGNORE_LABELS, Entity, Strategy
 from pipeserve.server.pipeline.fill_mask import DEFAULT_TOP_K, MaskFill
-from pipeserve.server.pipeline.inputs import ModelInput, TokenIds
+from pipeserve.server.pipeline.inputs import ModelInput, TextOptions, TokenIds
 from pipeserve.server.pipeline.windows import WindowAggregation
 from pipeserve.server.pipeline.zero_shot import DEFAULT_TEMPLATE
 from pipeserve.server.requests.infer import Timings
@@ -204,9 +204,7 @@ async def forward(model: ServedModel, call: Call) -> Answer:
     """The model's named outputs for raw token ids (this protocol's Forward); per-token
     outputs zero-padded back to the width of input_ids."""
     items, width = _token_ids(call)
-    result = await model.infer.forward(
-        items, call.outputs, call.parameters.text_options(), call.deadline
-    )
+    result = await model.infer.forward(items, call.outputs, TextOptions(), call.deadline)
     token_level = model.engine.model.token_level
     outputs = {}
     for name, array in result.outputs.items():

@@ -63,7 +63,10 @@ def _read(
         raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {known}")
     dtype, field = _NUMERIC[datatype]
     if raw is None:
-        return np.asarray(getattr(tensor.contents, field), dtype=dtype)
+        try:
+            return np.asarray(getattr(tensor.contents, field), dtype=dtype)
+        except OverflowError:
+            raise InvalidInput(f"input {name!r} holds a value outside {datatype}") from None
     if len(raw) % dtype.itemsize:
         raise InvalidInput(
             f"input {name!r}: {len(raw)} raw bytes are not a whole number of {datatype} values"
@@ -98,12 +101,11 @@ def read_inputs(request: oip.ModelInferRequest) -> dict[str, Tensor]:
 
 
 def add_output(response: oip.ModelInferResponse, name: str, array: np.ndarray, raw: bool) -> None:
-    """Appends `array` as output `name`: FP32 for floats, INT64 for integers, BYTES for an
-    array of str (UTF-8) or bytes."""
+    """Appends `array` as output `name`: BYTES for an array of str (UTF-8), FP32 otherwise."""
     output = response.outputs.add(name=name, shape=array.shape)
     if array.dtype.kind in "OUS":
         output.datatype = "BYTES"
-        elements = [e.encode() if isinstance(e, str) else bytes(e) for e in array.reshape(-1)]
+        elements = [element.encode() for element in array.reshape(-1)]
         if raw:
             response.raw_output_contents.append(
                 b"".join(_LENGTH.pack(len(e)) + e for e in elements)
@@ -111,9 +113,8 @@ def add_output(response: oip.ModelInferResponse, name: str, array: np.ndarray, r
         else:
             output.contents.bytes_contents.extend(elements)
         return
-    datatype = "FP32" if array.dtype.kind == "f" else "INT64"
-    dtype, field = _NUMERIC[datatype]
-    output.datatype = datatype
+    dtype, field = _NUMERIC["FP32"]
+    output.datatype = "FP32"
     flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
     if raw:
         response.raw_output_contents.append(flat.tobytes())
