@@ -82,6 +82,11 @@ class Models:
         """Models `names` are being loaded at start-up, and will be added."""
         self._loading.update(names)
 
+    @property
+    def loading(self) -> bool:
+        """Whether some model of the start-up is still loading."""
+        return bool(self._loading)
+
     def add(self, model: ServedModel) -> None:
         self._by_name[model.name] = model
         self._loading.discard(model.name)
