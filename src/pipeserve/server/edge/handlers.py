@@ -1,14 +1,15 @@
 """The Inference service's method handlers, built once at start-up: each RPC of the servicer
-wrapped with the metrics (outermost, so they see the final status) and the error map
-(`status.py`), with a deserializer that turns bad bytes into INVALID_ARGUMENT. Wrapping at
-registration rather than in interceptors spares every call the interceptor chain and a
-handler rebuilt per call."""
+wrapped with the metrics (outermost, so they see the final status), with --tracing its server
+span (`traced.py`), and the error map (`status.py`), with a deserializer that turns bad bytes
+into INVALID_ARGUMENT. Wrapping at registration rather than in interceptors spares every call
+the interceptor chain and a handler rebuilt per call."""
 
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from pipeserve.server import tracing
 from pipeserve.server.edge import status
 from pipeserve.server.metrics import Metrics
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -26,12 +27,21 @@ _FACTORIES = {
 def register(server: grpc.aio.Server, servicer: object, metrics: Metrics) -> None:
     """Adds the Inference service of `servicer` to `server`, every RPC wrapped."""
     handlers = {}
+    spans = None
+    if tracing.active is not None:
+        from pipeserve.server.edge.traced import ServerSpans  # it imports opentelemetry
+
+        spans = ServerSpans(tracing.active.tracer, SERVICE.full_name)
     for method in SERVICE.methods:
         behavior = getattr(servicer, method.name)
         if method.client_streaming:
-            wrapped = metrics.count_stream(method.name, status.map_stream_errors(behavior))
+            mapped = status.map_stream_errors(behavior)
+            traced = spans.stream(method.name, mapped) if spans else mapped
+            wrapped = metrics.count_stream(method.name, traced)
         else:
-            wrapped = metrics.count_unary(method.name, status.map_unary_errors(behavior))
+            mapped = status.map_unary_errors(behavior)
+            traced = spans.unary(method.name, mapped) if spans else mapped
+            wrapped = metrics.count_unary(method.name, traced)
         make = _FACTORIES[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             wrapped,
