@@ -276,6 +276,13 @@ def test_the_exporter_and_service_name_follow_the_otel_variables(monkeypatch):
     with pytest.raises(StartupError, match="OTEL_TRACES_EXPORTER=zipkin-nonesuch"):
         tracing.start("main")
     assert tracing.active is None
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    exporters = [type(e).__module__ for e in tracing._exporters()]
+    assert exporters == [
+        "opentelemetry.sdk.trace.export",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    ]
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "sentiment")
     tracing.start("main")

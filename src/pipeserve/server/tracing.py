@@ -207,7 +207,8 @@ def stop() -> None:
 
 def _exporters() -> list[Any]:
     """The span exporters OTEL_TRACES_EXPORTER names (comma-separated; otlp when unset), found
-    by the entry points that OpenTelemetry's packages register, as the SDK finds them."""
+    by the entry points that OpenTelemetry's packages register, as the SDK finds them: otlp
+    over the protocol OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL names."""
     from importlib.metadata import entry_points
 
     names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
@@ -215,6 +216,8 @@ def _exporters() -> list[Any]:
     for name in filter(None, (n.strip() for n in names.split(","))):
         if name == "none":
             continue
+        if name == "otlp":
+            name = _otlp_exporter()
         found = entry_points(group="opentelemetry_traces_exporter", name=name)
         if not found:
             raise StartupError(
@@ -223,6 +226,18 @@ def _exporters() -> list[Any]:
             )
         exporters.append(next(iter(found)).load()())
     return exporters
+
+
+def _otlp_exporter() -> str:
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    ).strip()
+    exporters = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+    if protocol not in exporters:
+        raise StartupError(f"OTLP protocol {protocol!r}: give grpc or http/protobuf")
+    return exporters[protocol]
 
 
 # What the sites call; each returns at once while tracing is off.
