@@ -256,7 +256,7 @@ def test_a_batch_whose_worker_died_ends_its_forward_spans_failed(exported):
     assert forward.status.description == "the worker died"
 
 
-def test_tracing_off_sends_no_trace_context_and_makes_no_span(tiny_distilbert):
+def test_with_tracing_off_the_engine_keeps_no_spans_and_sends_no_trace_context(tiny_distilbert):
     assert tracing.active is None
 
     async def scenario(engine: Engine, worker: _InProcessWorker) -> None:
