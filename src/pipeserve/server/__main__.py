@@ -9,6 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
+from pipeserve.server import tracing
 from pipeserve.server.errors import StartupError
 from pipeserve.server.exit import exit_now
 from pipeserve.server.logs import configure_logging, log_startup_failure
@@ -30,12 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Before torch and transformers load: a setting that cannot work fails in a second.
         preflight(settings)
+        if settings.tracing:
+            tracing.start("main")
         from pipeserve.server.app import serve
 
         asyncio.run(serve(settings))
     except StartupError as error:
         log_startup_failure(f"pipeserve serve: error: {error}", settings.log_format)
         return 1
+    finally:
+        tracing.stop()
     exit_now(0)
 
 
