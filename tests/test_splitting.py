@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,48 +200,50 @@ def test_split_concurrency_0_sends_the_call_whole(small, texts):
         whole.classify(texts)
 
 
-def test_the_cli_classifies_the_872_sst2_sentences_in_order(address, tiny_distilbert, tmp_path):
-    from transformers import pipeline
+def in_process_scores(path: Path, texts: list[str]) -> np.ndarray:
+    """The classifier's softmax scores of `texts` in-process, by index of label, in batches."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.inference_mode():
+        batches = (
+            model(**tokenizer(texts[i : i + 256], padding=True, return_tensors="pt")).logits
+            for i in range(0, len(texts), 256)
+        )
+        return np.concatenate([logits.softmax(-1).numpy() for logits in batches])
+
+
+def by_index(labels) -> list[float]:
+    return [score for _, score in sorted((s["index"], s["score"]) for s in labels)]
+
+
+def test_the_cli_classifies_the_872_sst2_sentences_in_order(address, tiny_distilbert, tmp_path):
     sentences = sst2_sentences()
     assert len(sentences) == 872
     (tmp_path / "dev.txt").write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    result = pipeserve("classify", "--target", address, "--file", str(tmp_path / "dev.txt"))
+    result = pipeserve(
+        "classify", "--target", address, "--top-k", "all", "--file", str(tmp_path / "dev.txt")
+    )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
 
-    classifier = pipeline("text-classification", model=str(tiny_distilbert), device="cpu")
-    expected = classifier(sentences, batch_size=1)
-    assert [row[0]["label"] for row in printed] == [e["label"] for e in expected]
-    np.testing.assert_allclose(
-        [row[0]["score"] for row in printed], [e["score"] for e in expected], atol=ATOL
-    )
+    assert len(printed) == 872
+    got = np.array([by_index(labels) for labels in printed])
+    np.testing.assert_allclose(got, in_process_scores(tiny_distilbert, sentences), atol=ATOL)
 
 
 @pytest.mark.slow
 def test_client_classify_of_10000_texts_keeps_their_order(client, tiny_distilbert):
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     # Distinct texts, so that a result given to the wrong one would show.
     corpus = sst2_sentences()
     texts = [f"{corpus[i % len(corpus)]} {i}" for i in range(10_000)]
     results = client.classify(texts, top_k=None)
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    with torch.inference_mode():
-        scores = np.concatenate(
-            [
-                model(**tokenizer(texts[i : i + 256], padding=True, return_tensors="pt"))
-                .logits.softmax(-1)
-                .numpy()
-                for i in range(0, len(texts), 256)
-            ]
-        )
     assert len(results) == len(texts)
-    got = np.array([[s.score for s in sorted(labels, key=lambda s: s.index)] for labels in results])
-    np.testing.assert_allclose(got, scores, atol=ATOL)
+    got = np.array([by_index([s.to_dict() for s in labels]) for labels in results])
+    np.testing.assert_allclose(got, in_process_scores(tiny_distilbert, texts), atol=ATOL)
 
 
 def test_a_file_that_is_not_utf8_is_named_with_its_line(address, tmp_path):
