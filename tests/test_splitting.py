@@ -30,10 +30,19 @@ from pipeserve.client.split import (
 )
 from pipeserve.client.tasks.rerank import RankedDocument, best_of_parts
 from pipeserve.v1 import pipeserve_pb2 as pb
-from tests.conftest import PIPESERVE, ServerProcess, launch_server, pipeserve, sst2_sentences
+from tests.conftest import (
+    PIPESERVE,
+    ServerProcess,
+    launch_server,
+    pipeserve,
+    require,
+    require_tool,
+    sst2_sentences,
+)
 
 MAX_ITEMS = 8
 MAX_TOKENS = 200
+TOKEN = "split-token"
 ATOL = 1e-5
 
 
@@ -133,12 +142,16 @@ def test_rerank_parts_make_one_ranking():
 
 
 @pytest.fixture(scope="module")
-def small(tiny_distilbert) -> Iterator[ServerProcess]:
-    """The tiny classifier with small limits: 8 items and 200 tokens a request."""
+def small(tiny_distilbert, tmp_path_factory) -> Iterator[ServerProcess]:
+    """The tiny classifier with small limits, 8 items and 200 tokens a request, and a token
+    (which the limits are asked with)."""
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens"
+    tokens.write_text(TOKEN + "\n")
     process = launch_server(
         tiny_distilbert,
         "--max-items-per-request", str(MAX_ITEMS),
         "--max-tokens-per-request", str(MAX_TOKENS),
+        "--auth-token-file", str(tokens),
     )  # fmt: skip
     yield process
     process.stop()
@@ -159,18 +172,20 @@ def assert_same_labels(got, expected) -> None:
 
 def test_sync_and_async_calls_over_the_limits_equal_one_request(small, client, texts):
     whole = client.classify(texts, top_k=None)
-    with Client(small.address, timeout=60) as parted:
+    with Client(small.address, timeout=60, token=TOKEN) as parted:
         assert_same_labels(parted.classify(texts, top_k=None), whole)
 
     async def both() -> list:
-        async with AsyncClient(small.address, timeout=60, split_concurrency=2) as parted:
+        async with AsyncClient(
+            small.address, timeout=60, token=TOKEN, split_concurrency=2
+        ) as parted:
             return await parted.classify(texts, top_k=None)
 
     assert_same_labels(asyncio.run(both()), whole)
 
 
 def test_split_forward_and_tokenize_equal_one_request(small, client, texts):
-    with Client(small.address, timeout=60) as parted:
+    with Client(small.address, timeout=60, token=TOKEN) as parted:
         output = parted.forward(texts, outputs=["last_hidden_state", "logits"])
         expected = client.forward(texts, outputs=["last_hidden_state", "logits"])
         assert output.sequence_lengths.tolist() == expected.sequence_lengths.tolist()
@@ -186,7 +201,10 @@ def test_split_forward_and_tokenize_equal_one_request(small, client, texts):
 def test_a_failing_part_fails_the_call_naming_where(small):
     # Short texts: the item limit cuts them, 8 a request.
     bad = [f"text {i}" for i in range(20)] + [""] + [f"text {i}" for i in range(20, 30)]
-    with Client(small.address, timeout=60) as parted, pytest.raises(PipeserveError) as error:
+    with (
+        Client(small.address, timeout=60, token=TOKEN) as parted,
+        pytest.raises(PipeserveError) as error,
+    ):
         parted.classify(bad)
     assert error.value.code.name == "INVALID_ARGUMENT"
     # The server numbers the items of its request; the message says which of the call's it was.
@@ -196,7 +214,7 @@ def test_a_failing_part_fails_the_call_naming_where(small):
 
 def test_split_concurrency_0_sends_the_call_whole(small, texts):
     refused = pytest.raises(PipeserveError, match=f"max_items_per_request={MAX_ITEMS}")
-    with Client(small.address, timeout=60, split_concurrency=0) as whole, refused:
+    with Client(small.address, timeout=60, token=TOKEN, split_concurrency=0) as whole, refused:
         whole.classify(texts)
 
 
@@ -279,3 +297,34 @@ def test_a_text_the_wire_cannot_carry_is_named(client):
     with pytest.raises(ValueError, match=r"stream request 'b': inputs\[0\]: character"):
         answered.extend(result.id for result in feed)
     assert answered == ["a"]  # the request before it was answered
+
+
+def test_the_node_example_splits_and_sends_its_token(small, client, texts):
+    require_tool("node")
+    example = Path(__file__).resolve().parents[1] / "examples" / "node"
+    require(
+        (example / "node_modules").is_dir(),
+        "examples/node has no node_modules: run `npm ci --prefix examples/node`",
+    )
+    twenty = texts[:20]
+    done = subprocess.run(
+        ["node", str(example / "client.js"), small.address, "--token", TOKEN, *twenty],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    node = json.loads(done.stdout)
+
+    assert node["classify_requests"] == 3  # 8 + 8 + 4
+    expected = client.classify(twenty, top_k=None)
+    assert [[s["label"] for s in labels] for labels in node["classify"]] == [
+        [s.label for s in labels] for labels in expected
+    ]
+    got = [[s["score"] for s in labels] for labels in node["classify"]]
+    np.testing.assert_allclose(got, [[s.score for s in labels] for labels in expected], atol=ATOL)
+    refused = subprocess.run(
+        ["node", str(example / "client.js"), small.address], capture_output=True, text=True
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: code 16: ")  # UNAUTHENTICATED
