@@ -300,15 +300,16 @@ def test_a_text_the_wire_cannot_carry_is_named(client):
 
 
 def test_the_node_example_splits_and_sends_its_token(small, client, texts):
+    # Short texts, as the example splits by items alone: 8 of them stay within the tokens.
     require_tool("node")
     example = Path(__file__).resolve().parents[1] / "examples" / "node"
     require(
         (example / "node_modules").is_dir(),
         "examples/node has no node_modules: run `npm ci --prefix examples/node`",
     )
-    twenty = texts[:20]
+    twenty = [" ".join(text.split()[:5]) for text in texts[:20]]
     done = subprocess.run(
-        ["node", str(example / "client.js"), small.address, "--token", TOKEN, *twenty],
+        ["node", str(example / "client.js"), small.address, "--full", "--token", TOKEN, *twenty],
         capture_output=True,
         text=True,
         timeout=120,
@@ -323,6 +324,15 @@ def test_the_node_example_splits_and_sends_its_token(small, client, texts):
     ]
     got = [[s["score"] for s in labels] for labels in node["classify"]]
     np.testing.assert_allclose(got, [[s.score for s in labels] for labels in expected], atol=ATOL)
+    # Forward's requests joined as one: per-token outputs padded to the longest text of all.
+    outputs = ["logits", "last_hidden_state"]
+    whole = client.forward(twenty, outputs=outputs)
+    joined = node["forward"]["float32"]
+    assert joined["sequence_lengths"] == whole.sequence_lengths.tolist()
+    for name in outputs:
+        assert joined["outputs"][name]["shape"] == list(whole[name].shape)
+        values = joined["outputs"][name]["values"]
+        np.testing.assert_allclose(values, whole[name].ravel(), atol=ATOL)
     refused = subprocess.run(
         ["node", str(example / "client.js"), small.address], capture_output=True, text=True
     )

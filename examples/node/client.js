@@ -90,33 +90,44 @@ function unary(client, method, request, metadata) {
   });
 }
 
-// The server takes at most max_items_per_request inputs in one request (ModelInfo says how many):
-// a longer list goes as several requests, CONCURRENCY at a time, whose results are put back in
-// input order. A failed request fails the whole call.
-async function classifyAll(client, texts, metadata) {
-  const { max_items_per_request: limit } = await unary(client, 'ModelInfo', {}, metadata);
+// The server takes at most max_items_per_request inputs in one request (ModelInfo says how many,
+// asked once): a longer list of texts goes as several requests, CONCURRENCY at a time. Resolves
+// to their responses in input order; a failed request fails the whole call.
+let limits = null;
+async function inRequests(client, method, texts, toRequest, metadata) {
+  limits ??= await unary(client, 'ModelInfo', {}, metadata);
+  const size = limits.max_items_per_request || texts.length;
   const chunks = [];
-  for (let i = 0; i < texts.length; i += limit || texts.length) {
-    chunks.push(texts.slice(i, i + (limit || texts.length)));
-  }
-  const answers = new Array(chunks.length);
+  for (let i = 0; i < texts.length; i += size) chunks.push(texts.slice(i, i + size));
+  const responses = new Array(chunks.length);
   let next = 0;
-  async function worker() {
+  async function sender() {
     while (next < chunks.length) {
       const index = next++;
-      answers[index] = await unary(
-        client,
-        'Classify',
-        { inputs: chunks[index].map((text) => ({ text })), all_labels: true }, // every label
-        metadata,
-      );
+      responses[index] = await unary(client, method, toRequest(chunks[index]), metadata);
     }
   }
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, chunks.length) }, worker));
-  return {
-    results: answers.flatMap((answer) => answer.results),
-    timings: answers.map((answer) => answer.timings), // the server's stage times of each request
-  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, chunks.length) }, sender));
+  return responses;
+}
+
+// Decoded tensors of several requests as one: rows one after the other, the per-token outputs
+// ([items, tokens, ...], padded with zeros to the longest item of their request) padded with
+// zeros to the longest of all.
+function joinTensors(tensors) {
+  const { dtype, shape } = tensors[0];
+  const width = Math.max(...tensors.map((t) => t.shape[1] ?? 0));
+  const values = [];
+  for (const t of tensors) {
+    const rowSize = t.shape.slice(1).reduce((a, b) => a * b, 1);
+    const tail = t.shape.slice(2).reduce((a, b) => a * b, 1); // values per token
+    for (let row = 0; row < t.shape[0]; row += 1) {
+      values.push(...t.values.slice(row * rowSize, (row + 1) * rowSize));
+      if (t.shape.length > 1) values.push(...new Array((width - t.shape[1]) * tail).fill(0));
+    }
+  }
+  const rows = tensors.reduce((n, t) => n + t.shape[0], 0);
+  return { dtype, shape: [rows, ...(shape.length > 1 ? [width] : []), ...shape.slice(2)], values };
 }
 
 // Sends every [id, request] on one ClassifyStream call; resolves to the answers by id (they may
@@ -140,35 +151,33 @@ function classifyStream(client, requests, metadata) {
 }
 
 async function forward(client, texts, outputDtype, full, metadata) {
-  const response = await unary(
-    client,
-    'Forward',
-    {
-      inputs: texts.map((text) => ({ text })),
-      outputs: ['logits', 'last_hidden_state'],
-      output_dtype: outputDtype,
-    },
-    metadata,
-  );
+  const toRequest = (chunk) => ({
+    inputs: chunk.map((text) => ({ text })),
+    outputs: ['logits', 'last_hidden_state'],
+    output_dtype: outputDtype,
+  });
+  const responses = await inRequests(client, 'Forward', texts, toRequest, metadata);
   const outputs = {};
-  for (const { name, tensor } of response.outputs) {
-    const { dtype, shape, values } = decodeTensor(tensor);
+  for (const { name } of responses[0].outputs) {
+    const named = (response) => response.outputs.find((output) => output.name === name);
+    const tensors = responses.map((response) => decodeTensor(named(response).tensor));
+    const { dtype, shape, values } = joinTensors(tensors);
     outputs[name] = { dtype, shape, ...(full ? { values } : { head: values.slice(0, HEAD) }) };
   }
-  return { sequence_lengths: response.sequence_lengths, outputs };
+  return { sequence_lengths: responses.flatMap((r) => r.sequence_lengths), outputs };
 }
 
 // Sentence embeddings: one Tensor of shape [texts, dimension], as raw little-endian bytes.
 async function embed(client, texts, outputDtype, full, metadata) {
-  const request = { inputs: texts, output_dtype: outputDtype };
-  const response = await unary(client, 'Embed', request, metadata);
-  const { dtype, shape, values } = decodeTensor(response.embeddings);
+  const toRequest = (chunk) => ({ inputs: chunk, output_dtype: outputDtype });
+  const responses = await inRequests(client, 'Embed', texts, toRequest, metadata);
+  const { dtype, shape, values } = joinTensors(responses.map((r) => decodeTensor(r.embeddings)));
   const rows = [];
   for (let i = 0; i < shape[0]; i += 1) rows.push(values.slice(i * shape[1], (i + 1) * shape[1]));
   return {
     dtype,
     shape,
-    sequence_lengths: response.sequence_lengths,
+    sequence_lengths: responses.flatMap((r) => r.sequence_lengths),
     ...(full ? { embeddings: rows } : { head: rows.map((row) => row.slice(0, HEAD)) }),
   };
 }
@@ -219,9 +228,15 @@ async function main() {
       console.log(JSON.stringify(embedded, null, full ? 0 : 2));
       return;
     }
-    const request = { inputs: texts.map((text) => ({ text })) };
-    const tokenized = await unary(client, 'Tokenize', request, metadata);
-    const classified = await classifyAll(client, texts, metadata);
+    const asInputs = (chunk) => ({ inputs: chunk.map((text) => ({ text })) });
+    const tokenized = await inRequests(client, 'Tokenize', texts, asInputs, metadata);
+    const classified = await inRequests(
+      client,
+      'Classify',
+      texts,
+      (chunk) => ({ ...asInputs(chunk), all_labels: true }), // every label, best first
+      metadata,
+    );
     const stream = await classifyStream(
       client,
       [
@@ -232,15 +247,15 @@ async function main() {
     );
     const result = {
       target,
-      tokenize: tokenized.encodings.map((e) => ({
-        input_ids: e.input_ids,
-        attention_mask: e.attention_mask,
-      })),
-      classify: classified.results.map((r) => r.labels),
+      // Each encoding padded to the longest of its request.
+      tokenize: tokenized.flatMap((response) =>
+        response.encodings.map(({ input_ids, attention_mask }) => ({ input_ids, attention_mask })),
+      ),
+      classify: classified.flatMap((response) => response.results.map((r) => r.labels)),
       // The server's stage times of the (first) Classify request, in milliseconds (every
       // response has them), and how many requests the texts took.
-      classify_timings: classified.timings[0],
-      classify_requests: classified.timings.length,
+      classify_timings: classified[0].timings,
+      classify_requests: classified.length,
       classify_stream: stream,
       forward: {
         float32: await forward(client, texts, 'DTYPE_FLOAT32', full, metadata),

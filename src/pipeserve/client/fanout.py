@@ -57,9 +57,6 @@ class _Fanout:
             return [(0, call.request)]
         return plan(call.request, call.split, info)
 
-    def _info_request(self, call: Call) -> tuple[pb.ModelInfoRequest, dict[str, Any]]:
-        return pb.ModelInfoRequest(model=call.request.model), self._call_options(call.timeout)
-
 
 class _Deadline:
     """The time left of a call's timeout, for each part's own deadline."""
@@ -96,9 +93,10 @@ class BlockingFanout(_Fanout):
     """Client's calls; parts in flight as gRPC futures."""
 
     def __call__(self, call: Call[R]) -> R:
-        parts = self._parts(call, self._info(call) if self._needs_limits(call) else None)
-        method = getattr(self._stub, call.rpc)
         deadline = _Deadline(self._call_options(call.timeout))
+        limits = self._info(call, deadline) if self._needs_limits(call) else None
+        parts = self._parts(call, limits)
+        method = getattr(self._stub, call.rpc)
         if len(parts) == 1:
             with translating_rpc_errors():
                 return call.parse(method(parts[0][1], **deadline.options()))
@@ -123,12 +121,12 @@ class BlockingFanout(_Fanout):
                 future.cancel()
         return call.split.join(answers)
 
-    def _info(self, call: Call) -> ModelInfo | None:
+    def _info(self, call: Call, deadline: _Deadline) -> ModelInfo | None:
         model = call.request.model
         if model not in self._limits:
-            request, options = self._info_request(call)
+            request = pb.ModelInfoRequest(model=model)
             try:
-                response = self._stub.ModelInfo(request, **options)
+                response = self._stub.ModelInfo(request, **deadline.options())
                 self._limits[model] = parse.model_info(response)
             except grpc.RpcError:
                 return None
@@ -139,9 +137,10 @@ class AsyncFanout(_Fanout):
     """AsyncClient's calls; parts in flight as tasks."""
 
     async def __call__(self, call: Call[R]) -> R:
-        parts = self._parts(call, await self._info(call) if self._needs_limits(call) else None)
-        method = getattr(self._stub, call.rpc)
         deadline = _Deadline(self._call_options(call.timeout))
+        limits = await self._info(call, deadline) if self._needs_limits(call) else None
+        parts = self._parts(call, limits)
+        method = getattr(self._stub, call.rpc)
         if len(parts) == 1:
             with translating_rpc_errors():
                 return call.parse(await method(parts[0][1], **deadline.options()))
@@ -163,14 +162,13 @@ class AsyncFanout(_Fanout):
             await asyncio.gather(*tasks, return_exceptions=True)
         return call.split.join(list(answers))
 
-    async def _info(self, call: Call) -> ModelInfo | None:
+    async def _info(self, call: Call, deadline: _Deadline) -> ModelInfo | None:
         model = call.request.model
         if model not in self._limits:
-            request, options = self._info_request(call)
+            request = pb.ModelInfoRequest(model=model)
             try:
-                self._limits[model] = parse.model_info(
-                    await self._stub.ModelInfo(request, **options)
-                )
+                response = await self._stub.ModelInfo(request, **deadline.options())
+                self._limits[model] = parse.model_info(response)
             except grpc.RpcError:
                 return None
         return self._limits[model]

@@ -4,8 +4,8 @@ A server refuses a request with more than `max_items_per_request` items, or more
 `max_tokens_per_request` tokens in all (both in ModelInfo). A call spec that can be split says
 how in its `Split`: which repeated field of its request holds the items, an upper bound of each
 item's tokens, and how the parsed answers of the parts join into the one answer the call
-returns. `plan` cuts a request into parts in input order; `bind.py` sends them (a few at a time)
-and joins their answers. Pure: no I/O.
+returns. `plan` cuts a request into parts in input order; `fanout.py` sends them (a few at a
+time) and joins their answers. Pure: no I/O.
 """
 
 from collections.abc import Callable, Sequence
