@@ -1,7 +1,8 @@
-"""Every Python example of the README runs as pasted, against one server that serves a model of
-each kind an example needs (tiny ones, under the names the multi-model example calls), each
-example's calls going to the model its comment names. Only the Admin example is left out: it
-loads a model from the hub, which the tests cannot reach."""
+"""Every Python example of the README that uses pipeserve's client runs as pasted, against one
+server that serves a model of each kind an example needs (tiny ones, under the names the
+multi-model example calls), each example's calls going to the model its comment names. Only the
+Admin example is left out: it loads a model from the hub, which the tests cannot reach. (The
+Open Inference Protocol example, with Triton's client, is test_open_inference's.)"""
 
 import contextlib
 import io
@@ -16,7 +17,11 @@ from pipeserve.client import Client
 from tests.conftest import ServerProcess, launch_server, model_flags
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-SNIPPETS = re.findall(r"```python\n(.*?)```", README, re.S)
+SNIPPETS = [
+    snippet
+    for snippet in re.findall(r"```python\n(.*?)```", README, re.S)
+    if "pipeserve.client" in snippet
+]
 
 # The model each example's comment names, by a phrase of it; the rest call the default model.
 MODEL_OF = {
