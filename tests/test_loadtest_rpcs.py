@@ -22,7 +22,8 @@ from tests.conftest import PIPESERVE, ServerProcess, launch_server, model_flags,
 
 @pytest.fixture(scope="module")
 def tasks(task_models) -> Iterator[ServerProcess]:
-    process = launch_server(None, *model_flags(task_models))
+    # Five workers starting at once: on a busy machine that takes minutes.
+    process = launch_server(None, *model_flags(task_models), timeout=600)
     yield process
     process.stop()
 

@@ -45,7 +45,8 @@ def served(tiny_distilbert, minilm_path, task_models) -> Iterator[ServerProcess]
     """The default (first) model is the sentiment classifier, as `pipeserve serve`'s is."""
     models = {"sentiment": tiny_distilbert, "minilm": minilm_path}
     models.update((name, task_models[name]) for name in ("ner", "mlm", "ce", "nli"))
-    process = launch_server(None, *model_flags(models))
+    # Six workers starting at once: on a busy machine that takes minutes.
+    process = launch_server(None, *model_flags(models), timeout=600)
     yield process
     process.stop()
 
