@@ -6,7 +6,8 @@ not UTF-8, are refused naming the text or the file's line.
 The splitting itself is checked in-process on made-up limits; the calls on a server with small
 limits (`small`), whose answers must equal the session server's to the same texts sent whole,
 and on the session server (default limits) for the issue's sizes: the 872 SST-2 sentences from
-`pipeserve classify --file`, 10,000 texts from Client.classify.
+`pipeserve classify --file`, 10,000 texts from Client.classify. The Node example splits too, and
+sends its token.
 """
 
 import asyncio
