@@ -52,7 +52,12 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, spec.log_format)
-    device = _pin(spec)
+    serve_worker(spec, conn, _pin(spec))
+
+
+def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
+    """Attaches the input slots, loads the model on `device` and serves batches until told to
+    stop: all a worker does once its process is set up, and what tests run in a thread."""
     # Attached before anything else, so that a worker never reports ready without them.
     assert spec.slots is not None
     try:
