@@ -581,14 +581,16 @@ def tiny_encoder(tmp_path_factory, minilm_path) -> Path:
 def every_task_file(tmp_path_factory, tiny_distilbert, task_models, tiny_regressor, tiny_encoder):
     """A models file with a model for each task, by the name tests call it: `clf` (the tiny
     classifier, the default), `reg` (a regressor), `emb` (an encoder that embeds with mean
-    pooling), and task_models' ner, mlm, enc, ce, nli. The cross-encoder and NLI models batch
-    at most 16 sequences; the masked LM waits 200 ms for a batch to fill, so that concurrent
-    callers' texts share batches."""
+    pooling), `wait` (the classifier again, a batch held open for 3 s or two items, so that
+    two calls share it), and task_models' ner, mlm, enc, ce, nli. The cross-encoder and NLI
+    models batch at most 16 sequences; the masked LM waits 200 ms for a batch to fill, so that
+    concurrent callers' texts share batches."""
     tables = {
         "clf": {"path": tiny_distilbert, "default": True},
         **{name: {"path": path} for name, path in task_models.items()},
         "reg": {"path": tiny_regressor},
         "emb": {"path": tiny_encoder},
+        "wait": {"path": tiny_distilbert, "max_wait_ms": 3000, "max_batch_size": 2},
     }
     tables["ce"]["max_batch_size"] = tables["nli"]["max_batch_size"] = 16
     tables["mlm"]["max_wait_ms"] = 200
@@ -602,7 +604,7 @@ def every_task_file(tmp_path_factory, tiny_distilbert, task_models, tiny_regress
     return path
 
 
-# Eight workers load at once: on two busy cores that takes minutes, not the usual seconds;
+# Nine workers load at once: on two busy cores that takes minutes, not the usual seconds;
 # still within the 300 s a test may take (pyproject), its fixtures' set-up included.
 EVERY_TASK_START_S = 270
 
