@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
@@ -52,7 +53,12 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, spec.log_format)
-    serve_worker(spec, conn, _pin(spec))
+    if spec.tracing:
+        tracing.start("worker", tracing.worker_attributes(spec))
+    try:
+        serve_worker(spec, conn, _pin(spec))
+    finally:
+        tracing.stop()
 
 
 def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
@@ -137,9 +143,10 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         lengths = np.asarray(message.lengths)
         mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
         try:
-            outputs = forward_derived(
-                runner, ids, mask, types if message.has_types else None, message.outputs
-            )
+            with tracing.batch(message):
+                outputs = forward_derived(
+                    runner, ids, mask, types if message.has_types else None, message.outputs
+                )
         except Exception as exc:
             log.exception("batch %d failed", message.batch_id)
             conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))
