@@ -126,7 +126,8 @@ buildah run --isolation chroot "$container" -- python -c \
   || fail "the CPU image has a CUDA build of torch"
 
 step "serve: a tiny checkpoint mounted at /models, a port and a token of its own"
-python scripts/tiny_model.py "$work/models/tiny" >/dev/null 2>&1 || fail "writing the tiny model"
+python scripts/tiny_model.py "$work/models/tiny" >"$work/tiny_model.log" 2>&1 \
+  || { tail -n 20 "$work/tiny_model.log" >&2; fail "writing the tiny model"; }
 mkdir -p "$work/secrets"
 echo "$token" >"$work/secrets/tokens"
 # The image's user (uid 10001) reads the mounts.
