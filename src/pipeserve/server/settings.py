@@ -5,6 +5,7 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 """
 
 import argparse
+import os
 import re
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -166,6 +167,21 @@ class Settings(BaseSettings):
     max_queued_items: int = Field(
         4096, ge=1, description="Items waiting for a worker before calls are refused."
     )
+    max_workers_per_device: int = Field(
+        0,
+        ge=0,
+        description="Most workers per device a LoadModel may ask for; 0: the cores there are.",
+    )
+    max_candidate_labels: int = Field(
+        256, ge=1, description="Most candidate_labels in one ClassifyZeroShot request."
+    )
+    max_targets: int = Field(1024, ge=1, description="Most targets in one FillMask request.")
+    max_template_chars: int = Field(
+        1000,
+        ge=2,
+        description="Longest hypothesis_template of ClassifyZeroShot, in characters; each "
+        "hypothesis it makes must also fit --max-text-chars, checked before it is made.",
+    )
     max_stream_in_flight: int = Field(
         64,
         ge=1,
@@ -257,6 +273,11 @@ class Settings(BaseSettings):
     def model_source(self) -> str:
         """Path or hub id of this settings' (first) model."""
         return split_model(self.model[0])[1]
+
+    @property
+    def workers_per_device_limit(self) -> int:
+        """Most workers per device a LoadModel may ask for."""
+        return self.max_workers_per_device or len(os.sched_getaffinity(0))
 
     @property
     def default_name(self) -> str:

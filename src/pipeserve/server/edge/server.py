@@ -9,6 +9,7 @@ With several front ends the overall status is SERVING only while every front end
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -43,8 +44,11 @@ class Edge:
         self._settings = settings
         self._metrics = metrics
         self.health = health.aio.HealthServicer()
-        # One tokenizer thread, for long requests: the fast tokenizer parallelises a batch itself.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        # The tokenizer pool, for long requests, a thread per core (at most 8): each request
+        # sends it a chunk at a time (`requests/infer.py`), so callers take turns there.
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(8, len(os.sched_getaffinity(0))), thread_name_prefix="tokenize"
+        )
         self.models = Models(settings.default_name)
         self._alive: dict[str, int] = {}
         self._shared: SharedTables = {}
