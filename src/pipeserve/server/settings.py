@@ -221,6 +221,16 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve Prometheus metrics over HTTP on this port (0 picks one); off if unset.",
     )
+    metrics_host: str | None = Field(
+        None,
+        description="Address the metrics endpoint binds; unset: --host. It has no TLS: keep it "
+        "on a private address, or set --metrics-token-file.",
+    )
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File of bearer tokens, one per line; the metrics endpoint answers only "
+        "scrapes bearing one. Unset: it answers anyone who reaches it.",
+    )
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
 

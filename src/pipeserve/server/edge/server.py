@@ -76,7 +76,7 @@ class Edge:
             ("grpc.so_reuseport", int(reuse_port)),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
-        self.inference = InferenceService(self.models)
+        self.inference = InferenceService(self.models, settings.max_stream_in_flight)
         handlers.register(self.server, self.inference, metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -86,6 +86,7 @@ class Edge:
             reflection.enable_server_reflection(served, self.server)
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
+        self._lag_watch: asyncio.Task | None = None
 
     def add_model(self, settings: Settings, card: ModelCard, engine: EngineCalls) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
@@ -148,6 +149,8 @@ class Edge:
                 "TLS on%s", " with client certificates required" if settings.tls_client_ca else ""
             )
         await self.server.start()
+        if hasattr(self._metrics, "loop_lag"):  # the process that serves calls
+            self._lag_watch = asyncio.create_task(self._metrics.watch_loop_lag())
         return bound
 
     async def set_alive(self, model: str, alive: int) -> None:
@@ -185,5 +188,7 @@ class Edge:
         await self.server.stop(grace_s)
 
     async def close(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         await self.server.stop(None)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -66,8 +66,10 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
 
 
 class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
-    def __init__(self, models: Models) -> None:
+    def __init__(self, models: Models, max_stream_in_flight: int) -> None:
         self._models = models
+        # The server's own setting: a stream outlives any one model, the default included.
+        self._max_stream_in_flight = max_stream_in_flight
 
     def _model(self, request) -> ServedModel:
         """The served model a request's `model` field names (NOT_FOUND when none is)."""
@@ -164,7 +166,7 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
         sender back."""
         responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
         # Each message's request names its model; the stream's bound is the server's.
-        room = asyncio.Semaphore(self._models.get("").settings.max_stream_in_flight)
+        room = asyncio.Semaphore(self._max_stream_in_flight)
         deadline = call_deadline(context)
 
         async def answer(message: pb.ClassifyStreamRequest) -> None:

@@ -26,6 +26,7 @@ from pipeserve.server.errors import (
     ModelNotFound,
     StartupError,
     TooLarge,
+    Unavailable,
     quoted,
 )
 from pipeserve.server.metrics import Metrics
@@ -182,6 +183,7 @@ class ModelRegistry:
         try:
             model, plan = await self._start(settings)
         except StartupError as error:
+            self._metrics.discard(name)  # a step before the engine failed: no series stays
             log.error("LoadModel %s: %s", name, error)
             raise LoadFailed(f"LoadModel {name}: {error}") from None
         finally:
@@ -217,7 +219,7 @@ class ModelRegistry:
             await engine.start(on_batcher_failed=self._on_batcher_failed)
         except BaseException:  # a worker failed to load it, or the caller left
             await engine.stop()
-            self._metrics.forget(name)
+            self._metrics.discard(name)
             raise
         return RunningModel(settings, card, engine), plan
 
@@ -249,6 +251,12 @@ class ModelRegistry:
             self._share()
             log.info("unloading model %s: draining its calls for up to %.1f s", name, grace)
             cut = await engine.drain(grace)
+            engine.cut(
+                Unavailable(
+                    f"model {name!r} was unloaded before this call was answered (its "
+                    f"unload gave calls {grace:g} s to finish)"
+                )
+            )
             await engine.stop()
             self._metrics.forget(name)
         finally:
