@@ -17,8 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pipeserve.server.models_file import read_models_file
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
-# Names travel in requests, health service names and metric labels: keep them plain.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Names travel in requests, health service names, metric labels and messages: keep them
+# plain and short.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def is_model_name(name: str) -> bool:
@@ -262,7 +263,7 @@ class Settings(BaseSettings):
             if not _NAME.fullmatch(name):
                 raise ValueError(
                     f"--model {entry}: cannot name it {name!r}; give NAME={entry} with a NAME "
-                    "of letters, digits, '.', '_' and '-'"
+                    "of letters, digits, '.', '_' and '-' (at most 128)"
                 )
         if len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})

@@ -157,7 +157,7 @@ class ModelRegistry:
         if not is_model_name(name):
             raise InvalidInput(
                 f"LoadModel: cannot name a model {quoted(name)}; use letters, digits, '.', '_' "
-                "and '-'"
+                "and '-' (at most 128)"
             )
         if not path:
             raise InvalidInput(f"LoadModel {name}: give path, a checkpoint folder or hub id")
