@@ -9,6 +9,8 @@ INVALID_ARGUMENT or RESOURCE_EXHAUSTED (NOT_FOUND for an unknown model) with a m
 Timings are not asserted: the watcher's calls carry generous deadlines, and must all succeed.
 """
 
+import os
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ from pipeserve.server.edge.security import bearer_accepted
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import launch_server
+from .conftest import launch_server, wait_until, workers
 
 ADMIN_TOKEN = "costs-admin-token"
 METRICS_TOKEN = "costs-metrics-token"
@@ -342,6 +344,29 @@ def test_requests_near_each_limit_are_answered_or_refused_by_it(
         assert_refused(error, named)
     else:
         assert not over, (kind, offset)
+
+
+@pytest.mark.slow
+def test_more_front_ends_than_pool_threads_still_respawn_a_dead_worker(tiny_distilbert):
+    """Front ends and workers are watched without a thread each: with more front ends than
+    the default thread pool has threads (cores + 4), a killed worker is still reaped and
+    respawned, and calls are answered again."""
+    count = min(32, (os.cpu_count() or 1) + 4)
+    server = launch_server(tiny_distilbert, "--frontends", str(count))
+    try:
+        [before] = workers(server.address)
+        os.kill(before.pid, signal.SIGKILL)
+
+        def respawned() -> bool:
+            [now] = workers(server.address)
+            return now.ready and now.pid not in (0, before.pid)
+
+        wait_until(respawned, timeout=120)
+        with grpc.insecure_channel(server.address) as own:
+            request = pb.ClassifyRequest(inputs=inputs("a fine film"))
+            assert pb_grpc.InferenceStub(own).Classify(request, timeout=60).results
+    finally:
+        server.stop()
 
 
 # Last: it unloads the default model.
