@@ -163,21 +163,34 @@ def test_a_stride_within_the_limits_still_classifies_the_windows(stub):
     assert result.windows > 1
 
 
-def test_thousands_of_candidate_labels_are_refused_by_their_count(served, stub):
-    labels = [f"label {i}" for i in range(20_000)]
+@pytest.mark.parametrize(
+    ("rpc", "request_of", "named"),
+    [
+        (
+            "ClassifyZeroShot",
+            lambda many: pb.ClassifyZeroShotRequest(
+                inputs=["a"], candidate_labels=[f"label {i}" for i in range(many)], model="nli"
+            ),
+            f"max_candidate_labels={MAX_LABELS}",
+        ),
+        (
+            "FillMask",
+            lambda many: pb.FillMaskRequest(
+                inputs=["a [MASK]."], targets=[f"t{i}" for i in range(many)], model="mlm"
+            ),
+            f"max_targets={MAX_TARGETS}",
+        ),
+    ],
+    ids=["candidate-labels", "targets"],
+)
+@pytest.mark.parametrize("many", [20_000, 400_000])
+def test_thousands_of_labels_or_targets_are_refused_by_their_count(
+    served, stub, rpc, request_of, named, many
+):
+    request = request_of(many)
     with watched(served.address) as failures:
-        request = pb.ClassifyZeroShotRequest(inputs=["a"], candidate_labels=labels, model="nli")
-        error = refusal(lambda: stub.ClassifyZeroShot(request, timeout=120))
-    assert_refused(error, "20000", f"max_candidate_labels={MAX_LABELS}")
-    assert failures == []
-
-
-def test_hundreds_of_thousands_of_targets_are_refused_by_their_count(served, stub):
-    targets = [f"t{i}" for i in range(400_000)]
-    with watched(served.address) as failures:
-        request = pb.FillMaskRequest(inputs=["a [MASK]."], targets=targets, model="mlm")
-        error = refusal(lambda: stub.FillMask(request, timeout=120))
-    assert_refused(error, "400000", f"max_targets={MAX_TARGETS}")
+        error = refusal(lambda: getattr(stub, rpc)(request, timeout=120))
+    assert_refused(error, str(many), named)
     assert failures == []
 
 
@@ -291,54 +304,53 @@ def hf_tokenizer(tiny_distilbert):
     return AutoTokenizer.from_pretrained(tiny_distilbert)
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    kind=st.sampled_from(["labels", "targets", "template", "stride", "chars"]),
-    offset=NEAR,
-    seed=st.integers(0, 2**16),
-)
-def test_requests_near_each_limit_are_answered_or_refused_by_it(
-    stub, hf_tokenizer, kind, offset, seed
-):
+def near_count(stub, tokenizer, kind: str, offset: int, seed: int):
+    """A request with a count near its limit: (rpc, request, the limit's name, whether over)."""
     if kind == "labels":
-        count = MAX_LABELS + offset
-        labels = [f"label {seed} {i}" for i in range(count)]
+        labels = [f"label {seed} {i}" for i in range(MAX_LABELS + offset)]
         request = pb.ClassifyZeroShotRequest(inputs=["a"], candidate_labels=labels, model="nli")
-        call, named = (lambda: stub.ClassifyZeroShot(request, timeout=60)), "max_candidate_labels"
-        over = count > MAX_LABELS
-    elif kind == "targets":
-        count = MAX_TARGETS + offset
-        targets = [f"t{seed}x{i}" for i in range(count)]
-        request = pb.FillMaskRequest(inputs=["a [MASK]."], targets=targets, model="mlm")
-        call, named = (lambda: stub.FillMask(request, timeout=60)), "max_targets"
-        over = count > MAX_TARGETS
-    elif kind == "template":
-        length = MAX_TEMPLATE + offset
-        template = ("{} " + "x" * length)[:length]
+        return stub.ClassifyZeroShot, request, "max_candidate_labels", offset > 0
+    targets = [f"t{seed}x{i}" for i in range(MAX_TARGETS + offset)]
+    request = pb.FillMaskRequest(inputs=["a [MASK]."], targets=targets, model="mlm")
+    return stub.FillMask, request, "max_targets", offset > 0
+
+
+def near_length(stub, tokenizer, kind: str, offset: int, seed: int):
+    """A request with a length near its limit, as `near_count`."""
+    if kind == "template":
+        template = ("{} " + "x" * MAX_TEMPLATE)[: MAX_TEMPLATE + offset]
         request = pb.ClassifyZeroShotRequest(
             inputs=["a"], candidate_labels=["y"], hypothesis_template=template, model="nli"
         )
-        call, named = (lambda: stub.ClassifyZeroShot(request, timeout=60)), "max_template_chars"
-        over = length > MAX_TEMPLATE
-    elif kind == "stride":
-        # About 6,000 to 7,000 tokens as windows overlapping by about 100: their tokens in
-        # all straddle the limit, as transformers' tokenizer counts them.
-        text, stride = "word " * (6000 + seed % 1000), 100 + offset
-        request = pb.ClassifyRequest(inputs=inputs(text), stride=stride, model="cls")
-        call, named = (lambda: stub.Classify(request, timeout=60)), "max_tokens_per_request"
-        windows = hf_tokenizer(
-            text, truncation=True, max_length=512, stride=stride, return_overflowing_tokens=True
-        )
-        over = sum(map(len, windows["input_ids"])) > MAX_TOKENS
-    else:
-        chars = MAX_CHARS + offset
-        request = pb.ClassifyRequest(inputs=inputs(text_of(chars)), model="cls")
-        call, named = (lambda: stub.Classify(request, timeout=60)), "max_text_chars"
-        over = chars > MAX_CHARS
+        return stub.ClassifyZeroShot, request, "max_template_chars", offset > 0
+    if kind == "chars":
+        request = pb.ClassifyRequest(inputs=inputs(text_of(MAX_CHARS + offset)), model="cls")
+        return stub.Classify, request, "max_text_chars", offset > 0
+    # About 6,000 to 7,000 tokens as windows overlapping by about 100: their tokens in all
+    # straddle the limit, as transformers' tokenizer counts them.
+    text, stride = "word " * (6000 + seed % 1000), 100 + offset
+    windows = tokenizer(
+        text, truncation=True, max_length=512, stride=stride, return_overflowing_tokens=True
+    )
+    over = sum(map(len, windows["input_ids"])) > MAX_TOKENS
+    request = pb.ClassifyRequest(inputs=inputs(text), stride=stride, model="cls")
+    return stub.Classify, request, "max_tokens_per_request", over
+
+
+NEAR_LIMITS = {"labels": near_count, "targets": near_count, "template": near_length,
+               "chars": near_length, "stride": near_length}  # fmt: skip
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(kind=st.sampled_from(sorted(NEAR_LIMITS)), offset=NEAR, seed=st.integers(0, 2**16))
+def test_requests_near_each_limit_are_answered_or_refused_by_it(
+    stub, hf_tokenizer, kind, offset, seed
+):
+    rpc, request, named, over = NEAR_LIMITS[kind](stub, hf_tokenizer, kind, offset, seed)
     try:
-        call()
+        rpc(request, timeout=60)
     except grpc.RpcError as error:
         assert over, (kind, offset, error.details()[:300])
         assert_refused(error, named)
