@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from pipeserve.server import tracing
 from pipeserve.server.engine.batcher import Batcher
 from pipeserve.server.engine.cost import BatchCost
 from pipeserve.server.engine.dispatch import (
@@ -67,6 +68,7 @@ class EngineCalls(Protocol):
         outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
+        traceparent: str | None = None,
     ) -> Request: ...
 
     def withdraw(self, request: Request) -> None:
@@ -213,12 +215,15 @@ class Engine:
         outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
+        traceparent: str | None = None,
     ) -> Request:
-        """Queues a request's sequences; its future gets their `Outputs`."""
+        """Queues a request's sequences; its future gets their `Outputs`. With --tracing,
+        `traceparent` is the call's span, the parent of its spans here."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         lengths = tuple(len(s) for s in sequences)
         request = Request(loop.create_future(), outputs, lengths, self.model.token_level)
+        request.trace = tracing.queued(traceparent, len(lengths), request.future)
         entries = [
             Entry(request, i, s.input_ids, s.token_type_ids, now, deadline)
             for i, s in enumerate(sequences)

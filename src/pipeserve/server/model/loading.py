@@ -31,6 +31,7 @@ def worker_specs(
             converted=converted,
             log_level=settings.log_level,
             log_format=settings.log_format,
+            tracing=settings.tracing,
         )
         for i, device in enumerate(devices)
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
@@ -52,6 +53,8 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, spec.log_format)
+    if spec.tracing:
+        tracing.start("worker", tracing.worker_attributes(spec))
     device = _pin(spec)
     # Attached before anything else, so that a worker never reports ready without them.
     assert spec.slots is not None
@@ -66,6 +69,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         _load_and_serve(spec, conn, slots, device)
     finally:
         slots.close(unlink=False)
+        tracing.stop()
 
 
 def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, device: str) -> None:
@@ -132,9 +136,10 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         lengths = np.asarray(message.lengths)
         mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
         try:
-            outputs = forward_derived(
-                runner, ids, mask, types if message.has_types else None, message.outputs
-            )
+            with tracing.batch(message):
+                outputs = forward_derived(
+                    runner, ids, mask, types if message.has_types else None, message.outputs
+                )
         except Exception as exc:
             log.exception("batch %d failed", message.batch_id)
             conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))
