@@ -1,10 +1,19 @@
-# pipeserve server image. GPU hosts use the default CUDA runtime base; for a CPU-only
-# image pass --build-arg BASE_IMAGE=python:3.11-slim-bookworm --build-arg TORCH_SPEC=torch==2.13.0
-# (This image is linted in CI with hadolint but not built there: CI has no Docker engine.)
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# pipeserve server image (README, "Docker"). CI builds the CPU variant and serves a model from
+# it (scripts/image_check.sh).
+#
+# GPU, the default: torch==2.13.0's wheel on PyPI brings the CUDA 13.0 libraries itself
+# (cuda-toolkit 13.0, nvidia-cudnn-cu13), so the base needs no cuDNN or cuBLAS of its own,
+# only to be CUDA 13.0 too: its NVIDIA_REQUIRE_CUDA tells the NVIDIA container runtime to refuse
+# a driver too old for it. Changing TORCH_SPEC to another CUDA major means changing this base.
+# CPU: --build-arg BASE_IMAGE=python:3.11-slim-bookworm
+#      --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 FROM ${BASE_IMAGE}
 
-ARG TORCH_SPEC=torch
+ARG TORCH_SPEC=torch==2.13.0
+# Where torch comes from. Empty: pip's own index, where a plain torch on Linux is the CUDA
+# build (several GB of nvidia-* wheels). PyTorch's CPU index serves the CPU build instead.
+ARG TORCH_INDEX_URL=
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -31,11 +40,15 @@ COPY pyproject.toml README.md ./
 COPY src src
 # Same steps as the README's install: torch first (the build for this base), then the server extra.
 # hadolint ignore=DL3013
-RUN pip install "${TORCH_SPEC}" && pip install '.[server]'
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC}" \
+    && pip install '.[server]'
 
 USER 10001
-VOLUME ["/models"]
+# /models is the Hugging Face cache (HF_HOME) and where checkpoints are mounted. It is no
+# VOLUME: an image volume would hide a bind mount made there by some runtimes (buildah run) and
+# leave an anonymous volume behind every container of the others.
 EXPOSE 50051
+# Told nothing: the probe reads the running server's own settings (port, TLS, token).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-  CMD ["/bin/bash", "-c", "pipeserve health --target \"127.0.0.1:${PIPESERVE_PORT}\""]
+  CMD ["python", "-m", "pipeserve.server.healthcheck"]
 ENTRYPOINT ["pipeserve", "serve"]

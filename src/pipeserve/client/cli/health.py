@@ -1,6 +1,7 @@
 """check the server's gRPC health (grpc.health.v1): exit 0 when SERVING, 1 otherwise
 
-A probe for Docker HEALTHCHECK and scripts, since no grpc_health_probe binary can be shipped.
+A probe for scripts, since no grpc_health_probe binary can be shipped. (The image's HEALTHCHECK
+runs python -m pipeserve.server.healthcheck, which finds the server's settings itself.)
 It speaks TLS and sends a bearer token like every other subcommand (see cli_args.endpoint).
 """
 

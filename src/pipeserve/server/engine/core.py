@@ -43,7 +43,12 @@ from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle
+from pipeserve.server.workers.supervisor import (
+    Supervisor,
+    WorkerHandle,
+    WorkerStarter,
+    spawn_worker,
+)
 
 log = logging.getLogger("pipeserve.engine")
 
@@ -86,6 +91,7 @@ class Engine:
         specs: list[WorkerSpec],
         metrics: Metrics,
         on_alive_change: Callable[[int], None],
+        start_worker: WorkerStarter = spawn_worker,
     ) -> None:
         self._settings = settings
         self.queue = Queue(settings.max_queued_items)
@@ -105,6 +111,7 @@ class Engine:
             # A batch's padded ids stay within the token budget, or are one item alone.
             slot_capacity=max(settings.max_batch_tokens, card.max_length),
             on_alive_change=on_alive_change,
+            start_worker=start_worker,
         )
         self._batcher = Batcher(
             self.queue,

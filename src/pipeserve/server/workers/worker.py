@@ -55,7 +55,15 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     configure_logging(spec.log_level, spec.log_format)
     if spec.tracing:
         tracing.start("worker", tracing.worker_attributes(spec))
-    device = _pin(spec)
+    try:
+        serve_worker(spec, conn, _pin(spec))
+    finally:
+        tracing.stop()
+
+
+def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
+    """Attaches the input slots, loads the model on `device` and serves batches until told to
+    stop: all a worker does once its process is set up, and what tests run in a thread."""
     # Attached before anything else, so that a worker never reports ready without them.
     assert spec.slots is not None
     try:
@@ -69,7 +77,6 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         _load_and_serve(spec, conn, slots, device)
     finally:
         slots.close(unlink=False)
-        tracing.stop()
 
 
 def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, device: str) -> None:

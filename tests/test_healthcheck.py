@@ -1,0 +1,109 @@
+"""The image's HEALTHCHECK (python -m pipeserve.server.healthcheck) against real servers: told
+nothing, it finds the port, TLS and token in the server's own settings."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeserve.server.healthcheck import loopback_host, server_arguments
+
+from .conftest import launch_server, venv_path
+from .test_security import pki  # noqa: F401  (the throwaway CA and certificates)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _healthcheck_command() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, as the image runs it."""
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    match = re.search(r"^\s*CMD (\[.*\])$", dockerfile.split("HEALTHCHECK", 1)[1], re.MULTILINE)
+    assert match is not None, "HEALTHCHECK has no exec-form CMD"
+    return json.loads(match.group(1))
+
+
+def _probe(pid: int) -> subprocess.CompletedProcess:
+    # The server is not process 1 here, so the probe is told which it is.
+    return subprocess.run(
+        [*_healthcheck_command(), "--pid", str(pid)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # The server's environment (launch_server's), as a container's probe shares it.
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PATH": venv_path()},
+    )
+
+
+def _free_port() -> int:
+    # A fixed port, since the probe cannot learn one the server picks (--port 0).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_probe_finds_the_port_a_server_was_given(tiny_distilbert):
+    server = launch_server(tiny_distilbert, "--port", str(_free_port()))
+    try:
+        probe = _probe(server.proc.pid)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.strip() == "SERVING"
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_probe_speaks_mutual_tls_and_sends_a_token(tiny_distilbert, pki, tmp_path):  # noqa: F811
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# health is not open: the probe must send one\nsecret-token\n")
+    server = launch_server(
+        tiny_distilbert,
+        "--port", str(_free_port()),
+        "--tls-cert", str(pki / "server.pem"),
+        "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"),
+        "--auth-token-file", str(tokens),
+    )  # fmt: skip
+    try:
+        probe = _probe(server.proc.pid)
+        assert probe.returncode == 0, probe.stdout + probe.stderr
+        assert probe.stdout.strip() == "SERVING"
+    finally:
+        server.stop()
+    # Stopped, it is unhealthy: the probe fails when the server is gone.
+    assert _probe(server.proc.pid).returncode == 1
+
+
+def test_a_process_that_is_no_server_is_unhealthy():
+    probe = _probe(os.getpid())  # pytest's own process
+    assert probe.returncode == 1
+    assert "unhealthy" in probe.stderr
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "arguments"),
+    [
+        (["/opt/venv/bin/python", "/opt/venv/bin/pipeserve", "serve", "--port", "6000"],
+         ["--port", "6000"]),
+        (["/sbin/docker-init", "--", "pipeserve", "serve"], []),
+        (["/usr/bin/python3", "-m", "pipeserve.server", "--host", "::"], ["--host", "::"]),
+    ],
+)  # fmt: skip
+def test_the_server_arguments_are_read_from_any_launch(cmdline, arguments):
+    assert server_arguments(cmdline) == arguments
+
+
+def test_not_a_server_command_line_is_refused():
+    with pytest.raises(ValueError, match="not a pipeserve server"):
+        server_arguments(["/opt/venv/bin/pipeserve", "health"])
+
+
+@pytest.mark.parametrize(
+    ("bound", "reached"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("10.0.0.7", "10.0.0.7"), ("fd00::7", "[fd00::7]")],
+)
+def test_a_server_bound_to_every_interface_is_probed_on_loopback(bound, reached):
+    assert loopback_host(bound) == reached
