@@ -94,8 +94,10 @@ def test_a_text_that_fits_is_one_window_as_plain_classify(client):
     assert [r.windows for r in windowed] == [1] * len(texts)
     assert [r.windows for r in plain] == [1] * len(texts)
     assert [[s.label for s in r] for r in windowed] == [[s.label for s in r] for r in plain]
+    # Two calls batch and pad differently, which moves float32 scores by about 1e-6: the
+    # product's fidelity bound, 1e-5, is the one that holds whatever the batching.
     np.testing.assert_allclose(
-        [[s.score for s in r] for r in windowed], [[s.score for s in r] for r in plain], atol=1e-6
+        [[s.score for s in r] for r in windowed], [[s.score for s in r] for r in plain], atol=1e-5
     )
 
 
@@ -118,7 +120,7 @@ def test_classify_stream_takes_the_window_options(client):
         assert result.windows == expected.windows >= 2
         assert [s.label for s in result] == [s.label for s in expected]
         np.testing.assert_allclose(
-            [s.score for s in result], [s.score for s in expected], rtol=0, atol=1e-6
+            [s.score for s in result], [s.score for s in expected], rtol=0, atol=1e-5
         )
 
 

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from pipeserve.server import tracing
 from pipeserve.server.errors import StartupError
-from pipeserve.server.exit import exit_now
 from pipeserve.server.logs import configure_logging, log_startup_failure
 from pipeserve.server.preflight import preflight
+from pipeserve.server.quick_exit import exit_now
 from pipeserve.server.settings import parse_settings, settings_problems
 from pipeserve.server.terms import Terms
 

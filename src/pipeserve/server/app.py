@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 
 from pipeserve.server.backends.select import resolve_backend, stop_conversions
 from pipeserve.server.edge.server import Edge
@@ -25,11 +24,12 @@ from pipeserve.server.engine.registry import ModelRegistry
 from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.pool import FrontendPool
-from pipeserve.server.metrics import Metrics
+from pipeserve.server.metrics import Metrics, frontends_metrics_dir
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
 from pipeserve.server.schema import DeviceSpec
 from pipeserve.server.settings import Settings
 from pipeserve.server.terms import start_up_terms
+from pipeserve.server.token_files import load_tokens
 from pipeserve.server.workers.devices import plan_frontends, plan_models
 
 log = logging.getLogger("pipeserve")
@@ -66,7 +66,7 @@ async def serve(settings: Settings) -> None:
     metrics_dir = None
     if frontends > 1 and settings.metrics_port is not None:
         # Front ends spawned from here on keep their metrics in files, served from here.
-        metrics_dir = tempfile.mkdtemp(prefix="pipeserve-metrics-")
+        metrics_dir = frontends_metrics_dir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     metrics = Metrics(
         default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
@@ -104,12 +104,16 @@ async def serve(settings: Settings) -> None:
             "" if frontends == 1 else "s",
         )
         if settings.metrics_port is not None:
+            metrics_host = settings.metrics_host or settings.host
+            tokens = []
+            if settings.metrics_token_file is not None:
+                tokens = load_tokens(settings.metrics_token_file, "--metrics-token-file")
             try:
-                metrics_port = metrics.serve(settings.host, settings.metrics_port)
+                metrics_port = metrics.serve(metrics_host, settings.metrics_port, tokens)
             except OSError as error:
                 port_text = settings.metrics_port
                 raise StartupError(f"cannot serve metrics on port {port_text}: {error}") from error
-            log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
+            log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
 
         waiting = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)

@@ -3,6 +3,17 @@ maps each kind to a gRPC status code, so this module knows nothing of gRPC."""
 
 from collections.abc import Iterable
 
+# Most characters of a caller's value that a message repeats: gRPC sends the message in
+# metadata, whose limit (8 KiB by default) would turn a long echo into RESOURCE_EXHAUSTED.
+QUOTED_CHARS = 200
+
+
+def quoted(value: str) -> str:
+    """`value` as repr() gives it, cut to QUOTED_CHARS characters (and its length said)."""
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}... ({len(value)} characters)"
+
 
 class PipeserveError(Exception):
     """Base of every error meant for the caller; the message is shown to them as is."""
@@ -50,7 +61,7 @@ class ModelNotFound(PipeserveError):
     @classmethod
     def among(cls, asked: str, served: Iterable[str]) -> "ModelNotFound":
         names = ", ".join(served) or "none"
-        return cls(f"model {asked!r} is not served; served models: {names}")
+        return cls(f"model {quoted(asked)} is not served; served models: {names}")
 
 
 class ModelExists(PipeserveError):

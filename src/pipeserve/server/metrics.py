@@ -7,13 +7,22 @@ Every metric has a `model` label: the served model's name (empty for a call that
 served model).
 """
 
+import asyncio
+import hmac
+import os
+import shutil
+import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -28,6 +37,32 @@ if TYPE_CHECKING:
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+# Prefix of the front ends' metrics folders in the temporary directory.
+_METRICS_DIR = "pipeserve-metrics-"
+# How often a front end's event loop is timed (`watch_loop_lag`).
+_LAG_PERIOD_S = 0.1
+# The histograms whose first label is a model's name, made as soon as it is served.
+_PER_MODEL = ("stage", "batch_size", "batch_tokens")
+
+
+def frontends_metrics_dir() -> str:
+    """A new folder for the front ends' metrics files, named after this process. Folders of
+    servers that no longer run (killed before they could remove theirs) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob(f"{_METRICS_DIR}*"):
+        pid = old.name.removeprefix(_METRICS_DIR).partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{_METRICS_DIR}{os.getpid()}-")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class _PoolCollector(Collector):
@@ -145,6 +180,13 @@ class Metrics:
             buckets=_SECONDS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "pipeserve_event_loop_lag_seconds",
+            "How late a front end's event loop ran a timer: time it spent on work that held "
+            "every call.",
+            buckets=_SECONDS,
+            registry=self.registry,
+        )
         self.stage = Histogram(
             "pipeserve_stage_duration_seconds",
             "Time per request in each stage: tokenize, queue, forward, postprocess.",
@@ -169,6 +211,17 @@ class Metrics:
         self._pools.pools.pop(model, None)
         self._models.discard(model)
 
+    def discard(self, model: str) -> None:
+        """Model `model` never served (its LoadModel failed): forgotten with every series its
+        name labels."""
+        self.forget(model)
+        for histogram in (getattr(self, name, None) for name in _PER_MODEL):
+            if histogram is None:
+                continue
+            # prometheus_client lists a metric's label values only in its private table.
+            for labels in [k for k in histogram._metrics if k[0] == model]:
+                histogram.remove(*labels)
+
     def _model_label(self, request: Any) -> str:
         """The served model a request names, as a label (bounded: unknown names are "")."""
         # pipeserve.v1 names it `model`, the Open Inference Protocol `model_name`.
@@ -176,9 +229,37 @@ class Metrics:
         name = asked or self._default_model
         return name if name in self._models else ""
 
-    def serve(self, host: str, port: int) -> int:
-        """Starts the /metrics HTTP endpoint in a thread; returns the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+    async def watch_loop_lag(self) -> None:
+        """Observes, until cancelled, how late this process's event loop wakes from a short
+        sleep: a stall of every call (health included) shows as lag."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(_LAG_PERIOD_S)
+            self.loop_lag.observe(max(0.0, loop.time() - asked - _LAG_PERIOD_S))
+
+    def serve(self, host: str, port: int, tokens: Sequence[bytes] = ()) -> int:
+        """Starts the HTTP endpoint in a thread, answering /metrics alone (any other path is
+        404), with `tokens` only to a scrape bearing one (`Authorization: Bearer TOKEN`, as
+        Prometheus' scrape `authorization` sends it); returns the bound port."""
+        app = make_wsgi_app(self.registry)
+
+        def metrics_only(environ: dict, start_response: Callable) -> list[bytes]:
+            if environ.get("PATH_INFO") != "/metrics":
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found: the metrics are at /metrics\n"]
+            if tokens:
+                scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+                matches = [hmac.compare_digest(token.encode(), t) for t in tokens]
+                if scheme.lower() != "bearer" or not any(matches):
+                    start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
+                    return [b"missing or invalid bearer token\n"]
+            return app(environ, start_response)
+
+        server = make_server(
+            host, port, metrics_only, ThreadingWSGIServer, handler_class=_SilentHandler
+        )
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         return server.server_port
 
     def _children(self, metric: Any, *labels: str) -> Callable[..., Any]:

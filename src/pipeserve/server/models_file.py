@@ -25,6 +25,9 @@ MODEL_FILE_KEYS = (
     "max_text_chars",
     "max_tokens_per_request",
     "max_queued_items",
+    "max_candidate_labels",
+    "max_targets",
+    "max_template_chars",
     "forward_timeout_s",
 )
 

@@ -24,13 +24,15 @@ from pipeserve.server.settings import (
     task_of_architecture,
 )
 from pipeserve.server.terms import Terms, start_up_terms
-from pipeserve.server.token_files import read_tokens
+from pipeserve.server.token_files import load_tokens, read_tokens
 from pipeserve.server.workers.devices import check_precision, plan_models
 
 
 def preflight(settings: Settings) -> None:
     """Raises StartupError, one line, if the server as `settings` describe it cannot start."""
     read_tokens(settings)
+    if settings.metrics_token_file is not None:
+        load_tokens(settings.metrics_token_file, "--metrics-token-file")
     for flag, path in (
         ("--tls-cert", settings.tls_cert),
         ("--tls-key", settings.tls_key),
@@ -45,7 +47,7 @@ def preflight(settings: Settings) -> None:
         check_model(model, terms, on_gpu=plan[0].gpu is not None)
     check_port(settings.host, settings.port, "--port")
     if settings.metrics_port is not None:
-        check_port(settings.host, settings.metrics_port, "--metrics-port")
+        check_port(settings.metrics_host or settings.host, settings.metrics_port, "--metrics-port")
 
 
 def check_model(settings: Settings, terms: Terms, on_gpu: bool) -> Backend:

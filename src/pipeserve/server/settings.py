@@ -5,6 +5,7 @@ Settings are read once in `main` and passed explicitly, also to worker processes
 """
 
 import argparse
+import os
 import re
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -17,8 +18,9 @@ from pipeserve.server.models_file import read_models_file
 from pipeserve.server.terms import Origin, Terms
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
-# Names travel in requests, health service names and metric labels: keep them plain.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Names travel in requests, health service names, metric labels and messages: keep them
+# plain and short.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def is_model_name(name: str) -> bool:
@@ -187,6 +189,21 @@ class Settings(BaseSettings):
     max_queued_items: int = Field(
         4096, ge=1, description="Items waiting for a worker before calls are refused."
     )
+    max_workers_per_device: int = Field(
+        0,
+        ge=0,
+        description="Most workers per device a LoadModel may ask for; 0: the cores there are.",
+    )
+    max_candidate_labels: int = Field(
+        256, ge=1, description="Most candidate_labels in one ClassifyZeroShot request."
+    )
+    max_targets: int = Field(1024, ge=1, description="Most targets in one FillMask request.")
+    max_template_chars: int = Field(
+        1000,
+        ge=2,
+        description="Longest hypothesis_template of ClassifyZeroShot, in characters; each "
+        "hypothesis it makes must also fit --max-text-chars, checked before it is made.",
+    )
     max_stream_in_flight: int = Field(
         64,
         ge=1,
@@ -226,6 +243,16 @@ class Settings(BaseSettings):
         le=65535,
         description="Serve Prometheus metrics over HTTP on this port (0 picks one); off if unset.",
     )
+    metrics_host: str | None = Field(
+        None,
+        description="Address the metrics endpoint binds; unset: --host. It has no TLS: keep it "
+        "on a private address, or set --metrics-token-file.",
+    )
+    metrics_token_file: Path | None = Field(
+        None,
+        description="File of bearer tokens, one per line; the metrics endpoint answers only "
+        "scrapes bearing one. Unset: it answers anyone who reaches it.",
+    )
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
     tracing: bool = Field(
@@ -263,7 +290,7 @@ class Settings(BaseSettings):
             if not _NAME.fullmatch(name):
                 raise ValueError(
                     f"--model {entry}: cannot name it {name!r}; give NAME={entry} with a NAME "
-                    "of letters, digits, '.', '_' and '-'"
+                    "of letters, digits, '.', '_' and '-' (at most 128)"
                 )
         if len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
@@ -284,6 +311,11 @@ class Settings(BaseSettings):
     def model_source(self) -> str:
         """Path or hub id of this settings' (first) model."""
         return split_model(self.model[0])[1]
+
+    @property
+    def workers_per_device_limit(self) -> int:
+        """Most workers per device a LoadModel may ask for."""
+        return self.max_workers_per_device or len(os.sched_getaffinity(0))
 
     @property
     def default_name(self) -> str:

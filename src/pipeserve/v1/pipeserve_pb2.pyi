@@ -464,7 +464,7 @@ class WorkerInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., device: _Optional[str] = ..., pid: _Optional[int] = ..., ready: _Optional[bool] = ..., batches: _Optional[int] = ..., items: _Optional[int] = ..., restarts: _Optional[int] = ..., busy: _Optional[bool] = ..., shared_with: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("model", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding", "name", "backend_type", "backend_version")
+    __slots__ = ("model", "architecture", "labels", "max_length", "hidden_size", "vocab_size", "outputs", "max_items_per_request", "workers", "queued_items", "max_tokens_per_request", "frontend_pid", "frontends", "task_type", "compute_dtype", "quantization", "served_rpcs", "mask_token", "embedding", "name", "backend_type", "backend_version", "max_text_chars", "max_candidate_labels", "max_targets", "max_template_chars", "max_workers_per_device")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -487,6 +487,11 @@ class ModelInfoResponse(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     BACKEND_TYPE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TARGETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEMPLATE_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKERS_PER_DEVICE_FIELD_NUMBER: _ClassVar[int]
     model: str
     architecture: str
     labels: _containers.RepeatedScalarFieldContainer[str]
@@ -509,7 +514,12 @@ class ModelInfoResponse(_message.Message):
     name: str
     backend_type: Backend
     backend_version: str
-    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., name: _Optional[str] = ..., backend_type: _Optional[_Union[Backend, str]] = ..., backend_version: _Optional[str] = ...) -> None: ...
+    max_text_chars: int
+    max_candidate_labels: int
+    max_targets: int
+    max_template_chars: int
+    max_workers_per_device: int
+    def __init__(self, model: _Optional[str] = ..., architecture: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., hidden_size: _Optional[int] = ..., vocab_size: _Optional[int] = ..., outputs: _Optional[_Iterable[str]] = ..., max_items_per_request: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ..., queued_items: _Optional[int] = ..., max_tokens_per_request: _Optional[int] = ..., frontend_pid: _Optional[int] = ..., frontends: _Optional[int] = ..., task_type: _Optional[_Union[Task, str]] = ..., compute_dtype: _Optional[_Union[ComputeDType, str]] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., served_rpcs: _Optional[_Iterable[str]] = ..., mask_token: _Optional[str] = ..., embedding: _Optional[_Union[EmbeddingInfo, _Mapping]] = ..., name: _Optional[str] = ..., backend_type: _Optional[_Union[Backend, str]] = ..., backend_version: _Optional[str] = ..., max_text_chars: _Optional[int] = ..., max_candidate_labels: _Optional[int] = ..., max_targets: _Optional[int] = ..., max_template_chars: _Optional[int] = ..., max_workers_per_device: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("inputs", "normalize", "truncate_dim", "output_dtype", "options", "prompt", "prompt_name", "model")

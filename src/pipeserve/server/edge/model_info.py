@@ -36,6 +36,11 @@ def model_info(described: ModelDescription) -> pb.ModelInfoResponse:
         backend_version=described.backend_version,
         max_items_per_request=described.max_items_per_request,
         max_tokens_per_request=described.max_tokens_per_request,
+        max_text_chars=described.max_text_chars,
+        max_candidate_labels=described.max_candidate_labels,
+        max_targets=described.max_targets,
+        max_template_chars=described.max_template_chars,
+        max_workers_per_device=described.max_workers_per_device,
         queued_items=described.queued_items,
         workers=[
             pb.WorkerInfo(

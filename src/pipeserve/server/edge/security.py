@@ -32,7 +32,8 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def bearer_accepted(
     metadata: Sequence[tuple[str, str | bytes]] | None, tokens: Sequence[bytes]
 ) -> bool:
-    """Whether the call's `authorization: Bearer <token>` names one of `tokens`.
+    """Whether the call's `authorization: Bearer <token>` names one of `tokens` (the scheme
+    in any case, as HTTP's authentication schemes are).
 
     Every accepted token is compared in constant time, so timing reveals neither which token
     matched nor how much of one did."""
@@ -40,8 +41,9 @@ def bearer_accepted(
     for key, value in metadata or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
-            if text.startswith("Bearer "):
-                presented = text[len("Bearer ") :].encode()
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer":
+                presented = token.encode()
     matches = [hmac.compare_digest(presented, token) for token in tokens]
     return bool(presented) and any(matches)
 

@@ -9,6 +9,7 @@ With several front ends the overall status is SERVING only while every front end
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,8 +47,11 @@ class Edge:
         self._settings = settings
         self._metrics = metrics
         self.health = health.aio.HealthServicer()
-        # One tokenizer thread, for long requests: the fast tokenizer parallelises a batch itself.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
+        # The tokenizer pool, for long requests, a thread per core (at most 8): each request
+        # sends it a chunk at a time (`requests/infer.py`), so callers take turns there.
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(8, len(os.sched_getaffinity(0))), thread_name_prefix="tokenize"
+        )
         self.models = Models(settings.default_name)
         self._alive: dict[str, int] = {}
         # Models being loaded at start-up, not added yet.
@@ -71,10 +75,12 @@ class Edge:
             ("grpc.so_reuseport", int(reuse_port)),
         ]
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
-        self.inference = InferenceService(self.models)
+        self.inference = InferenceService(self.models, settings.max_stream_in_flight)
         handlers.register(self.server, self.inference, metrics)
         # The Open Inference Protocol over the same models, engines and limits.
-        self.open_inference = open_inference.OpenInferenceService(self.models)
+        self.open_inference = open_inference.OpenInferenceService(
+            self.models, settings.max_stream_in_flight
+        )
         handlers.register(self.server, self.open_inference, metrics, open_inference.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -84,6 +90,7 @@ class Edge:
             enable_reflection(self.server, served)
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
+        self._lag_watch: asyncio.Task | None = None
 
     def add_model(self, settings: Settings, card: ModelCard, engine: EngineCalls) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
@@ -159,6 +166,8 @@ class Edge:
                 "TLS on%s", " with client certificates required" if settings.tls_client_ca else ""
             )
         await self.server.start()
+        if hasattr(self._metrics, "loop_lag"):  # the process that serves calls
+            self._lag_watch = asyncio.create_task(self._metrics.watch_loop_lag())
         return bound
 
     async def set_alive(self, model: str, alive: int) -> None:
@@ -201,5 +210,7 @@ class Edge:
         await self.server.stop(grace_s)
 
     async def close(self) -> None:
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
         await self.server.stop(None)
         self._executor.shutdown(wait=False, cancel_futures=True)

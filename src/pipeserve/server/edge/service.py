@@ -66,8 +66,10 @@ def _model_input(index: int, item: pb.ModelInput) -> ModelInput:
 
 
 class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
-    def __init__(self, models: Models) -> None:
+    def __init__(self, models: Models, max_stream_in_flight: int) -> None:
         self._models = models
+        # The server's own setting: a stream outlives any one model, the default included.
+        self._max_stream_in_flight = max_stream_in_flight
 
     def _model(self, request) -> ServedModel:
         """The served model a request's `model` field names (NOT_FOUND when none is)."""
@@ -169,7 +171,7 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
                 return pb.ClassifyStreamResponse(id=message.id, status=status)
 
         # Each message's request names its model; the stream's bound is the server's.
-        in_flight = self._models.get("").settings.max_stream_in_flight
+        in_flight = self._max_stream_in_flight
         async for response in answer_each(request_iterator, answer, in_flight):
             yield response
 

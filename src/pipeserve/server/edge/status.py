@@ -74,12 +74,23 @@ class CallStatus:
         return tuple(metadata)
 
 
+# Longest message sent: messages cut what they repeat of a request (errors.quoted); this is
+# the net under them, well within gRPC's metadata limit.
+_MAX_MESSAGE_CHARS = 1000
+
+
+def _fitted(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return message[: _MAX_MESSAGE_CHARS - 20] + " ... (message cut)"
+
+
 def status_of(error: Exception) -> CallStatus:
     """The status of a call that failed with `error`."""
     for kind, code in _CODES.items():
         if isinstance(error, kind):
             retry_after_ms = error.retry_after_ms if isinstance(error, Overloaded) else None
-            return CallStatus(code, str(error), retry_after_ms)
+            return CallStatus(code, _fitted(str(error)), retry_after_ms)
     log.exception("unexpected error while serving a call", exc_info=error)
     return CallStatus(grpc.StatusCode.INTERNAL, "internal server error (details in the server log)")
 

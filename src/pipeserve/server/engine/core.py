@@ -157,6 +157,13 @@ class Engine:
                 await asyncio.sleep(min(left, 0.01))
         return len(self._requests)
 
+    def cut(self, error: Exception) -> None:
+        """Fails every call still here with `error`, queued or computing (an unload whose
+        grace has run out), rather than with what stopping the workers would say."""
+        for request in list(self._requests):
+            request.fail(error)
+        self.queue.fail_all(error)
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stops the batcher, and the workers within `timeout_s` (then they are killed)."""
         if self._batcher_task is not None:

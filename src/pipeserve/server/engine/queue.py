@@ -59,7 +59,7 @@ class Request:
         self.rows[index] = outputs
         self.forward_ms = max(self.forward_ms, forward_ms)
         self.remaining -= 1
-        if self.remaining == 0:
+        if self.remaining == 0 and not self.future.done():  # not cut meanwhile (`fail`)
             self.future.set_result(self._gather())
 
     def _gather(self) -> Outputs:

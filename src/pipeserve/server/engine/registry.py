@@ -25,10 +25,14 @@ from pipeserve.server.errors import (
     ModelExists,
     ModelNotFound,
     StartupError,
+    TooLarge,
+    Unavailable,
+    quoted,
 )
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
+from pipeserve.server.model.source import MAX_PATH_CHARS
 from pipeserve.server.preflight import check_model
 from pipeserve.server.schema import DeviceSpec, WorkerSpec
 from pipeserve.server.settings import Settings, is_model_name, settings_problems
@@ -177,20 +181,34 @@ class ModelRegistry:
         settings; returns once its workers are ready and every listener serves it."""
         if not is_model_name(name):
             raise InvalidInput(
-                f"LoadModel: cannot name a model {name!r}; use letters, digits, '.', '_' and '-'"
+                f"LoadModel: cannot name a model {quoted(name)}; use letters, digits, '.', '_' "
+                "and '-' (at most 128)"
             )
         if not path:
             raise InvalidInput(f"LoadModel {name}: give path, a checkpoint folder or hub id")
+        if len(path) > MAX_PATH_CHARS:
+            raise InvalidInput(
+                f"LoadModel {name}: path has {len(path)} characters; a file system path or hub "
+                f"id has at most {MAX_PATH_CHARS}"
+            )
         if name in self._unloading:
             raise ModelBusy(f"model {name!r} is being unloaded; load it again once that is done")
         if name in self._served or name in self._loading:
             state = "being loaded" if name in self._loading else "served"
             raise ModelExists(f"model {name!r} is {state} already; unload it first to replace it")
         settings = self._model_settings(name, path, options)
+        limit = settings.workers_per_device_limit
+        if settings.workers_per_device > limit:
+            raise TooLarge(
+                f"LoadModel {name}: workers_per_device {settings.workers_per_device} is over "
+                f"max_workers_per_device={limit} (the cores there are, unless "
+                "--max-workers-per-device says otherwise)"
+            )
         self._loading[name] = None
         try:
             model, plan = await self._start(settings)
         except StartupError as error:
+            self._metrics.discard(name)  # a step before the engine failed: no series stays
             log.error("LoadModel %s: %s", name, error)
             raise LoadFailed(f"LoadModel {name}: {error}") from None
         finally:
@@ -228,7 +246,7 @@ class ModelRegistry:
             await engine.start(on_batcher_failed=self._on_batcher_failed)
         except BaseException:  # a worker failed to load it, or the caller left
             await engine.stop()
-            self._metrics.forget(name)
+            self._metrics.discard(name)
             raise
         return RunningModel(settings, card, engine), plan
 
@@ -260,6 +278,12 @@ class ModelRegistry:
             self._share()
             log.info("unloading model %s: draining its calls for up to %.1f s", name, grace)
             cut = await engine.drain(grace)
+            engine.cut(
+                Unavailable(
+                    f"model {name!r} was unloaded before this call was answered (its "
+                    f"unload gave calls {grace:g} s to finish)"
+                )
+            )
             await engine.stop()
             self._metrics.forget(name)
         finally:

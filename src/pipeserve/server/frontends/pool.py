@@ -10,6 +10,7 @@ from multiprocessing.process import BaseProcess
 
 from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import StartupError
+from pipeserve.server.exits import when_exited
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.process import run_frontend
 from pipeserve.server.schema import Drain
@@ -55,10 +56,7 @@ class FrontendPool:
         self._started_at[index] = time.monotonic()
         self._conns[index] = parent
         listening = self._hub.attach(index, parent)
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, process.join).add_done_callback(
-            lambda _: self._on_exit(index, process)
-        )
+        when_exited(process).add_done_callback(lambda _: self._on_exit(index, process))
         return await listening
 
     def _on_exit(self, index: int, process: BaseProcess) -> None:

@@ -17,11 +17,11 @@ from multiprocessing.connection import Connection
 from pipeserve.server import tracing
 from pipeserve.server.edge.server import Edge
 from pipeserve.server.errors import Unavailable
-from pipeserve.server.exit import exit_now
 from pipeserve.server.frontends.remote import EngineLink, RemoteRegistry
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import load_model_card
+from pipeserve.server.quick_exit import exit_now
 from pipeserve.server.schema import (
     Drain,
     FromEngine,

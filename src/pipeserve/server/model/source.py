@@ -17,6 +17,8 @@ from pipeserve.server.terms import Terms
 HUB_ID_EXAMPLE = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 # How long the hub gets to answer one request before start-up gives up on it.
 HUB_PROBE_TIMEOUT_S = 3.0
+# Longest path Linux resolves (PATH_MAX); a hub id is far shorter.
+MAX_PATH_CHARS = 4096
 
 
 def _looks_like_a_path(model: str) -> bool:
@@ -57,7 +59,14 @@ def check_model_source(model: str, terms: Terms) -> None:
     loaded from where it points: a missing folder, a folder that is no checkpoint, an invalid
     hub id, or a hub out of reach."""
     folder = Path(model).expanduser()
-    if folder.is_dir():
+    try:
+        is_dir = folder.is_dir()
+    except OSError as error:  # a name too long for the file system, say
+        raise ModelLoadError(
+            f"cannot load model {model[:200]!r}: {error.strerror}. --model takes a checkpoint "
+            f"folder or a hub id such as {HUB_ID_EXAMPLE}"
+        ) from None
+    if is_dir:
         if not (folder / "config.json").is_file():
             raise ModelLoadError(
                 f"cannot load model {model!r}: the folder {folder} has no config.json, so it is "

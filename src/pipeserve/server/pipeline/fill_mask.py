@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeserve.server.errors import InvalidInput
+from pipeserve.server.errors import InvalidInput, quoted
 
 # The pipeline's default top_k.
 DEFAULT_TOP_K = 5
@@ -56,7 +56,8 @@ def target_ids(targets: Sequence[str], tokenizer: Decoder) -> np.ndarray | None:
         found = tokenizer.target_id(target)
         if found is None:
             raise InvalidInput(
-                f"targets[{index}] {target!r} is not in the vocabulary and tokenizes to nothing"
+                f"targets[{index}] {quoted(target)} is not in the vocabulary and tokenizes to "
+                "nothing"
             )
         ids.append(found)
     return np.array(list(dict.fromkeys(ids)), dtype=np.int64)

@@ -5,6 +5,7 @@ Pure: knows nothing of gRPC or worker processes. Items are encoded without paddi
 Tokenize RPC can pad as transformers would.
 """
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,6 +176,22 @@ class TextTokenizer:
             ]
             for e in encodings
         ]
+
+    def window_tokens(self, texts: Sequence[str], max_length: int, stride: int) -> list[int]:
+        """How many tokens `encode_windows` would make of each text with `stride`, windows'
+        special tokens included, from one untruncated pass that keeps only the lengths: a
+        stride that barely moves makes thousands of windows of a text, which must be refused
+        before they exist."""
+        special = self._special[0]
+        room = max_length - special
+        step = room - stride
+        counts = []
+        for e in self._backend(False, 0).encode_batch_fast(list(texts), add_special_tokens=False):
+            n = len(e.ids)
+            windows = 1 if n <= room else 1 + math.ceil((n - room) / step)
+            # Every window after the first repeats `stride` tokens of the one before it.
+            counts.append(n + (windows - 1) * stride + windows * special)
+        return counts
 
     def _encoded(
         self, e: Encoding, *, tokens: bool, offsets: bool, special: bool = False

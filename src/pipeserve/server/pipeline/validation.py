@@ -7,7 +7,7 @@ Nothing that fails here ever reaches the tokenizer or a worker.
 import math
 from collections.abc import Collection, Mapping, Sequence
 
-from pipeserve.server.errors import InvalidInput, TooLarge
+from pipeserve.server.errors import InvalidInput, TooLarge, quoted
 from pipeserve.server.pipeline.inputs import ModelInput, TextOptions, TokenIds
 
 # Most bytes a protobuf message can hold, whatever --max-message-bytes says.
@@ -86,15 +86,27 @@ def resolve_max_length(options: TextOptions, model_max_length: int, special_toke
 def check_outputs(requested: Sequence[str], available: Sequence[str]) -> None:
     unknown = [name for name in requested if name not in available]
     if unknown:
-        raise InvalidInput(f"unknown output {unknown[0]!r}; this model has: {', '.join(available)}")
-    repeated = [name for i, name in enumerate(requested) if name in requested[:i]]
-    if repeated:
-        raise InvalidInput(f"output {repeated[0]!r} is asked for more than once")
+        raise InvalidInput(
+            f"unknown output {quoted(unknown[0])}; this model has: {', '.join(available)}"
+        )
+    seen: set[str] = set()
+    for name in requested:
+        if name in seen:
+            raise InvalidInput(f"output {quoted(name)} is asked for more than once")
+        seen.add(name)
 
 
-def check_total_tokens(total: int, limit: int) -> None:
-    if total > limit:
+def check_total_tokens(total: int, limit: int, counted: int | None = None, of: int = 0) -> None:
+    """`counted` items of `of` make `total` tokens (None: all of them): tokenizing stops at
+    the first part of a request that passes the limit."""
+    if total <= limit:
+        return
+    if counted is None or counted >= of:
         raise TooLarge(f"request has {total} tokens in all, limit max_tokens_per_request={limit}")
+    raise TooLarge(
+        f"request has over {limit} tokens: {total} in its first {counted} of {of} items, limit "
+        f"max_tokens_per_request={limit}"
+    )
 
 
 def check_pairs(texts: int, labels: int, max_items: int, max_queued_items: int) -> None:

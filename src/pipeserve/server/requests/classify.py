@@ -73,7 +73,7 @@ class Classify:
                     "it without stride)"
                 )
             texts.append(item)
-        split = self._infer.windows(texts, options, stride, details=False)
+        split = self._infer.windows(options, stride, details=False)
         rows, windows, timings = await self._infer.run_windows(
             texts, options, ("logits",), deadline, split
         )

@@ -41,7 +41,7 @@ class ClassifyTokens:
                 "stride needs an aggregation_strategy other than none (simple, first, "
                 "average or max), as the token-classification pipeline does"
             )
-        split = self._infer.windows(texts, options, stride, details=True)
+        split = self._infer.windows(options, stride, details=True)
         rows, windows, timings = await self._infer.run_windows(
             texts, options, ("logits",), deadline, split
         )

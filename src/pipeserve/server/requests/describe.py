@@ -54,6 +54,11 @@ class ModelDescription:
     backend_version: str
     max_items_per_request: int
     max_tokens_per_request: int
+    max_text_chars: int
+    max_candidate_labels: int
+    max_targets: int
+    max_template_chars: int
+    max_workers_per_device: int
     queued_items: int
     workers: tuple[WorkerDescription, ...]
     # The process id of the front end describing it (several may serve one port).
@@ -85,6 +90,11 @@ async def describe(served: ServedModel) -> ModelDescription:
         backend_version=backend_version(settings.backend),
         max_items_per_request=settings.max_items_per_request,
         max_tokens_per_request=settings.max_tokens_per_request,
+        max_text_chars=settings.max_text_chars,
+        max_candidate_labels=settings.max_candidate_labels,
+        max_targets=settings.max_targets,
+        max_template_chars=settings.max_template_chars,
+        max_workers_per_device=settings.workers_per_device_limit,
         queued_items=engine.waiting,
         workers=tuple(
             WorkerDescription(w, served.shared_with.get(w.worker_id, ())) for w in workers

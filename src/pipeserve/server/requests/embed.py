@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeserve.server.errors import InvalidInput, UnsupportedByModel
+from pipeserve.server.errors import InvalidInput, UnsupportedByModel, quoted
 from pipeserve.server.pipeline.embed import (
     SentenceConfig,
     finish,
@@ -67,7 +67,9 @@ class Embedder:
         if prompt_name is not None:
             if prompt_name not in config.prompts:
                 known = ", ".join(map(repr, config.prompts))
-                raise InvalidInput(f"unknown prompt_name {prompt_name!r}; the model has {known}")
+                raise InvalidInput(
+                    f"unknown prompt_name {quoted(prompt_name)}; the model has {known}"
+                )
             return config.prompts[prompt_name]
         return config.prompts.get(config.default_prompt_name or "", "")
 

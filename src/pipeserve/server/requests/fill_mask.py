@@ -6,7 +6,7 @@ gives them (`pipeline/fill_mask.py`).
 import time
 from collections.abc import Sequence
 
-from pipeserve.server.errors import InvalidInput, UnsupportedByModel
+from pipeserve.server.errors import InvalidInput, TooLarge, UnsupportedByModel
 from pipeserve.server.pipeline.fill_mask import (
     DEFAULT_TOP_K,
     MaskFill,
@@ -40,12 +40,19 @@ class FillMask:
             raise UnsupportedByModel(f"FillMask needs a mask token; {self._card.name}'s has none")
         if top_k < 1:
             raise InvalidInput(f"top_k must be positive (default {DEFAULT_TOP_K}); got {top_k}")
-        restrict = target_ids(targets, tokenizer)
-        tokenize = self._infer.windows(texts, options, None, details=False)
+        limit = self._infer.settings.max_targets
+        if len(targets) > limit:
+            raise TooLarge(
+                f"too many targets: {len(targets)} in one request, limit max_targets={limit}"
+            )
+        # Each target is a tokenizer call: as costly as 64 characters of text, say.
+        chars = sum(map(len, targets)) + 64 * len(targets)
+        restrict = await self._infer.off_loop_if(chars, lambda: target_ids(targets, tokenizer))
+        tokenize = self._infer.windows(options, None, details=False)
 
-        def split(max_length: int) -> list[list[Encoded]]:
-            encoded = tokenize(max_length)
-            for index, (sequence,) in enumerate(encoded):
+        def split(chunk: Sequence[str], first: int, max_length: int) -> list[list[Encoded]]:
+            encoded = tokenize(chunk, first, max_length)
+            for index, (sequence,) in enumerate(encoded, first):
                 if not len(mask_positions(sequence.input_ids, mask_id)):
                     raise InvalidInput(
                         f"inputs[{index}] has no mask token {tokenizer.mask_token!r} (after "

@@ -3,7 +3,8 @@ request's outputs from the batcher and workers -> assemble or postprocess.
 
 A call takes its places in the queue (an admission permit) before it is tokenized, so an
 overloaded server refuses at once. A short request is tokenized right on the event loop, where
-it costs less than the hop to a thread would; a long one goes to the tokenizer thread.
+it costs less than the hop to a thread would; a long one goes to the tokenizer pool a chunk at
+a time, so that callers take turns there and tokenizing stops at the chunk that passes a limit.
 """
 
 import asyncio
@@ -11,14 +12,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from pipeserve.server import tracing
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.engine.queue import Admission
-from pipeserve.server.errors import InvalidInput, Unavailable
+from pipeserve.server.errors import InvalidInput, TooLarge, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.served import require_rpc
@@ -43,10 +44,45 @@ from pipeserve.server.schema import Output, Outputs
 from pipeserve.server.settings import Settings
 
 # Requests with at most this many characters are tokenized on the event loop (tens of
-# microseconds); longer ones in the tokenizer thread, so the loop never stalls on them.
+# microseconds); longer ones in the tokenizer pool, so the loop never stalls on them.
 _INLINE_CHARS = 4096
+# A long request goes to the tokenizer pool in chunks of about this many characters (tens of
+# milliseconds of work), one at a time: another caller's chunk waits for a few chunks, never
+# for a whole request of megabytes.
+_CHUNK_CHARS = 65536
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class Split(Protocol):
+    """Makes the sequences of `texts` (each text's windows), `start` the index of the first
+    of them in the request."""
+
+    def __call__(
+        self, texts: Sequence[str], start: int, max_length: int
+    ) -> list[list[Encoded]]: ...
+
+
+def _chars(item: object) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, tuple):
+        return sum(map(len, item))
+    return 0
+
+
+def _chunks(items: Sequence[_T]) -> Iterable[tuple[int, Sequence[_T]]]:
+    """Consecutive runs of `items` of about _CHUNK_CHARS characters (one item at least), each
+    with the index of its first item."""
+    start, chars = 0, 0
+    for index, item in enumerate(items):
+        if index > start and chars + _chars(item) > _CHUNK_CHARS:
+            yield start, items[start:index]
+            start, chars = index, 0
+        chars += _chars(item)
+    if start < len(items):
+        yield start, items[start:]
 
 
 @dataclass
@@ -89,7 +125,6 @@ class Infer:
         start = time.perf_counter()
         with tracing.span("tokenize"):
             encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
-            self._check_lengths(encoded, range(len(items)))
             check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
             # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
             padded = await self.off_loop_if_long(
@@ -165,24 +200,56 @@ class Infer:
         tokens: bool = False,
         offsets: bool = False,
         tokenizer: TextTokenizer | None = None,
+        indices: Sequence[int] | None = None,
     ) -> list[Encoded]:
+        """The items' encodings, each refused if longer than the model takes (`indices`: the
+        items' places in the request, by default their own)."""
         chosen = tokenizer or self.card.tokenizer
+        places = range(len(items)) if indices is None else indices
 
-        def encode() -> list[Encoded]:
-            return chosen.encode(
-                items,
+        def encode(chunk: Sequence[TextInput], start: int) -> list[Encoded]:
+            encoded = chosen.encode(
+                chunk,
                 truncation=options.truncation,
                 max_length=max_length,
                 only_first=options.only_first,
                 tokens=tokens,
                 offsets=offsets,
             )
+            self._check_lengths(encoded, places[start : start + len(chunk)])
+            return encoded
 
-        return await self.off_loop_if_long(items, encode)
+        return await self._in_turns(items, encode, len)
+
+    async def _in_turns(
+        self,
+        items: Sequence[_T],
+        work: Callable[[Sequence[_T], int], list[_R]],
+        tokens: Callable[[_R], int],
+    ) -> list[_R]:
+        """`work(chunk, start)`'s results over consecutive chunks of `items`: on the event loop
+        for a short request; else a chunk at a time in the tokenizer pool, stopping once the
+        results' `tokens` pass max_tokens_per_request."""
+        if sum(map(_chars, items)) <= _INLINE_CHARS:
+            return work(items, 0)
+        loop = asyncio.get_running_loop()
+        limit = self._settings.max_tokens_per_request
+        results: list[_R] = []
+        total = 0
+        for start, chunk in _chunks(items):
+            part = await loop.run_in_executor(self._executor, work, chunk, start)
+            results.extend(part)
+            total += sum(map(tokens, part))
+            check_total_tokens(total, limit, len(results), len(items))
+        return results
 
     async def off_loop_if_long(self, items: Sequence[TextInput], work: Callable[[], _T]) -> _T:
-        """`work()` on the event loop for a short request, in the tokenizer thread otherwise."""
-        chars = sum(len(i) if isinstance(i, str) else len(i[0]) + len(i[1]) for i in items)
+        """`work()` on the event loop for a short request, in the tokenizer pool otherwise."""
+        return await self.off_loop_if(sum(map(_chars, items)), work)
+
+    async def off_loop_if(self, chars: int, work: Callable[[], _T]) -> _T:
+        """`work()`, which handles `chars` characters: on the event loop if they are few, in
+        the tokenizer pool otherwise."""
         if chars <= _INLINE_CHARS:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
@@ -233,15 +300,25 @@ class Infer:
             count_items,
         )
 
-    def windows(
-        self, texts: Sequence[str], options: TextOptions, stride: int | None, details: bool
-    ) -> Callable[[int], list[list[Encoded]]]:
-        """`split` for run_windows: each text's windows (or its one sequence)."""
+    def windows(self, options: TextOptions, stride: int | None, details: bool) -> Split:
+        """`split` for run_windows: each text's windows (or its one sequence). With `stride`,
+        a text whose windows would pass max_tokens_per_request is refused before they are
+        made, from its length alone."""
         tokenizer = self.card.tokenizer
+        limit = self._settings.max_tokens_per_request
 
-        def split(max_length: int) -> list[list[Encoded]]:
+        def split(texts: Sequence[str], start: int, max_length: int) -> list[list[Encoded]]:
             if stride is not None:
                 check_stride(stride, max_length, tokenizer.special_tokens(texts))
+                counts = tokenizer.window_tokens(texts, max_length, stride)
+                if sum(counts) > limit:
+                    end = start + len(texts)
+                    raise TooLarge(
+                        f"inputs[{start}:{end}] make {sum(counts)} tokens as windows of "
+                        f"{max_length} overlapping by stride {stride} (the longest "
+                        f"{max(counts)}), limit max_tokens_per_request={limit}: use a smaller "
+                        "stride, or fewer texts"
+                    )
             return tokenizer.encode_windows(
                 texts,
                 truncation=options.truncation,
@@ -258,16 +335,20 @@ class Infer:
         options: TextOptions,
         outputs: tuple[Output, ...],
         deadline: float | None,
-        split: Callable[[int], list[list[Encoded]]],
+        split: Split,
     ) -> tuple[list[list[dict[Output, np.ndarray]]], list[list[Encoded]], Timings]:
         """As `run`, for texts that may each become several sequences (windows of a long
-        text): `split(max_length)` tokenizes them, each into its sequences. Returns each
-        text's outputs and sequences, window by window, and where the time went."""
+        text): `split` tokenizes them, each into its sequences. Returns each text's outputs
+        and sequences, window by window, and where the time went."""
         windows: list[list[Encoded]] = []
 
         async def sequences(max_length: int) -> list[Encoded]:
-            windows.extend(await self.off_loop_if_long(texts, lambda: split(max_length)))
-            self._check_lengths([w[0] for w in windows], range(len(texts)))
+            def work(chunk: Sequence[str], start: int) -> list[list[Encoded]]:
+                made = split(chunk, start, max_length)
+                self._check_lengths([w[0] for w in made], range(start, start + len(chunk)))
+                return made
+
+            windows.extend(await self._in_turns(texts, work, lambda w: sum(map(len, w))))
             return [s for w in windows for s in w]
 
         stacked, timings = await self._submit(texts, options, outputs, deadline, sequences)
@@ -345,9 +426,8 @@ class Infer:
         if text_indices:
             texts = [items[i] for i in text_indices]
             encoded = await self._encode(  # type: ignore[arg-type]
-                texts, options, max_length, tokenizer=tokenizer
+                texts, options, max_length, tokenizer=tokenizer, indices=text_indices
             )
-            self._check_lengths(encoded, text_indices)
             for index, enc in zip(text_indices, encoded, strict=True):
                 sequences[index] = enc
         return sequences  # type: ignore[return-value]

@@ -7,11 +7,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from pipeserve.server.errors import InvalidInput
+from pipeserve.server.errors import InvalidInput, TooLarge
 from pipeserve.server.pipeline.classify import LabelScore
 from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.pipeline.validation import check_pairs, resolve_max_length
-from pipeserve.server.pipeline.zero_shot import check_hypothesis_room, hypotheses, label_scores
+from pipeserve.server.pipeline.zero_shot import (
+    check_hypothesis_room,
+    check_template,
+    hypotheses,
+    label_scores,
+)
 from pipeserve.server.requests.infer import Infer, Timings
 
 
@@ -53,13 +58,25 @@ class ZeroShot:
             if not text:
                 raise InvalidInput(f"inputs[{index}] is empty")
         settings = self._infer.settings
+        if len(labels) > settings.max_candidate_labels:
+            raise TooLarge(
+                f"too many candidate_labels: {len(labels)} in one request, limit "
+                f"max_candidate_labels={settings.max_candidate_labels}"
+            )
         check_pairs(
             len(texts), len(labels), settings.max_items_per_request, settings.max_queued_items
         )
-        formatted = hypotheses(labels, template)
-        # The pipeline truncates the text only: the hypothesis stays whole.
-        if options.truncation:
-            self._check_hypotheses(labels, formatted, options)
+        check_template(template, labels, settings.max_template_chars, settings.max_text_chars)
+
+        def made() -> list[str]:
+            formatted = hypotheses(labels, template)
+            # The pipeline truncates the text only: the hypothesis stays whole.
+            if options.truncation:
+                self._check_hypotheses(labels, formatted, options)
+            return formatted
+
+        chars = sum(map(len, labels)) + len(labels) * len(template)
+        formatted = await self._infer.off_loop_if(chars, made)
         pairs = [(text, hypothesis) for text in texts for hypothesis in formatted]
         logits, timings = await self._infer.logits(
             pairs, replace(options, only_first=True), deadline, count_items=False

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import ModelLoadError, Unavailable
+from pipeserve.server.exits import when_exited
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -175,8 +176,7 @@ class Supervisor:
             self._on_message(handle, handle.conn.recv())
         except (EOFError, OSError):
             self._loop.remove_reader(handle.conn.fileno())
-            reaped = self._loop.run_in_executor(None, handle.process.join)
-            reaped.add_done_callback(lambda _: self._on_exit(handle))
+            when_exited(handle.process).add_done_callback(lambda _: self._on_exit(handle))
 
     # Queries.
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeserve.server import tracing
-from pipeserve.server.exit import exit_now
 from pipeserve.server.logs import configure_logging
+from pipeserve.server.quick_exit import exit_now
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,

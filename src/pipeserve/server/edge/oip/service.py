@@ -28,8 +28,10 @@ EXTENSIONS = ("parameters", "model_configuration", "statistics")
 
 
 class OpenInferenceService:
-    def __init__(self, models: Models) -> None:
+    def __init__(self, models: Models, max_stream_in_flight: int) -> None:
         self._models = models
+        # The server's own setting: a stream outlives any one model, the default included.
+        self._max_stream_in_flight = max_stream_in_flight
         self._statistics = Statistics()
 
     def _model(self, name: str, version: str) -> ServedModel:
@@ -137,6 +139,6 @@ class OpenInferenceService:
                     error_message=status_of(error).message, infer_response=failed
                 )
 
-        in_flight = self._models.get("").settings.max_stream_in_flight
+        in_flight = self._max_stream_in_flight
         async for response in answer_each(request_iterator, answer, in_flight):
             yield response
