@@ -103,7 +103,8 @@ Output = str | Pooled | MaskRows
 class ForwardBatch:
     """A right-padded batch of `len(lengths)` rows x `width` ids, written into input slot
     `slot` (token type ids too when `has_types`). `outputs` says what to return (the union
-    of the callers' asks)."""
+    of the callers' asks). `cuts`: the rows at which each call after the first starts, when
+    the batch runs as several calls by length (rows then sorted by length)."""
 
     batch_id: int
     slot: int
@@ -113,6 +114,7 @@ class ForwardBatch:
     outputs: tuple[Output, ...]
     # time.monotonic() after which every row's caller has given up: skip the forward.
     deadline: float | None = None
+    cuts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
