@@ -203,3 +203,19 @@ def test_openvino_buckets_equal_transformers(tiny_bert_ner, openvino_cache):
     order, got, lengths = _bucketed(runner, tiny_bert_ner, TEXTS, ("logits",))
     want = _reference(tiny_bert_ner, AutoModelForTokenClassification, TEXTS, "logits")
     _assert_rows(got["logits"], order, lengths, want, token_level=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # inductor compiles for minutes on two busy cores
+def test_the_compiled_model_equals_transformers_in_buckets(tiny_distilbert, monkeypatch, caplog):
+    from pipeserve.server.backends import torch_runner
+
+    monkeypatch.setattr(torch_runner, "_MIN_GAIN", float("-inf"))  # kept however it measures
+    runner = _torch(tiny_distilbert, Task.TEXT_CLASSIFICATION)
+    with caplog.at_level("INFO", logger="pipeserve.forward"):
+        runner.compile()
+    assert "running compiled" in caplog.text
+    assert runner._run is not runner._named
+    order, got, lengths = _bucketed(runner, tiny_distilbert, TEXTS, ("logits",))
+    want = _reference(tiny_distilbert, AutoModelForSequenceClassification, TEXTS, "logits")
+    _assert_rows(got["logits"], order, lengths, want, token_level=False)

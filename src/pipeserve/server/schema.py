@@ -67,6 +67,7 @@ class WorkerSpec:
     # What runs the model, resolved (never auto); openvino serves the `converted` folder.
     backend: Backend = Backend.TORCH
     converted: str | None = None
+    torch_compile: bool = False
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # Filled in by the supervisor: this worker slot's shared input slots.

@@ -81,6 +81,7 @@ def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, devic
             threads=len(spec.device.cpus) or 1,
             allow_missing_weights=spec.allow_missing_weights,
             converted=Path(spec.converted) if spec.converted else None,
+            torch_compile=spec.torch_compile,
         )
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
