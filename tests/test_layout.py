@@ -22,7 +22,17 @@ SUBPACKAGES = (
     "pipeline",
 )
 # What only the wire format needs: gRPC itself, the generated stubs and their shared helpers.
-WIRE = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "pipeserve.v1", "pipeserve.wire")
+WIRE = (
+    "grpc",
+    "grpc_health",
+    "grpc_reflection",
+    "grpc_status",
+    "pipeserve.v1",
+    "pipeserve.oip",
+    "pipeserve.wire",
+)
+# The Open Inference Protocol's door: one folder of the edge.
+OPEN_INFERENCE = SERVER / "edge" / "oip"
 
 
 def _module_name(path: Path, src: Path = SRC) -> str:
@@ -191,6 +201,31 @@ def test_the_pure_steps_know_nothing_of_the_processes_around_them():
         if _within(module, around)
     ]
     assert not offending
+
+
+def test_the_open_inference_door_reaches_the_models_only_through_the_request_path():
+    # A door like pipeserve.v1's: the request path's calls, never the engine or the processes
+    # behind them, and nothing of pipeserve.v1's messages; only it speaks the protocol.
+    behind = tuple(
+        f"pipeserve.server.{part}" for part in ("engine", "frontends", "workers", "backends")
+    )
+    files = sorted(OPEN_INFERENCE.rglob("*.py"))
+    assert files
+    offending = [
+        f"{path.relative_to(SRC)} imports {module}"
+        for path in files
+        for module in _imports(path)
+        if _within(module, (*behind, "pipeserve.v1"))
+    ]
+    speaking = [
+        f"{path.relative_to(SRC)} imports {module}"
+        for path in _server_files()
+        if OPEN_INFERENCE not in path.parents
+        for module in _imports(path)
+        if _within(module, ("pipeserve.oip",))
+    ]
+    assert not offending
+    assert not speaking
 
 
 def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path):

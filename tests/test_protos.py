@@ -12,19 +12,29 @@ import pytest
 from tests.conftest import launch_server, model_flags, venv_path
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ("pipeserve_pb2.py", "pipeserve_pb2.pyi", "pipeserve_pb2_grpc.py")
+GENERATED = (
+    "v1/pipeserve_pb2.py",
+    "v1/pipeserve_pb2.pyi",
+    "v1/pipeserve_pb2_grpc.py",
+    "oip/grpc_service_pb2.py",
+    "oip/grpc_service_pb2.pyi",
+    "oip/grpc_service_pb2_grpc.py",
+    "oip/model_config_pb2.py",
+    "oip/model_config_pb2.pyi",
+)
 
 
 def test_generated_stubs_are_up_to_date(tmp_path):
     shutil.copytree(ROOT / "protos", tmp_path / "protos")
     shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
-    (tmp_path / "src/pipeserve/v1").mkdir(parents=True)
+    for package in ("v1", "oip"):
+        (tmp_path / "src/pipeserve" / package).mkdir(parents=True)
     # The script runs `python` from PATH: this interpreter's, activated or not.
     env = {**os.environ, "PATH": venv_path()}
     subprocess.run(["bash", str(tmp_path / "scripts/gen_protos.sh")], check=True, env=env)
     for name in GENERATED:
-        fresh = (tmp_path / "src/pipeserve/v1" / name).read_text()
-        committed = (ROOT / "src/pipeserve/v1" / name).read_text()
+        fresh = (tmp_path / "src/pipeserve" / name).read_text()
+        committed = (ROOT / "src/pipeserve" / name).read_text()
         assert fresh == committed, f"{name} is stale: run scripts/gen_protos.sh"
 
 

@@ -34,7 +34,7 @@ def test_the_grpcurl_requests_are_valid_for_their_rpcs():
         shlex.split(line)
         for block in _blocks("bash")
         for line in block.replace("\\\n", " ").splitlines()
-        if line.startswith("grpcurl") and " -d " in line
+        if line.startswith("grpcurl") and " -d " in line and "pipeserve.v1." in line
     ]
     assert len(commands) == 2
     for words in commands:

@@ -172,7 +172,9 @@ class Metrics:
 
     def _model_label(self, request: Any) -> str:
         """The served model a request names, as a label (bounded: unknown names are "")."""
-        name = getattr(request, "model", "") or self._default_model
+        # pipeserve.v1 names it `model`, the Open Inference Protocol `model_name`.
+        asked = getattr(request, "model", "") or getattr(request, "model_name", "")
+        name = asked or self._default_model
         return name if name in self._models else ""
 
     def serve(self, host: str, port: int) -> int:

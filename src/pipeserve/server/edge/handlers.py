@@ -1,13 +1,15 @@
-"""The Inference service's method handlers, built once at start-up: each RPC of the servicer
-wrapped with the metrics (outermost, so they see the final status) and the error map
-(`status.py`), with a deserializer that turns bad bytes into INVALID_ARGUMENT. Wrapping at
-registration rather than in interceptors spares every call the interceptor chain and a
-handler rebuilt per call."""
+"""The method handlers of the Inference service (and of the Open Inference Protocol's),
+built once at start-up: each RPC of the servicer wrapped with the metrics (outermost, so they
+see the final status) and the error map (`status.py`), with a deserializer that turns bad
+bytes into INVALID_ARGUMENT. Wrapping at registration rather than in interceptors spares every
+call the interceptor chain and a handler rebuilt per call."""
 
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
 
 from pipeserve.server.edge import status
 from pipeserve.server.metrics import Metrics
@@ -23,11 +25,19 @@ _FACTORIES = {
 }
 
 
-def register(server: grpc.aio.Server, servicer: object, metrics: Metrics) -> None:
-    """Adds the Inference service of `servicer` to `server`, every RPC wrapped."""
+def register(
+    server: grpc.aio.Server,
+    servicer: object,
+    metrics: Metrics,
+    service: ServiceDescriptor = SERVICE,
+) -> None:
+    """Adds `service` (pipeserve.v1's Inference by default) of `servicer` to `server`, every
+    RPC the servicer has wrapped; the service's others answer UNIMPLEMENTED."""
     handlers = {}
-    for method in SERVICE.methods:
-        behavior = getattr(servicer, method.name)
+    for method in service.methods:
+        behavior = getattr(servicer, method.name, None)
+        if behavior is None:
+            continue
         if method.client_streaming:
             wrapped = metrics.count_stream(method.name, status.map_stream_errors(behavior))
         else:
@@ -35,13 +45,13 @@ def register(server: grpc.aio.Server, servicer: object, metrics: Metrics) -> Non
         make = _FACTORIES[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             wrapped,
-            request_deserializer=status.tolerant(getattr(pb, method.input_type.name).FromString),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            request_deserializer=status.tolerant(GetMessageClass(method.input_type).FromString),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
         )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
-    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 def with_behavior(

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeserve.server.edge import admin, handlers
+from pipeserve.server.edge.oip import service as open_inference
 from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
 from pipeserve.server.edge.service import InferenceService
 from pipeserve.server.engine.core import EngineCalls
@@ -74,9 +75,17 @@ class Edge:
         self.server = grpc.aio.server(interceptors=interceptors, options=options)
         self.inference = InferenceService(self.models)
         handlers.register(self.server, self.inference, metrics)
+        # The Open Inference Protocol over the same models, engines and limits.
+        self.open_inference = open_inference.OpenInferenceService(self.models)
+        handlers.register(self.server, self.open_inference, metrics, open_inference.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
-            served = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            served = (
+                SERVICE_NAME,
+                open_inference.SERVICE.full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            )
             if self._admin_tokens:
                 served += (admin.SERVICE.full_name,)
             reflection.enable_server_reflection(served, self.server)

@@ -6,7 +6,6 @@ No logic of its own beyond the wire format; errors are mapped by `status.py` and
 counted by `metrics.py`, both wrapped around each method by `handlers.py`.
 """
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -23,6 +22,7 @@ from pipeserve.server.edge.convert import (
 from pipeserve.server.edge.model_info import TASK, model_info
 from pipeserve.server.edge.service_tasks import TaskServicer
 from pipeserve.server.edge.status import status_of
+from pipeserve.server.edge.streams import answer_each
 from pipeserve.server.errors import InvalidInput
 from pipeserve.server.pipeline.classify import ScoreFunction
 from pipeserve.server.pipeline.inputs import (
@@ -156,53 +156,22 @@ class InferenceService(TaskServicer, pb_grpc.InferenceServicer):
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyStreamRequest], context
     ) -> AsyncIterator[pb.ClassifyStreamResponse]:
-        """Each request runs as its own task through the shared batcher; responses go out
-        as they finish. A failed request answers with its error; the stream goes on.
-
-        At most max_stream_in_flight requests are held at once, computing or waiting to be
-        written; beyond that the stream is not read, and HTTP/2 flow control holds the
-        sender back."""
-        responses: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
-        # Each message's request names its model; the stream's bound is the server's.
-        room = asyncio.Semaphore(self._models.get("").settings.max_stream_in_flight)
+        """Each request runs as its own task through the shared batcher (`streams.py`); a
+        failed request answers with its error, and the stream goes on."""
         deadline = call_deadline(context)
 
-        async def answer(message: pb.ClassifyStreamRequest) -> None:
+        async def answer(message: pb.ClassifyStreamRequest) -> pb.ClassifyStreamResponse:
             try:
                 response = await self._classify(message.request, deadline)
-                await responses.put(pb.ClassifyStreamResponse(id=message.id, response=response))
+                return pb.ClassifyStreamResponse(id=message.id, response=response)
             except Exception as error:  # answered per id; unexpected ones are logged there
                 status = status_of(error).rich()
-                await responses.put(pb.ClassifyStreamResponse(id=message.id, status=status))
+                return pb.ClassifyStreamResponse(id=message.id, status=status)
 
-        answering: set[asyncio.Task] = set()
-
-        async def read() -> None:
-            try:
-                messages = aiter(request_iterator)
-                while True:
-                    await room.acquire()
-                    try:
-                        message = await anext(messages)
-                    except StopAsyncIteration:
-                        break
-                    task = asyncio.create_task(answer(message))
-                    answering.add(task)
-                    task.add_done_callback(answering.discard)
-                await asyncio.gather(*answering)
-            finally:  # wakes the writer below, also when reading failed
-                await responses.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (response := await responses.get()) is not None:
-                yield response
-                room.release()
-            await reader  # surfaces a failed read (e.g. an undecodable message)
-        finally:
-            reader.cancel()
-            for task in answering:
-                task.cancel()
+        # Each message's request names its model; the stream's bound is the server's.
+        in_flight = self._models.get("").settings.max_stream_in_flight
+        async for response in answer_each(request_iterator, answer, in_flight):
+            yield response
 
     async def ModelInfo(self, request: pb.ModelInfoRequest, context) -> pb.ModelInfoResponse:
         return model_info(await describe(self._model(request)))
