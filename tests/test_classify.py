@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 import pytest
 
-from pipeserve.client import Client, LabelScore, PipeserveError
-from tests.conftest import SEED_SENTENCES, launch_server
+from pipeserve.client import LabelScore, PipeserveError
+from tests.conftest import SEED_SENTENCES, ModelClient
 
 SCORE_ATOL = 1e-5
 PAIRS = [
@@ -142,13 +142,9 @@ def test_text_pairs_equal_the_pipeline(client, classifier, tiny_distilbert):
 
 
 @pytest.fixture(scope="module")
-def ner_client(tiny_bert_ner) -> Iterator[Client]:
-    process = launch_server(tiny_bert_ner, "--workers-per-device", "1")
-    try:
-        with Client(process.address, timeout=60) as c:
-            yield c
-    finally:
-        process.stop()
+def ner_client(every_task) -> Iterator[ModelClient]:
+    with ModelClient(every_task.address, "ner", timeout=60) as c:
+        yield c
 
 
 def test_token_classifier_refuses_classify(ner_client):

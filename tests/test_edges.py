@@ -197,7 +197,9 @@ def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(tiny_robe
     assert "65 tokens; the model accepts at most 64" in error.value.details()
 
 
-def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(tiny_roberta, tmp_path):
+def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(
+    tiny_roberta, openvino_cache
+):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -210,7 +212,8 @@ def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(tiny_ro
             model(**tokenizer(t, truncation=True, max_length=64, return_tensors="pt")).logits[0]
             for t in texts
         ]
-    flags = ("--backend", "openvino", "--cache-dir", str(tmp_path), "--max-message-bytes", "1024")
+    cache = ("--cache-dir", str(openvino_cache))
+    flags = ("--backend", "openvino", *cache, "--max-message-bytes", "1024")
     with serving(tiny_roberta, *flags) as server, Client(server.address, timeout=120) as client:
         assert client.model_info().max_length == 64
         served = client.forward(texts, outputs=["logits"])

@@ -17,8 +17,8 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, pipeserve, serving, sst2_sentences
-from .tiny_tasks import save_tiny_bert, two_front_ends
+from .conftest import SEED_SENTENCES, ModelClient, ServerProcess, pipeserve, sst2_sentences
+from .tiny_tasks import front_end_clients
 
 COSINE = 0.99999
 
@@ -169,12 +169,6 @@ def test_a_classifier_cannot_embed(client: Client):
 # --- Every pooling a checkpoint can declare -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, minilm_path) -> Path:
-    """A bare BERT encoder whose token states vary strongly with the input."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-encoder"), "BertModel", minilm_path, 3)
-
-
 def _sentence_transformers_checkpoint(
     folder: Path, encoder: Path, pooling: dict, normalize: bool, settings: dict
 ) -> Path:
@@ -249,18 +243,39 @@ CHECKPOINTS = {
 }
 
 
-@pytest.mark.parametrize("name", CHECKPOINTS)
-def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, tmp_path):
-    pooling, normalize, settings = CHECKPOINTS[name]
-    checkpoint = _sentence_transformers_checkpoint(
-        tmp_path / name, tiny_encoder, dict(pooling), normalize, dict(settings)
+@pytest.fixture(scope="module")
+def poolings(tmp_path_factory, tiny_encoder) -> dict[str, Path]:
+    """Each of CHECKPOINTS, by its name."""
+    folder = tmp_path_factory.mktemp("poolings")
+    return {
+        name: _sentence_transformers_checkpoint(
+            folder / name, tiny_encoder, dict(pooling), normalize, dict(settings)
+        )
+        for name, (pooling, normalize, settings) in CHECKPOINTS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def poolings_server(servers, poolings, tmp_path_factory) -> ServerProcess:
+    """One server of every checkpoint of `poolings`, by its name, batches of at most 8."""
+    models = tmp_path_factory.mktemp("poolings-file") / "models.toml"
+    models.write_text(
+        "".join(f'[models.{name}]\npath = "{path}"\n' for name, path in poolings.items()),
+        encoding="utf-8",
     )
-    reference = _reference(checkpoint)
+    return servers.get(None, "--models-file", str(models), "--max-batch-size", "8")
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_each_declared_pooling_equals_sentence_transformers(name, poolings, poolings_server):
+    pooling, _, settings = CHECKPOINTS[name]
+    server = poolings_server
+    reference = _reference(poolings[name])
     texts = [*SEED_SENTENCES, *sst2_sentences(62)]  # SST-2 is lower case; these are not
     # The checkpoint's own, and the "query" and "document" every model has.
     prompts = [None, *reference.prompts]
     assert set(settings["prompts"]) < set(prompts)
-    with serving(checkpoint, "--max-batch-size", "8") as server, Client(server.address) as client:
+    with ModelClient(server.address, name) as client:
         info = client.model_info().embedding
         assert info is not None and info.source == "modules.json"
         assert info.include_prompt is pooling.get("include_prompt", True)
@@ -279,7 +294,7 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
 
         async def bare_async() -> np.ndarray:
             async with AsyncClient(server.address, timeout=60) as aclient:
-                return await aclient.embed(texts[:16], prompt="")
+                return await aclient.embed(texts[:16], prompt="", model=name)
 
         _assert_same(asyncio.run(bare_async()), unprompted)
         if settings.get("default_prompt_name"):
@@ -288,10 +303,11 @@ def test_each_declared_pooling_equals_sentence_transformers(name, tiny_encoder, 
 
 
 @pytest.mark.slow
-def test_a_plain_checkpoint_gets_mean_pooling(tiny_encoder):
+def test_a_plain_checkpoint_gets_mean_pooling(every_task_two_front_ends, tiny_encoder):
     reference = _reference(tiny_encoder)  # no modules.json: sentence-transformers means too
     texts = sst2_sentences(64)
-    with two_front_ends(tiny_encoder) as clients:
+    # every_task_file serves tiny_encoder as "emb".
+    with front_end_clients(every_task_two_front_ends, "emb") as clients:
         for client in clients:
             info = client.model_info().embedding
             assert info is not None and (info.pooling, info.source) == ("mean", "default")

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from pipeserve.client import AsyncClient, Client, PipeserveError
+from pipeserve.client import AsyncClient, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import launch_server, pipeserve, sst2_sentences
+from tests.conftest import ModelClient, for_model, pipeserve, sst2_sentences
 
 SCORE_ATOL = 1e-5
 
@@ -30,16 +30,18 @@ def _masked(count: int = 32) -> list[str]:
     return texts
 
 
-@pytest.fixture(scope="module")
-def mlm_server(tiny_bert_mlm):
-    process = launch_server(tiny_bert_mlm, "--workers-per-device", "1")
-    yield process
-    process.stop()
+# The name the masked LM is served under by the every_task server.
+MLM = "mlm"
 
 
 @pytest.fixture(scope="module")
-def mlm(mlm_server) -> Iterator[Client]:
-    with Client(mlm_server.address, timeout=120) as client:
+def mlm_server(every_task):
+    return every_task
+
+
+@pytest.fixture(scope="module")
+def mlm(mlm_server) -> Iterator[ModelClient]:
+    with ModelClient(mlm_server.address, MLM) as client:
         yield client
 
 
@@ -107,34 +109,33 @@ def _several_masks(count: int = 24) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "flags",
+    "served_by",
     [
-        (),
-        pytest.param(("--frontends", "2"), marks=pytest.mark.slow),
-        pytest.param(("--backend", "openvino"), marks=pytest.mark.slow),
+        "torch",
+        pytest.param("frontends-2", marks=pytest.mark.slow),
+        pytest.param("openvino", marks=pytest.mark.slow),
     ],
-    ids=["torch", "frontends-2", "openvino"],
 )
 def test_several_masks_in_batches_of_varied_lengths(
-    tiny_bert_mlm, fill_mask, flags, openvino_cache
+    request, tiny_bert_mlm, fill_mask, served_by, servers, openvino_cache
 ):
     """The workers send back the mask tokens' rows alone: texts with different numbers of
-    masks and lengths in one batch, from concurrent callers, still get the pipeline's answer."""
-    if "openvino" in flags:
+    masks and lengths in one batch, from concurrent callers, still get the pipeline's answer.
+    The every_task servers' masked LM waits 200 ms for a batch to fill, as the openvino one."""
+    if served_by == "openvino":
         pytest.importorskip("openvino")
-        flags = (*flags, "--cache-dir", str(openvino_cache))
+        flags = ("--backend", "openvino", "--cache-dir", str(openvino_cache))
+        server = servers.get(tiny_bert_mlm, "--max-wait-ms", "200", *flags)
+        model = ""
+    else:
+        fixture = "every_task" if served_by == "torch" else "every_task_two_front_ends"
+        server, model = request.getfixturevalue(fixture), MLM
     texts = _several_masks()
     reference = _reference(fill_mask, texts)
     chunks = [texts[i : i + 3] for i in range(0, len(texts), 3)]
 
-    server = launch_server(
-        tiny_bert_mlm, "--max-wait-ms", "200", "--workers-per-device", "1", *flags
-    )
-    try:
-        with Client(server.address, timeout=120) as client, ThreadPoolExecutor(8) as pool:
-            answers = [masks for chunk in pool.map(client.fill_mask, chunks) for masks in chunk]
-    finally:
-        server.stop()
+    with ModelClient(server.address, model) as client, ThreadPoolExecutor(8) as pool:
+        answers = [masks for chunk in pool.map(client.fill_mask, chunks) for masks in chunk]
 
     _assert_equal(answers, reference)
     assert {len(masks) for masks in answers} == {1, 2, 3}
@@ -156,7 +157,10 @@ def test_async_client_fill_mask(mlm_server, fill_mask):
 
     async def main():
         async with AsyncClient(mlm_server.address, timeout=120) as client:
-            return [r[0] for r in await asyncio.gather(*(client.fill_mask([t]) for t in texts))]
+            return [
+                r[0]
+                for r in await asyncio.gather(*(client.fill_mask([t], model=MLM) for t in texts))
+            ]
 
     _assert_equal(asyncio.run(main()), _reference(fill_mask, texts))
 
@@ -164,7 +168,9 @@ def test_async_client_fill_mask(mlm_server, fill_mask):
 def test_cli_fill_mask(mlm_server, fill_mask):
     texts = ["the movie was [MASK] .", "a [MASK] film , [MASK] acted"]
 
-    done = pipeserve("fill-mask", "--target", mlm_server.address, "--top-k", "3", *texts)
+    done = pipeserve(
+        "fill-mask", "--target", mlm_server.address, "--model", MLM, "--top-k", "3", *texts
+    )
 
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -201,7 +207,7 @@ def test_bad_requests_are_invalid_argument_naming_the_item(mlm_server, request_,
         grpc.insecure_channel(mlm_server.address) as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
-        InferenceStub(channel).FillMask(request_, timeout=60)
+        InferenceStub(channel).FillMask(for_model(request_, MLM), timeout=60)
 
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named in refused.value.details()

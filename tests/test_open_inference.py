@@ -41,22 +41,11 @@ ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_distilbert, task_models) -> Iterator[ServerProcess]:
-    """One server of a model per mapping (named as task_models names them); `wait`, the
-    classifier again, holds a batch open for 3 s or two items, so that two calls share it."""
-    paths = {"clf": tiny_distilbert, "wait": tiny_distilbert, **task_models}
-    extra = {"clf": "default = true", "wait": "max_wait_ms = 3000\nmax_batch_size = 2"}
-    models = tmp_path_factory.mktemp("oip") / "models.toml"
-    models.write_text(
-        "\n".join(
-            f'[models.{name}]\npath = "{path}"\n{extra.get(name, "")}\n'
-            for name, path in paths.items()
-        )
-    )
-    # Seven models, a worker each: their start-up takes minutes on a busy host.
-    process = launch_server(None, "--models-file", str(models), timeout=600)
-    yield process
-    process.stop()
+def server(every_task) -> ServerProcess:
+    """The server of a model per task (conftest's every_task_file, named as task_models names
+    them); `wait`, the classifier again, holds a batch open for 3 s or two items, so that two
+    calls share it."""
+    return every_task
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import launch_server, model_flags, venv_path
+from tests.conftest import venv_path
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = (
@@ -155,14 +155,6 @@ def test_the_metadata_keys_the_server_sends_are_the_ones_the_proto_declares(addr
     assert info.backend_version == version("torch")
 
 
-@pytest.fixture(scope="module")
-def every_task(tiny_distilbert, task_models):
-    """A server of a model for each RPC; the classifier is the default."""
-    server = launch_server(f"clf={tiny_distilbert}", *model_flags(task_models))
-    yield server
-    server.stop()
-
-
 def _assert_ran(timings, name: str, postprocess: bool) -> None:
     """`timings` of a call that tokenized, queued and ran the model (and postprocessed)."""
     assert timings.tokenize_ms > 0, name
@@ -171,7 +163,6 @@ def _assert_ran(timings, name: str, postprocess: bool) -> None:
     assert (timings.postprocess_ms > 0) == postprocess, name
 
 
-@pytest.mark.slow
 def test_every_inference_response_carries_its_timings(every_task):
     """As Timings says: every unary RPC that runs the model, whatever its task, and Tokenize."""
     import grpc

@@ -3,44 +3,17 @@ gives them (no sigmoid on the single output), for many texts sent at once."""
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeserve.client import Client
-from tests.conftest import _save_tiny, launch_server, sst2_sentences
+from tests.conftest import ModelClient, sst2_sentences
 
 
 @pytest.fixture(scope="module")
-def tiny_regressor(tmp_path_factory, minilm_path) -> Path:
-    """A DistilBERT regression head (one output, problem_type "regression"), random weights
-    spread wide enough that its outputs leave [0, 1]."""
-    import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
-
-    torch.manual_seed(3)
-    config = DistilBertConfig(
-        dim=32,
-        hidden_dim=64,
-        n_layers=2,
-        n_heads=2,
-        initializer_range=0.3,
-        num_labels=1,
-        problem_type="regression",
-    )
-    model = DistilBertForSequenceClassification(config).eval()
-    return _save_tiny(tmp_path_factory.mktemp("tiny-regressor"), model, minilm_path)
-
-
-@pytest.fixture(scope="module")
-def regressor_client(tiny_regressor) -> Iterator[Client]:
-    process = launch_server(tiny_regressor)
-    try:
-        with Client(process.address, timeout=60) as client:
-            yield client
-    finally:
-        process.stop()
+def regressor_client(every_task) -> Iterator[ModelClient]:
+    with ModelClient(every_task.address, "reg", timeout=60) as client:
+        yield client
 
 
 def test_regression_scores_are_the_pipelines_raw_outputs(regressor_client, tiny_regressor):

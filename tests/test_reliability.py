@@ -1,5 +1,6 @@
-"""Faults and overload against real servers: dead and hung workers, a full queue, deadlines,
-cancellation and SIGTERM. Workers are paused with SIGSTOP to hold work in flight on purpose."""
+"""Faults and overload against real servers: dead workers, a full queue, deadlines,
+cancellation and SIGTERM. Workers are paused with SIGSTOP to hold work in flight on purpose.
+Hung workers, which need no process to show, are tested in process (test_engine_faults.py)."""
 
 import asyncio
 import os
@@ -95,39 +96,6 @@ def test_killed_worker_loses_no_call_and_is_respawned(tiny_distilbert, tiny_logi
                 out = client.forward([sentence], outputs=["logits"])
                 np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
         assert workers(server.address)[0].batches > before
-
-
-@pytest.mark.slow
-def test_hung_worker_is_killed_and_its_batch_retried_on_another(tiny_distilbert, tiny_logits):
-    sentence = next(iter(tiny_logits))
-    with serving(
-        tiny_distilbert, "--workers-per-device", "2", "--forward-timeout-s", "2"
-    ) as server:
-        hung = workers(server.address)[0]
-        with paused(hung.pid), Client(server.address, timeout=30) as client:
-            # Idle workers are used in turn, so one of the first two calls meets the hung one.
-            for _ in range(2):
-                out = client.forward([sentence], outputs=["logits"])
-                np.testing.assert_allclose(out.logits[0], tiny_logits[sentence], atol=1e-5)
-        wait_until(lambda: workers(server.address)[0].ready)
-        assert workers(server.address)[0].restarts == 1
-
-
-@pytest.mark.slow
-def test_items_fail_unavailable_after_their_retry_also_dies(tiny_distilbert):
-    with serving(
-        tiny_distilbert, "--workers-per-device", "2", "--forward-timeout-s", "1"
-    ) as server:
-        first, second = workers(server.address)
-        with (
-            paused(first.pid),
-            paused(second.pid),
-            Client(server.address, timeout=30) as c,
-            pytest.raises(PipeserveError) as failed,
-        ):
-            c.classify(["a sentence nobody will classify"])
-        assert failed.value.code == grpc.StatusCode.UNAVAILABLE
-        assert "died" in failed.value.details
 
 
 def _respawn_delays(server: ServerProcess) -> list[float]:

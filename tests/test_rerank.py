@@ -16,7 +16,7 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import pipeserve, serving, sst2_sentences
+from .conftest import ModelClient, for_model, pipeserve, serving, sst2_sentences
 from .tiny_tasks import save_tiny_bert, two_front_ends
 
 
@@ -27,9 +27,13 @@ def _tiny_cross_encoder(folder: Path, tokenizer: Path, seed: int, **config) -> P
     )
 
 
+# The name the cross-encoder (task_models' "ce") is served under by the every_task server.
+CE = "ce"
+
+
 @pytest.fixture(scope="module")
-def cross_encoder_path(tmp_path_factory, minilm_path) -> Path:
-    return _tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"), minilm_path, 4)
+def cross_encoder_path(task_models) -> Path:
+    return task_models[CE]
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +44,13 @@ def reference(cross_encoder_path):
 
 
 @pytest.fixture(scope="module")
-def rerank_server(cross_encoder_path):
-    with serving(cross_encoder_path, "--max-batch-size", "16") as server:
-        yield server
+def rerank_server(every_task):
+    return every_task
 
 
 @pytest.fixture(scope="module")
-def ce_client(rerank_server) -> Iterator[Client]:
-    with Client(rerank_server.address, timeout=120) as client:
+def ce_client(rerank_server) -> Iterator[ModelClient]:
+    with ModelClient(rerank_server.address, CE) as client:
         yield client
 
 
@@ -96,7 +99,7 @@ def test_async_client_and_cli_rank_the_same(rerank_server, ce_client: Client):
     async def rerank() -> list[list[dict]]:
         async with AsyncClient(rerank_server.address, timeout=60) as client:
             results = await asyncio.gather(
-                *(client.rerank(query, documents, top_n=5) for _ in range(4))
+                *(client.rerank(query, documents, top_n=5, model=CE) for _ in range(4))
             )
         return [[r.to_dict() for r in ranked] for ranked in results]
 
@@ -106,7 +109,8 @@ def test_async_client_and_cli_rank_the_same(rerank_server, ce_client: Client):
         np.testing.assert_allclose(
             [r["score"] for r in result], [e["score"] for e in expected], atol=1e-6
         )
-    done = pipeserve("rerank", "--target", rerank_server.address, "--top-n", "5", query, *documents)
+    target = ("--target", rerank_server.address, "--model", CE)
+    done = pipeserve("rerank", *target, "--top-n", "5", query, *documents)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert [p["corpus_id"] for p in printed] == [e["corpus_id"] for e in expected]
@@ -125,7 +129,7 @@ def test_bad_requests_are_refused_naming_the_problem(rerank_server, ce_client: C
     }
     for message, request in refused.items():
         with pytest.raises(grpc.RpcError) as error:
-            stub.Rerank(request, timeout=30)
+            stub.Rerank(for_model(request, CE), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, message
         assert message in error.value.details()
     with pytest.raises(ValueError, match="top_n"):

@@ -175,12 +175,11 @@ def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(tiny_distilbert)
         assert workers(server.address)[0].items == 2
 
 
-def test_a_large_output_comes_through_shared_memory_exactly(tiny_distilbert):
+def test_a_large_output_comes_through_shared_memory_exactly(client, tiny_distilbert):
     sentences = sst2_sentences(256)
     tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
     model = DistilBertForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    with serving(tiny_distilbert) as server, Client(server.address, timeout=120) as client:
-        out = client.forward(sentences, outputs=["last_hidden_state"])
+    out = client.forward(sentences, outputs=["last_hidden_state"])
     hidden = out.last_hidden_state
     assert hidden.nbytes > 1024 * 1024  # far past what travels in the message itself
     with torch.inference_mode():

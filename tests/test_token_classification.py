@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from pipeserve.client import AsyncClient, Client, PipeserveError
+from pipeserve.client import AsyncClient, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import launch_server, pipeserve, sst2_sentences
+from tests.conftest import ModelClient, for_model, pipeserve, sst2_sentences
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]
 SCORE_ATOL = 1e-5
@@ -38,16 +38,18 @@ def _long_texts() -> list[str]:
     return [" ".join(sentences[i : i + 4]) for i in range(0, 60, 4)]
 
 
-@pytest.fixture(scope="module")
-def ner_server(tiny_bert_ner):
-    process = launch_server(tiny_bert_ner, "--workers-per-device", "1")
-    yield process
-    process.stop()
+# The name the token classifier is served under by the every_task servers.
+NER = "ner"
 
 
 @pytest.fixture(scope="module")
-def ner(ner_server) -> Iterator[Client]:
-    with Client(ner_server.address, timeout=120) as client:
+def ner_server(every_task):
+    return every_task
+
+
+@pytest.fixture(scope="module")
+def ner(ner_server) -> Iterator[ModelClient]:
+    with ModelClient(ner_server.address, NER) as client:
         yield client
 
 
@@ -140,14 +142,16 @@ def test_async_client_classify_tokens(ner_server, tiny_bert_ner):
 
     async def main():
         async with AsyncClient(ner_server.address, timeout=120) as client:
-            calls = [client.classify_tokens([t], aggregation_strategy="first") for t in texts]
+            calls = [
+                client.classify_tokens([t], aggregation_strategy="first", model=NER) for t in texts
+            ]
             return [r[0] for r in await asyncio.gather(*calls)]
 
     _assert_equal(asyncio.run(main()), reference)
 
 
 @pytest.mark.slow
-def test_classify_tokens_through_two_front_ends(tiny_bert_ner):
+def test_classify_tokens_through_two_front_ends(every_task_two_front_ends, tiny_bert_ner):
     texts = _long_texts()[:6] + _texts(10)
     reference = _pipeline(
         tiny_bert_ner,
@@ -155,21 +159,17 @@ def test_classify_tokens_through_two_front_ends(tiny_bert_ner):
         stride=8,
         tokenizer_kwargs={"model_max_length": WINDOW_LENGTH},
     )(texts)
-    process = launch_server(tiny_bert_ner, "--frontends", "2")
-    try:
-        with Client(process.address, timeout=120) as client:
-            with ThreadPoolExecutor(8) as pool:
-                results = list(
-                    pool.map(
-                        lambda t: client.classify_tokens(
-                            [t], aggregation_strategy="simple", stride=8, max_length=WINDOW_LENGTH
-                        )[0],
-                        texts,
-                    )
+    with ModelClient(every_task_two_front_ends.address, NER) as client:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(
+                pool.map(
+                    lambda t: client.classify_tokens(
+                        [t], aggregation_strategy="simple", stride=8, max_length=WINDOW_LENGTH
+                    )[0],
+                    texts,
                 )
-            assert client.model_info().frontends == 2
-    finally:
-        process.stop()
+            )
+        assert client.model_info().frontends == 2
     _assert_equal(results, reference)
 
 
@@ -181,6 +181,8 @@ def test_cli_classify_tokens(ner_server, tiny_bert_ner):
         "classify-tokens",
         "--target",
         ner_server.address,
+        "--model",
+        NER,
         "--aggregation-strategy",
         "max",
         *texts,
@@ -229,7 +231,7 @@ def test_bad_requests_are_invalid_argument_naming_the_field(ner_server, request_
         grpc.insecure_channel(ner_server.address) as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
-        InferenceStub(channel).ClassifyTokens(request_, timeout=60)
+        InferenceStub(channel).ClassifyTokens(for_model(request_, NER), timeout=60)
 
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named in refused.value.details()

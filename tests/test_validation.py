@@ -3,7 +3,8 @@ that names the offending item and the limit, never INTERNAL, and the server stay
 
 Requests the client library would refuse on its own (no inputs, an input with no kind, unknown
 enum numbers, options that would be ignored) go through the raw generated stub; the rest through
-the client.
+the client, with its splitting of calls over the limits off (split_concurrency=0), so that the
+server sees them whole.
 Limits that need other flags are checked on a second server started with small ones.
 """
 
@@ -74,7 +75,7 @@ def limited_server(tiny_distilbert: Path) -> Iterator[ServerProcess]:
 
 
 def _target(server: ServerProcess, stack: ExitStack) -> Target:
-    client = stack.enter_context(Client(server.address, timeout=TIMEOUT))
+    client = stack.enter_context(Client(server.address, timeout=TIMEOUT, split_concurrency=0))
     channel = stack.enter_context(grpc.insecure_channel(server.address))
     baseline = client.classify(SEED_SENTENCES, top_k=None)
     return Target(server, client, InferenceStub(channel), baseline)

@@ -16,25 +16,21 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import pipeserve, serving, sst2_sentences
-from .tiny_tasks import save_tiny_bert, two_front_ends
+from .conftest import ModelClient, for_model, pipeserve, sst2_sentences
+from .tiny_tasks import front_end_clients
 
 LABELS = ["politics", "sports", "cinema", "cooking"]
 
 
+# The name the NLI model (task_models' "nli": entailment neither the first class nor the last,
+# spelt in capitals, as the pipeline's lookup must cope with) is served under by the every_task
+# servers.
+NLI = "nli"
+
+
 @pytest.fixture(scope="module")
-def nli_path(tmp_path_factory, minilm_path) -> Path:
-    """A BERT NLI classifier, random weights; entailment is neither the first class nor the
-    last, and spelt in capitals, as the pipeline's lookup must cope with."""
-    labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
-    return save_tiny_bert(
-        tmp_path_factory.mktemp("tiny-nli"),
-        "BertForSequenceClassification",
-        minilm_path,
-        6,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-    )
+def nli_path(task_models) -> Path:
+    return task_models[NLI]
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +41,13 @@ def reference(nli_path):
 
 
 @pytest.fixture(scope="module")
-def nli_server(nli_path):
-    with serving(nli_path, "--max-batch-size", "16") as server:
-        yield server
+def nli_server(every_task):
+    return every_task
 
 
 @pytest.fixture(scope="module")
-def nli_client(nli_server) -> Iterator[Client]:
-    with Client(nli_server.address, timeout=120) as client:
+def nli_client(nli_server) -> Iterator[ModelClient]:
+    with ModelClient(nli_server.address, NLI) as client:
         yield client
 
 
@@ -113,7 +108,10 @@ def test_async_client_and_cli_return_the_same(nli_server, nli_client: Client):
     async def classify():
         async with AsyncClient(nli_server.address, timeout=60) as client:
             return await asyncio.gather(
-                *(client.classify_zero_shot([t], LABELS, multi_label=True) for t in texts)
+                *(
+                    client.classify_zero_shot([t], LABELS, multi_label=True, model=NLI)
+                    for t in texts
+                )
             )
 
     # Batched with other calls or not, the scores agree to float32 rounding.
@@ -125,6 +123,8 @@ def test_async_client_and_cli_return_the_same(nli_server, nli_client: Client):
         "classify-zero-shot",
         "--target",
         nli_server.address,
+        "--model",
+        NLI,
         "--labels",
         labels,
         "--multi-label",
@@ -158,7 +158,7 @@ def test_bad_requests_are_refused_naming_the_problem(nli_server):
     }
     for message, request in refused.items():
         with pytest.raises(grpc.RpcError) as error:
-            stub.ClassifyZeroShot(request, timeout=30)
+            stub.ClassifyZeroShot(for_model(request, NLI), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, message
         assert message in error.value.details()
 
@@ -179,10 +179,10 @@ def test_an_nli_model_lists_zero_shot_and_not_rerank(nli_client: Client):
 
 
 @pytest.mark.slow
-def test_two_front_ends_classify_the_same(nli_path, reference):
+def test_two_front_ends_classify_the_same(every_task_two_front_ends, reference):
     texts = sst2_sentences(16)
     expected = reference(texts, candidate_labels=LABELS)
-    with two_front_ends(nli_path) as clients:
+    with front_end_clients(every_task_two_front_ends, NLI) as clients:
         for client in clients:
             served = _classify_concurrently(client, texts, candidate_labels=LABELS)
             _assert_same(served, expected, LABELS)

@@ -1,13 +1,11 @@
 """What the Embed, Rerank and ClassifyZeroShot tests share: tiny random BERT checkpoints whose
-outputs vary strongly with their input, and a server with two front ends, a client on each."""
+outputs vary strongly with their input, and a client on each of a server's two front ends."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeserve.client import Client
-
-from .conftest import _save_tiny, clients_by_frontend, serving
+from .conftest import OWN_CONNECTION, ModelClient, ServerProcess, _save_tiny, by_frontend, serving
 
 
 def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, **config) -> Path:
@@ -31,12 +29,21 @@ def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, *
 
 
 @contextmanager
-def two_front_ends(model: Path) -> Iterator[list[Client]]:
+def front_end_clients(server: ServerProcess, model: str = "") -> Iterator[list[ModelClient]]:
+    """A client of `model` on each of `server`'s two front ends."""
+    clients = by_frontend(
+        lambda: ModelClient(server.address, model, timeout=60, channel_options=OWN_CONNECTION),
+        lambda client: client.model_info().frontend_pid,
+    )
+    try:
+        yield list(clients.values())
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+@contextmanager
+def two_front_ends(model: Path) -> Iterator[list[ModelClient]]:
     """`model` served with `--frontends 2`, and a client on each front end."""
-    with serving(model, "--frontends", "2") as server:
-        clients = clients_by_frontend(server.address)
-        try:
-            yield list(clients.values())
-        finally:
-            for client in clients.values():
-                client.close()
+    with serving(model, "--frontends", "2") as server, front_end_clients(server) as clients:
+        yield clients

@@ -12,6 +12,7 @@ import grpc
 
 from pipeserve.client import bind, parse
 from pipeserve.client.channel import AsyncChannelOwner, CallDefaults, ChannelOwner, Endpoint
+from pipeserve.client.fanout import AsyncFanout, BlockingFanout
 from pipeserve.client.results import ModelInfo
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import AdminStub
@@ -82,6 +83,9 @@ class _AdminCalls:
         self._call_options = CallDefaults(endpoint, timeout, wait_for_ready=False)
         self._channel = endpoint.aio_channel() if self._asyncio else endpoint.channel()
         self._stub = AdminStub(self._channel)
+        # Admin's calls have nothing to split.
+        fanout = AsyncFanout if self._asyncio else BlockingFanout
+        self._fanout = fanout(self._stub, self._call_options, concurrency=0)
 
 
 class AdminClient(_AdminCalls, ChannelOwner):

@@ -1,23 +1,14 @@
 """The asyncio client: Client's methods, awaitable, over grpc.aio."""
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any
-
-import grpc
-import grpc.aio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from pipeserve.client import bind, build, calls, parse
 from pipeserve.client.build import FunctionToApply, ModelInputLike, WindowAggregation
-from pipeserve.client.channel import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    AsyncChannelOwner,
-    CallDefaults,
-    Endpoint,
-)
+from pipeserve.client.channel import AsyncChannelOwner
+from pipeserve.client.client import InferenceCalls
 from pipeserve.client.errors import translating_rpc_errors
 from pipeserve.client.results import StreamResult
 from pipeserve.client.tasks import AsyncTaskCalls
-from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 StreamRequests = (
     Iterable[tuple[str, Iterable[ModelInputLike]]]
@@ -25,38 +16,15 @@ StreamRequests = (
 )
 
 
-class AsyncClient(AsyncTaskCalls, AsyncChannelOwner):
+class AsyncClient(InferenceCalls, AsyncTaskCalls, AsyncChannelOwner):
     """The asyncio twin of Client: same arguments, same methods, each awaited.
 
     Create it inside the running event loop (grpc.aio binds the channel to it). classify_stream
     is not awaited: it returns an async iterator, and takes a sync or an async iterable. See
-    Client for what each argument means.
+    Client for what each argument means; a call sent in parts has its parts in flight as tasks.
     """
 
-    # `timeout` stays a parameter (ruff's ASYNC109 would have asyncio.timeout) because it becomes
-    # the gRPC deadline, which the server sees and honours; a local asyncio timeout would not.
-
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        channel_options: Sequence[tuple[str, Any]] | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        wait_for_ready: bool = False,
-    ) -> None:
-        endpoint = Endpoint(
-            target,
-            credentials=credentials,
-            token=token,
-            max_message_bytes=max_message_bytes,
-            channel_options=channel_options,
-        )
-        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
-        self._channel = endpoint.aio_channel()
-        self._stub = InferenceStub(self._channel)
+    _asyncio = True
 
     # The core unary calls, each written once in calls.py: arguments, docstring, request,
     # parser; the task RPCs' come from the mixin, each written once in its module of tasks/.

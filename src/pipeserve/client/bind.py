@@ -1,8 +1,9 @@
 """How a call spec becomes a client method: a spec is a function of the call's Python
 arguments that returns the `Call` to make (the RPC, its request, its response's parser, its
-timeout); `blocking` and `awaitable` bind it as a method of a blocking or an asyncio client,
-showing the spec's signature and docstring. `calls.py` holds the Inference service's core
-specs, a module each of `tasks/` its task RPCs', `admin.py` the Admin service's.
+timeout, and how it splits when too large for the server); `blocking` and `awaitable` bind it
+as a method of a blocking or an asyncio client, showing the spec's signature and docstring,
+which makes the call through the client's fanout (`fanout.py`). `calls.py` holds the Inference
+service's core specs, a module each of `tasks/` its task RPCs', `admin.py` the Admin service's.
 """
 
 import functools
@@ -14,7 +15,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from google.protobuf.message import Message
 
-from pipeserve.client.errors import translating_rpc_errors
+from pipeserve.client.split import Split
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,25 +23,22 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Call(Generic[R]):
-    """One call to make: the Inference method, its request, its response's parser and the
-    call's own timeout (None: the client's default)."""
+    """One call to make: the Inference method, its request, its response's parser, the
+    call's own timeout (None: the client's default) and how its request splits into requests
+    within the server's limits (None: it goes whole)."""
 
     rpc: str
     request: Message
     parse: Callable[[Any], R]
     timeout: float | None
+    split: Split[R] | None = None
 
 
 def blocking(spec: Callable[P, Call[R]]) -> Callable[Concatenate[Any, P], R]:
     """`spec` as a method of Client: builds the request, calls, returns the parsed answer."""
 
     def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = spec(*args, **kwargs)
-        with translating_rpc_errors():
-            response = getattr(self._stub, call.rpc)(
-                call.request, **self._call_options(call.timeout)
-            )
-        return call.parse(response)
+        return self._fanout(spec(*args, **kwargs))
 
     return _shown_as(method, spec)
 
@@ -49,12 +47,7 @@ def awaitable(spec: Callable[P, Call[R]]) -> Callable[Concatenate[Any, P], Corou
     """`spec` as a method of AsyncClient: the same, awaited."""
 
     async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        call = spec(*args, **kwargs)
-        with translating_rpc_errors():
-            response = await getattr(self._stub, call.rpc)(
-                call.request, **self._call_options(call.timeout)
-            )
-        return call.parse(response)
+        return await self._fanout(spec(*args, **kwargs))
 
     return _shown_as(method, spec)
 

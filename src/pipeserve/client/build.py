@@ -56,7 +56,22 @@ def _items(inputs: Any, what: str) -> list[Any]:
     return items
 
 
-def _as_pair(item: Any) -> pb.TextPair | None:
+def _sendable(text: str, where: str) -> str:
+    """`text`, or ValueError naming `where` when UTF-8 cannot encode it (the wire's strings
+    are UTF-8): a lone surrogate, left by decoding bytes that were not UTF-8 with
+    errors="surrogateescape" (Python's stdin under a C locale does)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{where}: character {text[error.start]!r} at position {error.start} cannot be "
+                "sent (UTF-8 cannot encode it): was the text read from bytes that are not UTF-8?"
+            ) from None
+    return text
+
+
+def _as_pair(index: int, item: Any) -> pb.TextPair | None:
     if isinstance(item, Mapping):
         if set(item) != {"text", "text_pair"}:
             raise ValueError(
@@ -68,7 +83,10 @@ def _as_pair(item: Any) -> pb.TextPair | None:
         and len(item) == 2
         and all(isinstance(part, str) for part in item)
     ):
-        return pb.TextPair(text=item[0], text_pair=item[1])
+        return pb.TextPair(
+            text=_sendable(item[0], f"inputs[{index}].text"),
+            text_pair=_sendable(item[1], f"inputs[{index}].text_pair"),
+        )
     return None
 
 
@@ -102,8 +120,8 @@ def _as_token_ids(item: Any) -> pb.TokenIds | None:
 
 def _text_input(index: int, item: Any) -> pb.TextInput:
     if isinstance(item, str):
-        return pb.TextInput(text=item)
-    pair = _as_pair(item)
+        return pb.TextInput(text=_sendable(item, f"inputs[{index}]"))
+    pair = _as_pair(index, item)
     if pair is None:
         raise TypeError(
             f"inputs[{index}]: expected a text or a (text, text_pair), got {type(item).__name__}"
@@ -113,8 +131,8 @@ def _text_input(index: int, item: Any) -> pb.TextInput:
 
 def _model_input(index: int, item: Any) -> pb.ModelInput:
     if isinstance(item, str):
-        return pb.ModelInput(text=item)
-    pair = _as_pair(item)
+        return pb.ModelInput(text=_sendable(item, f"inputs[{index}]"))
+    pair = _as_pair(index, item)
     if pair is not None:
         return pb.ModelInput(pair=pair)
     ids = _as_token_ids(item)
@@ -225,6 +243,7 @@ def _texts(inputs: Iterable[str], what: str) -> list[str]:
     for index, item in enumerate(items):
         if not isinstance(item, str):
             raise TypeError(f"{what}[{index}]: expected a text, got {type(item).__name__}")
+        _sendable(item, f"{what}[{index}]")
     return items
 
 
@@ -360,7 +379,9 @@ class ClassifyStreamFeed:
             converted = model_inputs(inputs)
         except (TypeError, ValueError) as error:
             # The stream's position is lost by the time the caller sees this; the id is not.
-            raise type(error)(f"stream request {request_id!r}: {error}") from error
+            # Not type(error)(...): some ValueErrors (UnicodeError's kin) take other arguments.
+            kind = TypeError if isinstance(error, TypeError) else ValueError
+            raise kind(f"stream request {request_id!r}: {error}") from error
         request = pb.ClassifyStreamRequest(id=request_id, request=self._template)
         request.request.inputs.extend(converted)
         return request

@@ -6,7 +6,7 @@ cannot drift apart. The task RPCs' calls are in tasks/, a module each.
 
 from collections.abc import Iterable, Sequence
 
-from pipeserve.client import build, parse
+from pipeserve.client import build, parse, split
 from pipeserve.client.bind import Call
 from pipeserve.client.build import (
     ForwardDType,
@@ -24,6 +24,7 @@ from pipeserve.client.results import (
     ServedModel,
     Windowed,
 )
+from pipeserve.client.split import Split
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 
@@ -47,22 +48,18 @@ def tokenize(
     the model's maximum. `return_token_type_ids` None means "when the model uses them".
     Returns one Encoding per input, in order.
     """
-    return Call(
-        "Tokenize",
-        build.tokenize_request(
-            inputs,
-            model=model,
-            padding=padding,
-            truncation=truncation,
-            max_length=max_length,
-            return_attention_mask=return_attention_mask,
-            return_token_type_ids=return_token_type_ids,
-            return_tokens=return_tokens,
-            return_offsets=return_offsets,
-        ),
-        parse.encodings,
-        timeout,
+    request = build.tokenize_request(
+        inputs,
+        model=model,
+        padding=padding,
+        truncation=truncation,
+        max_length=max_length,
+        return_attention_mask=return_attention_mask,
+        return_token_type_ids=return_token_type_ids,
+        return_tokens=return_tokens,
+        return_offsets=return_offsets,
     )
+    return Call("Tokenize", request, parse.encodings, timeout, split.tokenize_split(request))
 
 
 def forward(
@@ -82,19 +79,16 @@ def forward(
     ModelInfo.outputs); empty means the head's own outputs. `dtype` is "float32" or
     "float16" for the returned float tensors.
     """
-    return Call(
-        "Forward",
-        build.forward_request(
-            inputs,
-            model=model,
-            outputs=outputs,
-            dtype=dtype,
-            truncation=truncation,
-            max_length=max_length,
-        ),
-        parse.forward_output,
-        timeout,
+    request = build.forward_request(
+        inputs,
+        model=model,
+        outputs=outputs,
+        dtype=dtype,
+        truncation=truncation,
+        max_length=max_length,
     )
+    parts = Split("inputs", split.forward_outputs, split.token_bound(request))
+    return Call("Forward", request, parse.forward_output, timeout, parts)
 
 
 def classify(
@@ -122,21 +116,18 @@ def classify(
     With `stride` every input must be a text. Without, a long text is truncated (or, with
     `truncation=False`, refused).
     """
-    return Call(
-        "Classify",
-        build.classify_request(
-            inputs,
-            model=model,
-            function_to_apply=function_to_apply,
-            top_k=top_k,
-            truncation=truncation,
-            max_length=max_length,
-            stride=stride,
-            window_aggregation=window_aggregation,
-        ),
-        parse.classifications,
-        timeout,
+    request = build.classify_request(
+        inputs,
+        model=model,
+        function_to_apply=function_to_apply,
+        top_k=top_k,
+        truncation=truncation,
+        max_length=max_length,
+        stride=stride,
+        window_aggregation=window_aggregation,
     )
+    parts = Split("inputs", split.concatenated, split.token_bound(request))
+    return Call("Classify", request, parse.classifications, timeout, parts)
 
 
 def model_info(

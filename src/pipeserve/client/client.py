@@ -14,12 +14,45 @@ from pipeserve.client.channel import (
     Endpoint,
 )
 from pipeserve.client.errors import translating_rpc_errors
+from pipeserve.client.fanout import DEFAULT_SPLIT_CONCURRENCY, AsyncFanout, BlockingFanout
 from pipeserve.client.results import StreamResult
 from pipeserve.client.tasks import TaskCalls
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 
-class Client(TaskCalls, ChannelOwner):
+class InferenceCalls:
+    """What Client and AsyncClient hold: the call defaults, a stub on a blocking or an asyncio
+    channel, and the fanout that makes each call (whole, or in parts within the limits)."""
+
+    _asyncio = False
+
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel_options: Sequence[tuple[str, Any]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        wait_for_ready: bool = False,
+        split_concurrency: int = DEFAULT_SPLIT_CONCURRENCY,
+    ) -> None:
+        endpoint = Endpoint(
+            target,
+            credentials=credentials,
+            token=token,
+            max_message_bytes=max_message_bytes,
+            channel_options=channel_options,
+        )
+        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
+        self._channel = endpoint.aio_channel() if self._asyncio else endpoint.channel()
+        self._stub = InferenceStub(self._channel)
+        fanout = AsyncFanout if self._asyncio else BlockingFanout
+        self._fanout = fanout(self._stub, self._call_options, split_concurrency)
+
+
+class Client(InferenceCalls, TaskCalls, ChannelOwner):
     """A blocking client of one pipeserve server, or of several replicas.
 
     `target` is a gRPC address such as "127.0.0.1:50051". `timeout` (seconds) is the default
@@ -38,31 +71,17 @@ class Client(TaskCalls, ChannelOwner):
     to run (`list_models()` lists them); empty means the server's default model. A name it
     does not serve raises PipeserveError with NOT_FOUND.
 
-    Failed calls raise PipeserveError; inputs or options that cannot be sent raise TypeError or
-    ValueError before any call is made. Safe to share between threads.
-    """
+    A call with more inputs than the server takes in one request (ModelInfo's
+    max_items_per_request, max_tokens_per_request) is sent as several requests within them,
+    `split_concurrency` at a time (default 4); the answers come back joined, in input order, as
+    one request's would, and the call's timeout bounds them all. The limits are asked of the
+    server once per model. `split_concurrency=0` sends every call whole, for the server to
+    refuse when it is too large.
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        channel_options: Sequence[tuple[str, Any]] | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        token: str | None = None,
-        wait_for_ready: bool = False,
-    ) -> None:
-        endpoint = Endpoint(
-            target,
-            credentials=credentials,
-            token=token,
-            max_message_bytes=max_message_bytes,
-            channel_options=channel_options,
-        )
-        self._call_options = CallDefaults(endpoint, timeout, wait_for_ready)
-        self._channel = endpoint.channel()
-        self._stub = InferenceStub(self._channel)
+    Failed calls raise PipeserveError (a call sent in parts: the first part's failure); inputs or
+    options that cannot be sent raise TypeError or ValueError before any call is made. Safe to
+    share between threads.
+    """
 
     # The core unary calls, each written once in calls.py: arguments, docstring, request,
     # parser; the task RPCs' come from the mixin, each written once in its module of tasks/.

@@ -17,6 +17,8 @@ from pipeserve.client.cli import args as cli_args
 from pipeserve.client.cli import main as pipeserve_cli
 from pipeserve.loadtest.plan import (
     DEFAULT_DURATION_S,
+    DEFAULT_QUERY,
+    OPTIONS,
     RPCS,
     Plan,
     Sample,
@@ -31,6 +33,7 @@ from pipeserve.loadtest.report import (
 )
 from pipeserve.loadtest.runner import load_test
 from pipeserve.loadtest.texts import BUILTIN_TEXTS, read_texts
+from pipeserve.wire import AGGREGATION_STRATEGIES
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
@@ -74,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The loadtest arguments (cli adds --target, --timeout and --indent)."""
     what = parser.add_argument_group("what to send")
     what.add_argument("--rpc", choices=RPCS, default="classify", help="(default: classify)")
+    cli_args.add_model_argument(what)
     what.add_argument(
         "--outputs",
         type=cli_args.comma_list,
@@ -99,6 +103,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME|N",
         help="with --texts: take this tab-separated column, by header name (e.g. sentence) "
         "or by number from 1",
+    )
+    task = parser.add_argument_group("task RPCs' options")
+    task.add_argument(
+        "--query",
+        help=f"rerank: the query the texts are ranked against (default: {DEFAULT_QUERY!r}); "
+        "--items-per-request is then documents per request",
+    )
+    task.add_argument(
+        "--labels",
+        type=cli_args.comma_list,
+        action="extend",
+        metavar="LABEL[,LABEL...]",
+        help="classify-zero-shot (needed): the candidate labels",
+    )
+    task.add_argument(
+        "--multi-label", action="store_true", help="classify-zero-shot: score each label alone"
+    )
+    task.add_argument(
+        "--aggregation-strategy",
+        choices=list(AGGREGATION_STRATEGIES),
+        help="classify-tokens: how tokens become entities (default: none)",
+    )
+    task.add_argument(
+        "--top-k",
+        type=_positive(int),
+        metavar="K",
+        help="fill-mask: candidates per mask (default: 5); a text without the model's mask "
+        "token gets it in place of its last word",
     )
     load = parser.add_argument_group("load (closed loop unless --rate)")
     load.add_argument(
@@ -154,10 +186,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("-q", "--quiet", action="store_true", help="no progress line on stderr")
 
 
+# Each task option's flag, and the name its client call gives it.
+_TASK_FLAGS = {
+    "query": "--query",
+    "labels": "--labels",
+    "multi_label": "--multi-label",
+    "aggregation_strategy": "--aggregation-strategy",
+    "top_k": "--top-k",
+}
+_OPTION_NAMES = {"labels": "candidate_labels"}
+
+
+def _task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The task options given (plan.OPTIONS), by their client names; UsageError for one the
+    RPC does not take, or zero-shot without labels."""
+    options = {}
+    for dest, flag in _TASK_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None or value is False:
+            continue
+        name = _OPTION_NAMES.get(dest, dest)
+        if args.rpc not in OPTIONS[name]:
+            raise cli_args.UsageError(f"{flag} is for --rpc {' or '.join(OPTIONS[name])}")
+        options[name] = tuple(value) if isinstance(value, list) else value
+    if args.rpc == "classify-zero-shot" and "candidate_labels" not in options:
+        raise cli_args.UsageError("--rpc classify-zero-shot needs --labels")
+    return options
+
+
 def setup_from_args(args: argparse.Namespace) -> Setup:
     """The Setup the parsed arguments ask for; UsageError when they do not fit together."""
     if args.outputs and args.rpc != "forward":
         raise cli_args.UsageError("--outputs is for --rpc forward")
+    options = _task_options(args)
     if args.column is not None and args.texts is None:
         raise cli_args.UsageError("--column needs --texts")
     warmup_s, warmup_requests = args.warmup
@@ -180,6 +241,8 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
         items_per_request=args.items_per_request,
         outputs=tuple(args.outputs or ()),
         timeout=args.timeout,
+        model=args.model,
+        options=options,
     )
 
 
@@ -214,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     """Runs the load test the arguments describe and prints its report.
 
     Exit status 0 when at least one request succeeded, 1 when none did (or the server cannot be
-    reached), 2 for bad usage or --plot without matplotlib.
+    reached), 2 for bad usage or --plot without matplotlib, 130 (as a shell reports SIGINT)
+    when Ctrl-C ended it, after its report.
     """
     setup = setup_from_args(args)
     security = cli_args.security(args)
@@ -225,13 +289,13 @@ def run(args: argparse.Namespace) -> int:
     samples: list[Sample] = []
     progress = None if args.quiet else sys.stderr
     try:
-        stopped = asyncio.run(
+        interrupted = asyncio.run(
             _run_until_done_or_interrupted(setup, texts, samples, progress, security)
         )
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    report = build_report(samples, setup, stopped_early=stopped)
+    report = build_report(samples, setup, stopped_early=interrupted)
     if args.json:
         cli_args.print_json(report, args)
     else:
@@ -243,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: stopped early: {gave_up_line(report['gave_up'])}", file=sys.stderr)
     elif report["requests"] and not report["ok"]:
         print(f"error: {failed_line(report)}", file=sys.stderr)
+    if interrupted:
+        return 130
     return 0 if report["ok"] else 1
 
 

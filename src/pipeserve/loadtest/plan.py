@@ -4,7 +4,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-RPCS = ("tokenize", "forward", "classify", "classify-stream")
+# Every inference RPC, by the name of its `pipeserve` subcommand (ClassifyStream's: its own).
+RPCS = (
+    "tokenize",
+    "forward",
+    "classify",
+    "classify-stream",
+    "embed",
+    "rerank",
+    "classify-zero-shot",
+    "classify-tokens",
+    "fill-mask",
+)
+# The options of the task RPCs, as their client calls name them, and the RPCs that take each.
+OPTIONS = {
+    "query": ("rerank",),
+    "candidate_labels": ("classify-zero-shot",),
+    "multi_label": ("classify-zero-shot",),
+    "aggregation_strategy": ("classify-tokens",),
+    "top_k": ("fill-mask",),
+}
+# What a Rerank asks of its documents unless told otherwise.
+DEFAULT_QUERY = "Which of these is about a film?"
 DEFAULT_DURATION_S = 10.0
 
 
@@ -104,6 +125,9 @@ class Setup:
     items_per_request: int = 1
     outputs: tuple[str, ...] = ()  # Forward only; empty: the model's own outputs
     timeout: float | None = None  # deadline of each request, seconds
+    model: str = ""  # the served model's name; empty: the server's default
+    # The task RPC's own options (OPTIONS), as its client call takes them.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rpc not in RPCS:
@@ -112,6 +136,11 @@ class Setup:
             raise ValueError(f"items_per_request must be positive; got {self.items_per_request}")
         if self.outputs and self.rpc != "forward":
             raise ValueError("outputs are for the forward rpc only")
+        for name in self.options:
+            if self.rpc not in OPTIONS.get(name, ()):
+                raise ValueError(f"{name} is not an option of the {self.rpc} rpc")
+        if self.rpc == "classify-zero-shot" and not self.options.get("candidate_labels"):
+            raise ValueError("the classify-zero-shot rpc needs candidate_labels")
 
 
 def hopeless(samples: Sequence[Sample], after: int | None) -> Outcome | None:

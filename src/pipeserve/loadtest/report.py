@@ -56,6 +56,11 @@ def build_report(
         "rpc": setup.rpc,
         "items_per_request": setup.items_per_request,
         "outputs": list(setup.outputs),
+        "model": setup.model,
+        "options": {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in setup.options.items()
+        },
         "timeout_s": setup.timeout,
         "load": setup.plan.to_dict(),
         "stopped_early": stopped_early or gave_up is not None,
@@ -129,6 +134,10 @@ def format_report(report: Mapping[str, Any]) -> str:
     rpc = f"{report['rpc']}, {items} item{'s' if items != 1 else ''} per request"
     if report["outputs"]:
         rpc += f", outputs {','.join(report['outputs'])}"
+    for name, value in report["options"].items():
+        rpc += f", {name} {','.join(value) if isinstance(value, list) else value}"
+    if report["model"]:
+        rpc += f", model {report['model']}"
     counted = f"{report['requests']} in {report['elapsed_s']:.2f} s"
     if report["warmup_completed"]:
         counted += f" (+{report['warmup_completed']} warmup, not counted)"

@@ -16,7 +16,8 @@ from pipeserve.loadtest.plan import (
 )
 from pipeserve.loadtest.progress import Progress
 from pipeserve.loadtest.senders import build_requests, make_sender
-from pipeserve.loadtest.texts import BUILTIN_TEXTS
+from pipeserve.loadtest.texts import BUILTIN_TEXTS, with_mask
+from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 
 CONNECT_TIMEOUT_S = 10.0
@@ -49,15 +50,25 @@ async def load_test(
     token: str | None = None,
 ) -> list[Sample]:
     """Runs `setup` against its server and returns the samples (see run_load); pass them to
-    build_report. `progress`, if given, gets a progress line once a second and a final one.
+    build_report. For fill-mask, a text without the model's mask token gets it in place of its
+    last word. `progress`, if given, gets a progress line once a second and a final one.
     `credentials` and `token` reach a protected server, as Client's do."""
     samples = [] if samples is None else samples
     # Before connecting, so that texts the client cannot send fail at once.
-    requests = build_requests(setup.rpc, texts, setup.items_per_request, setup.outputs)
+    requests = build_requests(setup, texts)
     endpoint = Endpoint(setup.target, credentials=credentials, token=token)
     channel = await _connect(endpoint)
     try:
-        sender = make_sender(InferenceStub(channel), setup, requests, endpoint.metadata)
+        stub = InferenceStub(channel)
+        if setup.rpc == "fill-mask":
+            # Only the server knows its model's mask token, which each text needs.
+            info = await stub.ModelInfo(
+                pb.ModelInfoRequest(model=setup.model),
+                timeout=CONNECT_TIMEOUT_S,
+                metadata=endpoint.metadata,
+            )
+            requests = build_requests(setup, with_mask(texts, info.mask_token))
+        sender = make_sender(stub, setup, requests, endpoint.metadata)
         reporter = Progress(samples, progress) if progress is not None else None
         ticker = asyncio.create_task(reporter.run()) if reporter is not None else None
         try:

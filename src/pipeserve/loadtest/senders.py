@@ -13,10 +13,12 @@ from google.protobuf.message import Message
 
 from pipeserve.client import build
 from pipeserve.client.parse import stream_error
-from pipeserve.loadtest.plan import (
-    Outcome,
-    Setup,
-)
+from pipeserve.client.tasks.classify_tokens import classify_tokens_request
+from pipeserve.client.tasks.embed import embed_request
+from pipeserve.client.tasks.fill_mask import fill_mask_request
+from pipeserve.client.tasks.rerank import rerank_request
+from pipeserve.client.tasks.zero_shot import classify_zero_shot_request
+from pipeserve.loadtest.plan import DEFAULT_QUERY, Outcome, Setup
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
 from pipeserve.wire import STAGES
@@ -35,32 +37,61 @@ def stage_times(timings: pb.Timings) -> dict[str, float]:
     return {stage: ms for stage, ms in times.items() if ms}
 
 
-def build_requests(
-    rpc: str, texts: Sequence[str], items_per_request: int, outputs: Sequence[str] = ()
-) -> list[Message]:
+def _request(rpc: str, texts: list[str], setup: Setup) -> Message:
+    """The request of `rpc` for `texts`, with the setup's model and options."""
+    options, model = dict(setup.options), setup.model
+    if rpc == "tokenize":
+        return build.tokenize_request(texts, model=model)
+    if rpc == "forward":
+        return build.forward_request(texts, outputs=setup.outputs, model=model)
+    if rpc in ("classify", "classify-stream"):
+        return build.classify_request(texts, model=model)
+    if rpc == "embed":
+        return embed_request(texts, model=model)
+    if rpc == "rerank":
+        return rerank_request(options.pop("query", DEFAULT_QUERY), texts, model=model, **options)
+    if rpc == "classify-zero-shot":
+        labels = options.pop("candidate_labels")
+        return classify_zero_shot_request(texts, labels, model=model, **options)
+    if rpc == "classify-tokens":
+        return classify_tokens_request(texts, model=model, **options)
+    return fill_mask_request(texts, model=model, **options)
+
+
+# The Inference method of each unary RPC.
+_METHODS = {
+    "tokenize": "Tokenize",
+    "forward": "Forward",
+    "classify": "Classify",
+    "embed": "Embed",
+    "rerank": "Rerank",
+    "classify-zero-shot": "ClassifyZeroShot",
+    "classify-tokens": "ClassifyTokens",
+    "fill-mask": "FillMask",
+}
+
+
+def build_requests(setup: Setup, texts: Sequence[str]) -> list[Message]:
     """The run's distinct requests, built once so that building them is never timed.
 
-    Request r takes the next `items_per_request` texts, cycling through `texts`, so consecutive
-    requests differ; the sequence repeats after len(texts) / gcd(len(texts), items) requests.
+    Request r takes the next `items_per_request` texts (Rerank: documents), cycling through
+    `texts`, so consecutive requests differ; the sequence repeats after
+    len(texts) / gcd(len(texts), items) requests.
     """
     if not texts:
         raise ValueError("no texts to send")
+    items_per_request = setup.items_per_request
     period = len(texts) // math.gcd(len(texts), items_per_request)
     requests: list[Message] = []
     for number in range(period):
         first = number * items_per_request
         chunk = [texts[(first + j) % len(texts)] for j in range(items_per_request)]
-        if rpc == "tokenize":
-            requests.append(build.tokenize_request(chunk))
-        elif rpc == "forward":
-            requests.append(build.forward_request(chunk, outputs=outputs))
-        else:
-            requests.append(build.classify_request(chunk))
+        requests.append(_request(setup.rpc, chunk, setup))
     return requests
 
 
 class _UnarySender:
-    """Tokenize, Forward or Classify: one call per request, stage times from its response."""
+    """A unary RPC: one call per request, stage times from its response."""
 
     def __init__(
         self,
@@ -197,5 +228,5 @@ def make_sender(
     items, seconds = setup.items_per_request, setup.timeout
     if setup.rpc == "classify-stream":
         return _StreamSender(stub, requests, items, seconds, metadata)
-    method = {"tokenize": stub.Tokenize, "forward": stub.Forward, "classify": stub.Classify}
-    return _UnarySender(method[setup.rpc], requests, items, seconds, metadata)
+    method = getattr(stub, _METHODS[setup.rpc])
+    return _UnarySender(method, requests, items, seconds, metadata)

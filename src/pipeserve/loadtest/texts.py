@@ -1,7 +1,6 @@
 """The texts a run sends: built-in sentences, or lines or a column of a file."""
 
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 
 from pipeserve.client.cli import args as cli_args
 
@@ -32,14 +31,14 @@ BUILTIN_TEXTS = (
 
 
 def read_texts(path: str, column: str | None = None) -> list[str]:
-    """Texts from a file ('-': stdin): one per line, or one tab-separated `column` per row.
+    """Texts from a file ('-': stdin, either UTF-8): one per line, or one tab-separated `column`
+    per row.
 
     `column` is a header name (the first row must then be the header, and is skipped) or a
     number counting from 1, as `cut -f` (every row is data). Trailing whitespace is stripped
     (SST-2 ends its sentences with a space) and blank texts are dropped.
     """
-    content = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    lines = content.splitlines()
+    lines = list(cli_args.file_lines(path))
     if column is None:
         cells = lines
     else:
@@ -53,8 +52,22 @@ def read_texts(path: str, column: str | None = None) -> list[str]:
                     f"column {column!r} is not in the header row of {path}: {header}"
                 )
             index, rows = header.index(column), rows[1:]
+        if rows and not any(len(row) > index for row in rows):
+            widest = max(len(row) for row in rows)
+            raise cli_args.UsageError(
+                f"column {column} is beyond the rows of {path}, which have at most {widest} "
+                f"tab-separated column{'s' if widest != 1 else ''}"
+            )
         cells = [row[index] for row in rows if len(row) > index]
     texts = [cell.rstrip() for cell in cells if cell.strip()]
     if not texts:
-        raise cli_args.UsageError(f"no texts in {path}")
+        raise cli_args.UsageError(f"no texts in {path}: every line is blank")
     return texts
+
+
+def with_mask(texts: Sequence[str], mask_token: str) -> list[str]:
+    """`texts` for fill-mask: each that holds no `mask_token` gets it in place of its last
+    word."""
+    return [
+        text if mask_token in text else " ".join([*text.split()[:-1], mask_token]) for text in texts
+    ]

@@ -9,6 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
+from pipeserve.server import tracing
 from pipeserve.server.errors import StartupError
 from pipeserve.server.logs import configure_logging, log_startup_failure
 from pipeserve.server.model.source import check_model_source
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     # across threads only spins them. An operator's choice stands.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if settings.tracing:
+            tracing.start("main")
         # Before torch and transformers load: a wrong --model fails in a second, not in ten.
         for entry in settings.per_model():
             check_model_source(entry.model_source)
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as error:
         log_startup_failure(f"pipeserve serve: error: {error}", settings.log_format)
         return 1
+    finally:
+        tracing.stop()
     return 0
 
 

@@ -211,7 +211,7 @@ class Metrics:
                 failed = False
                 return response
             finally:
-                done(model, rpc, _code(context, failed)).inc()
+                done(model, rpc, call_code(context, failed)).inc()
                 latency(model).observe(time.perf_counter() - start)
 
         return unary
@@ -243,13 +243,13 @@ class Metrics:
                 failed = False
             finally:
                 model = first[0] if first else self._model_label(None)
-                done(model, rpc, _code(context, failed)).inc()
+                done(model, rpc, call_code(context, failed)).inc()
                 latency(model).observe(time.perf_counter() - start)
 
         return stream
 
 
-def _code(context: grpc.aio.ServicerContext, failed: bool) -> str:
+def call_code(context: grpc.aio.ServicerContext, failed: bool) -> str:
     """The call's status name. A call that raised without setting one was cancelled."""
     code = context.code()
     if code is None:

@@ -72,6 +72,8 @@ class WorkerSpec:
     log_format: LogFormat = LogFormat.TEXT
     # Filled in by the supervisor: this worker slot's shared input slots.
     slots: SlotSpec | None = None
+    # --tracing: the worker exports a span per batch of traced requests (`server/tracing.py`).
+    tracing: bool = False
 
 
 # Server -> worker.
@@ -115,6 +117,9 @@ class ForwardBatch:
     outputs: tuple[Output, ...]
     # time.monotonic() after which every row's caller has given up: skip the forward.
     deadline: float | None = None
+    # With --tracing: the W3C traceparent of each traced request's forward span, which the
+    # worker's span of the batch links to (see `server/tracing.py`).
+    links: tuple[str, ...] = ()
     cuts: tuple[int, ...] = ()
 
 
@@ -228,6 +233,8 @@ class Submit:
     token_type_ids: tuple[np.ndarray | None, ...]
     outputs: tuple[Output, ...]
     deadline: float | None
+    # With --tracing: the W3C traceparent of the call's server span, the engine's spans' parent.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

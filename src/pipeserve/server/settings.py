@@ -212,6 +212,12 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="Log level.")
     log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format.")
+    tracing: bool = Field(
+        False,
+        description="Export OpenTelemetry traces of the calls (pip install "
+        "'pipeserve[tracing]'), where the OTEL_* variables say: OTEL_TRACES_EXPORTER otlp "
+        "(the default) or console, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME...",
+    )
 
     @model_validator(mode="before")
     @classmethod

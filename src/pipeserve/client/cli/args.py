@@ -5,9 +5,11 @@ subcommand module uses them.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from pipeserve.client.build import TextLike
@@ -82,28 +84,45 @@ def print_json(value: Any, args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
-def add_text_arguments(parser: argparse.ArgumentParser) -> None:
-    """Texts as arguments or from --file, and --pairs."""
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to send")
+def add_text_arguments(
+    parser: argparse.ArgumentParser, texts: str = "the texts to send", pairs: bool = True
+) -> None:
+    """Texts as arguments (`texts` says what they are) or from --file, and --pairs where the
+    RPC takes pairs."""
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help=texts)
     parser.add_argument(
         "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
     )
-    parser.add_argument(
-        "--pairs", action="store_true", help="take the texts two by two as (text, text_pair)"
-    )
+    if pairs:
+        parser.add_argument(
+            "--pairs", action="store_true", help="take the texts two by two as (text, text_pair)"
+        )
+
+
+def file_lines(path: str) -> Iterator[str]:
+    """The lines of the file at `path` ('-': stdin), without their line ends, read lazily.
+    A line that is not UTF-8 raises UsageError naming the file, the line and the byte."""
+    name = "stdin" if path == "-" else path
+    with contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise UsageError(
+                    f"{name} line {number} is not UTF-8 (byte 0x{line[error.start]:02x} at "
+                    f"column {error.start + 1}); convert it, e.g. with iconv -f latin1 -t utf-8"
+                ) from None
+            yield text.removesuffix("\n").removesuffix("\r")
 
 
 def read_texts(args: argparse.Namespace) -> list[TextLike]:
     """The texts of add_text_arguments: arguments first, then the file's lines."""
     texts: list[str] = list(args.texts)
-    if args.file == "-":
-        texts += sys.stdin.read().splitlines()
-    elif args.file is not None:
-        with open(args.file, encoding="utf-8") as lines:
-            texts += lines.read().splitlines()
+    if args.file is not None:
+        texts += file_lines(args.file)
     if not texts:
         raise UsageError("no texts: give them as arguments or with --file")
-    if not args.pairs:
+    if not getattr(args, "pairs", False):
         return list(texts)
     if len(texts) % 2:
         raise UsageError(f"--pairs needs an even number of texts, got {len(texts)}")

@@ -10,12 +10,7 @@ from pipeserve.client.cli import args as cli_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "texts", nargs="*", metavar="TEXT", help="the texts, each with a mask token ([MASK])"
-    )
-    parser.add_argument(
-        "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
-    )
+    cli_args.add_text_arguments(parser, "the texts, each with a mask token ([MASK])", pairs=False)
     cli_args.add_model_argument(parser)
     cli_args.add_length_arguments(parser)
     parser.add_argument(
@@ -30,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.pairs = False  # texts only: read_texts' pairs do not apply
     with cli_args.connect(args) as client:
         results = client.fill_mask(
             cli_args.read_texts(args),  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # The documents are read as `read_texts` reads texts.
-    args.texts, args.pairs = args.documents, False
+    args.texts = args.documents
     with cli_args.connect(args) as client:
         ranked = client.rerank(
             args.query,

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from pipeserve.client.cli import args as cli_args
 from pipeserve.client.results import StreamResult
@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def requests(lines: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
     """(id, [text]) per non-blank line, lazily: a request goes out as soon as its line is read."""
-    for number, line in enumerate(lines, start=1):
-        text = line.rstrip("\r\n")
+    for number, text in enumerate(lines, start=1):
         if text.strip():
             yield str(number), [text]
 
@@ -41,11 +40,11 @@ def result_line(result: StreamResult) -> dict[str, Any]:
     return {"id": result.id, "labels": [label.to_dict() for label in result.results[0]]}
 
 
-def _classify(args: argparse.Namespace, lines: TextIO) -> int:
+def run(args: argparse.Namespace) -> int:
     refused = answered = 0
     with cli_args.connect(args) as client:
         results = client.classify_stream(
-            requests(lines),
+            requests(cli_args.file_lines(args.file)),
             model=args.model,
             function_to_apply=args.function_to_apply,
             top_k=args.top_k,
@@ -60,10 +59,3 @@ def _classify(args: argparse.Namespace, lines: TextIO) -> int:
     if refused:
         print(f"error: {refused} of {answered} requests refused", file=sys.stderr)
     return 1 if refused else 0
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        return _classify(args, sys.stdin)
-    with open(args.file, encoding="utf-8") as lines:
-        return _classify(args, lines)

@@ -13,10 +13,7 @@ NAME = "classify-zero-shot"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to classify")
-    parser.add_argument(
-        "--file", metavar="PATH", help="read texts from PATH, one per line ('-': stdin)"
-    )
+    cli_args.add_text_arguments(parser, "the texts to classify", pairs=False)
     parser.add_argument(
         "--labels",
         type=cli_args.comma_list,
@@ -36,7 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.pairs = False
     texts = cli_args.read_texts(args)
     with cli_args.connect(args) as client:
         results = client.classify_zero_shot(

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 from pipeserve.client.bind import Call
 from pipeserve.client.build import _choice, _options, _stride, _strings, _texts
 from pipeserve.client.results import Windowed
+from pipeserve.client.split import Split, concatenated, token_bound
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.wire import AGGREGATION_STRATEGIES
 
@@ -121,17 +122,14 @@ def classify_tokens(
     than "none"). Returns per text its entities in text order; `text[e.start:e.end]` is the
     entity as written, and each list's `windows` how many windows it took.
     """
-    return Call(
-        "ClassifyTokens",
-        classify_tokens_request(
-            inputs,
-            model=model,
-            aggregation_strategy=aggregation_strategy,
-            ignore_labels=ignore_labels,
-            stride=stride,
-            truncation=truncation,
-            max_length=max_length,
-        ),
-        token_classifications,
-        timeout,
+    request = classify_tokens_request(
+        inputs,
+        model=model,
+        aggregation_strategy=aggregation_strategy,
+        ignore_labels=ignore_labels,
+        stride=stride,
+        truncation=truncation,
+        max_length=max_length,
     )
+    parts = Split("inputs", concatenated, token_bound(request))
+    return Call("ClassifyTokens", request, token_classifications, timeout, parts)

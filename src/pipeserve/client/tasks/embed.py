@@ -15,6 +15,7 @@ from pipeserve.client.build import (
     _positive_or_none,
     _texts,
 )
+from pipeserve.client.split import Split, stacked, text_tokens, token_bound
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.wire import from_proto
 
@@ -78,19 +79,19 @@ def embed(
     With neither, the checkpoint's default prompt applies, as in encode().
     `max_length` None means the checkpoint's max_seq_length.
     """
-    return Call(
-        "Embed",
-        embed_request(
-            inputs,
-            normalize=normalize,
-            truncate_dim=truncate_dim,
-            dtype=dtype,
-            prompt=prompt,
-            prompt_name=prompt_name,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        ),
-        embeddings,
-        timeout,
+    request = embed_request(
+        inputs,
+        normalize=normalize,
+        truncate_dim=truncate_dim,
+        dtype=dtype,
+        prompt=prompt,
+        prompt_name=prompt_name,
+        truncation=truncation,
+        max_length=max_length,
+        model=model,
     )
+    # A named or default prompt's text is the server's, unknown here: a part holding many short
+    # texts may then be refused for its tokens; max_length still bounds each text's.
+    prompt_tokens = text_tokens(prompt) if prompt else 0
+    parts = Split("inputs", stacked, token_bound(request, prompt_tokens))
+    return Call("Embed", request, embeddings, timeout, parts)

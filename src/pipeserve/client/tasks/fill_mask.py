@@ -9,6 +9,7 @@ from typing import Any
 
 from pipeserve.client.bind import Call
 from pipeserve.client.build import _UINT32_MAX, _options, _strings, _texts
+from pipeserve.client.split import Split, concatenated, token_bound
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 
@@ -99,16 +100,13 @@ def fill_mask(
     Returns per text, per mask in text order, its `top_k` best candidates (`targets`: only
     among these tokens). Each text needs at least one mask token.
     """
-    return Call(
-        "FillMask",
-        fill_mask_request(
-            inputs,
-            model=model,
-            top_k=top_k,
-            targets=targets,
-            truncation=truncation,
-            max_length=max_length,
-        ),
-        mask_fills,
-        timeout,
+    request = fill_mask_request(
+        inputs,
+        model=model,
+        top_k=top_k,
+        targets=targets,
+        truncation=truncation,
+        max_length=max_length,
     )
+    parts = Split("inputs", concatenated, token_bound(request))
+    return Call("FillMask", request, mask_fills, timeout, parts)

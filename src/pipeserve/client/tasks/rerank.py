@@ -3,6 +3,7 @@ response is read and what it returns (RankedDocument).
 Pure (no I/O); `tasks/__init__.py` binds the call as a method of Client and AsyncClient.
 """
 
+import dataclasses
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 
 from pipeserve.client.bind import Call
 from pipeserve.client.build import _options, _positive_or_none, _texts
+from pipeserve.client.split import Split, text_tokens, token_bound
 from pipeserve.v1 import pipeserve_pb2 as pb
 
 
@@ -82,18 +84,34 @@ def rerank(
     another), or the raw logit with `raw_scores`. `top_n` None returns every document;
     `return_documents` puts each document's text in its result.
     """
-    return Call(
-        "Rerank",
-        rerank_request(
-            query,
-            documents,
-            top_n=top_n,
-            return_documents=return_documents,
-            raw_scores=raw_scores,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        ),
-        functools.partial(ranked_documents, with_text=return_documents),
-        timeout,
+    request = rerank_request(
+        query,
+        documents,
+        top_n=top_n,
+        return_documents=return_documents,
+        raw_scores=raw_scores,
+        truncation=truncation,
+        max_length=max_length,
+        model=model,
     )
+    parts = Split(
+        "documents",
+        functools.partial(best_of_parts, top_n=top_n),
+        token_bound(request, text_tokens(query)),
+    )
+    read = functools.partial(ranked_documents, with_text=return_documents)
+    return Call("Rerank", request, read, timeout, parts)
+
+
+def best_of_parts(
+    parts: list[tuple[int, list[RankedDocument]]], top_n: int | None
+) -> list[RankedDocument]:
+    """The documents ranked in parts as one ranking: indices into all the documents, best
+    first (ties in document order, as each part's), the `top_n` best of all."""
+    ranked = [
+        dataclasses.replace(document, index=start + document.index)
+        for start, documents in parts
+        for document in documents
+    ]
+    ranked.sort(key=lambda document: (-document.score, document.index))
+    return ranked[:top_n]

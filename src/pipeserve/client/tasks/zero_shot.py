@@ -3,13 +3,16 @@ build; its response reads as Classify's does.
 Pure (no I/O); `tasks/__init__.py` binds the call as a method of Client and AsyncClient.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pipeserve.client import parse
 from pipeserve.client.bind import Call
 from pipeserve.client.build import _options, _texts
-from pipeserve.client.results import LabelScore
+from pipeserve.client.results import LabelScore, ModelInfo
+from pipeserve.client.split import Split, concatenated, text_tokens, token_bound
 from pipeserve.v1 import pipeserve_pb2 as pb
+
+_DEFAULT_TEMPLATE = "This example is {}."
 
 
 def classify_zero_shot_request(
@@ -55,17 +58,22 @@ def classify_zero_shot(
     candidate_labels). `hypothesis_template` (default "This example is {}.") must hold
     {} where the label goes; `multi_label` scores each label on its own.
     """
-    return Call(
-        "ClassifyZeroShot",
-        classify_zero_shot_request(
-            inputs,
-            candidate_labels,
-            hypothesis_template=hypothesis_template,
-            multi_label=multi_label,
-            truncation=truncation,
-            max_length=max_length,
-            model=model,
-        ),
-        parse.classifications,
-        timeout,
+    request = classify_zero_shot_request(
+        inputs,
+        candidate_labels,
+        hypothesis_template=hypothesis_template,
+        multi_label=multi_label,
+        truncation=truncation,
+        max_length=max_length,
+        model=model,
     )
+    parts = Split("inputs", concatenated, _pairs_tokens(request))
+    return Call("ClassifyZeroShot", request, parse.classifications, timeout, parts)
+
+
+def _pairs_tokens(request: pb.ClassifyZeroShotRequest) -> Callable[[str, ModelInfo], int]:
+    """A text's tokens at most: those of its pairs with every label's hypothesis."""
+    template = text_tokens(request.hypothesis_template or _DEFAULT_TEMPLATE)
+    hypotheses = [text_tokens(label) + template for label in request.candidate_labels]
+    pair = token_bound(request)
+    return lambda text, info: sum(pair(text, info) + tokens for tokens in hypotheses)

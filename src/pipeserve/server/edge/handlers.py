@@ -1,8 +1,9 @@
 """The method handlers of the Inference service (and of the Open Inference Protocol's),
 built once at start-up: each RPC of the servicer wrapped with the metrics (outermost, so they
-see the final status) and the error map (`status.py`), with a deserializer that turns bad
-bytes into INVALID_ARGUMENT. Wrapping at registration rather than in interceptors spares every
-call the interceptor chain and a handler rebuilt per call."""
+see the final status), with --tracing its server span (`traced.py`), and the error map
+(`status.py`), with a deserializer that turns bad bytes into INVALID_ARGUMENT. Wrapping at
+registration rather than in interceptors spares every call the interceptor chain and a
+handler rebuilt per call."""
 
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message_factory import GetMessageClass
 
+from pipeserve.server import tracing
 from pipeserve.server.edge import status
 from pipeserve.server.metrics import Metrics
 from pipeserve.v1 import pipeserve_pb2 as pb
@@ -34,14 +36,23 @@ def register(
     """Adds `service` (pipeserve.v1's Inference by default) of `servicer` to `server`, every
     RPC the servicer has wrapped; the service's others answer UNIMPLEMENTED."""
     handlers = {}
+    spans = None
+    if tracing.active is not None:
+        from pipeserve.server.edge.traced import ServerSpans  # it imports opentelemetry
+
+        spans = ServerSpans(tracing.active.tracer, service.full_name)
     for method in service.methods:
         behavior = getattr(servicer, method.name, None)
         if behavior is None:
             continue
         if method.client_streaming:
-            wrapped = metrics.count_stream(method.name, status.map_stream_errors(behavior))
+            mapped = status.map_stream_errors(behavior)
+            traced = spans.stream(method.name, mapped) if spans else mapped
+            wrapped = metrics.count_stream(method.name, traced)
         else:
-            wrapped = metrics.count_unary(method.name, status.map_unary_errors(behavior))
+            mapped = status.map_unary_errors(behavior)
+            traced = spans.unary(method.name, mapped) if spans else mapped
+            wrapped = metrics.count_unary(method.name, traced)
         make = _FACTORIES[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             wrapped,

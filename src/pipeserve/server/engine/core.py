@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from pipeserve.server import tracing
 from pipeserve.server.engine.batcher import Batcher
 from pipeserve.server.engine.cost import BatchCost
 from pipeserve.server.engine.dispatch import (
@@ -42,7 +43,12 @@ from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle
+from pipeserve.server.workers.supervisor import (
+    Supervisor,
+    WorkerHandle,
+    WorkerStarter,
+    spawn_worker,
+)
 
 log = logging.getLogger("pipeserve.engine")
 
@@ -67,6 +73,7 @@ class EngineCalls(Protocol):
         outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
+        traceparent: str | None = None,
     ) -> Request: ...
 
     def withdraw(self, request: Request) -> None:
@@ -84,6 +91,7 @@ class Engine:
         specs: list[WorkerSpec],
         metrics: Metrics,
         on_alive_change: Callable[[int], None],
+        start_worker: WorkerStarter = spawn_worker,
     ) -> None:
         self._settings = settings
         self.queue = Queue(settings.max_queued_items)
@@ -103,6 +111,7 @@ class Engine:
             # A batch's padded ids stay within the token budget, or are one item alone.
             slot_capacity=max(settings.max_batch_tokens, card.max_length),
             on_alive_change=on_alive_change,
+            start_worker=start_worker,
         )
         self._batcher = Batcher(
             self.queue,
@@ -206,12 +215,15 @@ class Engine:
         outputs: tuple[Output, ...],
         deadline: float | None,
         permit: Admission,
+        traceparent: str | None = None,
     ) -> Request:
-        """Queues a request's sequences; its future gets their `Outputs`."""
+        """Queues a request's sequences; its future gets their `Outputs`. With --tracing,
+        `traceparent` is the call's span, the parent of its spans here."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         lengths = tuple(len(s) for s in sequences)
         request = Request(loop.create_future(), outputs, lengths, self.model.token_level)
+        request.trace = tracing.queued(traceparent, len(lengths), request.future)
         entries = [
             Entry(request, i, s.input_ids, s.token_type_ids, now, deadline)
             for i, s in enumerate(sequences)

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeserve.server import tracing
 from pipeserve.server.engine.cost import bucket_tokens, plan_buckets
 from pipeserve.server.engine.queue import Entry, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
 from pipeserve.server.metrics import ModelMetrics
 from pipeserve.server.schema import BatchDone, BatchFailed, BatchSkipped, ForwardBatch, Output
+from pipeserve.server.tracing import BatchSpans
 from pipeserve.server.workers.shm import take
 from pipeserve.server.workers.supervisor import BatchOutcome, WorkerHandle
 
@@ -109,6 +111,8 @@ class _InFlight:
     # Loop time it became the worker's running batch; None while it waits behind another.
     started_at: float | None = None
     withdrawn: bool = False
+    # Its requests' forward spans, with --tracing.
+    spans: BatchSpans | None = None
 
 
 class Dispatcher:
@@ -199,17 +203,32 @@ class Dispatcher:
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
+        tokens = bucket_tokens(lengths, cuts)
+        spans = None
+        if tracing.active is not None:
+            traces = [e.request.trace for e in entries]
+            spans = tracing.active.dispatched(traces, batch_id, tokens, worker.spec)
+        links = () if spans is None else spans.links
         message = ForwardBatch(
-            batch_id, slot, width, lengths, self._send_token_type_ids, outputs, deadline, cuts
+            batch_id,
+            slot,
+            width,
+            lengths,
+            self._send_token_type_ids,
+            outputs,
+            deadline,
+            links,
+            cuts,
         )
         if not worker.send(message):
             # Dying, its exit not handled yet: the batch never reached it, so no attempt spent.
             log.warning("worker %d gone before batch %d was sent", worker.worker_id, batch_id)
+            if spans is not None:
+                spans.lost()
             self._report(Retry(entries))
             return
         self._last_sent[worker.worker_id] = batch_id
-        tokens = bucket_tokens(lengths, cuts)
-        batch = _InFlight(batch_id, entries, slot, tokens, len(cuts) + 1)
+        batch = _InFlight(batch_id, entries, slot, tokens, len(cuts) + 1, spans=spans)
         in_flight.append(batch)
         if len(in_flight) == 1:
             self._start(worker, batch)
@@ -262,6 +281,8 @@ class Dispatcher:
         if not in_flight or in_flight[0].batch_id != message.batch_id:
             return
         batch = in_flight.popleft()
+        if batch.spans is not None:
+            batch.spans.ended(message)
         self._timers.pop(worker.worker_id).cancel()
         if in_flight:
             self._unhold(in_flight[0])
@@ -285,6 +306,9 @@ class Dispatcher:
         if timer is not None:
             timer.cancel()
         held = self._in_flight.pop(worker.worker_id, ())
+        for batch in held:
+            if batch.spans is not None:
+                batch.spans.lost()
         for waiting in list(held)[1:]:
             self._unhold(waiting)
         self._retry_or_fail([e for batch in held for e in batch.entries], worker.worker_id)

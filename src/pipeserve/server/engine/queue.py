@@ -11,12 +11,15 @@ dispatcher's reports change it, and the batcher takes its batches from it.
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from pipeserve.server.errors import DeadlineExceeded, Overloaded
 from pipeserve.server.schema import Output, Outputs
+
+if TYPE_CHECKING:
+    from pipeserve.server.tracing import RequestSpans
 
 # A batch is picked among the oldest entries only, this many times the batch size: it costs
 # the same however long the queue, and older entries keep going first.
@@ -40,6 +43,8 @@ class Request:
     # The slowest item's time queued and in forward, in milliseconds.
     queue_ms: float = 0.0
     forward_ms: float = 0.0
+    # Its spans in the engine, with --tracing.
+    trace: "RequestSpans | None" = None
 
     def __post_init__(self) -> None:
         self.remaining = len(self.lengths)

@@ -234,7 +234,9 @@ class Hub:
             engine = self._registry.running(message.model)
             waiting = engine.waiting
             permit = engine.admit(len(sequences))
-            request = engine.submit(sequences, message.outputs, message.deadline, permit)
+            request = engine.submit(
+                sequences, message.outputs, message.deadline, permit, message.traceparent
+            )
         except PipeserveError as error:
             link.send(Refused(message.request_id, error, waiting))
             return

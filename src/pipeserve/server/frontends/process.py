@@ -14,6 +14,7 @@ import logging
 import signal
 from multiprocessing.connection import Connection
 
+from pipeserve.server import tracing
 from pipeserve.server.edge.server import Edge
 from pipeserve.server.errors import Unavailable
 from pipeserve.server.frontends.remote import EngineLink, RemoteRegistry
@@ -42,7 +43,12 @@ def run_frontend(settings: Settings, index: int, port: int, conn: Connection) ->
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_serve(settings, index, port, conn))
+    if settings.tracing:
+        tracing.start("frontend")
+    try:
+        asyncio.run(_serve(settings, index, port, conn))
+    finally:
+        tracing.stop()
 
 
 async def _serve(settings: Settings, index: int, port: int, conn: Connection) -> None:

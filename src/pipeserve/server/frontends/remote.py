@@ -225,6 +225,7 @@ class RemoteEngine:
         outputs: tuple[Output, ...],
         deadline: float | None,
         permit: _Permit,
+        traceparent: str | None = None,
     ) -> Request:
         return self._link.submit(
             self,
@@ -235,6 +236,7 @@ class RemoteEngine:
                 tuple(s.token_type_ids for s in sequences),
                 outputs,
                 deadline,
+                traceparent,
             ),
         )
 

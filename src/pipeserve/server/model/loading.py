@@ -32,6 +32,7 @@ def worker_specs(
             torch_compile=settings.torch_compile,
             log_level=settings.log_level,
             log_format=settings.log_format,
+            tracing=settings.tracing,
         )
         for i, device in enumerate(devices)
     ]

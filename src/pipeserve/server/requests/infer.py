@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from pipeserve.server import tracing
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.engine.queue import Admission
 from pipeserve.server.errors import InvalidInput, Unavailable
@@ -86,13 +87,14 @@ class Infer:
         """The items' encodings, padded as `options` say, and the time it took."""
         max_length = self._check(items, options)
         start = time.perf_counter()
-        encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
-        self._check_lengths(encoded, range(len(items)))
-        check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
-        # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
-        padded = await self.off_loop_if_long(
-            items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
-        )
+        with tracing.span("tokenize"):
+            encoded = await self._encode(items, options, max_length, flags.tokens, flags.offsets)
+            self._check_lengths(encoded, range(len(items)))
+            check_total_tokens(sum(map(len, encoded)), self._settings.max_tokens_per_request)
+            # Padding up to 256 x 512 ids (and tokens, offsets) is list work: not on the loop.
+            padded = await self.off_loop_if_long(
+                items, lambda: self.card.tokenizer.pad(encoded, options.padding, max_length)
+            )
         return padded, Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
 
     async def forward(
@@ -153,6 +155,7 @@ class Infer:
         in the request's `timings`."""
         timings.postprocess_ms = (time.perf_counter() - start) * 1000
         self._metrics.observe_stages(postprocess=timings.postprocess_ms)
+        tracing.record("postprocess", start)
 
     async def _encode(
         self,
@@ -285,19 +288,23 @@ class Infer:
     ) -> tuple[Outputs, Timings]:
         """Admits the items, makes their sequences with `tokenize(max_length)`, queues them and
         returns the sequences' outputs and where the time went."""
-        self._check_alive()
-        max_length = self._check(items, options, count_items)
-        permit = self._engine.admit(len(items))
+        with tracing.span("admission"):
+            self._check_alive()
+            max_length = self._check(items, options, count_items)
+            permit = self._engine.admit(len(items))
         more: Admission | None = None
         try:
             start = time.perf_counter()
-            sequences = await tokenize(max_length)
-            check_total_tokens(sum(map(len, sequences)), self._settings.max_tokens_per_request)
+            with tracing.span("tokenize"):
+                sequences = await tokenize(max_length)
+                check_total_tokens(sum(map(len, sequences)), self._settings.max_tokens_per_request)
             timings = Timings(tokenize_ms=(time.perf_counter() - start) * 1000)
             if len(sequences) > len(items):  # windows: their places, now that they are known
                 more = self._engine.admit(len(sequences) - len(items))
             self._check_alive()  # again: workers may have died while tokenizing
-            request = self._engine.submit(sequences, outputs, deadline, permit)
+            request = self._engine.submit(
+                sequences, outputs, deadline, permit, tracing.traceparent()
+            )
         finally:
             permit.release()
             if more is not None:

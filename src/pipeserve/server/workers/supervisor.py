@@ -82,6 +82,24 @@ class WorkerEvents(Protocol):
     def on_exit(self, worker: WorkerHandle, alive: int) -> None: ...
 
 
+# Starts a worker on `spec` that talks over `conn`, and returns its process, or what stands for
+# one (pid, exitcode, is_alive, join, kill): the seam where tests run the worker loop in a thread.
+WorkerStarter = Callable[[WorkerSpec, Connection], BaseProcess]
+
+
+def spawn_worker(spec: WorkerSpec, conn: Connection) -> BaseProcess:
+    """A worker process running `run_worker`, started with spawn."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_worker,
+        args=(spec, conn),
+        name=f"pipeserve-worker-{spec.worker_id}",
+        daemon=True,
+    )
+    process.start()
+    conn.close()  # so the parent sees EOF when the worker exits
+    return process
+
+
 class Supervisor:
     def __init__(
         self,
@@ -91,10 +109,11 @@ class Supervisor:
         depth: int,
         slot_capacity: int,
         on_alive_change: Callable[[int], None] = lambda alive: None,
+        start_worker: WorkerStarter = spawn_worker,
     ) -> None:
         self._events = events
         self._on_alive_change = on_alive_change
-        self._context = multiprocessing.get_context("spawn")
+        self._start_worker = start_worker
         self._slots = {s.worker_id: InputSlots.create(depth, slot_capacity) for s in specs}
         self._specs = [replace(s, slots=self._slots[s.worker_id].spec) for s in specs]
         self._workers: dict[int, WorkerHandle] = {}
@@ -140,15 +159,8 @@ class Supervisor:
 
     def _spawn(self, spec: WorkerSpec) -> None:
         assert self._loop is not None
-        parent, child = self._context.Pipe()
-        process = self._context.Process(
-            target=run_worker,
-            args=(spec, child),
-            name=f"pipeserve-worker-{spec.worker_id}",
-            daemon=True,
-        )
-        process.start()
-        child.close()  # so the parent sees EOF when the worker exits
+        parent, child = multiprocessing.Pipe()
+        process = self._start_worker(spec, child)
         handle = WorkerHandle(spec, process, parent, self._slots[spec.worker_id])
         self._workers[spec.worker_id] = handle
         self._loop.add_reader(parent.fileno(), self._on_readable, handle)

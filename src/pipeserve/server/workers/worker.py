@@ -11,6 +11,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.schema import (
     BatchDone,
@@ -50,7 +51,17 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(spec.log_level, spec.log_format)
-    device = _pin(spec)
+    if spec.tracing:
+        tracing.start("worker", tracing.worker_attributes(spec))
+    try:
+        serve_worker(spec, conn, _pin(spec))
+    finally:
+        tracing.stop()
+
+
+def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
+    """Attaches the input slots, loads the model on `device` and serves batches until told to
+    stop: all a worker does once its process is set up, and what tests run in a thread."""
     # Attached before anything else, so that a worker never reports ready without them.
     assert spec.slots is not None
     try:
@@ -129,14 +140,15 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         start = time.perf_counter()
         ids, types = slots.views(message.slot, len(message.lengths), message.width)
         try:
-            outputs = forward_buckets(
-                runner,
-                ids,
-                types if message.has_types else None,
-                message.lengths,
-                message.cuts,
-                message.outputs,
-            )
+            with tracing.batch(message):
+                outputs = forward_buckets(
+                    runner,
+                    ids,
+                    types if message.has_types else None,
+                    message.lengths,
+                    message.cuts,
+                    message.outputs,
+                )
         except Exception as exc:
             log.exception("batch %d failed", message.batch_id)
             conn.send(BatchFailed(message.batch_id, f"{type(exc).__name__}: {exc}"))

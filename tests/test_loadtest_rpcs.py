@@ -1,0 +1,151 @@
+"""`pipeserve loadtest` on every inference RPC, each with its own options, against a server of
+the task models (conftest's task_models); its progress line counting what its report counts;
+Ctrl-C ending a run with its report and exit status 130; texts from a file refused in the
+user's terms (a column the rows do not have, a line that is not UTF-8)."""
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from pipeserve.client.cli import args as cli_args
+from pipeserve.loadtest import Outcome, Plan, Sample, Setup, build_report, load_test
+from pipeserve.loadtest.progress import Progress
+from pipeserve.loadtest.texts import read_texts, with_mask
+from tests.conftest import PIPESERVE, ServerProcess, launch_server, model_flags, pipeserve
+
+
+@pytest.fixture(scope="module")
+def tasks(task_models) -> Iterator[ServerProcess]:
+    # Five workers starting at once: on a busy machine that takes minutes.
+    process = launch_server(None, *model_flags(task_models), timeout=600)
+    yield process
+    process.stop()
+
+
+ALL_STAGES = {"tokenize", "queue", "forward", "postprocess"}
+
+
+@pytest.mark.parametrize(
+    ("rpc", "model", "options"),
+    [
+        ("embed", "enc", {}),
+        ("rerank", "ce", {"query": "what is a film?"}),
+        ("rerank", "ce", {}),
+        ("classify-zero-shot", "nli", {"candidate_labels": ("film", "food"), "multi_label": True}),
+        ("classify-tokens", "ner", {"aggregation_strategy": "simple"}),
+        ("fill-mask", "mlm", {"top_k": 3}),
+    ],
+)
+def test_every_task_rpc_is_load_tested_with_its_options(tasks, rpc, model, options):
+    setup = Setup(
+        tasks.address,
+        Plan(concurrency=2, requests=6),
+        rpc=rpc,
+        items_per_request=3,
+        model=model,
+        options=options,
+    )
+    report = build_report(asyncio.run(load_test(setup)), setup)
+
+    assert report["status_codes"] == {"OK": 6}, report["error_examples"]
+    assert (report["items"], report["model"]) == (18, model)
+    assert report["items_per_s"] == pytest.approx(3 * report["requests_per_s"], rel=0.01)
+    listed = {name: list(v) if isinstance(v, tuple) else v for name, v in options.items()}
+    assert report["options"] == listed
+    assert set(report["stages_ms"]) == ALL_STAGES
+    for stage in report["stages_ms"].values():
+        assert stage["count"] == 6
+
+
+def test_the_command_takes_the_task_options_and_reports_items_per_second(tasks):
+    result = pipeserve(
+        "loadtest", "--target", tasks.address, "--rpc", "classify-zero-shot", "--model", "nli",
+        "--labels", "film,food", "--items-per-request", "2", "-n", "4", "--json", "-q",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["options"] == {"candidate_labels": ["film", "food"]}
+    assert report["items"] == 8 and report["items_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rpc", "classify-zero-shot"], "--rpc classify-zero-shot needs --labels"),
+        (["--rpc", "embed", "--labels", "a"], "--labels is for --rpc classify-zero-shot"),
+        (["--query", "q"], "--query is for --rpc rerank"),
+        (["--rpc", "rerank", "--top-k", "2"], "--top-k is for --rpc fill-mask"),
+    ],
+)
+def test_task_options_of_another_rpc_are_usage_errors(args, message):
+    result = pipeserve("loadtest", "--target", "127.0.0.1:1", *args)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {message}\n"
+
+
+def test_fill_mask_texts_get_the_mask_token_they_lack():
+    assert with_mask(["Paris is nice.", "a [MASK] b"], "[MASK]") == [
+        "Paris is [MASK]",
+        "a [MASK] b",
+    ]
+
+
+def _sample(index: int, warmup: bool, code: str = "OK") -> Sample:
+    return Sample(index, float(index), float(index), index + 0.5, warmup, Outcome(code, 1))
+
+
+def test_the_progress_line_counts_what_the_report_counts():
+    async def lines() -> list[str]:
+        samples = [_sample(0, True), _sample(1, True), _sample(2, True, "UNAVAILABLE")]
+        stream = io.StringIO()
+        progress = Progress(samples, stream)
+        progress.write()
+        samples += [_sample(3, False), _sample(4, False, "INTERNAL")]
+        progress.write(final=True)
+        return stream.getvalue().splitlines()
+
+    during, final = asyncio.run(lines())
+    assert ": 0 requests (+3 warmup, not counted), 0 errors" in during
+    assert ": 2 requests (+3 warmup, not counted), 1 errors" in final
+
+
+def test_ctrl_c_reports_and_exits_130(address):
+    run = subprocess.Popen(
+        [*PIPESERVE, "loadtest", "--target", address, "--duration", "600", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        assert run.stderr is not None
+        first = run.stderr.readline()  # the first progress line: requests are being sent
+        assert first.startswith("after "), first
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 130
+    report = json.loads(out)
+    assert report["stopped_early"] and report["requests"] > 0
+
+
+def test_a_column_beyond_the_rows_says_so(tmp_path):
+    table = tmp_path / "table.tsv"
+    table.write_text("sentence\tlabel\nhello there\t1\n", "utf-8")
+    with pytest.raises(cli_args.UsageError, match=r"column 7 is beyond the rows of .*at most 2"):
+        read_texts(str(table), "7")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n", "utf-8")
+    with pytest.raises(cli_args.UsageError, match="every line is blank"):
+        read_texts(str(blank))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("ok\nna\xefve\n".encode("latin-1"))
+    with pytest.raises(cli_args.UsageError, match=r"latin1\.txt line 2 is not UTF-8"):
+        read_texts(str(latin1))
