@@ -29,6 +29,7 @@ def worker_specs(
             allow_missing_weights=settings.allow_missing_weights,
             backend=settings.backend,
             converted=converted,
+            torch_compile=settings.torch_compile,
             log_level=settings.log_level,
             log_format=settings.log_format,
             tracing=settings.tracing,
