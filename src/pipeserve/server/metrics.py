@@ -154,7 +154,8 @@ class Metrics:
             )
             self.batch_tokens = Histogram(
                 "pipeserve_batch_tokens",
-                "Padded tokens (longest x sequences) per batch.",
+                "Tokens computed per batch, padding included (longest x sequences of each "
+                "length bucket it runs as).",
                 ["model"],
                 buckets=_TOKENS,
                 registry=self.registry,

@@ -16,6 +16,7 @@ MODEL_FILE_KEYS = (
     "dtype",
     "quantize",
     "backend",
+    "torch_compile",
     "calibration_file",
     "allow_missing_weights",
     "max_batch_tokens",

@@ -70,6 +70,7 @@ class WorkerSpec:
     # What runs the model, resolved (never auto); openvino serves the `converted` folder.
     backend: Backend = Backend.TORCH
     converted: str | None = None
+    torch_compile: bool = False
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # Filled in by the supervisor: this worker slot's shared input slots.
@@ -108,7 +109,8 @@ Output = str | Pooled | MaskRows
 class ForwardBatch:
     """A right-padded batch of `len(lengths)` rows x `width` ids, written into input slot
     `slot` (token type ids too when `has_types`). `outputs` says what to return (the union
-    of the callers' asks)."""
+    of the callers' asks). `cuts`: the rows at which each call after the first starts, when
+    the batch runs as several calls by length (rows then sorted by length)."""
 
     batch_id: int
     slot: int
@@ -121,6 +123,7 @@ class ForwardBatch:
     # With --tracing: the W3C traceparent of each traced request's forward span, which the
     # worker's span of the batch links to (see `server/tracing.py`).
     links: tuple[str, ...] = ()
+    cuts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         description="What runs the model: torch; openvino (CPU workers; pip install "
         "'pipeserve[openvino]'); auto: openvino on CPU workers where it is installed, else torch.",
     )
+    torch_compile: bool = Field(
+        False,
+        description="torch workers: compile the model with torch.compile (inductor, dynamic "
+        "shapes) at start-up, then keep it only if it measures faster than eager there.",
+    )
     cache_dir: Path | None = Field(
         None,
         description="Where the openvino backend keeps converted models, converted once and "

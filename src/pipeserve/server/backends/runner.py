@@ -78,9 +78,11 @@ def load_runner(
     allow_missing_weights: bool = False,
     terms: Terms = FLAG_TERMS,
     converted: Path | None = None,
+    torch_compile: bool = False,
 ) -> ModelRunner:
-    """The model on `backend`: torch loads the checkpoint; openvino the `converted` folder
-    (see backends/openvino_export.py), at `dtype`, on `threads` cores."""
+    """The model on `backend`: torch loads the checkpoint (compiled where `torch_compile` and
+    faster); openvino the `converted` folder (see backends/openvino_export.py), at `dtype`, on
+    `threads` cores."""
     if backend is Backend.OPENVINO:
         from pipeserve.server.backends.openvino_runner import OpenVINORunner
 
@@ -88,6 +90,9 @@ def load_runner(
         return OpenVINORunner.load(converted, dtype, threads)
     from pipeserve.server.backends.torch_runner import TorchRunner
 
-    return TorchRunner.load(
+    runner = TorchRunner.load(
         model, revision, task, dtype, quantize, device, threads, allow_missing_weights, terms
     )
+    if torch_compile:
+        runner.compile()
+    return runner

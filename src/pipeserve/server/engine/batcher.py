@@ -79,8 +79,8 @@ class Batcher:
         if worker is None:
             return None
         if dispatcher.running(worker):
-            started, padded_tokens = dispatcher.running_batch(worker)
-            forward_s = self._history.cost.predict_ms(padded_tokens) / 1000
+            started, padded_tokens, calls = dispatcher.running_batch(worker)
+            forward_s = self._history.cost.predict_ms(padded_tokens, calls) / 1000
             return started + (1 - _LEAD_SHARE) * forward_s
         target, wait_ms = self._fill_target()
         if len(self._queue) >= target:
@@ -110,4 +110,4 @@ class Batcher:
                 continue
             batch = queue.take(self._max_tokens, self._max_size, overhead, loop.time())
             if batch:
-                dispatcher.dispatch(worker, batch)
+                dispatcher.dispatch(worker, batch, overhead)

@@ -186,8 +186,8 @@ class Engine:
         so the batcher it wakes and the next admission see the queue changed already."""
         queue = self.queue
         match outcome:
-            case Ran(items, padded_tokens, forward_ms):
-                self._cost.observe(padded_tokens, forward_ms)
+            case Ran(items, padded_tokens, forward_ms, calls):
+                self._cost.observe(padded_tokens, forward_ms, calls)
                 self._last_batch = (items, forward_ms)
             case Held(items):
                 queue.hold(items)

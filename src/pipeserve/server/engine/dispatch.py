@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeserve.server import tracing
+from pipeserve.server.engine.cost import bucket_tokens, plan_buckets
 from pipeserve.server.engine.queue import Entry, Request
 from pipeserve.server.errors import DeadlineExceeded, ModelFailed, Unavailable
 from pipeserve.server.metrics import ModelMetrics
@@ -50,6 +51,7 @@ class Ran:
     items: int
     padded_tokens: int
     forward_ms: float
+    calls: int = 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class _InFlight:
     entries: list[Entry]
     slot: int
     padded_tokens: int
+    calls: int
     # Loop time it became the worker's running batch; None while it waits behind another.
     started_at: float | None = None
     withdrawn: bool = False
@@ -157,23 +160,29 @@ class Dispatcher:
     def running(self, worker: WorkerHandle) -> bool:
         return bool(self._in_flight.get(worker.worker_id))
 
-    def running_batch(self, worker: WorkerHandle) -> tuple[float, int]:
-        """(loop time it started, padded tokens) of the batch the worker runs."""
+    def running_batch(self, worker: WorkerHandle) -> tuple[float, int, int]:
+        """(loop time it started, padded tokens, calls) of the batch the worker runs."""
         head = self._in_flight[worker.worker_id][0]
         assert head.started_at is not None
-        return head.started_at, head.padded_tokens
+        return head.started_at, head.padded_tokens, head.calls
 
     def held(self, worker_id: int) -> int:
         return len(self._in_flight.get(worker_id, ()))
 
-    def dispatch(self, worker: WorkerHandle, entries: list[Entry]) -> None:
+    def dispatch(
+        self, worker: WorkerHandle, entries: list[Entry], overhead_tokens: float = float("inf")
+    ) -> None:
+        """Sends `entries` to `worker` as one batch, run as calls by length where padding
+        would cost more than `overhead_tokens` a call (see `cost.plan_buckets`)."""
         if worker.worker_id not in self._ready:
             # It died while the batcher waited for the batch to fill: the entries never left.
             self._report(Retry(entries))
             return
         in_flight = self._in_flight[worker.worker_id]
         slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
+        entries = sorted(entries, key=lambda e: e.length)
         lengths = tuple(e.length for e in entries)
+        cuts = plan_buckets(lengths, overhead_tokens)
         width = max(lengths)
         worker.slots.set_withdrawn(slot, False)
         ids, types = worker.slots.views(slot, len(entries), width)
@@ -194,13 +203,22 @@ class Dispatcher:
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
+        tokens = bucket_tokens(lengths, cuts)
         spans = None
         if tracing.active is not None:
             traces = [e.request.trace for e in entries]
-            spans = tracing.active.dispatched(traces, batch_id, ids.size, worker.spec)
+            spans = tracing.active.dispatched(traces, batch_id, tokens, worker.spec)
         links = () if spans is None else spans.links
         message = ForwardBatch(
-            batch_id, slot, width, lengths, self._send_token_type_ids, outputs, deadline, links
+            batch_id,
+            slot,
+            width,
+            lengths,
+            self._send_token_type_ids,
+            outputs,
+            deadline,
+            links,
+            cuts,
         )
         if not worker.send(message):
             # Dying, its exit not handled yet: the batch never reached it, so no attempt spent.
@@ -210,13 +228,13 @@ class Dispatcher:
             self._report(Retry(entries))
             return
         self._last_sent[worker.worker_id] = batch_id
-        batch = _InFlight(batch_id, entries, slot, ids.size, spans=spans)
+        batch = _InFlight(batch_id, entries, slot, tokens, len(cuts) + 1, spans=spans)
         in_flight.append(batch)
         if len(in_flight) == 1:
             self._start(worker, batch)
         else:
             self._report(Held(len(entries)))
-        self._metrics.observe_batch(len(entries), ids.size)
+        self._metrics.observe_batch(len(entries), tokens)
 
     def _start(self, worker: WorkerHandle, batch: _InFlight) -> None:
         """The batch is now the one the worker runs: its attempt and its hang timer start."""
@@ -317,7 +335,7 @@ class Dispatcher:
         stats.batches += 1
         stats.items += len(batch.entries)
         stats.busy_s += forward_ms / 1000
-        self._report(Ran(len(batch.entries), batch.padded_tokens, forward_ms))
+        self._report(Ran(len(batch.entries), batch.padded_tokens, forward_ms, batch.calls))
         # Whether each output is cut to the item's length, found once a batch, not an item.
         columns = {o: (array, o in self._token_level) for o, array in outputs.items()}
         for row, entry in enumerate(batch.entries):

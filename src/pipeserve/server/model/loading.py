@@ -34,6 +34,7 @@ def worker_specs(
             terms=terms,
             backend=settings.backend,
             converted=converted,
+            torch_compile=settings.torch_compile,
             log_level=settings.log_level,
             log_format=settings.log_format,
             tracing=settings.tracing,

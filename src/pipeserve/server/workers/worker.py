@@ -11,8 +11,6 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import numpy as np
-
 from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.quick_exit import exit_now
@@ -26,7 +24,7 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
-from pipeserve.server.workers.derived import forward_derived
+from pipeserve.server.workers.buckets import forward_buckets
 from pipeserve.server.workers.shm import InputSlots, share
 
 log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
@@ -97,6 +95,7 @@ def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, devic
             allow_missing_weights=spec.allow_missing_weights,
             terms=spec.terms,
             converted=Path(spec.converted) if spec.converted else None,
+            torch_compile=spec.torch_compile,
         )
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
@@ -140,15 +139,18 @@ def _serve(runner, conn: Connection, slots: InputSlots) -> None:
         if expired or slots.withdrawn(message.slot):
             conn.send(BatchSkipped(message.batch_id))
             continue
-        # 2. Its ids, read in place from the shared slot; the mask follows from the lengths.
+        # 2. Its ids, read in place from the shared slot, run in the calls the server planned.
         start = time.perf_counter()
         ids, types = slots.views(message.slot, len(message.lengths), message.width)
-        lengths = np.asarray(message.lengths)
-        mask = (np.arange(message.width) < lengths[:, None]).astype(np.int64)
         try:
             with tracing.batch(message):
-                outputs = forward_derived(
-                    runner, ids, mask, types if message.has_types else None, message.outputs
+                outputs = forward_buckets(
+                    runner,
+                    ids,
+                    types if message.has_types else None,
+                    message.lengths,
+                    message.cuts,
+                    message.outputs,
                 )
         except Exception as exc:
             log.exception("batch %d failed", message.batch_id)
