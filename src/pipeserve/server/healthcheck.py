@@ -26,9 +26,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pipeserve.server.edge.security import load_tokens
 from pipeserve.server.errors import StartupError
 from pipeserve.server.settings import Settings, parse_settings
+from pipeserve.server.token_files import load_tokens
 
 # How the server's own arguments start in a command line: `pipeserve serve ...` (the
 # entrypoint) or `python -m pipeserve.server ...`.

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipeserve.server.settings import Backend, DType, LogFormat, Quantize, Settings, Task
+from pipeserve.server.terms import FLAG_TERMS, Terms
 
 # The two descriptors of shared memory (`workers/shm.py`) that messages carry.
 
@@ -64,6 +65,8 @@ class WorkerSpec:
     quantize: Quantize
     device: DeviceSpec
     allow_missing_weights: bool = False
+    # How whoever asked for the model names its settings, for the load's messages.
+    terms: Terms = FLAG_TERMS
     # What runs the model, resolved (never auto); openvino serves the `converted` folder.
     backend: Backend = Backend.TORCH
     converted: str | None = None
@@ -343,6 +346,8 @@ class Welcome:
 
     models: tuple[ModelAdded, ...]
     tables: dict[str, dict[int, tuple[str, ...]]]
+    # Models being loaded, to be added: calls to them are UNAVAILABLE meanwhile.
+    loading: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipeserve.server.models_file import read_models_file
+from pipeserve.server.terms import Origin, Terms
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 # Names travel in requests, health service names, metric labels and messages: keep them
@@ -41,8 +42,26 @@ class Task(StrEnum):
     FEATURE_EXTRACTION = "feature-extraction"
     TEXT_CLASSIFICATION = "text-classification"
     TOKEN_CLASSIFICATION = "token-classification"
-    QUESTION_ANSWERING = "question-answering"
     FILL_MASK = "fill-mask"
+
+
+# The head each task loads, by how its architectures' names end (BertForMaskedLM...); a bare
+# encoder (feature-extraction) is any other architecture.
+HEAD_SUFFIX = {
+    Task.TEXT_CLASSIFICATION: "ForSequenceClassification",
+    Task.TOKEN_CLASSIFICATION: "ForTokenClassification",
+    Task.FILL_MASK: "ForMaskedLM",
+}
+# Heads of checkpoints that no RPC serves, by the same suffix -> what they do.
+UNSERVED_HEADS = {"ForQuestionAnswering": "question answering"}
+
+
+def task_of_architecture(architecture: str) -> Task | None:
+    """The task whose head `architecture` is, or None for another architecture."""
+    for task, suffix in HEAD_SUFFIX.items():
+        if architecture.endswith(suffix):
+            return task
+    return None
 
 
 class DType(StrEnum):
@@ -100,7 +119,9 @@ class Settings(BaseSettings):
     _model_options: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     task: Task = Field(
-        Task.AUTO, description="Model head; auto picks it from the config's architectures."
+        Task.AUTO,
+        description="Model head; auto picks it from the config's architectures (a bare "
+        "encoder, feature-extraction, when they name none of the heads).",
     )
     host: str = Field(
         "127.0.0.1",
@@ -322,9 +343,9 @@ class Settings(BaseSettings):
                 given = {**common, **self._model_options.get(name, {}), "model": (entry,)}
                 models.append(Settings.model_validate(given))
             except ValidationError as error:
-                problem = error.errors()[0]
-                where = ".".join(map(str, problem["loc"]))
-                raise ValueError(f"[models.{name}] {where}: {problem['msg']}") from None
+                raise ValueError(
+                    settings_problems(error, Terms(Origin.MODELS_FILE, name))
+                ) from None
         return tuple(models)
 
     @field_validator("devices")
@@ -345,6 +366,22 @@ class Settings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         return self
+
+
+def settings_problems(error: ValidationError, terms: Terms) -> str:
+    """What is wrong with settings, in the words of whoever gave them (`terms`): each problem
+    as "--flag value: what is wrong", without pydantic's wording around it."""
+    problems = []
+    for problem in error.errors():
+        message = problem["msg"]
+        if problem["type"] == "value_error":  # one of ours: it names its flags itself
+            message = str(problem["ctx"]["error"])
+        if problem["loc"]:
+            given = problem["input"]
+            shown = ",".join(map(str, given)) if isinstance(given, (list, tuple)) else given
+            message = f"{terms.option(str(problem['loc'][0]))} {shown}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
 
 
 def precision_label(backend: Backend, dtype: DType, quantize: Quantize) -> str:

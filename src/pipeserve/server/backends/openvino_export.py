@@ -19,6 +19,7 @@ import torch
 from pipeserve.server.backends.openvino_runner import MANIFEST_FILE, MODEL_FILE
 from pipeserve.server.backends.torch_runner import NamedOutputs, load_model
 from pipeserve.server.settings import DType, Quantize, Task
+from pipeserve.server.terms import Terms
 
 log = logging.getLogger("pipeserve.openvino")
 
@@ -72,10 +73,11 @@ def export(
     quantize: Quantize,
     calibration: list[str],
     allow_missing_weights: bool,
+    terms: Terms,
     folder: Path,
 ) -> None:
     """Writes the IR (model.xml/.bin) and manifest.json of `model` into `folder`."""
-    loaded = load_model(model, revision, task, DType.FLOAT32, allow_missing_weights)
+    loaded = load_model(model, revision, task, DType.FLOAT32, allow_missing_weights, terms)
     takes = inspect.signature(loaded.forward).parameters
     inputs = [name for name in _INPUTS if name in takes]
     named = NamedOutputs(loaded).eval()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeserve.server.settings import Backend, DType, Quantize, Task
+from pipeserve.server.terms import FLAG_TERMS, Terms
 
 # Outputs of the encoder under a head; returned when asked for, next to the head's own.
 ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
@@ -75,6 +76,7 @@ def load_runner(
     device: str,
     threads: int,
     allow_missing_weights: bool = False,
+    terms: Terms = FLAG_TERMS,
     converted: Path | None = None,
     torch_compile: bool = False,
 ) -> ModelRunner:
@@ -89,7 +91,7 @@ def load_runner(
     from pipeserve.server.backends.torch_runner import TorchRunner
 
     runner = TorchRunner.load(
-        model, revision, task, dtype, quantize, device, threads, allow_missing_weights
+        model, revision, task, dtype, quantize, device, threads, allow_missing_weights, terms
     )
     if torch_compile:
         runner.compile()

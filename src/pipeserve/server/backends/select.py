@@ -19,11 +19,13 @@ import shutil
 import time
 from importlib.metadata import version
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from pipeserve.server.errors import ModelLoadError, StartupError
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.settings import Backend, Quantize, Settings, Task, precision_label
+from pipeserve.server.terms import Terms
 
 log = logging.getLogger("pipeserve.backend")
 
@@ -135,8 +137,9 @@ def cache_entry(settings: Settings, task: Task, calibration: list[str]) -> Path:
     return cache_root(settings) / "openvino" / f"{name}-{settings.quantize}-{digest}"
 
 
-def converted_model(settings: Settings, task: Task) -> Path:
-    """The converted model's folder: reused from the cache, else converted into it now."""
+def converted_model(settings: Settings, task: Task, terms: Terms) -> Path:
+    """The converted model's folder: reused from the cache, else converted into it now
+    (`terms`: how the model's asker names its settings, for the conversion's messages)."""
     calibration = (
         read_calibration(settings.calibration_file)
         if settings.quantize is Quantize.INT8_STATIC and settings.calibration_file is not None
@@ -153,7 +156,7 @@ def converted_model(settings: Settings, task: Task) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _convert_in_child(settings, task, calibration, partial)
+        _convert_in_child(settings, task, calibration, terms, partial)
         try:
             partial.rename(entry)  # whole or not at all, even if the server dies meanwhile
         except OSError:  # another server converted it first: theirs is as good
@@ -165,18 +168,34 @@ def converted_model(settings: Settings, task: Task) -> Path:
     return entry
 
 
-def _convert_in_child(settings: Settings, task: Task, calibration: list[str], folder: Path) -> None:
+# The conversions running, each in a thread that waits for its process: a shutdown meanwhile
+# kills them (`stop_conversions`), and the threads, and so the server, need not wait a minute.
+_converting: set[BaseProcess] = set()
+
+
+def stop_conversions() -> None:
+    """Kills the conversions running (the server is stopping); theirs are left unconverted."""
+    for process in list(_converting):
+        process.kill()
+
+
+def _convert_in_child(
+    settings: Settings, task: Task, calibration: list[str], terms: Terms, folder: Path
+) -> None:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    args = (settings, task, calibration, folder, child)
+    args = (settings, task, calibration, terms, folder, child)
     process = context.Process(target=_export, args=args, name="pipeserve-convert")
     process.start()
+    _converting.add(process)
     child.close()
     try:
         failure = parent.recv()
     except EOFError:
         failure = "the conversion process died"
-    process.join()
+    finally:
+        process.join()
+        _converting.discard(process)
     if failure is None and process.exitcode != 0:
         failure = f"the conversion process exited with code {process.exitcode}"
     if failure is not None:
@@ -186,7 +205,12 @@ def _convert_in_child(settings: Settings, task: Task, calibration: list[str], fo
 
 
 def _export(
-    settings: Settings, task: Task, calibration: list[str], folder: Path, conn: Connection
+    settings: Settings,
+    task: Task,
+    calibration: list[str],
+    terms: Terms,
+    folder: Path,
+    conn: Connection,
 ) -> None:
     """The child: converts, then tells the parent None (done) or why not, in one line."""
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -201,6 +225,7 @@ def _export(
             settings.quantize,
             calibration,
             settings.allow_missing_weights,
+            terms,
             folder,
         )
     except Exception as exc:  # one line for the operator, as a worker's load failure

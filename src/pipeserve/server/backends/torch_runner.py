@@ -14,7 +14,6 @@ import torch
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     PreTrainedModel,
@@ -22,12 +21,12 @@ from transformers import (
 
 from pipeserve.server.backends.runner import ENCODER_OUTPUTS, ModelRunner
 from pipeserve.server.settings import DType, Quantize, Task
+from pipeserve.server.terms import FLAG_TERMS, Terms
 
 _AUTO_CLASS = {
     Task.FEATURE_EXTRACTION: AutoModel,
     Task.TEXT_CLASSIFICATION: AutoModelForSequenceClassification,
     Task.TOKEN_CLASSIFICATION: AutoModelForTokenClassification,
-    Task.QUESTION_ANSWERING: AutoModelForQuestionAnswering,
     Task.FILL_MASK: AutoModelForMaskedLM,
 }
 _TORCH_DTYPE = {
@@ -60,19 +59,22 @@ class MissingWeights(ValueError):
 
 
 def _check_missing_weights(
-    model: PreTrainedModel, task: Task, missing: Iterable[str], allow: bool
+    model: PreTrainedModel, task: Task, missing: Iterable[str], allow: bool, terms: Terms
 ) -> None:
     names = sorted(missing)
     if not names:
         return
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-    what = f"{type(model).__name__} (--task {task}) needs weights the checkpoint lacks: {shown}"
+    what = (
+        f"{type(model).__name__} ({terms.setting('task', task)}) needs weights the checkpoint "
+        f"lacks: {shown}"
+    )
     if not allow:
         raise MissingWeights(
-            f"{what}. Load the checkpoint's own head with --task auto, or pass "
-            "--allow-missing-weights to serve them randomly initialised"
+            f"{what}. Load the checkpoint's own head with {terms.setting('task', Task.AUTO)}, "
+            f"or serve them randomly initialised with {terms.allow_missing_weights}"
         )
-    log.warning("%s; serving them randomly initialised (--allow-missing-weights)", what)
+    log.warning("%s; serving them randomly initialised (%s)", what, terms.allow_missing_weights)
 
 
 def _quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
@@ -87,7 +89,12 @@ def _quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def load_model(
-    model: str, revision: str | None, task: Task, dtype: DType, allow_missing_weights: bool
+    model: str,
+    revision: str | None,
+    task: Task,
+    dtype: DType,
+    allow_missing_weights: bool,
+    terms: Terms,
 ) -> PreTrainedModel:
     """The checkpoint as `task` asks, in eval mode on the CPU; raises MissingWeights if it lacks
     some of the weights that model needs, unless `allow_missing_weights` (they are then random).
@@ -97,7 +104,7 @@ def load_model(
     loaded, info = _AUTO_CLASS[task].from_pretrained(
         model, revision=revision, dtype=_TORCH_DTYPE[dtype], output_loading_info=True
     )
-    _check_missing_weights(loaded, task, info["missing_keys"], allow_missing_weights)
+    _check_missing_weights(loaded, task, info["missing_keys"], allow_missing_weights, terms)
     return loaded.eval()
 
 
@@ -209,11 +216,12 @@ class TorchRunner(ModelRunner):
         device: str,
         threads: int,
         allow_missing_weights: bool = False,
+        terms: Terms = FLAG_TERMS,
     ) -> "TorchRunner":
         torch_device = torch.device(device)
         if torch_device.type == "cpu":
             torch.set_num_threads(threads)
-        loaded = load_model(model, revision, task, dtype, allow_missing_weights)
+        loaded = load_model(model, revision, task, dtype, allow_missing_weights, terms)
         loaded = loaded.to(torch_device)
         if quantize is Quantize.INT8:
             loaded = _quantize_int8(loaded)

@@ -2,14 +2,13 @@
 
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
 
 from pipeserve.server.edge.handlers import SERVICE, with_behavior
 from pipeserve.server.edge.status import abort
-from pipeserve.server.errors import StartupError, Unauthenticated
+from pipeserve.server.errors import Unauthenticated
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.settings import Settings
 
@@ -28,18 +27,6 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
-
-
-def load_tokens(path: Path, flag: str = "--auth-token-file") -> list[bytes]:
-    """Accepted tokens, one per line; blank lines and # comments are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise StartupError(f"{flag} {path}: {error.strerror or error}") from error
-    tokens = [line.strip().encode() for line in lines if line.strip() and not line.startswith("#")]
-    if not tokens:
-        raise StartupError(f"{flag} {path} holds no token")
-    return tokens
 
 
 def bearer_accepted(

@@ -10,15 +10,16 @@ With several front ends the overall status is SERVING only while every front end
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from pipeserve.server.edge import admin, handlers
 from pipeserve.server.edge.oip import service as open_inference
-from pipeserve.server.edge.security import TokenAuthInterceptor, load_tokens, server_credentials
+from pipeserve.server.edge.reflection import enable_reflection
+from pipeserve.server.edge.security import TokenAuthInterceptor, server_credentials
 from pipeserve.server.edge.service import InferenceService
 from pipeserve.server.engine.core import EngineCalls
 from pipeserve.server.engine.registry import RunningModel, SharedTables
@@ -27,6 +28,7 @@ from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.requests.models import Models, ServedModel
 from pipeserve.server.settings import Settings
+from pipeserve.server.token_files import read_tokens
 
 log = logging.getLogger("pipeserve")
 
@@ -52,24 +54,20 @@ class Edge:
         )
         self.models = Models(settings.default_name)
         self._alive: dict[str, int] = {}
+        # Models being loaded at start-up, not added yet.
+        self._expected: set[str] = set()
         self._shared: SharedTables = {}
         # With several front ends: whether all of them listen (the main process says).
         self._every_frontend = True
         interceptors: list[grpc.aio.ServerInterceptor] = []
-        tokens: list[bytes] = []
-        if settings.auth_token_file is not None:
-            tokens = load_tokens(settings.auth_token_file)
-            interceptors.append(TokenAuthInterceptor(tokens, settings.auth_open_health, metrics))
+        tokens = read_tokens(settings)
+        if tokens.inference:
+            interceptors.append(
+                TokenAuthInterceptor(tokens.inference, settings.auth_open_health, metrics)
+            )
             if not quiet:
-                log.info("token auth on: %d accepted tokens", len(tokens))
-        self._admin_tokens: list[bytes] = []
-        if settings.admin_token_file is not None:
-            self._admin_tokens = load_tokens(settings.admin_token_file, "--admin-token-file")
-            if set(self._admin_tokens) & set(tokens):
-                raise StartupError(
-                    "a token is in both --auth-token-file and --admin-token-file; an admin "
-                    "token must be one of its own"
-                )
+                log.info("token auth on: %d accepted tokens", len(tokens.inference))
+        self._admin_tokens = tokens.admin
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -86,15 +84,10 @@ class Edge:
         handlers.register(self.server, self.open_inference, metrics, open_inference.SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
-            served = (
-                SERVICE_NAME,
-                open_inference.SERVICE.full_name,
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            )
+            served = (SERVICE_NAME, open_inference.SERVICE.full_name, health.SERVICE_NAME)
             if self._admin_tokens:
                 served += (admin.SERVICE.full_name,)
-            reflection.enable_server_reflection(served, self.server)
+            enable_reflection(self.server, served)
         self._quiet = quiet
         self._health_updates: set[asyncio.Task] = set()
         self._lag_watch: asyncio.Task | None = None
@@ -102,6 +95,7 @@ class Edge:
     def add_model(self, settings: Settings, card: ModelCard, engine: EngineCalls) -> None:
         """Serves the model `settings` names, NOT_SERVING until `set_alive` says otherwise."""
         self._alive[settings.model_name] = 0
+        self._expected.discard(settings.model_name)
         self.models.add(
             ServedModel.compose(
                 settings,
@@ -133,6 +127,13 @@ class Edge:
             model.shared_with.clear()
             model.shared_with.update(tables.get(model.name, {}))
 
+    def expect(self, names: Iterable[str]) -> None:
+        """Models `names` are being loaded at start-up (before `start`): NOT_SERVING, and
+        calls to them UNAVAILABLE, until they are added."""
+        names = tuple(names)
+        self._expected.update(names)
+        self.models.expect(names)
+
     async def model_removed(self, model: str) -> None:
         """Routes no new call to `model`: they get NOT_FOUND, its health NOT_SERVING."""
         self.models.remove(model)
@@ -144,8 +145,13 @@ class Edge:
     async def start(self, port: int) -> int:
         """Binds `port` (0 picks one) and starts serving; returns the bound port."""
         settings = self._settings
-        for model in self.models:
-            await self.set_alive(model.name, 0)
+        for model in list(self._alive):
+            await self.set_alive(model, 0)
+        for model in self._expected:
+            await self.health.set(
+                f"{SERVICE_NAME}/{model}", health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+        await self._set_overall()
         credentials = server_credentials(settings)
         bind = f"{settings.host}:{port}"
         try:
@@ -178,7 +184,12 @@ class Edge:
 
     async def _set_overall(self) -> None:
         status = health_pb2.HealthCheckResponse
-        every = bool(self._alive) and all(self._alive.values()) and self._every_frontend
+        every = (
+            bool(self._alive)
+            and not self._expected
+            and all(self._alive.values())
+            and self._every_frontend
+        )
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status.SERVING if every else status.NOT_SERVING)
 

@@ -164,10 +164,11 @@ class Engine:
             request.fail(error)
         self.queue.fail_all(error)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stops the batcher, and the workers within `timeout_s` (then they are killed)."""
         if self._batcher_task is not None:
             self._batcher_task.cancel()
-        await self.workers.stop()
+        await self.workers.stop(timeout_s)
 
     # What the batches run so far say, for the batcher.
 

@@ -11,7 +11,7 @@ and each returns once every caller it serves sees the change.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,9 +32,11 @@ from pipeserve.server.errors import (
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
-from pipeserve.server.model.source import MAX_PATH_CHARS, check_model_source
+from pipeserve.server.model.source import MAX_PATH_CHARS
+from pipeserve.server.preflight import check_model
 from pipeserve.server.schema import DeviceSpec, WorkerSpec
-from pipeserve.server.settings import Settings, is_model_name
+from pipeserve.server.settings import Settings, is_model_name, settings_problems
+from pipeserve.server.terms import Origin, Terms
 from pipeserve.server.workers.devices import plan_models, shared_devices
 
 log = logging.getLogger("pipeserve")
@@ -85,6 +87,8 @@ class ModelRegistry:
         self._served: dict[str, RunningModel] = {}
         self._plans: dict[str, list[DeviceSpec]] = {}
         self._loading: dict[str, Engine | None] = {}
+        # Start-up models added, not yet served: `start` serves them.
+        self._starting: list[tuple[RunningModel, list[DeviceSpec]]] = []
         self._unloading: dict[str, Engine] = {}
         # Unloads run to the end even if their caller leaves.
         self._unloads: set[asyncio.Task] = set()
@@ -92,17 +96,35 @@ class ModelRegistry:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def add(
+    def expect(self, names: Iterable[str]) -> None:
+        """The start-up models, being loaded until `add`ed: no LoadModel of the same name."""
+        for name in names:
+            self._loading[name] = None
+
+    @property
+    def loading(self) -> tuple[str, ...]:
+        """The models being loaded: at start-up, or by LoadModel."""
+        return tuple(self._loading)
+
+    def add(
         self, settings: Settings, card: ModelCard, specs: list[WorkerSpec], plan: list[DeviceSpec]
     ) -> None:
-        """Serves a start-up model; its engine starts with `start`."""
-        await self._serve(RunningModel(settings, card, self._engine(settings, card, specs)), plan)
+        """Takes a start-up model; `start` serves it and starts its engine."""
+        model = RunningModel(settings, card, self._engine(settings, card, specs))
+        self._starting.append((model, plan))
 
     async def start(self) -> None:
-        """Starts the start-up models' engines at once; returns when all their workers are
-        ready."""
+        """Serves the start-up models and starts their engines, all at once (the front ends
+        load a model's tokenizer while its workers load the model); returns when every
+        listener serves them and all their workers are ready."""
         on_failed = self._on_batcher_failed
-        await asyncio.gather(*(m.engine.start(on_failed) for m in self._served.values()))
+        starting, self._starting = self._starting, []
+        for model, _ in starting:
+            self._loading.pop(model.name, None)
+        await asyncio.gather(
+            *(self._serve(model, plan) for model, plan in starting),
+            *(model.engine.start(on_failed) for model, _ in starting),
+        )
 
     @property
     def served(self) -> list[RunningModel]:
@@ -120,6 +142,7 @@ class ModelRegistry:
     def engines(self) -> list[Engine]:
         """Every engine running: served, loading or draining (for shutdown)."""
         loading = [e for e in self._loading.values() if e is not None]
+        loading += [model.engine for model, _ in self._starting]
         served = [m.engine for m in self._served.values()]
         return [*served, *loading, *self._unloading.values()]
 
@@ -129,6 +152,8 @@ class ModelRegistry:
         return dict(zip(names, tables, strict=True))
 
     async def _serve(self, model: RunningModel, plan: list[DeviceSpec]) -> None:
+        # Announced as it becomes served, with no await between: a front end that attaches
+        # meanwhile learns it either from its Welcome or from this announcement, never both.
         self._served[model.name] = model
         self._plans[model.name] = plan
         for listener in self._listeners:
@@ -199,21 +224,23 @@ class ModelRegistry:
         try:
             return Settings.model_validate({**common, **options, "model": (f"{name}={path}",)})
         except ValidationError as error:
-            problem = error.errors()[0]
-            where = ".".join(map(str, problem["loc"])) or "settings"
-            raise InvalidInput(f"LoadModel {name}: {where}: {problem['msg']}") from None
+            terms = Terms(Origin.LOAD_MODEL, name)
+            raise InvalidInput(settings_problems(error, terms)) from None
 
     async def _start(self, settings: Settings) -> tuple[RunningModel, list[DeviceSpec]]:
         """The model with its workers ready; every piece stopped again if that fails."""
         name = settings.model_name
+        terms = Terms(Origin.LOAD_MODEL, name)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, check_model_source, settings.model_source)
-        card = await load_card(settings)
         # Its CPU workers split the cores as if it were alone: the served models' workers
         # keep theirs, so they share cores (ModelInfo's shared_with says with whom).
         (plan,) = plan_models([(settings.devices, settings.workers_per_device)])
-        settings, converted = await prepare_backend(settings, card, on_gpu=plan[0].gpu is not None)
-        engine = self._engine(settings, card, worker_specs(settings, card, plan, converted))
+        on_gpu = plan[0].gpu is not None
+        backend = await loop.run_in_executor(None, check_model, settings, terms, on_gpu)
+        card = await load_card(settings)
+        settings, converted = await prepare_backend(settings, card, backend, terms)
+        specs = worker_specs(settings, card, plan, converted, terms)
+        engine = self._engine(settings, card, specs)
         self._loading[name] = engine
         try:
             await engine.start(on_batcher_failed=self._on_batcher_failed)

@@ -90,7 +90,7 @@ class Hub:
         listening = self._listening[index] = loop.create_future()
         loop.add_reader(conn.fileno(), self._on_readable, link)
         models = tuple(self._added(m) for m in self._registry.served)
-        link.send(Welcome(models, self._tables))
+        link.send(Welcome(models, self._tables, self._registry.loading))
         return listening
 
     # The registry's listener calls.

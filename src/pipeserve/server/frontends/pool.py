@@ -79,8 +79,9 @@ class FrontendPool:
         with contextlib.suppress(EOFError):
             await self._spawn(index)
 
-    async def drain(self) -> None:
-        """Tells every front end to drain, and waits for them to exit (killed after the grace)."""
+    async def drain(self, timeout_s: float) -> None:
+        """Tells every front end to drain (within the shutdown grace), and waits up to
+        `timeout_s` for them to exit; those left are killed."""
         if self._stopping:
             return
         self._stopping = True
@@ -88,9 +89,8 @@ class FrontendPool:
             with contextlib.suppress(OSError, ValueError):
                 conn.send(Drain())
         loop = asyncio.get_running_loop()
-        timeout = self._settings.shutdown_grace_s + 10
         processes = list(self._processes.values())
-        await asyncio.gather(*(loop.run_in_executor(None, p.join, timeout) for p in processes))
+        await asyncio.gather(*(loop.run_in_executor(None, p.join, timeout_s) for p in processes))
         for process in processes:
             if process.is_alive():
                 process.kill()

@@ -21,6 +21,7 @@ from pipeserve.server.frontends.remote import EngineLink, RemoteRegistry
 from pipeserve.server.logs import configure_logging
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import load_model_card
+from pipeserve.server.quick_exit import exit_now
 from pipeserve.server.schema import (
     Drain,
     FromEngine,
@@ -42,13 +43,14 @@ def run_frontend(settings: Settings, index: int, port: int, conn: Connection) ->
     """Entry point of a front-end process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, transformers=False)
     if settings.tracing:
         tracing.start("frontend")
     try:
         asyncio.run(_serve(settings, index, port, conn))
     finally:
         tracing.stop()
+    exit_now(0)
 
 
 async def _serve(settings: Settings, index: int, port: int, conn: Connection) -> None:
@@ -83,6 +85,7 @@ class Frontend:
         welcome = await self._first_message()
         if welcome is None:  # the main process is gone, or stopping already
             return
+        edge.expect(welcome.loading)
         for added in welcome.models:
             await self._add(added)
         edge.devices_shared(welcome.tables)

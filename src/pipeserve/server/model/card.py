@@ -2,33 +2,28 @@
 and the tokenizer. Used for validation, ModelInfo, postprocessing and start-up checks."""
 
 from dataclasses import dataclass
-
-from transformers import AutoConfig, PretrainedConfig
+from typing import TYPE_CHECKING
 
 from pipeserve.server.errors import ModelLoadError
+from pipeserve.server.logs import route_transformers_logs
 from pipeserve.server.pipeline.classify import ScoreFunction, default_score_function
 from pipeserve.server.pipeline.embed import read_json
 from pipeserve.server.pipeline.rerank import saved_activation
 from pipeserve.server.pipeline.tokenize import TextTokenizer
 from pipeserve.server.pipeline.zero_shot import entailment_id
-from pipeserve.server.settings import Settings, Task
+from pipeserve.server.settings import Settings, Task, task_of_architecture
 
-_TASK_BY_ARCHITECTURE_SUFFIX = {
-    "ForSequenceClassification": Task.TEXT_CLASSIFICATION,
-    "ForTokenClassification": Task.TOKEN_CLASSIFICATION,
-    "ForQuestionAnswering": Task.QUESTION_ANSWERING,
-    "ForMaskedLM": Task.FILL_MASK,
-}
+if TYPE_CHECKING:  # transformers imports torch: loaded with the first model, not before
+    from transformers import PretrainedConfig
 
 
-def resolve_task(config: PretrainedConfig, requested: Task) -> Task:
+def resolve_task(config: "PretrainedConfig", requested: Task) -> Task:
     """The head to load: the one asked for, else the first the config declares."""
     if requested is not Task.AUTO:
         return requested
     for architecture in config.architectures or []:
-        for suffix, task in _TASK_BY_ARCHITECTURE_SUFFIX.items():
-            if architecture.endswith(suffix):
-                return task
+        if (task := task_of_architecture(architecture)) is not None:
+            return task
     return Task.FEATURE_EXTRACTION
 
 
@@ -54,7 +49,7 @@ class ModelCard:
         return [self.id2label[i] for i in sorted(self.id2label)]
 
 
-def position_limit(config: PretrainedConfig) -> int:
+def position_limit(config: "PretrainedConfig") -> int:
     """Most tokens the model's position embeddings take. RoBERTa's family (XLM-R, MPNet,
     CamemBERT...) numbers positions from padding_idx + 1, so its table holds that many fewer
     than max_position_embeddings; found as sentence-transformers finds that offset, by an
@@ -77,7 +72,7 @@ def position_limit(config: PretrainedConfig) -> int:
     return declared
 
 
-def _cross_encoder_activation(config: PretrainedConfig, settings: Settings) -> str | None:
+def _cross_encoder_activation(config: "PretrainedConfig", settings: Settings) -> str | None:
     source, revision = settings.model_source, settings.revision
     # CrossEncoder reads config_sentence_transformers.json only from a checkpoint it saved
     # (one with a modules.json).
@@ -93,6 +88,9 @@ def _cross_encoder_activation(config: PretrainedConfig, settings: Settings) -> s
 def load_model_card(settings: Settings) -> ModelCard:
     """Loads config and tokenizer of `settings`' (first) model; any failure becomes one
     ModelLoadError line."""
+    route_transformers_logs()  # the first import of transformers, in the server and front ends
+    from transformers import AutoConfig
+
     source = settings.model_source
     try:
         config = AutoConfig.from_pretrained(source, revision=settings.revision)

@@ -5,17 +5,21 @@ every model and by LoadModel for one loaded while serving (`engine/registry.py`)
 import asyncio
 import logging
 
-from pipeserve.server.backends.select import backend_label, converted_model, resolve_backend
+from pipeserve.server.backends.select import backend_label, converted_model
 from pipeserve.server.model.card import ModelCard, load_model_card
 from pipeserve.server.schema import DeviceSpec, WorkerSpec
 from pipeserve.server.settings import Backend, Settings, precision_label
-from pipeserve.server.workers.devices import check_precision
+from pipeserve.server.terms import Terms
 
 log = logging.getLogger("pipeserve")
 
 
 def worker_specs(
-    settings: Settings, card: ModelCard, devices: list[DeviceSpec], converted: str | None
+    settings: Settings,
+    card: ModelCard,
+    devices: list[DeviceSpec],
+    converted: str | None,
+    terms: Terms,
 ) -> list[WorkerSpec]:
     return [
         WorkerSpec(
@@ -27,6 +31,7 @@ def worker_specs(
             quantize=settings.quantize,
             device=device,
             allow_missing_weights=settings.allow_missing_weights,
+            terms=terms,
             backend=settings.backend,
             converted=converted,
             torch_compile=settings.torch_compile,
@@ -53,12 +58,11 @@ async def load_card(settings: Settings) -> ModelCard:
 
 
 async def prepare_backend(
-    settings: Settings, card: ModelCard, on_gpu: bool
+    settings: Settings, card: ModelCard, backend: Backend, terms: Terms
 ) -> tuple[Settings, str | None]:
-    """The model's settings with its backend resolved (never auto), and the converted model
-    its workers load (OpenVINO; converted once and cached), else None."""
-    check_precision(settings, on_gpu=on_gpu)
-    backend = resolve_backend(settings, on_gpu=on_gpu)
+    """The model's settings with its backend resolved (`backend`, as `preflight.check_model`
+    found it), and the converted model its workers load (OpenVINO; converted once and cached),
+    else None."""
     settings = settings.model_copy(update={"backend": backend})
     log.info(
         "model %s: backend %s, precision %s",
@@ -69,5 +73,5 @@ async def prepare_backend(
     if backend is not Backend.OPENVINO:
         return settings, None
     loop = asyncio.get_running_loop()
-    converted = await loop.run_in_executor(None, converted_model, settings, card.task)
+    converted = await loop.run_in_executor(None, converted_model, settings, card.task, terms)
     return settings, str(converted)

@@ -31,7 +31,6 @@ _MODEL_KIND: dict[Task, str] = {
         "a sequence-classification model (AutoModelForSequenceClassification)"
     ),
     Task.TOKEN_CLASSIFICATION: "a token-classification model (AutoModelForTokenClassification)",
-    Task.QUESTION_ANSWERING: "a question-answering model (AutoModelForQuestionAnswering)",
     Task.FILL_MASK: "a masked language model (AutoModelForMaskedLM)",
 }
 

@@ -1,15 +1,18 @@
 """Where `--model` points, checked in a second before anything loads: a checkpoint folder that
-exists, or a hub id with the hub in reach (or HF_HUB_OFFLINE set).
+exists, or a hub id with the hub in reach (or HF_HUB_OFFLINE set); and the architectures its
+config declares (`preflight.py` checks the --task head against them).
 
 Without these checks a mistyped folder fails after torch and transformers have loaded, as an
 invalid hub id, and an unreachable hub costs half a minute of download retries first. Imports
 neither torch nor transformers; huggingface_hub only for a hub id.
 """
 
+import json
 import threading
 from pathlib import Path
 
 from pipeserve.server.errors import ModelLoadError
+from pipeserve.server.terms import Terms
 
 HUB_ID_EXAMPLE = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 # How long the hub gets to answer one request before start-up gives up on it.
@@ -51,10 +54,10 @@ def _hub_problem(endpoint: str, timeout_s: float) -> str | None:
     return problems[0] if problems else f"no answer within {timeout_s:g} s"
 
 
-def check_model_source(model: str) -> None:
-    """Raises ModelLoadError, one line saying what to do, when `model` cannot be loaded from
-    where it points: a missing folder, a folder that is no checkpoint, an invalid hub id, or a
-    hub out of reach."""
+def check_model_source(model: str, terms: Terms) -> None:
+    """Raises ModelLoadError, one line saying what to do (in `terms`), when `model` cannot be
+    loaded from where it points: a missing folder, a folder that is no checkpoint, an invalid
+    hub id, or a hub out of reach."""
     folder = Path(model).expanduser()
     try:
         is_dir = folder.is_dir()
@@ -74,8 +77,8 @@ def check_model_source(model: str) -> None:
     if str(folder.absolute()) != model:
         what += f" ({folder.absolute()})"
     not_a_folder = (
-        f"cannot load model {model!r}: {what}. --model takes a checkpoint folder or a hub id "
-        f"such as {HUB_ID_EXAMPLE}"
+        f"cannot load model {model!r}: {what}. {terms.option('model')} takes a checkpoint "
+        f"folder or a hub id such as {HUB_ID_EXAMPLE}"
     )
     if folder.exists() or _looks_like_a_path(model):
         raise ModelLoadError(not_a_folder)
@@ -93,6 +96,26 @@ def check_model_source(model: str) -> None:
     if problem is not None:
         raise ModelLoadError(
             f"cannot load model {model!r}: the Hugging Face hub ({constants.ENDPOINT}) is out of "
-            f"reach ({problem}). Serve a local checkpoint folder with --model PATH, or set "
+            f"reach ({problem}). Serve a local checkpoint folder with "
+            f"{terms.setting('model', 'PATH')}, or set "
             f"HF_HUB_OFFLINE=1 to use a copy already in the hub cache ({constants.HF_HUB_CACHE})"
         )
+
+
+def declared_architectures(model: str, revision: str | None) -> list[str] | None:
+    """The architectures `model`'s config.json declares, read without transformers (from a
+    folder, or the hub: the file transformers reads next anyway); None if it cannot be read."""
+    folder = Path(model).expanduser()
+    try:
+        if folder.is_dir():
+            path = folder / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(model, "config.json", revision=revision))
+        architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures")
+    except Exception:  # transformers reads it again, and says what is wrong with it
+        return None
+    if not isinstance(architectures, list):
+        return None
+    return [a for a in architectures if isinstance(a, str)]

@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers.utils import cached_file
 
 # The pooling modes Embed serves (sentence-transformers has a few more, refused by name).
 POOLING_MODES = ("cls", "mean", "max", "lasttoken")
@@ -60,6 +59,8 @@ class SentenceConfig:
 
 def read_json(model: str, revision: str | None, filename: str) -> dict | list | None:
     """A JSON file of the checkpoint; None when it has none."""
+    from transformers.utils import cached_file  # imports torch: not before a model loads
+
     path = cached_file(
         model,
         filename,

@@ -9,12 +9,15 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer, normalizers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from pipeserve.server.pipeline.inputs import Padding, TextInput
+
+if TYPE_CHECKING:  # transformers imports torch: loaded with the first tokenizer, not before
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class TextTokenizer:
     thread that encodes gets its own copy."""
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, model_max_length: int, lowercase: bool = False
+        self, tokenizer: "PreTrainedTokenizerBase", model_max_length: int, lowercase: bool = False
     ) -> None:
         # Decoding (words of entities, filled-in masks) goes through transformers' own methods,
         # whose clean-ups the pipelines' results carry; nothing here changes its state.
@@ -81,6 +84,8 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, model: str, revision: str | None, model_max_length: int) -> "TextTokenizer":
+        from transformers import AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
         if not tokenizer.is_fast:
             raise ValueError(f"{model} has no fast tokenizer; pipeserve needs one")

@@ -5,11 +5,12 @@ path per task, composed here (`ServedModel.compose`); the edge keeps one `Served
 name and routes every call through `get`.
 """
 
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from pipeserve.server.engine.core import EngineCalls
-from pipeserve.server.errors import ModelNotFound
+from pipeserve.server.errors import ModelNotFound, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.requests.classify import Classify
@@ -73,9 +74,22 @@ class Models:
     def __init__(self, default: str) -> None:
         self.default = default
         self._by_name: dict[str, ServedModel] = {}
+        # Models of the start-up still loading (the port opens first): UNAVAILABLE, not
+        # NOT_FOUND, to callers.
+        self._loading: set[str] = set()
+
+    def expect(self, names: Iterable[str]) -> None:
+        """Models `names` are being loaded at start-up, and will be added."""
+        self._loading.update(names)
+
+    @property
+    def loading(self) -> bool:
+        """Whether some model of the start-up is still loading."""
+        return bool(self._loading)
 
     def add(self, model: ServedModel) -> None:
         self._by_name[model.name] = model
+        self._loading.discard(model.name)
 
     def remove(self, name: str) -> None:
         """Routes no new call to `name`; the calls that already got it keep it."""
@@ -84,6 +98,8 @@ class Models:
     def get(self, name: str) -> ServedModel:
         """The model a request's `model` field names; empty names the default."""
         found = self._by_name.get(name or self.default)
+        if found is None and (name or self.default) in self._loading:
+            raise Unavailable(f"model {name or self.default!r} is still loading; retry shortly")
         if found is None:
             raise ModelNotFound.among(name or f"{self.default} (the default)", self._by_name)
         return found

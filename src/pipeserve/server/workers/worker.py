@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
+from pipeserve.server.quick_exit import exit_now
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -57,6 +58,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
         serve_worker(spec, conn, _pin(spec))
     finally:
         tracing.stop()
+    exit_now(0)  # told to stop, or the server is gone: no teardown to wait for
 
 
 def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
@@ -91,6 +93,7 @@ def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, devic
             device=device,
             threads=len(spec.device.cpus) or 1,
             allow_missing_weights=spec.allow_missing_weights,
+            terms=spec.terms,
             converted=Path(spec.converted) if spec.converted else None,
             torch_compile=spec.torch_compile,
         )

@@ -18,7 +18,7 @@ from pipeserve.server.edge.oip.tasks import Call
 from pipeserve.server.edge.oip.tensors import add_output, read_inputs
 from pipeserve.server.edge.status import status_of
 from pipeserve.server.edge.streams import answer_each
-from pipeserve.server.errors import InvalidInput, ModelNotFound
+from pipeserve.server.errors import InvalidInput, ModelNotFound, Unavailable
 from pipeserve.server.requests.describe import describe
 from pipeserve.server.requests.models import Models, ServedModel
 
@@ -46,13 +46,14 @@ class OpenInferenceService:
 
     async def ServerReady(self, request, context) -> oip.ServerReadyResponse:
         alive = [model.engine.alive > 0 for model in self._models]
-        return oip.ServerReadyResponse(ready=bool(alive) and all(alive))
+        ready = bool(alive) and all(alive) and not self._models.loading
+        return oip.ServerReadyResponse(ready=ready)
 
     async def ModelReady(self, request: oip.ModelReadyRequest, context) -> oip.ModelReadyResponse:
         # As Triton: a model it does not serve is not ready, rather than an error.
         try:
             model = self._model(request.name, request.version)
-        except ModelNotFound:
+        except (ModelNotFound, Unavailable):  # not served, or still loading at start-up
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=model.engine.alive > 0)
 
