@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--task",
         help="head to load: auto, feature-extraction, text-classification, "
-        "token-classification, question-answering or fill-mask",
+        "token-classification or fill-mask",
     )
     load.add_argument("--devices", help="auto, cpu or GPU indices such as 0,1")
     load.add_argument("--workers-per-device", type=int, metavar="N")
