@@ -21,6 +21,7 @@ from pipeserve.server.model.card import ModelCard, load_model_card
 from pipeserve.server.model.loading import worker_specs
 from pipeserve.server.schema import DeviceSpec, ForwardBatch, WorkerSpec
 from pipeserve.server.settings import Settings
+from pipeserve.server.terms import FLAG_TERMS
 from pipeserve.server.workers.worker import serve_worker
 
 KILLED = -9  # the exit code of a process that SIGKILL ended
@@ -68,11 +69,13 @@ class _Line:
 
 class ThreadWorker:
     """A worker "process" that is a thread of this one, running the real worker loop: what the
-    supervisor uses of a process (pid, exitcode, is_alive, join, kill)."""
+    supervisor uses of a process (pid, sentinel, exitcode, is_alive, join, kill)."""
 
     def __init__(self, spec: WorkerSpec, conn: Connection, hold_next: threading.Event) -> None:
         self._line = _Line(conn, hold_next)
         self.exitcode: int | None = None
+        # A process's sentinel: readable once it has ended (the write end closes as it ends).
+        self.sentinel, self._ended = os.pipe()
         self._thread = threading.Thread(
             target=self._run, args=(spec,), name=f"worker-{spec.worker_id}", daemon=True
         )
@@ -91,12 +94,16 @@ class ThreadWorker:
         finally:
             # The supervisor sees EOF once the worker's end is closed, as when a process exits.
             self._line.close()
+            os.close(self._ended)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+        if not self._thread.is_alive() and self.sentinel >= 0:
+            os.close(self.sentinel)  # reaped: nothing watches it any more
+            self.sentinel = -1
 
     def kill(self) -> None:
         self._line.kill()
@@ -153,7 +160,7 @@ async def engine_of(model: Path, workers: int = 1, **settings: Any) -> AsyncIter
     engine = Engine(
         config,
         card,
-        worker_specs(config, card, devices, None),
+        worker_specs(config, card, devices, None, FLAG_TERMS),
         Metrics(),
         alive_changed,
         start_worker=started.start,
