@@ -25,6 +25,7 @@ from pipeserve.server.engine.cost import BatchCost, bucket_tokens, plan_buckets
 from pipeserve.server.engine.dispatch import Ran
 from pipeserve.server.schema import BatchDone, MaskRows, Pooled
 from pipeserve.server.settings import Backend, DType, Quantize, Settings, Task
+from pipeserve.server.terms import FLAG_TERMS
 from pipeserve.server.workers.buckets import forward_buckets
 
 from .test_engine_outcomes import _BIG, _run, _submit
@@ -198,7 +199,7 @@ def test_openvino_buckets_equal_transformers(tiny_bert_ner, openvino_cache):
     runner = load_runner(
         Backend.OPENVINO, model=str(tiny_bert_ner), revision=None, task=Task.TOKEN_CLASSIFICATION,
         dtype=DType.FLOAT32, quantize=Quantize.NONE, device="cpu", threads=1,
-        converted=converted_model(settings, Task.TOKEN_CLASSIFICATION),
+        converted=converted_model(settings, Task.TOKEN_CLASSIFICATION, FLAG_TERMS),
     )  # fmt: skip
     order, got, lengths = _bucketed(runner, tiny_bert_ner, TEXTS, ("logits",))
     want = _reference(tiny_bert_ner, AutoModelForTokenClassification, TEXTS, "logits")
