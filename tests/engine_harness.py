@@ -14,6 +14,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeserve.server.engine.core import Engine
 from pipeserve.server.engine.queue import Request
 from pipeserve.server.metrics import Metrics
@@ -31,6 +33,14 @@ class Killed(Exception):
     """Ends a thread worker's loop, as SIGKILL ends a process."""
 
 
+# transformers' loading patches classes process-wide while it runs (no_tie_weights and
+# no_init_weights swap PreTrainedModel's methods and restore them after), so two loads at once
+# in one process can restore each other's patch and leave weight tying off for every later
+# load. Processes never share that state; thread workers load one at a time, until their
+# first message (ready or failed) says the loading is over.
+_LOADING = threading.Lock()
+
+
 class _Line:
     """A thread worker's end of its pipe, all the worker loop sees of the server. After a kill
     the loop's next receive or send ends it; a held batch is received and never answered, as
@@ -41,6 +51,7 @@ class _Line:
         self._hold_next = hold_next
         self._woken, self._waker = Pipe(duplex=False)
         self._killed = threading.Event()
+        self.loading = True
 
     def kill(self) -> None:
         self._killed.set()
@@ -58,9 +69,15 @@ class _Line:
         return message
 
     def send(self, message: Any) -> None:
+        self.loaded()
         if self._killed.is_set():
             raise Killed
         self._conn.send(message)
+
+    def loaded(self) -> None:
+        if self.loading:
+            self.loading = False
+            _LOADING.release()
 
     def close(self) -> None:
         for end in (self._conn, self._woken, self._waker):
@@ -74,8 +91,10 @@ class ThreadWorker:
     def __init__(self, spec: WorkerSpec, conn: Connection, hold_next: threading.Event) -> None:
         self._line = _Line(conn, hold_next)
         self.exitcode: int | None = None
-        # A process's sentinel: readable once it has ended (the write end closes as it ends).
-        self.sentinel, self._ended = os.pipe()
+        # A process's sentinel: readable once it has ended (the write end closes as it ends);
+        # the read end closes with this object, as a process's does with its Process.
+        self._ended_seen, self._ended = Pipe(duplex=False)
+        self.sentinel = self._ended_seen.fileno()
         self._thread = threading.Thread(
             target=self._run, args=(spec,), name=f"worker-{spec.worker_id}", daemon=True
         )
@@ -86,24 +105,23 @@ class ThreadWorker:
         return os.getpid()
 
     def _run(self, spec: WorkerSpec) -> None:
+        _LOADING.acquire()
         try:
             serve_worker(spec, self._line, "cpu")  # type: ignore[arg-type]
             self.exitcode = 0
         except Killed:
             self.exitcode = KILLED
         finally:
+            self._line.loaded()
             # The supervisor sees EOF once the worker's end is closed, as when a process exits.
             self._line.close()
-            os.close(self._ended)
+            self._ended.close()
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
-        if not self._thread.is_alive() and self.sentinel >= 0:
-            os.close(self.sentinel)  # reaped: nothing watches it any more
-            self.sentinel = -1
 
     def kill(self) -> None:
         self._line.kill()
@@ -150,7 +168,10 @@ async def engine_of(model: Path, workers: int = 1, **settings: Any) -> AsyncIter
     started (every worker ready) for the block and stopped after it."""
     config = Settings(model=(str(model),), **settings)
     card = load_model_card(config)
-    devices = [DeviceSpec(cpus=(0,)) for _ in range(workers)]
+    # As many cores as this process's torch threads: a worker's loading sets torch's thread
+    # count, process-wide, and every later in-process reference must keep computing as before.
+    cores = tuple(range(torch.get_num_threads()))
+    devices = [DeviceSpec(cpus=cores) for _ in range(workers)]
     started = Workers(workers)
     harness: Harness
 
