@@ -28,7 +28,7 @@ from pipeserve.server.settings import Backend, DType, Quantize, Settings, Task
 from pipeserve.server.terms import FLAG_TERMS
 from pipeserve.server.workers.buckets import forward_buckets
 
-from .test_engine_outcomes import _BIG, _run, _submit
+from .engine_standins import _BIG, _run, _submit
 
 TOLERANCE = 1e-5
 # Mixed lengths, several per length, so that buckets hold one or more rows.
