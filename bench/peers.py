@@ -145,9 +145,11 @@ def start(
     deadline = time.monotonic() + timeout
     while not ready():
         if process.poll() is not None or time.monotonic() > deadline:
+            # An exit status of -9 is often the kernel's OOM killer, not the server's own doing.
+            why = f"exited {process.returncode}" if process.poll() is not None else "timed out"
             stop(process)
             tail = log.read_text(errors="replace").splitlines()[-20:]
-            raise RuntimeError(f"did not start: {' '.join(command)}\n" + "\n".join(tail))
+            raise RuntimeError(f"did not start ({why}): {' '.join(command)}\n" + "\n".join(tail))
         time.sleep(1)
     return process
 
