@@ -708,3 +708,22 @@ def pki(tmp_path_factory) -> Path:
     other_ca_cert, other_ca_key = _issue("other CA", None, None, ca=True)
     _write_key_and_cert(folder, "stranger", *_issue("stranger", other_ca_cert, other_ca_key))
     return folder
+
+
+# The limits of limited_server: small, so that requests over them stay cheap to build and send.
+LIMITED_ITEMS = 16
+LIMITED_CHARS = 2000
+LIMITED_TOKENS = 4096
+LIMITED_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def limited_server(servers, tiny_distilbert) -> ServerProcess:
+    """The tiny classifier, two workers, with the LIMITED_* limits: the server of the tests of
+    refusals at the limits and of the fuzzer, which check its answers to bad requests."""
+    return servers.get(
+        tiny_distilbert,
+        *("--workers-per-device", "2", "--max-items-per-request", str(LIMITED_ITEMS)),
+        *("--max-text-chars", str(LIMITED_CHARS), "--max-tokens-per-request", str(LIMITED_TOKENS)),
+        *("--max-message-bytes", str(LIMITED_MESSAGE_BYTES)),
+    )
