@@ -727,3 +727,21 @@ def limited_server(servers, tiny_distilbert) -> ServerProcess:
         *("--max-text-chars", str(LIMITED_CHARS), "--max-tokens-per-request", str(LIMITED_TOKENS)),
         *("--max-message-bytes", str(LIMITED_MESSAGE_BYTES)),
     )
+
+
+@pytest.fixture(scope="session")
+def edge_models(tmp_path_factory, minilm_path, task_models) -> dict[str, Path]:
+    """tiny_tasks.save_edge_models' checkpoints, and task_models' NLI model as `nli`."""
+    from .tiny_tasks import save_edge_models  # it imports this module
+
+    folder = tmp_path_factory.mktemp("edge-models")
+    return {**save_edge_models(folder, minilm_path), "nli": task_models["nli"]}
+
+
+@pytest.fixture(scope="session")
+def edge_server(servers, edge_models) -> ServerProcess:
+    """edge_models behind two front ends, a worker each, with limits low enough for the
+    zero-shot refusals to reach: at most 30 items a request, 600 queued."""
+    limits = ("--max-items-per-request", "30", "--max-queued-items", "600")
+    flags = (*model_flags(edge_models), "--frontends", "2", *limits)
+    return servers.get(None, *flags, timeout=EVERY_TASK_START_S)
