@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -697,7 +698,7 @@ def _issue(name: str, issuer_cert, issuer_key, *, ca: bool = False, server: bool
     return cert, key
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Path:
     """A CA, a server certificate for 127.0.0.1, a client certificate, and a stranger's."""
     folder = tmp_path_factory.mktemp("pki")
@@ -745,3 +746,35 @@ def edge_server(servers, edge_models) -> ServerProcess:
     limits = ("--max-items-per-request", "30", "--max-queued-items", "600")
     flags = (*model_flags(edge_models), "--frontends", "2", *limits)
     return servers.get(None, *flags, timeout=EVERY_TASK_START_S)
+
+
+def free_port() -> int:
+    """A port free now, for a server given a fixed one: the image's health probe reads the
+    port from the server's command line, so it cannot learn one the server picks (--port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MTLS_TOKEN = "locked-token"
+MTLS_ADMIN_TOKEN = "locked-admin-token"
+
+
+@pytest.fixture(scope="session")
+def mtls_server(servers, tiny_distilbert, task_models, pki, tmp_path_factory) -> ServerProcess:
+    """Mutual TLS and a bearer token (MTLS_TOKEN, MTLS_ADMIN_TOKEN for Admin), health included,
+    on a fixed port: what every client command and the image's health probe must reach. The
+    classifier is the default model; task_models serve the commands of other tasks."""
+    locked = tmp_path_factory.mktemp("locked")
+    (locked / "tokens").write_text(f"# health is not open: callers send one\n{MTLS_TOKEN}\n")
+    (locked / "admin").write_text(f"{MTLS_ADMIN_TOKEN}\n")
+    return servers.get(
+        f"clf={tiny_distilbert}",
+        *model_flags(task_models),
+        "--port", str(free_port()),
+        "--tls-cert", str(pki / "server.pem"),
+        "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"),
+        "--auth-token-file", str(locked / "tokens"),
+        "--admin-token-file", str(locked / "admin"),
+    )  # fmt: skip
