@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -708,7 +709,7 @@ def _issue(name: str, issuer_cert, issuer_key, *, ca: bool = False, server: bool
     return cert, key
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Path:
     """A CA, a server certificate for 127.0.0.1, a client certificate, and a stranger's."""
     folder = tmp_path_factory.mktemp("pki")
@@ -719,3 +720,72 @@ def pki(tmp_path_factory) -> Path:
     other_ca_cert, other_ca_key = _issue("other CA", None, None, ca=True)
     _write_key_and_cert(folder, "stranger", *_issue("stranger", other_ca_cert, other_ca_key))
     return folder
+
+
+# The limits of limited_server: small, so that requests over them stay cheap to build and send.
+LIMITED_ITEMS = 16
+LIMITED_CHARS = 2000
+LIMITED_TOKENS = 4096
+LIMITED_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def limited_server(servers, tiny_distilbert) -> ServerProcess:
+    """The tiny classifier, two workers, with the LIMITED_* limits: the server of the tests of
+    refusals at the limits and of the fuzzer, which check its answers to bad requests."""
+    return servers.get(
+        tiny_distilbert,
+        *("--workers-per-device", "2", "--max-items-per-request", str(LIMITED_ITEMS)),
+        *("--max-text-chars", str(LIMITED_CHARS), "--max-tokens-per-request", str(LIMITED_TOKENS)),
+        *("--max-message-bytes", str(LIMITED_MESSAGE_BYTES)),
+    )
+
+
+@pytest.fixture(scope="session")
+def edge_models(tmp_path_factory, minilm_path, task_models) -> dict[str, Path]:
+    """tiny_tasks.save_edge_models' checkpoints, and task_models' NLI model as `nli`."""
+    from .tiny_tasks import save_edge_models  # it imports this module
+
+    folder = tmp_path_factory.mktemp("edge-models")
+    return {**save_edge_models(folder, minilm_path), "nli": task_models["nli"]}
+
+
+@pytest.fixture(scope="session")
+def edge_server(servers, edge_models) -> ServerProcess:
+    """edge_models behind two front ends, a worker each, with limits low enough for the
+    zero-shot refusals to reach: at most 30 items a request, 600 queued."""
+    limits = ("--max-items-per-request", "30", "--max-queued-items", "600")
+    flags = (*model_flags(edge_models), "--frontends", "2", *limits)
+    return servers.get(None, *flags, timeout=EVERY_TASK_START_S)
+
+
+def free_port() -> int:
+    """A port free now, for a server given a fixed one: the image's health probe reads the
+    port from the server's command line, so it cannot learn one the server picks (--port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+MTLS_TOKEN = "locked-token"
+MTLS_ADMIN_TOKEN = "locked-admin-token"
+
+
+@pytest.fixture(scope="session")
+def mtls_server(servers, tiny_distilbert, task_models, pki, tmp_path_factory) -> ServerProcess:
+    """Mutual TLS and a bearer token (MTLS_TOKEN, MTLS_ADMIN_TOKEN for Admin), health included,
+    on a fixed port: what every client command and the image's health probe must reach. The
+    classifier is the default model; task_models serve the commands of other tasks."""
+    locked = tmp_path_factory.mktemp("locked")
+    (locked / "tokens").write_text(f"# health is not open: callers send one\n{MTLS_TOKEN}\n")
+    (locked / "admin").write_text(f"{MTLS_ADMIN_TOKEN}\n")
+    return servers.get(
+        f"clf={tiny_distilbert}",
+        *model_flags(task_models),
+        "--port", str(free_port()),
+        "--tls-cert", str(pki / "server.pem"),
+        "--tls-key", str(pki / "server.key"),
+        "--tls-client-ca", str(pki / "ca.pem"),
+        "--auth-token-file", str(locked / "tokens"),
+        "--admin-token-file", str(locked / "admin"),
+    )  # fmt: skip

@@ -301,9 +301,9 @@ def test_health_answers_not_serving_while_openvino_converts(tiny_distilbert, tmp
 
 
 @pytest.mark.slow
-def test_sigterm_ends_two_models_and_two_front_ends_within_the_grace(tiny_distilbert, minilm_path):
+def test_sigterm_ends_two_models_and_two_front_ends_within_the_grace(tiny_distilbert, tiny_bert):
     grace = 10
-    server = launch_server(f"clf={tiny_distilbert}", "--model", f"enc={minilm_path}",
+    server = launch_server(f"clf={tiny_distilbert}", "--model", f"enc={tiny_bert}",
                            "--frontends", "2", "--shutdown-grace-s", str(grace))  # fmt: skip
     workers = server.worker_processes()
     started = time.monotonic()

@@ -2,10 +2,8 @@
 padding_idx, lowercasing that is not str.lower(), workers whose shared memory went missing, and
 caller mistakes that must answer INVALID_ARGUMENT naming the cause, never INTERNAL."""
 
-import json
 import multiprocessing
 import os
-import shutil
 from pathlib import Path
 
 import grpc
@@ -16,8 +14,8 @@ from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, serving, wait_until
-from .tiny_tasks import save_tiny_bert, two_front_ends
+from .conftest import SEED_SENTENCES, ModelClient, serving, wait_until
+from .tiny_tasks import IDENTITY, front_end_clients, save_cross_encoder, save_lowercasing_minilm
 
 # Real sentences of several lengths (the tests must not need the SST-2 files).
 SENTENCES = [
@@ -33,7 +31,6 @@ SENTENCES = [
     "Her performance alone is worth the price of the ticket.",
     "The director never decides whether this is a thriller or a comedy.",
 ]
-IDENTITY = "torch.nn.modules.linear.Identity"
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
 
 
@@ -44,19 +41,13 @@ def _card(path: Path):
     return load_model_card(Settings(model=(str(path),)))
 
 
-def _cross_encoder(folder: Path, tokenizer: Path, seed: int = 5, **config) -> Path:
-    return save_tiny_bert(
-        folder, "BertForSequenceClassification", tokenizer, seed, num_labels=1, **config
-    )
-
-
 def _sentence_transformers_6(folder: Path, tokenizer: Path) -> Path:
     """A cross-encoder as sentence-transformers 6 saves one: its activation in
     config_sentence_transformers.json, none in config.json."""
     import torch
     from sentence_transformers import CrossEncoder
 
-    plain = _cross_encoder(folder / "plain", tokenizer)
+    plain = save_cross_encoder(folder / "plain", tokenizer)
     CrossEncoder(str(plain), activation_fn=torch.nn.Identity()).save(str(folder / "st6"))
     return folder / "st6"
 
@@ -93,7 +84,7 @@ def test_the_activation_is_the_one_cross_encoder_applies(case, tmp_path, minilm_
     if config is None:
         path = _sentence_transformers_6(tmp_path, minilm_path)
     else:
-        path = _cross_encoder(tmp_path / "ce", minilm_path, **config)
+        path = save_cross_encoder(tmp_path / "ce", minilm_path, **config)
     expected = CrossEncoder(str(path), device="cpu").activation_fn
     function = cross_encoder_activation(_card(path).cross_encoder_activation)
     assert function is not None
@@ -106,16 +97,15 @@ def test_the_activation_is_the_one_cross_encoder_applies(case, tmp_path, minilm_
     )
 
 
-def test_a_legacy_identity_reranks_as_cross_encoder_through_two_front_ends(tmp_path, minilm_path):
+def test_a_legacy_identity_reranks_as_cross_encoder_through_two_front_ends(
+    edge_server, edge_models
+):
     from sentence_transformers import CrossEncoder
 
-    path = _cross_encoder(
-        tmp_path / "ce", minilm_path, sbert_ce_default_activation_function=IDENTITY
-    )
-    reference = CrossEncoder(str(path), device="cpu")
+    reference = CrossEncoder(str(edge_models["ce-legacy-identity"]), device="cpu")
     query, documents = SENTENCES[0], SENTENCES[1:]
     expected = reference.rank(query, documents)
-    with two_front_ends(path) as clients:
+    with front_end_clients(edge_server, "ce-legacy-identity") as clients:
         for client in clients:
             ranked = client.rerank(query, documents)
             assert [r.index for r in ranked] == [e["corpus_id"] for e in expected]
@@ -127,33 +117,8 @@ def test_a_legacy_identity_reranks_as_cross_encoder_through_two_front_ends(tmp_p
 
 
 @pytest.fixture(scope="module")
-def tiny_roberta(tmp_path_factory, minilm_path) -> Path:
-    """A RoBERTa classifier with 66 positions, numbered from padding_idx + 1 = 2, so it takes
-    64 tokens; its tokenizer declares no model_max_length."""
-    import torch
-    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
-
-    torch.manual_seed(7)
-    config = RobertaConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=66,
-        pad_token_id=1,
-        initializer_range=0.3,
-        num_labels=2,
-    )
-    folder = tmp_path_factory.mktemp("tiny-roberta")
-    RobertaForSequenceClassification(config).eval().save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
-    tokenizer_config = folder / "tokenizer_config.json"
-    settings = json.loads(tokenizer_config.read_text())
-    settings.pop("model_max_length", None)
-    tokenizer_config.write_text(json.dumps(settings))
-    assert AutoTokenizer.from_pretrained(folder).model_max_length > 10**6
-    return folder
+def tiny_roberta(edge_models) -> Path:
+    return edge_models["roberta"]
 
 
 def test_max_length_counts_the_position_offset(tiny_roberta):
@@ -165,7 +130,7 @@ def test_max_length_counts_the_position_offset(tiny_roberta):
     assert position_limit(AutoConfig.from_pretrained(tiny_roberta)) == 64
 
 
-def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(tiny_roberta):
+def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(edge_server, tiny_roberta):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -178,13 +143,12 @@ def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(tiny_robe
         )
         expected = model(**encoded).logits.numpy()
     assert encoded["attention_mask"].sum(1).min() == 64  # both texts are cut
-    with serving(tiny_roberta) as server, Client(server.address, timeout=60) as client:
+    with ModelClient(edge_server.address, "roberta", timeout=60) as client:
         assert client.model_info().max_length == 64
-        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
-        forward = stub.Forward(
-            pb.ForwardRequest(inputs=[pb.ModelInput(text=t) for t in texts], outputs=["logits"]),
-            timeout=60,
-        )
+        stub = pb_grpc.InferenceStub(grpc.insecure_channel(edge_server.address))
+        inputs = [pb.ModelInput(text=t) for t in texts]
+        request = pb.ForwardRequest(inputs=inputs, outputs=["logits"], model="roberta")
+        forward = stub.Forward(request, timeout=60)
         assert list(forward.sequence_lengths) == [64, 64]
         logits = np.frombuffer(forward.outputs[0].tensor.data, dtype="<f4").reshape(2, -1)
         np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
@@ -192,7 +156,8 @@ def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(tiny_robe
         assert all(w.windows > 1 for w in windowed)
         with pytest.raises(grpc.RpcError) as error:
             ids = pb.TokenIds(input_ids=[101] + [2000] * 63 + [102])
-            stub.Forward(pb.ForwardRequest(inputs=[pb.ModelInput(ids=ids)]), timeout=60)
+            request = pb.ForwardRequest(inputs=[pb.ModelInput(ids=ids)], model="roberta")
+            stub.Forward(request, timeout=60)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "65 tokens; the model accepts at most 64" in error.value.details()
 
@@ -232,35 +197,17 @@ def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(
     assert "--max-message-bytes=1024" in error.value.details()
 
 
-def _lowercasing_minilm(folder: Path, minilm_path: Path) -> Path:
-    """The real MiniLM saved the way an old sentence-transformers saved a lowercasing model:
-    its Transformer settings in sentence_distilbert_config.json, do_lower_case on, and a
-    tokenizer_args model_max_length that wins over max_seq_length."""
-    shutil.copytree(minilm_path, folder)
-    (folder / "sentence_bert_config.json").unlink()
-    (folder / "sentence_distilbert_config.json").write_text(
-        json.dumps(
-            {
-                "max_seq_length": 128,
-                "do_lower_case": True,
-                "tokenizer_args": {"model_max_length": 24},
-            }
-        )
-    )
-    return folder
-
-
 def test_old_sentence_config_names_and_tokenizer_args_are_read(tmp_path, minilm_path):
     from pipeserve.server.pipeline.embed import load_sentence_config
 
-    config = load_sentence_config(str(_lowercasing_minilm(tmp_path / "m", minilm_path)), None)
+    config = load_sentence_config(str(save_lowercasing_minilm(tmp_path / "m", minilm_path)), None)
     assert (config.do_lower_case, config.max_seq_length) == (True, 24)
 
 
-def test_lowercasing_and_old_settings_embed_as_sentence_transformers(tmp_path, minilm_path):
+def test_lowercasing_and_old_settings_embed_as_sentence_transformers(edge_server, edge_models):
     from sentence_transformers import SentenceTransformer
 
-    path = _lowercasing_minilm(tmp_path / "m", minilm_path)
+    path = edge_models["lowercasing"]
     texts = [
         # Greek capitals: str.lower() would end each word with a final sigma.
         "\u03a3\u0391\u03a3",
@@ -272,7 +219,7 @@ def test_lowercasing_and_old_settings_embed_as_sentence_transformers(tmp_path, m
     reference = SentenceTransformer(str(path), device="cpu")
     assert reference.max_seq_length == 24
     expected = reference.encode(texts, convert_to_numpy=True)
-    with serving(path) as server, Client(server.address, timeout=60) as client:
+    with ModelClient(edge_server.address, "lowercasing", timeout=60) as client:
         served = client.embed(texts)
         assert client.model_info().embedding.max_seq_length == 24
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5)
@@ -303,19 +250,11 @@ def test_pairs_limits_count_what_the_caller_sent():
         check_pairs(29, 200, max_items=256, max_queued_items=4096)
 
 
-@pytest.fixture(scope="module")
-def nli_path(tmp_path_factory, minilm_path) -> Path:
-    labels = {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"}
-    return save_tiny_bert(
-        tmp_path_factory.mktemp("tiny-nli"), "BertForSequenceClassification", minilm_path, 6,
-        id2label=labels, label2id={v: k for k, v in labels.items()},
-    )  # fmt: skip
-
-
-def test_zero_shot_mistakes_are_invalid_argument_through_two_front_ends(nli_path):
+def test_zero_shot_mistakes_are_invalid_argument_through_two_front_ends(edge_server, edge_models):
     from transformers import pipeline
 
-    reference = pipeline("zero-shot-classification", model=str(nli_path), device="cpu")
+    nli = str(edge_models["nli"])
+    reference = pipeline("zero-shot-classification", model=nli, device="cpu")
     text = " ".join(SENTENCES[:4])
     # "This example is one two three four five six." is 10 tokens, a pair adds 3: no token of
     # the text fits within 13, one within 14.
@@ -335,19 +274,19 @@ def test_zero_shot_mistakes_are_invalid_argument_through_two_front_ends(nli_path
             inputs=texts, candidate_labels=[*labels, "one more"]
         ),
     }
-    flags = ("--max-items-per-request", "30", "--max-queued-items", "600")
-    with serving(nli_path, "--frontends", "2", *flags) as server:
-        stub = pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
-        for named, fields in refused.items():
-            with pytest.raises(grpc.RpcError) as error:
-                stub.ClassifyZeroShot(pb.ClassifyZeroShotRequest(**fields), timeout=60)
-            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, named
-            assert named in error.value.details()
+    # edge_server's limits: 30 items a request, 600 queued.
+    stub = pb_grpc.InferenceStub(grpc.insecure_channel(edge_server.address))
+    for named, fields in refused.items():
+        with pytest.raises(grpc.RpcError) as error:
+            request = pb.ClassifyZeroShotRequest(**fields, model="nli")
+            stub.ClassifyZeroShot(request, timeout=60)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, named
+        assert named in error.value.details()
+    with ModelClient(edge_server.address, "nli", timeout=120) as client:
         # 580 pairs of 29 texts: within the limits, which count texts.
-        assert len(Client(server.address, timeout=120).classify_zero_shot(texts, labels)) == 29
+        assert len(client.classify_zero_shot(texts, labels)) == 29
         # One token of text left: served, as the pipeline serves it.
-        with Client(server.address, timeout=60) as client:
-            (served,) = client.classify_zero_shot([text], ["sports", long_label], max_length=14)
+        (served,) = client.classify_zero_shot([text], ["sports", long_label], max_length=14)
     # The pipeline truncates to the tokenizer's model_max_length.
     reference.tokenizer.model_max_length = 14
     expected = reference(text, ["sports", long_label])
@@ -461,7 +400,7 @@ def test_an_unknown_activation_is_still_refused(tmp_path, minilm_path):
     from pipeserve.server.errors import UnsupportedByModel
     from pipeserve.server.model.served import require_rpc, served_rpcs
 
-    path = _cross_encoder(
+    path = save_cross_encoder(
         tmp_path / "ce", minilm_path, sbert_ce_default_activation_function="torch.nn.Tanh"
     )
     card = _card(path)

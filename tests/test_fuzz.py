@@ -50,7 +50,14 @@ from transformers import AutoTokenizer
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import SEED_SENTENCES, ServerProcess, launch_server
+from tests.conftest import (
+    LIMITED_CHARS,
+    LIMITED_ITEMS,
+    LIMITED_MESSAGE_BYTES,
+    LIMITED_TOKENS,
+    SEED_SENTENCES,
+    ServerProcess,
+)
 
 EXAMPLES = int(os.environ.get("PIPESERVE_FUZZ_EXAMPLES", "300"))
 # Each RPC's share of EXAMPLES.
@@ -63,11 +70,11 @@ SHARES = {
     "mutated": 0.25,
 }
 
-# The fuzz server's limits: small, so that huge requests stay cheap.
-MAX_ITEMS = 16
-MAX_CHARS = 2000
-MAX_TOKENS = 4096
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# The fuzz server's limits (conftest's limited_server): small, so that huge requests stay cheap.
+MAX_ITEMS = LIMITED_ITEMS
+MAX_CHARS = LIMITED_CHARS
+MAX_TOKENS = LIMITED_TOKENS
+MAX_MESSAGE_BYTES = LIMITED_MESSAGE_BYTES
 # The tiny DistilBERT of conftest (checked against ModelInfo before fuzzing).
 VOCAB = 30522
 MAX_LENGTH = 512
@@ -696,27 +703,14 @@ class Fuzzer:
 
 
 @pytest.fixture(scope="module")
-def fuzzer(tiny_distilbert: Path) -> Iterator[Fuzzer]:
-    server = launch_server(
-        tiny_distilbert,
-        "--workers-per-device",
-        "2",
-        "--max-items-per-request",
-        str(MAX_ITEMS),
-        "--max-text-chars",
-        str(MAX_CHARS),
-        "--max-tokens-per-request",
-        str(MAX_TOKENS),
-        "--max-message-bytes",
-        str(MAX_MESSAGE_BYTES),
-    )
+def fuzzer(limited_server: ServerProcess, tiny_distilbert: Path) -> Iterator[Fuzzer]:
     # The client takes any response size, so that only the server's limits are tested.
     channel = grpc.insecure_channel(
-        server.address, options=[("grpc.max_receive_message_length", -1)]
+        limited_server.address, options=[("grpc.max_receive_message_length", -1)]
     )
     try:
         tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-        fuzz = Fuzzer(server, channel, InferenceStub(channel), tokenizer)
+        fuzz = Fuzzer(limited_server, channel, InferenceStub(channel), tokenizer)
         info = fuzz.stub.ModelInfo(pb.ModelInfoRequest(), timeout=CALL_TIMEOUT)
         check_model_info(None, info)
         fuzz.outputs = frozenset(info.outputs)
@@ -725,7 +719,6 @@ def fuzzer(tiny_distilbert: Path) -> Iterator[Fuzzer]:
         yield fuzz
     finally:
         channel.close()
-        server.stop()
 
 
 def _huge(data: bytes, request) -> bool:

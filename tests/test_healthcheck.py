@@ -4,7 +4,6 @@ nothing, it finds the port, TLS and token in the server's own settings."""
 import json
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from pipeserve.server.healthcheck import loopback_host, server_arguments
 
-from .conftest import launch_server, venv_path
+from .conftest import free_port, launch_server, venv_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,35 +36,8 @@ def _probe(pid: int) -> subprocess.CompletedProcess:
     )
 
 
-def _free_port() -> int:
-    # A fixed port, since the probe cannot learn one the server picks (--port 0).
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_probe_finds_the_port_a_server_was_given(tiny_distilbert):
-    server = launch_server(tiny_distilbert, "--port", str(_free_port()))
-    try:
-        probe = _probe(server.proc.pid)
-        assert probe.returncode == 0, probe.stdout + probe.stderr
-        assert probe.stdout.strip() == "SERVING"
-    finally:
-        server.stop()
-
-
-@pytest.mark.slow
-def test_the_probe_speaks_mutual_tls_and_sends_a_token(tiny_distilbert, pki, tmp_path):
-    tokens = tmp_path / "tokens"
-    tokens.write_text("# health is not open: the probe must send one\nsecret-token\n")
-    server = launch_server(
-        tiny_distilbert,
-        "--port", str(_free_port()),
-        "--tls-cert", str(pki / "server.pem"),
-        "--tls-key", str(pki / "server.key"),
-        "--tls-client-ca", str(pki / "ca.pem"),
-        "--auth-token-file", str(tokens),
-    )  # fmt: skip
+    server = launch_server(tiny_distilbert, "--port", str(free_port()))
     try:
         probe = _probe(server.proc.pid)
         assert probe.returncode == 0, probe.stdout + probe.stderr
@@ -74,6 +46,14 @@ def test_the_probe_speaks_mutual_tls_and_sends_a_token(tiny_distilbert, pki, tmp
         server.stop()
     # Stopped, it is unhealthy: the probe fails when the server is gone.
     assert _probe(server.proc.pid).returncode == 1
+
+
+@pytest.mark.slow
+def test_the_probe_speaks_mutual_tls_and_sends_a_token(mtls_server):
+    """Its token file starts with a comment, which the probe skips; health is not open."""
+    probe = _probe(mtls_server.proc.pid)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == "SERVING"
 
 
 def test_a_process_that_is_no_server_is_unhealthy():

@@ -11,7 +11,6 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import h2.config
@@ -22,7 +21,7 @@ import pytest
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import SEED_SENTENCES, ServerProcess, launch_server, paused
+from tests.conftest import SEED_SENTENCES, ServerProcess, paused
 
 READ_TIMEOUT = 10.0  # a read that waits this long means the server neither answered nor closed
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -258,17 +257,17 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(tiny_distilbert: Path) -> Iterator[Target]:
-    server = launch_server(tiny_distilbert)
-    channel = grpc.insecure_channel(server.address)
+def target(every_task: ServerProcess) -> Iterator[Target]:
+    """The shared server of every task; calls naming no model reach its default, the tiny
+    classifier, served by one worker."""
+    channel = grpc.insecure_channel(every_task.address)
     try:
         stub = InferenceStub(channel)
-        target = Target(server, stub, [])
+        target = Target(every_task, stub, [])
         target.baseline = target.known_good()
         yield target
     finally:
         channel.close()
-        server.stop()
 
 
 GOOD_TEXT = SEED_SENTENCES[0].encode()

@@ -1,7 +1,7 @@
-"""`pipeserve loadtest` on every inference RPC, each with its own options, against a server of
-the task models (conftest's task_models); its progress line counting what its report counts;
-Ctrl-C ending a run with its report and exit status 130; texts from a file refused in the
-user's terms (a column the rows do not have, a line that is not UTF-8)."""
+"""`pipeserve loadtest` on every inference RPC, each with its own options, against the shared
+server of a model per task (conftest's every_task); its progress line counting what its report
+counts; Ctrl-C ending a run with its report and exit status 130; texts from a file refused in
+the user's terms (a column the rows do not have, a line that is not UTF-8)."""
 
 import asyncio
 import io
@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,16 +16,7 @@ from pipeserve.client.cli import args as cli_args
 from pipeserve.loadtest import Outcome, Plan, Sample, Setup, build_report, load_test
 from pipeserve.loadtest.progress import Progress
 from pipeserve.loadtest.texts import read_texts, with_mask
-from tests.conftest import PIPESERVE, ServerProcess, launch_server, model_flags, pipeserve
-
-
-@pytest.fixture(scope="module")
-def tasks(task_models) -> Iterator[ServerProcess]:
-    # Five workers starting at once: on a busy machine that takes minutes.
-    process = launch_server(None, *model_flags(task_models), timeout=600)
-    yield process
-    process.stop()
-
+from tests.conftest import PIPESERVE, pipeserve
 
 ALL_STAGES = {"tokenize", "queue", "forward", "postprocess"}
 
@@ -42,9 +32,9 @@ ALL_STAGES = {"tokenize", "queue", "forward", "postprocess"}
         ("fill-mask", "mlm", {"top_k": 3}),
     ],
 )
-def test_every_task_rpc_is_load_tested_with_its_options(tasks, rpc, model, options):
+def test_every_task_rpc_is_load_tested_with_its_options(every_task, rpc, model, options):
     setup = Setup(
-        tasks.address,
+        every_task.address,
         Plan(concurrency=2, requests=6),
         rpc=rpc,
         items_per_request=3,
@@ -63,9 +53,9 @@ def test_every_task_rpc_is_load_tested_with_its_options(tasks, rpc, model, optio
         assert stage["count"] == 6
 
 
-def test_the_command_takes_the_task_options_and_reports_items_per_second(tasks):
+def test_the_command_takes_the_task_options_and_reports_items_per_second(every_task):
     result = pipeserve(
-        "loadtest", "--target", tasks.address, "--rpc", "classify-zero-shot", "--model", "nli",
+        "loadtest", "--target", every_task.address, "--rpc", "classify-zero-shot", "--model", "nli",
         "--labels", "film,food", "--items-per-request", "2", "-n", "4", "--json", "-q",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

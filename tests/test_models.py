@@ -4,6 +4,7 @@ exactly as in-process with callers of both at once, each with its own workers an
 import json
 import os
 import signal
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -15,11 +16,13 @@ from pipeserve.client import Client, PipeserveError
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers import devices
 from tests.conftest import (
+    ServerProcess,
     clients_by_frontend,
     in_process,
     launch_server,
     pipeserve,
     scrape,
+    serving,
     sst2_sentences,
     wait_until,
 )
@@ -252,10 +255,11 @@ def test_models_on_one_gpu_share_it(monkeypatch):
     assert devices.shared_devices(["a", "b"], [one, two]) == [{0: ("b/0",)}, {0: ("a/0",), 1: ()}]
 
 
-@pytest.fixture
-def models_file(tmp_path, tiny_distilbert, tiny_bert):
-    """`sentiment` and `encoder` (the default, two workers), each with a limit of its own."""
-    models = tmp_path / "models.toml"
+@pytest.fixture(scope="module")
+def from_file(tmp_path_factory, tiny_distilbert, tiny_bert) -> Iterator[ServerProcess]:
+    """A server of a models file, `sentiment` and `encoder` (the default, two workers), each
+    with a limit of its own, behind two front ends."""
+    models = tmp_path_factory.mktemp("models-file") / "models.toml"
     models.write_text(
         f"""
 [models.sentiment]
@@ -269,22 +273,18 @@ workers_per_device = 2
 max_tokens_per_request = 1000
 """
     )
-    return models
+    with serving(None, "--models-file", str(models), "--frontends", "2") as server:
+        yield server
 
 
-def test_a_models_file_gives_each_model_its_own_settings(models_file):
-    models = models_file
-    server = launch_server(None, "--models-file", str(models))
-    try:
-        # Sent whole (the client would split it), so that the server's own limit answers.
-        with Client(server.address, split_concurrency=0) as client:
-            listed = client.list_models()
-            sentiment = client.model_info(model="sentiment")
-            encoder = client.model_info()  # the default
-            with pytest.raises(PipeserveError) as refused:
-                client.classify([f"text {i}" for i in range(9)], model="sentiment")
-    finally:
-        server.stop()
+def test_a_models_file_gives_each_model_its_own_settings(from_file):
+    # Sent whole (the client would split it), so that the server's own limit answers.
+    with Client(from_file.address, split_concurrency=0) as client:
+        listed = client.list_models()
+        sentiment = client.model_info(model="sentiment")
+        encoder = client.model_info()  # the default
+        with pytest.raises(PipeserveError) as refused:
+            client.classify([f"text {i}" for i in range(9)], model="sentiment")
     assert [(m.name, m.default) for m in listed] == [("sentiment", False), ("encoder", True)]
     assert (sentiment.max_items_per_request, len(sentiment.workers)) == (8, 1)
     assert encoder.name == "encoder"
@@ -294,16 +294,14 @@ def test_a_models_file_gives_each_model_its_own_settings(models_file):
 
 
 @pytest.mark.slow
-def test_a_models_file_serves_through_several_front_ends(models_file, tiny_distilbert, tiny_bert):
+def test_a_models_file_serves_through_several_front_ends(from_file, tiny_distilbert, tiny_bert):
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     sentences = ["a models file and two front ends", "each front end serves both models"]
     logits = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
     hidden = in_process(tiny_bert, AutoModel, sentences, "last_hidden_state")
-    server = launch_server(None, "--models-file", str(models_file), "--frontends", "2")
-    clients = {}
+    clients = clients_by_frontend(from_file.address)
     try:
-        clients = clients_by_frontend(server.address)
         for client in clients.values():
             assert [m.name for m in client.list_models()] == ["sentiment", "encoder"]
             sentiment = client.model_info(model="sentiment")
@@ -320,4 +318,3 @@ def test_a_models_file_serves_through_several_front_ends(models_file, tiny_disti
     finally:
         for client in clients.values():
             client.close()
-        server.stop()

@@ -32,7 +32,6 @@ from .conftest import (
     by_frontend,
     launch_server,
     paused,
-    serving,
     sst2_sentences,
     wait_until,
 )
@@ -415,32 +414,30 @@ def test_a_call_over_each_protocol_shares_one_batch(server, tiny_logits):
 
 
 @pytest.mark.slow
-def test_every_front_end_serves_the_protocol(tiny_distilbert, tiny_logits):
+def test_every_front_end_serves_the_protocol(every_task_two_front_ends, tiny_logits):
     sentences = list(tiny_logits)[:3]
-    with serving(tiny_distilbert, "--frontends", "2") as server:
-        channels = by_frontend(
-            lambda: grpc.insecure_channel(server.address, options=OWN_CONNECTION),
-            lambda channel: (
-                pb_grpc.InferenceStub(channel)
-                .ModelInfo(pb.ModelInfoRequest(), timeout=60)
-                .frontend_pid
-            ),
-        )
-        try:
-            for channel in channels.values():
-                stub = oip_grpc.GRPCInferenceServiceStub(channel)
-                assert stub.ModelReady(oip.ModelReadyRequest(name=""), timeout=60).ready
-                request = oip.ModelInferRequest()
-                text = request.inputs.add(name="text", datatype="BYTES", shape=[3])
-                text.contents.bytes_contents.extend(s.encode() for s in sentences)
-                request.parameters["function_to_apply"].string_param = "none"
-                response = stub.ModelInfer(request, timeout=60)
-                scores = {o.name: o for o in response.outputs}["score"].contents.fp32_contents
-                expected = [max(tiny_logits[s]) for s in sentences]
-                np.testing.assert_allclose(scores, expected, rtol=0, atol=ATOL)
-        finally:
-            for channel in channels.values():
-                channel.close()
+    address = every_task_two_front_ends.address  # its default model: the tiny classifier
+    channels = by_frontend(
+        lambda: grpc.insecure_channel(address, options=OWN_CONNECTION),
+        lambda channel: (
+            pb_grpc.InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60).frontend_pid
+        ),
+    )
+    try:
+        for channel in channels.values():
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelReady(oip.ModelReadyRequest(name=""), timeout=60).ready
+            request = oip.ModelInferRequest()
+            text = request.inputs.add(name="text", datatype="BYTES", shape=[3])
+            text.contents.bytes_contents.extend(s.encode() for s in sentences)
+            request.parameters["function_to_apply"].string_param = "none"
+            response = stub.ModelInfer(request, timeout=60)
+            scores = {o.name: o for o in response.outputs}["score"].contents.fp32_contents
+            expected = [max(tiny_logits[s]) for s in sentences]
+            np.testing.assert_allclose(scores, expected, rtol=0, atol=ATOL)
+    finally:
+        for channel in channels.values():
+            channel.close()
 
 
 # The README's example server names its models after real checkpoints; here, the tiny ones.

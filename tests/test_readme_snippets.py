@@ -1,20 +1,19 @@
-"""Every Python example of the README that uses pipeserve's client runs as pasted, against one
-server that serves a model of each kind an example needs (tiny ones, under the names the
-multi-model example calls), each example's calls going to the model its comment names. Only the
-Admin example is left out: it loads a model from the hub, which the tests cannot reach. (The
-Open Inference Protocol example, with Triton's client, is test_open_inference's.)"""
+"""Every Python example of the README that uses pipeserve's client runs as pasted, each
+example's calls going to the model its comment names: the real MiniLM of the shared
+minilm_server for the examples that name it, a tiny model of the shared every_task server for
+the rest. Only the Admin example is left out: it loads a model from the hub, which the tests
+cannot reach. (The Open Inference Protocol example, with Triton's client, is
+test_open_inference's.)"""
 
 import contextlib
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import pipeserve.client
 from pipeserve.client import Client
-from tests.conftest import ServerProcess, launch_server, model_flags
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 SNIPPETS = [
@@ -23,7 +22,8 @@ SNIPPETS = [
     if "pipeserve.client" in snippet
 ]
 
-# The model each example's comment names, by a phrase of it; the rest call the default model.
+# The model each example's comment names, by a phrase of it; the rest call the default model
+# (every_task's, the tiny sentiment classifier).
 MODEL_OF = {
     "an encoder: tokenize": "minilm",
     "dslim/bert-base-NER\n": "ner",
@@ -40,20 +40,15 @@ def model_of(snippet: str) -> str:
     return named[0] if named else ""
 
 
-@pytest.fixture(scope="module")
-def served(tiny_distilbert, minilm_path, task_models) -> Iterator[ServerProcess]:
-    """The default (first) model is the sentiment classifier, as `pipeserve serve`'s is."""
-    models = {"sentiment": tiny_distilbert, "minilm": minilm_path}
-    models.update((name, task_models[name]) for name in ("ner", "mlm", "ce", "nli"))
-    # Six workers starting at once: on a busy machine that takes minutes.
-    process = launch_server(None, *model_flags(models), timeout=600)
-    yield process
-    process.stop()
+# The multi-model example's server names its models after real checkpoints; every_task serves
+# tiny ones of the same tasks under these names.
+SERVED_AS = {"sentiment": "clf", "minilm": "enc"}
 
 
 def routed(address: str, model: str) -> type[Client]:
     """Client at `address` whose calls naming no model go to `model` (empty: the default),
-    as if the example's server served that model alone."""
+    as if the example's server served that model alone, and whose calls naming one of
+    SERVED_AS go to the model served under that name."""
 
     class Routed(Client):
         def __init__(self, target: object, **kwargs: object) -> None:
@@ -62,8 +57,9 @@ def routed(address: str, model: str) -> type[Client]:
 
             def call(call):
                 fields = call.request.DESCRIPTOR.fields_by_name
-                if model and "model" in fields and not call.request.model:
-                    call.request.model = model
+                if "model" in fields:
+                    named = call.request.model or model
+                    call.request.model = SERVED_AS.get(named, named)
                 return fanout(call)
 
             self._fanout = call
@@ -77,8 +73,13 @@ def routed(address: str, model: str) -> type[Client]:
     [s for s in SNIPPETS if "AdminClient" not in s],
     ids=lambda snippet: f"{README.index(snippet)}:{model_of(snippet) or 'default'}",
 )
-def test_each_python_example_runs_as_pasted(served, snippet, monkeypatch):
-    monkeypatch.setattr(pipeserve.client, "Client", routed(served.address, model_of(snippet)))
+def test_each_python_example_runs_as_pasted(every_task, minilm_server, snippet, monkeypatch):
+    model = model_of(snippet)
+    if model == "minilm":  # the default, and only, model of minilm_server
+        address, model = minilm_server.address, ""
+    else:
+        address = every_task.address
+    monkeypatch.setattr(pipeserve.client, "Client", routed(address, model))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(snippet, {})

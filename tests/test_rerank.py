@@ -16,16 +16,8 @@ from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import ModelClient, for_model, pipeserve, serving, sst2_sentences
-from .tiny_tasks import save_tiny_bert, two_front_ends
-
-
-def _tiny_cross_encoder(folder: Path, tokenizer: Path, seed: int, **config) -> Path:
-    """A one-label BERT pair classifier, random weights spread enough that scores differ."""
-    return save_tiny_bert(
-        folder, "BertForSequenceClassification", tokenizer, seed, num_labels=1, **config
-    )
-
+from .conftest import ModelClient, for_model, pipeserve, sst2_sentences
+from .tiny_tasks import TANH, front_end_clients
 
 # The name the cross-encoder (task_models' "ce") is served under by the every_task server.
 CE = "ce"
@@ -153,29 +145,25 @@ def test_a_two_label_classifier_cannot_rerank(client: Client):
     assert "Rerank" not in client.model_info().served_rpcs
 
 
-def test_an_activation_crossencoder_would_not_apply_is_refused(tmp_path, minilm_path):
-    tanh = {"activation_fn": "torch.nn.modules.activation.Tanh"}
-    path = _tiny_cross_encoder(tmp_path / "ce", minilm_path, 5, sentence_transformers=tanh)
-    with serving(path) as server, Client(server.address, timeout=60) as client:
+def test_an_activation_crossencoder_would_not_apply_is_refused(edge_server):
+    with ModelClient(edge_server.address, "ce-tanh", timeout=60) as client:
         served = client.model_info().served_rpcs
         with pytest.raises(PipeserveError) as error:
             client.rerank("query", ["a document"])
 
     assert "Rerank" not in served and "Classify" in served
     assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "torch.nn.modules.activation.Tanh" in error.value.details
+    assert TANH in error.value.details
     assert "sigmoid, identity" in error.value.details
 
 
 @pytest.mark.slow
-def test_a_saved_activation_is_honoured_through_two_front_ends(tmp_path, minilm_path):
+def test_a_saved_activation_is_honoured_through_two_front_ends(edge_server, edge_models):
     from sentence_transformers import CrossEncoder
 
-    identity = {"activation_fn": "torch.nn.modules.linear.Identity"}
-    path = _tiny_cross_encoder(tmp_path / "ce", minilm_path, 5, sentence_transformers=identity)
-    reference = CrossEncoder(str(path), device="cpu")
+    reference = CrossEncoder(str(edge_models["ce-identity"]), device="cpu")
     queries = _queries()
-    with two_front_ends(path) as clients:
+    with front_end_clients(edge_server, "ce-identity") as clients:
         for client in clients:
             with ThreadPoolExecutor(4) as pool:
                 served = list(pool.map(lambda q, c=client: c.rerank(q[0], q[1]), queries))

@@ -14,10 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pipeserve.client import Client, PipeserveError, tls_credentials
 from pipeserve.client.cli.main import subcommands
 
-from .conftest import SEED_SENTENCES, launch_server, model_flags, pipeserve
-
-TOKEN = "locked-token"
-ADMIN_TOKEN = "locked-admin-token"
+from .conftest import MTLS_ADMIN_TOKEN, MTLS_TOKEN, SEED_SENTENCES, launch_server, pipeserve
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -48,37 +45,17 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def mtls_token_server(tiny_distilbert, task_models, pki, tmp_path_factory):
-    """Mutual TLS and a bearer token, health included: what every client command must reach.
-    The classifier is the default model; the others serve the commands of other tasks."""
-    locked = tmp_path_factory.mktemp("locked")
-    (locked / "tokens").write_text(f"{TOKEN}\n")
-    (locked / "admin").write_text(f"{ADMIN_TOKEN}\n")
-    server = launch_server(
-        f"clf={tiny_distilbert}",
-        *model_flags(task_models),
-        "--tls-cert", str(pki / "server.pem"),
-        "--tls-key", str(pki / "server.key"),
-        "--tls-client-ca", str(pki / "ca.pem"),
-        "--auth-token-file", str(locked / "tokens"),
-        "--admin-token-file", str(locked / "admin"),
-    )  # fmt: skip
-    yield server
-    server.stop()
-
-
 @pytest.mark.slow
-def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_token_server, pki):
+def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_server, pki):
     for credentials in (
         tls_credentials(pki / "ca.pem"),
         tls_credentials(pki / "ca.pem", pki / "stranger.pem", pki / "stranger.key"),
     ):
         with pytest.raises(PipeserveError) as refused:
-            _classify(mtls_token_server.address, credentials=credentials, token=TOKEN)
+            _classify(mtls_server.address, credentials=credentials, token=MTLS_TOKEN)
         assert refused.value.code == grpc.StatusCode.UNAVAILABLE
     trusted = tls_credentials(pki / "ca.pem", pki / "client.pem", pki / "client.key")
-    label = _classify(mtls_token_server.address, credentials=trusted, token=TOKEN)
+    label = _classify(mtls_server.address, credentials=trusted, token=MTLS_TOKEN)
     assert label in ("NEGATIVE", "POSITIVE")
 
 
@@ -122,15 +99,15 @@ def test_the_commands_are_every_client_subcommand():
     list(zip(_COMMANDS, itertools.cycle(["flag", "environment", "file"]), strict=False)),
 )
 def test_every_command_reaches_a_server_with_tls_and_a_token(
-    mtls_token_server, pki, tmp_path, command, token_from
+    mtls_server, pki, tmp_path, command, token_from
 ):
-    args, env = [*_COMMANDS[command], *_tls_args(mtls_token_server, pki)], {"PIPESERVE_TOKEN": ""}
+    args, env = [*_COMMANDS[command], *_tls_args(mtls_server, pki)], {"PIPESERVE_TOKEN": ""}
     if token_from == "flag":
-        args += ["--token", TOKEN]
+        args += ["--token", MTLS_TOKEN]
     elif token_from == "environment":
-        env["PIPESERVE_TOKEN"] = TOKEN
+        env["PIPESERVE_TOKEN"] = MTLS_TOKEN
     else:
-        (tmp_path / "token").write_text(f"{TOKEN}\n")
+        (tmp_path / "token").write_text(f"{MTLS_TOKEN}\n")
         args += ["--token-file", str(tmp_path / "token")]
 
     result = pipeserve(*args, env=env, stdin="hello\n")
@@ -142,10 +119,10 @@ def test_every_command_reaches_a_server_with_tls_and_a_token(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _COMMANDS)
-def test_commands_without_the_token_are_refused(mtls_token_server, pki, command):
+def test_commands_without_the_token_are_refused(mtls_server, pki, command):
     result = pipeserve(
         *_COMMANDS[command],
-        *_tls_args(mtls_token_server, pki),
+        *_tls_args(mtls_server, pki),
         env={"PIPESERVE_TOKEN": ""},
         stdin="hello\n",
     )
@@ -159,17 +136,18 @@ def test_commands_without_the_token_are_refused(mtls_token_server, pki, command)
 
 @pytest.mark.slow
 def test_admin_commands_reach_a_server_with_tls_and_a_token(
-    mtls_token_server, pki, task_models, tmp_path
+    mtls_server, pki, task_models, tmp_path
 ):
-    (tmp_path / "admin").write_text(f"{ADMIN_TOKEN}\n")
-    tls = _tls_args(mtls_token_server, pki)
-    refused = pipeserve("admin", "unload", "enc", *tls, "--token", TOKEN)  # not an admin token
+    (tmp_path / "admin").write_text(f"{MTLS_ADMIN_TOKEN}\n")
+    tls = _tls_args(mtls_server, pki)
+    refused = pipeserve("admin", "unload", "enc", *tls, "--token", MTLS_TOKEN)  # not an admin token
     assert refused.returncode == 1
     (line,) = [line for line in refused.stderr.splitlines() if "UNAUTHENTICATED" in line]
     assert line.startswith("error: ")
 
     enc = str(task_models["enc"])
-    loaded = pipeserve("admin", "load", "spare", enc, *tls, env={"PIPESERVE_TOKEN": ADMIN_TOKEN})
+    admin_env = {"PIPESERVE_TOKEN": MTLS_ADMIN_TOKEN}
+    loaded = pipeserve("admin", "load", "spare", enc, *tls, env=admin_env)
     assert loaded.returncode == 0, loaded.stderr
     unloaded = pipeserve("admin", "unload", "spare", *tls, "--token-file", str(tmp_path / "admin"))
     assert unloaded.returncode == 0, unloaded.stderr
@@ -177,10 +155,10 @@ def test_admin_commands_reach_a_server_with_tls_and_a_token(
 
 
 @pytest.mark.slow
-def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_token_server, pki):
+def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_server, pki):
     # Asked to run for ten minutes: every call fails the same way, so it gives up at once.
     result = pipeserve(
-        "loadtest", "--duration", "600", "-c", "2", *_tls_args(mtls_token_server, pki),
+        "loadtest", "--duration", "600", "-c", "2", *_tls_args(mtls_server, pki),
         env={"PIPESERVE_TOKEN": ""},
     )  # fmt: skip
 

@@ -5,7 +5,8 @@ Requests the client library would refuse on its own (no inputs, an input with no
 enum numbers, options that would be ignored) go through the raw generated stub; the rest through
 the client, with its splitting of calls over the limits off (split_concurrency=0), so that the
 server sees them whole.
-Limits that need other flags are checked on a second server started with small ones.
+Limits that need other flags are checked on a second server, shared with the fuzzer, started
+with small ones (conftest's limited_server).
 """
 
 import json
@@ -23,12 +24,21 @@ import pytest
 from pipeserve.client import Client, Encoding, LabelScore, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import SEED_SENTENCES, ServerProcess, launch_server
+from tests.conftest import (
+    LIMITED_CHARS,
+    LIMITED_ITEMS,
+    LIMITED_TOKENS,
+    SEED_SENTENCES,
+    ServerProcess,
+)
 
 TIMEOUT = 60.0
-MAX_ITEMS = 4  # --max-items-per-request of the "limited" server
-MAX_CHARS = 100  # --max-text-chars of the "limited" server
-MAX_TOKENS = 40  # --max-tokens-per-request of the "limited" server (SEED_SENTENCES fit)
+MAX_ITEMS = LIMITED_ITEMS  # --max-items-per-request of the "limited" server
+MAX_CHARS = LIMITED_CHARS  # --max-text-chars of the "limited" server
+MAX_TOKENS = LIMITED_TOKENS  # --max-tokens-per-request of the "limited" server
+# Words ("word", one token each) of an item that, MAX_ITEMS times with [CLS] and [SEP], pass
+# MAX_TOKENS; an item stays within MAX_CHARS and the model's 512 tokens.
+OVER_TOKENS_WORDS = MAX_TOKENS // MAX_ITEMS
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _WORKER_READY = re.compile(r"worker (\d+) ready: pid (\d+)")
 
@@ -57,21 +67,6 @@ def model(tiny_distilbert: Path) -> Model:
     tokenizer = json.loads((tiny_distilbert / "tokenizer_config.json").read_text())
     max_length = min(config["max_position_embeddings"], tokenizer["model_max_length"])
     return Model(vocab_size=config["vocab_size"], max_length=max_length)
-
-
-@pytest.fixture(scope="module")
-def limited_server(tiny_distilbert: Path) -> Iterator[ServerProcess]:
-    process = launch_server(
-        tiny_distilbert,
-        "--max-items-per-request",
-        str(MAX_ITEMS),
-        "--max-text-chars",
-        str(MAX_CHARS),
-        "--max-tokens-per-request",
-        str(MAX_TOKENS),
-    )
-    yield process
-    process.stop()
 
 
 def _target(server: ServerProcess, stack: ExitStack) -> Target:
@@ -267,17 +262,17 @@ CASES = [
         ("inputs[0].text", f"max_text_chars={MAX_CHARS}"),
         server="limited",
     ),
-    # --max-tokens-per-request: four short items, about 17 tokens each.
+    # --max-tokens-per-request: as many items as allowed, each a little over its share.
     Case(
         "classify-too-many-tokens",
-        lambda t, m: t.client.classify(["word " * 15] * MAX_ITEMS),
+        lambda t, m: t.client.classify(["word " * OVER_TOKENS_WORDS] * MAX_ITEMS),
         ("tokens", f"max_tokens_per_request={MAX_TOKENS}"),
         server="limited",
     ),
     Case(
         "forward-too-many-tokens",
-        lambda t, m: t.client.forward([[101] + [2773] * 15 + [102]] * MAX_ITEMS),
-        (f"{17 * MAX_ITEMS} tokens", f"max_tokens_per_request={MAX_TOKENS}"),
+        lambda t, m: t.client.forward([[101] + [2773] * OVER_TOKENS_WORDS + [102]] * MAX_ITEMS),
+        (f"{(OVER_TOKENS_WORDS + 2) * MAX_ITEMS} tokens", f"max_tokens_per_request={MAX_TOKENS}"),
         server="limited",
     ),
     # max_length above the model's maximum.

@@ -1,11 +1,17 @@
-"""What the Embed, Rerank and ClassifyZeroShot tests share: tiny random BERT checkpoints whose
-outputs vary strongly with their input, and a client on each of a server's two front ends."""
+"""What the Embed, Rerank, ClassifyZeroShot and edge-case tests share: tiny random checkpoints
+whose outputs vary strongly with their input, checkpoints saved the ways older or other tools
+save them, and a client on each of a server's two front ends."""
 
+import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .conftest import OWN_CONNECTION, ModelClient, ServerProcess, _save_tiny, by_frontend, serving
+from .conftest import OWN_CONNECTION, ModelClient, ServerProcess, _save_tiny, by_frontend
+
+IDENTITY = "torch.nn.modules.linear.Identity"
+TANH = "torch.nn.modules.activation.Tanh"
 
 
 def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, **config) -> Path:
@@ -28,6 +34,76 @@ def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, *
     return _save_tiny(folder, model, tokenizer)
 
 
+def save_cross_encoder(folder: Path, tokenizer: Path, seed: int = 5, **config) -> Path:
+    """A one-label BERT pair classifier, random weights spread enough that scores differ."""
+    return save_tiny_bert(
+        folder, "BertForSequenceClassification", tokenizer, seed, num_labels=1, **config
+    )
+
+
+def save_tiny_roberta(folder: Path, tokenizer: Path) -> Path:
+    """A RoBERTa classifier with 66 positions, numbered from padding_idx + 1 = 2, so it takes
+    64 tokens; its tokenizer declares no model_max_length."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(7)
+    config = RobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        initializer_range=0.3,
+        num_labels=2,
+    )
+    _save_tiny(folder, RobertaForSequenceClassification(config).eval(), tokenizer)
+    tokenizer_config = folder / "tokenizer_config.json"
+    settings = json.loads(tokenizer_config.read_text())
+    settings.pop("model_max_length", None)
+    tokenizer_config.write_text(json.dumps(settings))
+    assert AutoTokenizer.from_pretrained(folder).model_max_length > 10**6
+    return folder
+
+
+def save_lowercasing_minilm(folder: Path, minilm_path: Path) -> Path:
+    """The real MiniLM saved the way an old sentence-transformers saved a lowercasing model:
+    its Transformer settings in sentence_distilbert_config.json, do_lower_case on, and a
+    tokenizer_args model_max_length that wins over max_seq_length."""
+    shutil.copytree(minilm_path, folder)
+    (folder / "sentence_bert_config.json").unlink()
+    (folder / "sentence_distilbert_config.json").write_text(
+        json.dumps(
+            {
+                "max_seq_length": 128,
+                "do_lower_case": True,
+                "tokenizer_args": {"model_max_length": 24},
+            }
+        )
+    )
+    return folder
+
+
+def save_edge_models(folder: Path, minilm_path: Path) -> dict[str, Path]:
+    """Checkpoints whose own files differ from the usual ones, by the name conftest's
+    edge_server serves each under: cross-encoders whose activation is the identity, given in
+    config.json's sentence_transformers key (`ce-identity`) or in the legacy key
+    (`ce-legacy-identity`), or is one CrossEncoder would not apply (`ce-tanh`); a RoBERTa whose
+    positions start past padding_idx (`roberta`); the real MiniLM saved as an old
+    sentence-transformers saved a lowercasing model (`lowercasing`)."""
+    identity, tanh = ({"sentence_transformers": {"activation_fn": f}} for f in (IDENTITY, TANH))
+    legacy = {"sbert_ce_default_activation_function": IDENTITY}
+    return {
+        "ce-identity": save_cross_encoder(folder / "ce-identity", minilm_path, **identity),
+        "ce-legacy-identity": save_cross_encoder(folder / "ce-legacy", minilm_path, **legacy),
+        "ce-tanh": save_cross_encoder(folder / "ce-tanh", minilm_path, **tanh),
+        "roberta": save_tiny_roberta(folder / "roberta", minilm_path),
+        "lowercasing": save_lowercasing_minilm(folder / "lowercasing", minilm_path),
+    }
+
+
 @contextmanager
 def front_end_clients(server: ServerProcess, model: str = "") -> Iterator[list[ModelClient]]:
     """A client of `model` on each of `server`'s two front ends."""
@@ -40,10 +116,3 @@ def front_end_clients(server: ServerProcess, model: str = "") -> Iterator[list[M
     finally:
         for client in clients.values():
             client.close()
-
-
-@contextmanager
-def two_front_ends(model: Path) -> Iterator[list[ModelClient]]:
-    """`model` served with `--frontends 2`, and a client on each front end."""
-    with serving(model, "--frontends", "2") as server, front_end_clients(server) as clients:
-        yield clients
