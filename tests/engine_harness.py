@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeserve.server.engine.core import Engine
@@ -23,6 +24,7 @@ from pipeserve.server.engine.queue import Request
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard, load_model_card
 from pipeserve.server.model.loading import worker_specs
+from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.server.requests.infer import Infer
 from pipeserve.server.schema import DeviceSpec, ForwardBatch, WorkerSpec
 from pipeserve.server.settings import Settings
@@ -210,6 +212,15 @@ class Harness:
         """Returns once `count` workers are ready."""
         async with self.alive_changed:
             await self.alive_changed.wait_for(lambda: self.engine.alive == count)
+
+    async def logits(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        """A Classify's logits of `text` through the request path, tokenized as when the caller
+        sets no options; with `timeout_s`, cancelled at its deadline as gRPC cancels a call's
+        handler."""
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        async with asyncio.timeout_at(deadline):
+            outputs, _ = await self.infer.run([text], TextOptions(), ("logits",), deadline)
+        return outputs["logits"][0]
 
     @property
     def calls(self) -> int:

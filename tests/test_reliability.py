@@ -20,7 +20,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from transformers import AutoModelForSequenceClassification
 
 from pipeserve.client import Client, PipeserveError
-from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
@@ -34,7 +33,7 @@ from .conftest import (
     wait_until,
     workers,
 )
-from .engine_harness import Harness, engine_of, until
+from .engine_harness import engine_of, until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
@@ -146,11 +145,11 @@ def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
         async with engine_of(tiny_distilbert, max_wait_ms=60000, max_batch_size=4) as harness:
             calls = []
             for count, sentence in enumerate(sentences[:3], start=1):
-                calls.append(asyncio.create_task(_logits(harness, sentence)))
+                calls.append(asyncio.create_task(harness.logits(sentence)))
                 # Held in the queue, not sent to the idle worker.
                 await until(lambda n=count: harness.engine.waiting == n)
                 assert not harness.busy(0)
-            calls.append(asyncio.create_task(_logits(harness, sentences[3])))
+            calls.append(asyncio.create_task(harness.logits(sentences[3])))
             for row, reference in zip(await asyncio.gather(*calls), expected, strict=True):
                 np.testing.assert_allclose(row, reference, rtol=0, atol=1e-5)
             assert harness.computed(0) == (1, 4)
@@ -158,30 +157,19 @@ def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
     asyncio.run(scenario())
 
 
-async def _logits(harness: Harness, sentence: str, timeout_s: float | None = None) -> np.ndarray:
-    """A Classify's logits through the request path; with `timeout_s`, cancelled at its
-    deadline as gRPC cancels a call's handler."""
-    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
-    async with asyncio.timeout_at(deadline):
-        outputs, _ = await harness.infer.run([sentence], TextOptions(), ("logits",), deadline)
-    return outputs["logits"][0]
-
-
 def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
     async def scenario() -> None:
         async with engine_of(tiny_distilbert) as harness:
             with harness.workers.paused(0):
-                busy = asyncio.create_task(_logits(harness, "held"))
+                busy = asyncio.create_task(harness.logits("held"))
                 await until(lambda: harness.busy(0))
                 # Long enough to be queued first however loaded the machine; checked below,
                 # since an item that expired before it was queued proves nothing.
                 expiring = [
-                    asyncio.create_task(_logits(harness, f"late {i}", timeout_s=2))
-                    for i in range(3)
+                    asyncio.create_task(harness.logits(f"late {i}", timeout_s=2)) for i in range(3)
                 ]
                 cancelled = [
-                    asyncio.create_task(_logits(harness, f"gone {i}", timeout_s=60))
-                    for i in range(2)
+                    asyncio.create_task(harness.logits(f"gone {i}", timeout_s=60)) for i in range(2)
                 ]
                 await until(lambda: harness.engine.waiting == 5)
                 assert not any(task.done() for task in expiring)
@@ -196,7 +184,7 @@ def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
             await busy
             # The worker takes batches in order: once this one is answered, the withdrawn
             # one has been skipped or computed.
-            await _logits(harness, "after the pause")
+            await harness.logits("after the pause")
             # The worker computed the held item, the last one, and nothing else.
             assert harness.computed(0)[1] == 2
 

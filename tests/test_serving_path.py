@@ -43,9 +43,6 @@ from .conftest import (
 )
 from .engine_harness import engine_of, until
 
-# A Classify's tokenizing options when the caller sets none.
-_OPTIONS = TextOptions()
-
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters
 # and "the" (1996). A model with this vocabulary raises on any other word.
 _SMALL_VOCAB = 2000
@@ -70,19 +67,14 @@ def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert, tiny_logits):
     # so RESOURCE_EXHAUSTED shows the call was refused before its text was tokenized.
     too_long = ["word " * 800]
     untruncated = TextOptions(truncation=False)
-    held, *queued_ = list(tiny_logits)[:3]
+    held, *behind = list(tiny_logits)[:3]
 
     async def scenario() -> None:
         async with engine_of(tiny_distilbert, max_queued_items=2) as harness:
-
-            async def logits(sentence: str) -> np.ndarray:
-                outputs, _ = await harness.infer.run([sentence], _OPTIONS, ("logits",), None)
-                return outputs["logits"][0]
-
             with harness.workers.paused(0):
-                running = asyncio.create_task(logits(held))
+                running = asyncio.create_task(harness.logits(held))
                 await until(lambda: harness.busy(0))
-                waiting = [asyncio.create_task(logits(s)) for s in queued_]
+                waiting = [asyncio.create_task(harness.logits(s)) for s in behind]
                 await until(lambda: harness.engine.waiting == 2)
                 with pytest.raises(Overloaded) as refused:
                     await harness.infer.run(too_long, untruncated, ("logits",), None)
@@ -92,7 +84,7 @@ def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert, tiny_logits):
                 assert status.retry_after_ms is not None and status.retry_after_ms > 0
             # Everything accepted before the refusal completes once the worker resumes.
             answers = await asyncio.gather(running, *waiting)
-            for sentence, row in zip([held, *queued_], answers, strict=True):
+            for sentence, row in zip([held, *behind], answers, strict=True):
                 np.testing.assert_allclose(row, tiny_logits[sentence], rtol=0, atol=1e-5)
             # With room in the queue, the same request gets as far as its tokens.
             with pytest.raises(InvalidInput) as measured:
@@ -116,8 +108,7 @@ def test_a_stream_holds_at_most_its_bound_of_requests(tiny_distilbert):
                     yield sentence
 
             async def answer(sentence: str) -> tuple[str, np.ndarray]:
-                outputs, _ = await harness.infer.run([sentence], _OPTIONS, ("logits",), None)
-                return sentence, outputs["logits"][0]
+                return sentence, await harness.logits(sentence)
 
             async def read_all() -> list[tuple[str, np.ndarray]]:
                 return [r async for r in answer_each(requests(), answer, bound)]
