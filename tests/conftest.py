@@ -368,6 +368,12 @@ def paused(pid: int) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+def shared_blocks(pid: int) -> set[Path]:
+    """The shared-memory blocks (/dev/shm files) that process `pid` maps."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {Path(line.split()[-1]) for line in maps if "/dev/shm/" in line}
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
