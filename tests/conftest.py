@@ -379,6 +379,12 @@ def paused(pid: int) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+def shared_blocks(pid: int) -> set[Path]:
+    """The shared-memory blocks (/dev/shm files) that process `pid` maps."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {Path(line.split()[-1]) for line in maps if "/dev/shm/" in line}
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen
@@ -635,9 +641,17 @@ def every_task(servers, every_task_file) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def every_task_two_front_ends(servers, every_task_file) -> ServerProcess:
-    """every_task_file's models behind two front ends, for the "through two front ends" checks."""
-    flags = ("--models-file", str(every_task_file), "--frontends", "2")
+    """every_task_file's models behind two front ends, for the "through two front ends" checks;
+    the main process serves their metrics (`metrics_url`)."""
+    flags = ("--models-file", str(every_task_file), "--frontends", "2", "--metrics-port", "0")
     return servers.get(None, *flags, timeout=EVERY_TASK_START_S)
+
+
+@pytest.fixture(scope="session")
+def one_place_queue(servers, tiny_distilbert) -> ServerProcess:
+    """The tiny classifier behind two front ends, whose queue takes one item: with its worker
+    paused (`paused`) and one call running, one more fills it."""
+    return servers.get(tiny_distilbert, "--frontends", "2", "--max-queued-items", "1")
 
 
 @pytest.fixture(scope="session")

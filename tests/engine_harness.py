@@ -1,19 +1,22 @@
 """The engine of one model in the test process: the real engine, dispatcher and supervisor, the
 real worker loop (`serve_worker`) in threads that stand in for worker processes, a real tiny
-checkpoint, real pipes and shared memory. What a worker process does to the engine when it
-hangs, or dies with a batch, its thread does here on demand: such a test takes milliseconds
-instead of a server's start-up."""
+checkpoint, real pipes and shared memory, and the real request path (`Infer`) on top. What a
+worker process does to the engine when it hangs, dies with a batch or is stopped (SIGSTOP)
+holding one, its thread does here on demand: such a test takes milliseconds instead of a
+server's start-up."""
 
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeserve.server.engine.core import Engine
@@ -21,6 +24,8 @@ from pipeserve.server.engine.queue import Request
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard, load_model_card
 from pipeserve.server.model.loading import worker_specs
+from pipeserve.server.pipeline.inputs import TextOptions
+from pipeserve.server.requests.infer import Infer
 from pipeserve.server.schema import DeviceSpec, ForwardBatch, WorkerSpec
 from pipeserve.server.settings import Settings
 from pipeserve.server.terms import FLAG_TERMS
@@ -41,14 +46,45 @@ class Killed(Exception):
 _LOADING = threading.Lock()
 
 
+class Gate:
+    """Open unless a test holds a worker, as SIGSTOP holds a process: a held worker keeps the
+    batch it has received, not started, until the gate opens again (or it is killed)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open = True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._changed:
+            self._open = False
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._open = True
+                self._changed.notify_all()
+
+    def wait(self, killed: threading.Event) -> None:
+        """Returns once the gate is open or `killed` is set."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._open or killed.is_set())
+
+    def wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+
 class _Line:
     """A thread worker's end of its pipe, all the worker loop sees of the server. After a kill
     the loop's next receive or send ends it; a held batch is received and never answered, as
-    by a stopped process, until the kill."""
+    by a stopped process, until the kill; a batch received while the gate is held waits for
+    it to open."""
 
-    def __init__(self, conn: Connection, hold_next: threading.Event) -> None:
+    def __init__(self, conn: Connection, hold_next: threading.Event, gate: Gate) -> None:
         self._conn = conn
         self._hold_next = hold_next
+        self._gate = gate
         self._woken, self._waker = Pipe(duplex=False)
         self._killed = threading.Event()
         self.loading = True
@@ -56,6 +92,7 @@ class _Line:
     def kill(self) -> None:
         self._killed.set()
         self._waker.send(None)
+        self._gate.wake()
 
     def recv(self) -> Any:
         wait([self._conn, self._woken])
@@ -66,6 +103,10 @@ class _Line:
             self._hold_next.clear()  # the next batch only: a respawned worker serves
             wait([self._woken])
             raise Killed
+        if isinstance(message, ForwardBatch):
+            self._gate.wait(self._killed)
+            if self._killed.is_set():
+                raise Killed
         return message
 
     def send(self, message: Any) -> None:
@@ -88,8 +129,10 @@ class ThreadWorker:
     """A worker "process" that is a thread of this one, running the real worker loop: what the
     supervisor uses of a process (pid, sentinel, exitcode, is_alive, join, kill)."""
 
-    def __init__(self, spec: WorkerSpec, conn: Connection, hold_next: threading.Event) -> None:
-        self._line = _Line(conn, hold_next)
+    def __init__(
+        self, spec: WorkerSpec, conn: Connection, hold_next: threading.Event, gate: Gate
+    ) -> None:
+        self._line = _Line(conn, hold_next, gate)
         self.exitcode: int | None = None
         # A process's sentinel: readable once it has ended (the write end closes as it ends);
         # the read end closes with this object, as a process's does with its Process.
@@ -129,25 +172,34 @@ class ThreadWorker:
 
 class Workers:
     """The thread workers an engine starts, by worker id (the latest of each), and by worker id
-    the switch that makes it hold the next batch it gets until it is killed."""
+    the switch that makes it hold the next batch it gets until it is killed, and its gate."""
 
     def __init__(self, count: int) -> None:
         self.hold_next = [threading.Event() for _ in range(count)]
+        self._gates = [Gate() for _ in range(count)]
         self.started: dict[int, ThreadWorker] = {}
 
     def start(self, spec: WorkerSpec, conn: Connection) -> ThreadWorker:
-        worker = ThreadWorker(spec, conn, self.hold_next[spec.worker_id])
-        self.started[spec.worker_id] = worker
+        worker_id = spec.worker_id
+        worker = ThreadWorker(spec, conn, self.hold_next[worker_id], self._gates[worker_id])
+        self.started[worker_id] = worker
         return worker
+
+    def paused(self, worker_id: int) -> AbstractContextManager[None]:
+        """Holds the worker, as `conftest.paused` holds a process: the batches sent to it
+        stay in flight, not started, for the block."""
+        return self._gates[worker_id].held()
 
 
 class Harness:
-    """An engine of `model` with thread workers, and a way to call it as the request path does."""
+    """An engine of `model` with thread workers, and a way to call it as the request path does,
+    or through the request path itself (`infer`: admission, tokenizing, withdrawal)."""
 
-    def __init__(self, engine: Engine, card: ModelCard, workers: Workers) -> None:
+    def __init__(self, engine: Engine, card: ModelCard, workers: Workers, infer: Infer) -> None:
         self.engine = engine
         self.card = card
         self.workers = workers
+        self.infer = infer
         self.alive_changed = asyncio.Condition()
 
     def submit(self, texts: Sequence[str], outputs: tuple[str, ...] = ("logits",)) -> Request:
@@ -161,6 +213,42 @@ class Harness:
         async with self.alive_changed:
             await self.alive_changed.wait_for(lambda: self.engine.alive == count)
 
+    async def logits(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        """A Classify's logits of `text` through the request path, tokenized as when the caller
+        sets no options; with `timeout_s`, cancelled at its deadline as gRPC cancels a call's
+        handler."""
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        async with asyncio.timeout_at(deadline):
+            outputs, _ = await self.infer.run([text], TextOptions(), ("logits",), deadline)
+        return outputs["logits"][0]
+
+    @property
+    def calls(self) -> int:
+        """Calls queued or computing in the engine, however the batcher grouped their items."""
+        return len(self.engine._requests)
+
+    def busy(self, worker_id: int) -> bool:
+        """Whether the worker holds a batch, as ModelInfo's `busy` says of it."""
+        return self.engine.dispatcher.held(worker_id) > 0
+
+    def computed(self, worker_id: int) -> tuple[int, int]:
+        """(batches, items) the worker has computed, as ModelInfo counts them."""
+        stats = self.engine.dispatcher.stats[worker_id]
+        return stats.batches, stats.items
+
+
+# How long `until` waits for its condition: as conftest.wait_until.
+_UNTIL_S = 60
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Returns once `condition` holds, as conftest.wait_until does over RPCs; fails after
+    _UNTIL_S seconds. What it looks at (queue, batches in flight, counters) changes in many
+    places of the engine with no event for a test to wait on, so it looks every millisecond."""
+    async with asyncio.timeout(_UNTIL_S):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
 
 @asynccontextmanager
 async def engine_of(model: Path, workers: int = 1, **settings: Any) -> AsyncIterator[Harness]:
@@ -173,6 +261,7 @@ async def engine_of(model: Path, workers: int = 1, **settings: Any) -> AsyncIter
     cores = tuple(range(torch.get_num_threads()))
     devices = [DeviceSpec(cpus=cores) for _ in range(workers)]
     started = Workers(workers)
+    metrics = Metrics()
     harness: Harness
 
     def alive_changed(_: int) -> None:
@@ -182,16 +271,18 @@ async def engine_of(model: Path, workers: int = 1, **settings: Any) -> AsyncIter
         config,
         card,
         worker_specs(config, card, devices, None, FLAG_TERMS),
-        Metrics(),
+        metrics,
         alive_changed,
         start_worker=started.start,
     )
-    harness = Harness(engine, card, started)
+    tokenizing = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+    harness = Harness(engine, card, started, Infer(card, engine, config, tokenizing, metrics))
     await engine.start(on_batcher_failed=lambda: None)
     try:
         yield harness
     finally:
         await engine.stop()
+        tokenizing.shutdown()
 
 
 async def _notify(condition: asyncio.Condition) -> None:

@@ -14,7 +14,7 @@ from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
-from .conftest import SEED_SENTENCES, ModelClient, serving, wait_until
+from .conftest import SEED_SENTENCES, ModelClient, serving, shared_blocks, wait_until
 from .tiny_tasks import IDENTITY, front_end_clients, save_cross_encoder, save_lowercasing_minilm
 
 # Real sentences of several lengths (the tests must not need the SST-2 files).
@@ -360,11 +360,6 @@ def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert)
         parent.recv()
 
 
-def _shared_blocks(pid: int) -> set[Path]:
-    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {Path(line.split()[-1]) for line in maps if "/dev/shm/" in line}
-
-
 def test_a_respawned_worker_gets_its_removed_shared_memory_anew(tiny_distilbert):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -377,7 +372,7 @@ def test_a_respawned_worker_gets_its_removed_shared_memory_anew(tiny_distilbert)
         expected = model(**encoded).logits.softmax(-1).numpy()
     with serving(tiny_distilbert) as server, Client(server.address, timeout=60) as client:
         (pid,) = server.worker_processes()
-        removed = {p for p in _shared_blocks(pid) if p.name.startswith("psm_")}
+        removed = {p for p in shared_blocks(pid) if p.name.startswith("psm_")}
         assert removed
         for block in removed:
             block.unlink()
@@ -386,7 +381,7 @@ def test_a_respawned_worker_gets_its_removed_shared_memory_anew(tiny_distilbert)
         results = client.classify(sentences, top_k=None)
         (worker,) = client.model_info().workers
         (new_pid,) = server.worker_processes()
-        assert not removed & _shared_blocks(new_pid)
+        assert not removed & shared_blocks(new_pid)
     for result, scores in zip(results, expected, strict=True):
         by_index = {s.index: s.score for s in result}
         np.testing.assert_allclose([by_index[0], by_index[1]], scores, atol=1e-5)

@@ -1,6 +1,8 @@
 """Several front-end processes on one port (--frontends 2): each serves, they feed one queue
 (batches hold items of both), and one that is killed loses none of the other's calls. Each
-serves every model, those loaded and unloaded while serving (Admin) too."""
+serves every model, those loaded and unloaded while serving (Admin) too. Checks that leave a
+server as they found it share servers (every_task_two_front_ends, one_place_queue); those that
+kill a front end, stop the server or load models have one each (`slow`)."""
 
 import os
 import signal
@@ -12,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeserve.client import AdminClient, Client, PipeserveError
@@ -31,43 +34,42 @@ from .conftest import (
     wait_until,
 )
 
-# Several servers of two front ends each, and waits on work held in flight.
-pytestmark = pytest.mark.slow
 
-
-def test_each_front_end_serves_and_their_items_share_batches(tiny_distilbert, tiny_logits):
+def test_each_front_end_serves_and_their_items_share_batches(
+    every_task_two_front_ends, tiny_logits
+):
     sentences = list(tiny_logits)
-    # A long wait and room for both: two calls through two front ends make one batch.
-    flags = ("--frontends", "2", "--max-wait-ms", "3000", "--max-batch-size", "2")
-    with serving(tiny_distilbert, *flags) as server:
-        clients = clients_by_frontend(server.address)
-        try:
-            assert all(c.model_info().frontends == 2 for c in clients.values())
-            (first, one), (second, other) = clients.items()
-            assert first != second and os.getpid() not in (first, second)
-            before = one.model_info().workers[0].batches
-            start = threading.Barrier(2)
+    # `wait`, the tiny classifier with a long wait and room for two: two calls through two
+    # front ends make one batch.
+    clients = clients_by_frontend(every_task_two_front_ends.address)
+    try:
+        assert all(c.model_info(model="wait").frontends == 2 for c in clients.values())
+        (first, one), (second, other) = clients.items()
+        assert first != second and os.getpid() not in (first, second)
+        before = one.model_info(model="wait").workers[0].batches
+        start = threading.Barrier(2)
 
-            def call(client: Client, sentence: str) -> np.ndarray:
-                start.wait()
-                return client.forward([sentence], outputs=["logits"]).logits[0]
+        def call(client: Client, sentence: str) -> np.ndarray:
+            start.wait()
+            return client.forward([sentence], model="wait", outputs=["logits"]).logits[0]
 
-            with ThreadPoolExecutor(2) as pool:
-                a = pool.submit(call, one, sentences[0])
-                b = pool.submit(call, other, sentences[1])
-                logits = [a.result(), b.result()]
-            assert one.model_info().workers[0].batches == before + 1
-            for sentence, row in zip(sentences[:2], logits, strict=True):
-                np.testing.assert_allclose(row, tiny_logits[sentence], rtol=0, atol=1e-5)
-            # Fidelity through either front end, whatever the batching.
-            for client in (one, other):
-                out = client.forward(sentences, outputs=["logits"]).logits
-                np.testing.assert_allclose(out, np.stack(list(tiny_logits.values())), atol=1e-5)
-        finally:
-            for client in clients.values():
-                client.close()
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(call, one, sentences[0])
+            b = pool.submit(call, other, sentences[1])
+            logits = [a.result(), b.result()]
+        assert one.model_info(model="wait").workers[0].batches == before + 1
+        for sentence, row in zip(sentences[:2], logits, strict=True):
+            np.testing.assert_allclose(row, tiny_logits[sentence], rtol=0, atol=1e-5)
+        # Fidelity through either front end, whatever the batching (`clf`: the same model).
+        for client in (one, other):
+            out = client.forward(sentences, model="clf", outputs=["logits"]).logits
+            np.testing.assert_allclose(out, np.stack(list(tiny_logits.values())), atol=1e-5)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
+@pytest.mark.slow
 def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny_logits):
     sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--frontends", "2") as server:
@@ -113,6 +115,7 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny
         assert len(clients_by_frontend(server.address)) == 2
 
 
+@pytest.mark.slow
 def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--shutdown-grace-s", "30") as server:
         clients = clients_by_frontend(server.address)
@@ -134,46 +137,70 @@ def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
                 client.close()
 
 
-def test_the_main_process_serves_the_metrics_of_every_front_end(tiny_distilbert):
-    with serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server:
-        url = server.metrics_url
-        clients = clients_by_frontend(server.address)
-        try:
-            for count, client in enumerate(clients.values(), start=2):
-                for _ in range(count):
-                    client.classify(["one", "two"])
-        finally:
-            for client in clients.values():
-                client.close()
-        metrics = scrape(url)
-    # 2 calls through one front end and 3 through the other, counted together.
-    model = ("model", tiny_distilbert.name)
+def test_the_main_process_serves_the_metrics_of_every_front_end(every_task_two_front_ends):
+    url = every_task_two_front_ends.metrics_url
+    model = ("model", "clf")
     requests = ("pipeserve_requests_total", (("code", "OK"), model, ("rpc", "Classify")))
-    assert metrics[requests] == 5
-    assert metrics[("pipeserve_items_total", (model, ("rpc", "Classify")))] == 10
-    assert metrics[("pipeserve_batch_size_sum", (model,))] == 10
+    items = ("pipeserve_items_total", (model, ("rpc", "Classify")))
+    batched = ("pipeserve_batch_size_sum", (model,))
+    before = scrape(url)
+    clients = clients_by_frontend(every_task_two_front_ends.address)
+    try:
+        for count, client in enumerate(clients.values(), start=2):
+            for _ in range(count):
+                client.classify(["one", "two"])
+    finally:
+        for client in clients.values():
+            client.close()
+    metrics = scrape(url)
+    # 2 calls through one front end and 3 through the other, counted together.
+    assert metrics[requests] - before.get(requests, 0) == 5
+    assert metrics[items] - before.get(items, 0) == 10
+    assert metrics[batched] - before.get(batched, 0) == 10
     assert metrics[("pipeserve_workers_alive", (model,))] == 1
 
 
-def test_a_full_queue_refuses_through_any_front_end(tiny_distilbert):
-    with serving(tiny_distilbert, "--frontends", "2", "--max-queued-items", "1") as server:
-        clients = clients_by_frontend(server.address)
-        (_, one), (_, other) = clients.items()
-        worker = one.model_info().workers[0]
-        try:
-            with ThreadPoolExecutor(2) as pool, paused(worker.pid):
-                running = pool.submit(one.classify, ["held by the paused worker"])
-                wait_until(lambda: one.model_info().workers[0].busy)
-                waiting = pool.submit(one.classify, ["waits for the worker"])
-                wait_until(lambda: other.model_info().queued_items == 1)
-                with pytest.raises(PipeserveError) as refused:
-                    other.classify(["one too many"])
-            assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "max_queued_items=1" in refused.value.details
-            assert running.result() and waiting.result()
-        finally:
-            for client in clients.values():
-                client.close()
+def test_a_full_queue_refuses_through_any_front_end_with_a_retry_hint(one_place_queue):
+    clients = clients_by_frontend(one_place_queue.address)
+    (_, one), (_, other) = clients.items()
+    channels = by_frontend(
+        lambda: grpc.insecure_channel(one_place_queue.address, options=OWN_CONNECTION),
+        lambda channel: (
+            InferenceStub(channel).ModelInfo(pb.ModelInfoRequest(), timeout=60).frontend_pid
+        ),
+    )
+    worker = one.model_info().workers[0]
+    request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="one too many")])
+    try:
+        with ThreadPoolExecutor(2) as pool, paused(worker.pid):
+            running = pool.submit(one.classify, ["held by the paused worker"])
+            wait_until(lambda: one.model_info().workers[0].busy)
+            waiting = pool.submit(one.classify, ["waits for the worker"])
+            wait_until(lambda: other.model_info().queued_items == 1)
+            refusals = []
+            for channel in channels.values():
+                start = time.monotonic()
+                with pytest.raises(grpc.RpcError) as refused:
+                    InferenceStub(channel).Classify(request, timeout=30)
+                refused_ms = (time.monotonic() - start) * 1000
+                refusals.append(refused.value)
+        for refused in refusals:
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_queued_items=1" in refused.details()
+            hint = dict(refused.trailing_metadata())
+            assert int(hint["retry-after-ms"]) > 0
+            # The same delay in the google.rpc.Status trailer, as RetryInfo.
+            status = status_pb2.Status.FromString(hint["grpc-status-details-bin"])
+            assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+            retry = error_details_pb2.RetryInfo()
+            assert status.details[0].Unpack(retry)
+            assert retry.retry_delay.ToMilliseconds() == int(hint["retry-after-ms"])
+        # Everything accepted before the refusals completes once the worker resumes.
+        assert running.result()[0][0].label and waiting.result()[0][0].label
+        print(f"\nfull queue: RESOURCE_EXHAUSTED in {refused_ms:.1f} ms")
+    finally:
+        for connection in (*clients.values(), *channels.values()):
+            connection.close()
 
 
 _SERVICE = "pipeserve.v1.Inference"
@@ -221,6 +248,7 @@ class _FrontEnds:
             connection.close()
 
 
+@pytest.mark.slow
 def test_several_models_and_the_admin_service_through_each_front_end(
     tiny_distilbert, tiny_bert, tmp_path
 ):

@@ -1,6 +1,8 @@
-"""Faults and overload against real servers: dead workers, a full queue, deadlines,
-cancellation and SIGTERM. Workers are paused with SIGSTOP to hold work in flight on purpose.
-Hung workers, which need no process to show, are tested in process (test_engine_faults.py)."""
+"""Faults against real servers: killed workers and SIGTERM, workers paused with SIGSTOP to hold
+work in flight on purpose. What needs no process to show is tested in process
+(tests/engine_harness.py): a batch held open to fill, and expired and cancelled items never
+computed, here; hung workers in test_engine_faults.py; a full queue in test_serving_path.py
+(its gRPC trailers through the front ends in test_frontends.py)."""
 
 import asyncio
 import os
@@ -14,23 +16,24 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from transformers import AutoModelForSequenceClassification
 
-from pipeserve.client import AsyncClient, Client, PipeserveError
+from pipeserve.client import Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
 from .conftest import (
     ServerProcess,
+    in_process,
     launch_server,
-    paused,
     queued,
     scrape,
     serving,
     wait_until,
     workers,
 )
+from .engine_harness import engine_of, until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _RESPAWNING = re.compile(r"respawning in ([\d.]+) s")
@@ -103,6 +106,7 @@ def _respawn_delays(server: ServerProcess) -> list[float]:
     return [float(m.group(1)) for line in server.log if (m := _RESPAWNING.search(line))]
 
 
+@pytest.mark.slow
 def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilbert):
     with serving(tiny_distilbert, "--metrics-port", "0") as server:
         alive = ("pipeserve_workers_alive", (("model", tiny_distilbert.name),))
@@ -131,92 +135,60 @@ def test_no_live_worker_means_unavailable_at_once_and_not_serving(tiny_distilber
 
 
 def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
-    """--max-wait-ms: a free worker waits for more items (here up to a minute) before it
-    takes a batch, so calls sent one by one, each queued before the next, go as one batch."""
-    with serving(tiny_distilbert, "--max-wait-ms", "60000", "--max-batch-size", "4") as server:
-        before = workers(server.address)[0]
-        with Client(server.address, timeout=120) as client, ThreadPoolExecutor(4) as pool:
+    """max_wait_ms: a free worker waits for more items (here up to a minute) before it takes a
+    batch, so calls sent one by one, each queued before the next, go as one batch."""
+    # Of about one length, so that the batcher would not split them to save padding.
+    sentences = [*(f"sentence number {count}" for count in range(1, 4)), "the fourth fills it"]
+    expected = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+
+    async def scenario() -> None:
+        async with engine_of(tiny_distilbert, max_wait_ms=60000, max_batch_size=4) as harness:
             calls = []
-            for count in range(1, 4):
-                calls.append(pool.submit(client.classify, [f"sentence number {count}"]))
+            for count, sentence in enumerate(sentences[:3], start=1):
+                calls.append(asyncio.create_task(harness.logits(sentence)))
                 # Held in the queue, not sent to the idle worker.
-                wait_until(lambda n=count: queued(server) == n)
-            calls.append(pool.submit(client.classify, ["the fourth fills the batch"]))
-            assert all(len(call.result()) == 1 for call in calls)
-        after = workers(server.address)[0]
-        assert (after.batches - before.batches, after.items - before.items) == (1, 4)
+                await until(lambda n=count: harness.engine.waiting == n)
+                assert not harness.busy(0)
+            calls.append(asyncio.create_task(harness.logits(sentences[3])))
+            for row, reference in zip(await asyncio.gather(*calls), expected, strict=True):
+                np.testing.assert_allclose(row, reference, rtol=0, atol=1e-5)
+            assert harness.computed(0) == (1, 4)
 
-
-def test_full_queue_refuses_at_once_with_retry_hint(tiny_distilbert):
-    with serving(tiny_distilbert, "--max-queued-items", "4") as server:
-        worker = workers(server.address)[0]
-        with Client(server.address, timeout=60) as client, ThreadPoolExecutor(5) as pool:
-            with paused(worker.pid):
-                busy = pool.submit(client.classify, ["held by the paused worker"])
-                wait_until(lambda: workers(server.address)[0].busy)
-                waiting = [pool.submit(client.classify, [f"queued {i}"]) for i in range(4)]
-                wait_until(lambda: queued(server) == 4)
-                with grpc.insecure_channel(server.address) as channel:
-                    stub = pb_grpc.InferenceStub(channel)
-                    request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="one too many")])
-                    start = time.monotonic()
-                    with pytest.raises(grpc.RpcError) as refused:
-                        stub.Classify(request, timeout=30)
-                    refused_ms = (time.monotonic() - start) * 1000
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "max_queued_items=4" in refused.value.details()
-            hint = dict(refused.value.trailing_metadata())
-            assert int(hint["retry-after-ms"]) > 0
-            # The same delay in the google.rpc.Status trailer, as RetryInfo.
-            status = status_pb2.Status.FromString(hint["grpc-status-details-bin"])
-            assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-            retry = error_details_pb2.RetryInfo()
-            assert status.details[0].Unpack(retry)
-            assert retry.retry_delay.ToMilliseconds() == int(hint["retry-after-ms"])
-            # Everything accepted before the refusal completes once the worker resumes.
-            assert busy.result()[0][0].label in ("NEGATIVE", "POSITIVE")
-            assert all(call.result()[0][0].label for call in waiting)
-        print(f"\nfull queue: RESOURCE_EXHAUSTED in {refused_ms:.1f} ms")
+    asyncio.run(scenario())
 
 
 def test_expired_and_cancelled_items_are_never_computed(tiny_distilbert):
-    with serving(tiny_distilbert) as server:
-        worker = workers(server.address)[0]
-        items_before = worker.items
+    async def scenario() -> None:
+        async with engine_of(tiny_distilbert) as harness:
+            with harness.workers.paused(0):
+                busy = asyncio.create_task(harness.logits("held"))
+                await until(lambda: harness.busy(0))
+                # Long enough to be queued first however loaded the machine; checked below,
+                # since an item that expired before it was queued proves nothing.
+                expiring = [
+                    asyncio.create_task(harness.logits(f"late {i}", timeout_s=2)) for i in range(3)
+                ]
+                cancelled = [
+                    asyncio.create_task(harness.logits(f"gone {i}", timeout_s=60)) for i in range(2)
+                ]
+                await until(lambda: harness.engine.waiting == 5)
+                assert not any(task.done() for task in expiring)
+                for task in cancelled:
+                    task.cancel()
+                for task in expiring:
+                    with pytest.raises(TimeoutError):
+                        await task
+                # Once the deadline has passed nothing waits, not even the batch in the
+                # worker's inbox. test_deadlines.py checks the server's own expiry.
+                await until(lambda: harness.engine.waiting == 0)
+            await busy
+            # The worker takes batches in order: once this one is answered, the withdrawn
+            # one has been skipped or computed.
+            await harness.logits("after the pause")
+            # The worker computed the held item, the last one, and nothing else.
+            assert harness.computed(0)[1] == 2
 
-        async def scenario() -> None:
-            async with AsyncClient(server.address) as client:
-                with paused(worker.pid):
-                    busy = asyncio.create_task(client.classify(["held"], timeout=60))
-                    await asyncio.to_thread(wait_until, lambda: workers(server.address)[0].busy)
-                    # Long enough to be queued first however loaded the machine; checked
-                    # below, since an item that expired before it was queued proves nothing.
-                    expiring = [
-                        asyncio.create_task(client.classify([f"late {i}"], timeout=3))
-                        for i in range(3)
-                    ]
-                    cancelled = [
-                        asyncio.create_task(client.classify([f"gone {i}"], timeout=60))
-                        for i in range(2)
-                    ]
-                    await asyncio.to_thread(wait_until, lambda: queued(server) == 5)
-                    assert not any(task.done() for task in expiring)
-                    for task in cancelled:
-                        task.cancel()
-                    for task in expiring:
-                        with pytest.raises(PipeserveError) as late:
-                            await task
-                        assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                    # Once the deadline has passed nothing waits, not even the batch in the
-                    # worker's inbox. grpc cancels the calls at their deadline, so this holds
-                    # even for a server that ignored deadlines: tests/test_deadlines.py checks
-                    # the server's own expiry.
-                    await asyncio.to_thread(wait_until, lambda: queued(server) == 0)
-                await busy
-
-        asyncio.run(scenario())
-        # The worker computed the held item and nothing else.
-        assert workers(server.address)[0].items == items_before + 1
+    asyncio.run(scenario())
 
 
 def _new_call(server: ServerProcess) -> grpc.StatusCode:
@@ -230,6 +202,7 @@ def _new_call(server: ServerProcess) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+@pytest.mark.slow
 def test_sigterm_drains_accepted_calls_and_exits_zero(tiny_distilbert):
     server = launch_server(tiny_distilbert, "--workers-per-device", "2", "--shutdown-grace-s", "30")
     try:

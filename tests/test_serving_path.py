@@ -1,34 +1,47 @@
-"""The serving path's own guarantees, against real servers: admission before any work, a
-stream that holds a bounded number of requests, one bad item failing alone, and workers that
-hold their next batch without computing what expired while it waited."""
+"""The serving path's own guarantees: admission before any work, a stream that holds a bounded
+number of requests and one bad item failing alone, in process (tests/engine_harness.py: the
+real request path, engine and worker loop); against real servers, workers that hold their next
+batch without computing what a caller of another front end left, large outputs through shared
+memory, and none of it left behind by a killed server."""
 
-import os
+import asyncio
+import logging
 import signal
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
-from pipeserve.client import Client, PipeserveError
+from pipeserve.client import Client
+from pipeserve.server.edge.status import status_of
+from pipeserve.server.edge.streams import answer_each
+from pipeserve.server.errors import InvalidInput, ModelFailed, Overloaded
+from pipeserve.server.pipeline.inputs import TextOptions
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
 from .conftest import (
     SEED_SENTENCES,
+    in_process,
     launch_server,
     paused,
     queued,
     scrape,
-    serving,
+    shared_blocks,
     sst2_sentences,
     wait_until,
     workers,
 )
+from .engine_harness import engine_of, until
 
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters
 # and "the" (1996). A model with this vocabulary raises on any other word.
@@ -49,130 +62,131 @@ def small_vocab_model(tmp_path_factory, minilm_path):
     return folder
 
 
-def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert):
+def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert, tiny_logits):
     # Untruncated and over the model's length: tokenizing it would end in INVALID_ARGUMENT,
     # so RESOURCE_EXHAUSTED shows the call was refused before its text was tokenized.
-    too_long = pb.ClassifyRequest(
-        inputs=[pb.ModelInput(text="word " * 800)], options=pb.TokenizeOptions(truncation=False)
-    )
-    with serving(tiny_distilbert, "--max-queued-items", "2") as server:
-        worker = workers(server.address)[0]
-        with (
-            Client(server.address, timeout=60) as client,
-            ThreadPoolExecutor(3) as pool,
-            grpc.insecure_channel(server.address) as channel,
-        ):
-            stub = pb_grpc.InferenceStub(channel)
-            with paused(worker.pid):
-                running = pool.submit(client.classify, ["held by the paused worker"])
-                wait_until(lambda: workers(server.address)[0].busy)
-                waiting = [pool.submit(client.classify, [f"queued {i}"]) for i in range(2)]
-                wait_until(lambda: queued(server) == 2)
-                with pytest.raises(grpc.RpcError) as refused:
-                    stub.Classify(too_long, timeout=30)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert running.result() and all(q.result() for q in waiting)
+    too_long = ["word " * 800]
+    untruncated = TextOptions(truncation=False)
+    held, *behind = list(tiny_logits)[:3]
+
+    async def scenario() -> None:
+        async with engine_of(tiny_distilbert, max_queued_items=2) as harness:
+            with harness.workers.paused(0):
+                running = asyncio.create_task(harness.logits(held))
+                await until(lambda: harness.busy(0))
+                waiting = [asyncio.create_task(harness.logits(s)) for s in behind]
+                await until(lambda: harness.engine.waiting == 2)
+                with pytest.raises(Overloaded) as refused:
+                    await harness.infer.run(too_long, untruncated, ("logits",), None)
+                status = status_of(refused.value)
+                assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "max_queued_items=2" in status.message
+                assert status.retry_after_ms is not None and status.retry_after_ms > 0
+            # Everything accepted before the refusal completes once the worker resumes.
+            answers = await asyncio.gather(running, *waiting)
+            for sentence, row in zip([held, *behind], answers, strict=True):
+                np.testing.assert_allclose(row, tiny_logits[sentence], rtol=0, atol=1e-5)
             # With room in the queue, the same request gets as far as its tokens.
-            with pytest.raises(grpc.RpcError) as measured:
-                stub.Classify(too_long, timeout=30)
-            assert measured.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "tokens" in measured.value.details()
+            with pytest.raises(InvalidInput) as measured:
+                await harness.infer.run(too_long, untruncated, ("logits",), None)
+            assert status_of(measured.value).code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "tokens" in str(measured.value)
+
+    asyncio.run(scenario())
 
 
 def test_a_stream_holds_at_most_its_bound_of_requests(tiny_distilbert):
     bound = 2
     sentences = [f"stream sentence number {i}" for i in range(10)]
-    with serving(tiny_distilbert, "--max-stream-in-flight", str(bound)) as server:
-        worker = workers(server.address)[0]
-        with Client(server.address, timeout=60) as client, ThreadPoolExecutor(2) as pool:
-            with paused(worker.pid):
-                stream = pool.submit(
-                    lambda: list(client.classify_stream([(s, [s]) for s in sentences]))
-                )
-                wait_until(lambda: workers(server.address)[0].busy)
-                # The one the worker runs plus the ones waiting: never more than the bound.
-                wait_until(lambda: queued(server) == bound - 1)
-                # A call on its own stream still gets in: the server is not stuck, only the
-                # stream is held back.
-                marker = pool.submit(client.classify, ["a call of its own"])
-                wait_until(lambda: queued(server) == bound)
-                assert queued(server) == bound
-            results = stream.result()
-            assert marker.result()
-        expected = {s: client_result for s, client_result in _one_by_one(server, sentences)}
-    assert sorted(r.id for r in results) == sorted(sentences)
-    for r in results:
-        assert r.error is None
-        assert r.results[0][0].label == expected[r.id].label
-        assert r.results[0][0].score == pytest.approx(expected[r.id].score, abs=1e-6)
+    expected = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+
+    async def scenario() -> dict[str, np.ndarray]:
+        async with engine_of(tiny_distilbert) as harness:
+
+            async def requests() -> AsyncIterator[str]:
+                for sentence in sentences:
+                    yield sentence
+
+            async def answer(sentence: str) -> tuple[str, np.ndarray]:
+                return sentence, await harness.logits(sentence)
+
+            async def read_all() -> list[tuple[str, np.ndarray]]:
+                return [r async for r in answer_each(requests(), answer, bound)]
+
+            with harness.workers.paused(0):
+                stream = asyncio.create_task(read_all())
+                await until(lambda: harness.busy(0))
+                # The ones the worker runs plus the ones waiting, however batched: never more
+                # than the bound.
+                await until(lambda: harness.calls == bound)
+                # A call of its own still gets in: the engine is not stuck, only the stream
+                # is held back.
+                marker = asyncio.create_task(answer("a call of its own"))
+                await until(lambda: harness.calls == bound + 1)
+                assert harness.calls == bound + 1
+            results = await stream
+            assert (await marker)[0] == "a call of its own"
+        return dict(results)
+
+    results = asyncio.run(scenario())
+    assert sorted(results) == sorted(sentences)
+    for sentence, row in zip(sentences, expected, strict=True):
+        np.testing.assert_allclose(results[sentence], row, rtol=0, atol=1e-5)
 
 
-def _one_by_one(server, sentences: list[str]) -> Iterator[tuple[str, object]]:
-    with Client(server.address, timeout=60) as client:
-        for sentence in sentences:
-            yield sentence, client.classify([sentence])[0][0]
-
-
-def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_results(small_vocab_model):
+def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_results(small_vocab_model, caplog):
     good = ["a b c .", "the a !", "x y z", "the the", "q , r"]
     bad = "hello world"  # word pieces past the model's vocabulary
-    model = DistilBertForSequenceClassification.from_pretrained(small_vocab_model).eval()
-    tokenizer = AutoTokenizer.from_pretrained(small_vocab_model)
-    with torch.inference_mode():
-        expected = {s: model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in good}
-    # A long wait and a big batch: the six concurrent calls go to the worker as one batch.
-    with serving(
-        small_vocab_model, "--max-wait-ms", "2000", "--max-batch-size", str(len(good) + 1)
-    ) as server:
-        start = threading.Barrier(len(good) + 1)
+    expected = in_process(small_vocab_model, DistilBertForSequenceClassification, good, "logits")
 
-        def call(text: str):
-            with Client(server.address, timeout=60) as client:
-                client.model_info()  # connected before the barrier
-                start.wait()
-                try:
-                    return client.forward([text], outputs=["logits"]).logits[0]
-                except PipeserveError as error:
-                    return error
+    async def scenario() -> list[object]:
+        # A long wait and a big batch: the six requests, queued together, go as one batch.
+        async with engine_of(
+            small_vocab_model, max_wait_ms=2000, max_batch_size=len(good) + 1
+        ) as harness:
+            requests = [harness.submit([text]) for text in [*good, bad]]
+            answers = await asyncio.gather(*(r.future for r in requests), return_exceptions=True)
+            assert [w.ready for w in await harness.engine.worker_status()] == [True]
+            return answers
 
-        with ThreadPoolExecutor(len(good) + 1) as pool:
-            answers = dict(zip([*good, bad], pool.map(call, [*good, bad]), strict=True))
-        info = workers(server.address)[0]
-        log = "\n".join(server.log)
-    assert isinstance(answers[bad], PipeserveError)
-    assert answers[bad].code == grpc.StatusCode.INTERNAL
-    assert "IndexError" not in answers[bad].details  # details stay in the server log
-    assert "IndexError" in log
-    for sentence in good:
-        np.testing.assert_allclose(answers[sentence], expected[sentence], rtol=0, atol=1e-5)
-    assert "running it in halves" in log  # they shared the batch that failed
-    assert info.ready
+    with caplog.at_level(logging.INFO):
+        *rows, failed = asyncio.run(scenario())
+    assert isinstance(failed, ModelFailed)
+    assert status_of(failed).code == grpc.StatusCode.INTERNAL
+    assert "IndexError" not in str(failed)  # details stay in the server log
+    assert "IndexError" in caplog.text
+    for row, reference in zip(rows, expected, strict=True):
+        np.testing.assert_allclose(row.item(0)["logits"], reference, rtol=0, atol=1e-5)
+    # They shared the batch that failed.
+    assert f"({len(good) + 1} items) failed in the model" in caplog.text
+    assert "running it in halves" in caplog.text
 
 
-def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(tiny_distilbert):
+def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(every_task_two_front_ends):
     # Two front ends: the caller's cancel ends its call in a front end, which tells the engine
     # process, which withdraws the batch it has already sent to the worker.
+    server = every_task_two_front_ends
+    sent = ("pipeserve_batch_size_count", (("model", "clf"),))
     with (
-        serving(tiny_distilbert, "--frontends", "2", "--metrics-port", "0") as server,
         Client(server.address, timeout=60) as client,
         grpc.insecure_channel(server.address) as channel,
         ThreadPoolExecutor(1) as pool,
     ):
         worker = workers(server.address)[0]
-        sent = ("pipeserve_batch_size_count", (("model", tiny_distilbert.name),))
+        batches = scrape(server.metrics_url).get(sent, 0)
         with paused(worker.pid):
             running = pool.submit(client.classify, ["held by the paused worker"])
             wait_until(lambda: workers(server.address)[0].busy)
             request = pb.ClassifyRequest(inputs=[pb.ModelInput(text="left while it waits")])
             call = pb_grpc.InferenceStub(channel).Classify.future(request, timeout=60)
-            wait_until(lambda: scrape(server.metrics_url).get(sent) == 2)  # in the inbox
+            wait_until(lambda: scrape(server.metrics_url).get(sent) == batches + 2)  # in the inbox
             call.cancel()
             wait_until(lambda: queued(server) == 0)
         assert running.result()
         # The worker takes batches in order: once this one is answered, the withdrawn one
         # has been skipped or computed.
         assert client.classify(["after the pause"])
-        assert workers(server.address)[0].items == 2
+        assert workers(server.address)[0].items == worker.items + 2
 
 
 def test_a_large_output_comes_through_shared_memory_exactly(client, tiny_distilbert):
@@ -193,15 +207,17 @@ def test_a_large_output_comes_through_shared_memory_exactly(client, tiny_distilb
 
 
 def test_a_killed_server_leaves_no_shared_memory(tiny_distilbert):
-    before = set(os.listdir("/dev/shm"))
     server = launch_server(tiny_distilbert)
     try:
         with Client(server.address, timeout=60) as client:
             client.forward(SEED_SENTENCES * 128, outputs=["last_hidden_state"])
-        created = set(os.listdir("/dev/shm")) - before
+        # Its own blocks, those its processes map: other servers on the machine make and
+        # remove blocks of their own meanwhile.
+        processes = [server.proc.pid, *server.worker_processes()]
+        created = set().union(*map(shared_blocks, processes))
         assert created  # the workers' input slots
     finally:
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
     # Its workers exit when their pipe closes; then the resource tracker unlinks the rest.
-    wait_until(lambda: not created & set(os.listdir("/dev/shm")), timeout=60)
+    wait_until(lambda: not any(block.exists() for block in created), timeout=60)
