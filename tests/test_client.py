@@ -72,7 +72,10 @@ def _check_same(name: str, sync: Any, aio: Any) -> None:
             [(s.label, s.index) for s in row] for row in aio
         ]
         for row_sync, row_aio in zip(sync, aio, strict=True):
-            assert [s.score for s in row_sync] == pytest.approx([s.score for s in row_aio])
+            # The product's fidelity bound: the two calls may be batched, so padded, apart.
+            assert [s.score for s in row_sync] == pytest.approx(
+                [s.score for s in row_aio], abs=1e-5
+            )
     else:
         assert isinstance(aio, ModelInfo)
         assert sync.architecture == "DistilBertForSequenceClassification"
