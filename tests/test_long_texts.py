@@ -130,7 +130,9 @@ def test_top_k_applies_to_the_combined_scores(client):
     every = client.classify([text], top_k=None, stride=STRIDE, max_length=WINDOW_LENGTH)[0]
     best = client.classify([text], stride=STRIDE, max_length=WINDOW_LENGTH)[0]
 
-    assert best == every[:1]
+    # Two calls, maybe on two workers that bucket their windows apart: equal within the bound.
+    assert [(s.label, s.index) for s in best] == [(s.label, s.index) for s in every[:1]]
+    np.testing.assert_allclose(best[0].score, every[0].score, rtol=0, atol=1e-5)
     assert best.windows == every.windows
 
 
