@@ -774,8 +774,9 @@ def edge_server(servers, edge_models) -> ServerProcess:
 
 
 def free_port() -> int:
-    """A port free now, for a server given a fixed one: the image's health probe reads the
-    port from the server's command line, so it cannot learn one the server picks (--port 0)."""
+    """A port free now, with nothing listening on it: for a server given a fixed one (the
+    image's health probe reads the port from the server's command line, so it cannot learn one
+    the server picks with --port 0), or an address that refuses connections."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -2,7 +2,6 @@
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 from pipeserve.client import Client
 from pipeserve.server.settings import Settings, parse_settings
 
-from .conftest import launch_server, require
+from .conftest import free_port, launch_server, require
 
 # What a user would call "at once" on a loaded 2-core machine; the failures measure 2-4 s here,
 # and took 7 s (a mistyped folder) and 26 s (an unreachable hub) before they were checked early.
@@ -86,12 +85,6 @@ def test_a_folder_without_config_is_no_checkpoint(tmp_path):
     assert seconds < STARTUP_FAILURE_S
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("endpoint", ["closed local port", "the real hub"])
 def test_an_unreachable_hub_fails_at_once_with_one_line(endpoint):
     """What a new user without hub access sees: the real hub client, no offline mode."""
@@ -99,7 +92,7 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(endpoint):
         k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     }
     if endpoint == "closed local port":
-        env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result, seconds = _timed_serve("--model", "pipeserve-tests/no-such-model", env=env)
 
     if endpoint == "the real hub" and "out of reach" not in result.stderr:
