@@ -36,6 +36,10 @@ from google.protobuf.message import Message
 
 # The hub is unreachable here and in CI; fail fast instead of retrying downloads.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Servers run torch unless a test asks otherwise. The default, auto, would run openvino here
+# (the test extra installs it) and convert every tiny model as its server starts: a conversion
+# per model, where test_openvino converts once per model and precision and checks auto itself.
+os.environ.setdefault("PIPESERVE_BACKEND", "torch")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SST2_DEV = SHARED / "data" / "sst2" / "dev.tsv"

@@ -72,7 +72,9 @@ def _loads_torch(pid: int) -> bool:
 
 def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, openvino_cache):
     sentences = sst2_sentences(48)
-    server = _serve(tiny_distilbert, openvino_cache, "--workers-per-device", "2")
+    # auto, the default a CPU user gets where openvino is installed (conftest pins torch).
+    server = launch_server(tiny_distilbert, "--backend", "auto", "--cache-dir",
+                           str(openvino_cache), "--workers-per-device", "2")  # fmt: skip
     try:
         with Client(server.address, timeout=60) as client:
             info = client.model_info()

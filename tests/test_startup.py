@@ -9,7 +9,8 @@ import time
 import pytest
 
 from pipeserve.client import Client
-from pipeserve.server.settings import Settings, parse_settings
+from pipeserve.server.backends.select import resolve_backend
+from pipeserve.server.settings import Backend, Settings, parse_settings
 
 from .conftest import free_port, launch_server, require
 
@@ -44,6 +45,26 @@ def test_flags_override_environment_which_overrides_defaults(monkeypatch):
     assert settings.max_batch_size == 7
     assert settings.port == 7000
     assert settings.host == "127.0.0.1"  # never all interfaces unless asked
+
+
+@pytest.mark.parametrize(
+    ("given", "on_gpu", "backend"),
+    [
+        ({}, False, Backend.OPENVINO),
+        ({}, True, Backend.TORCH),
+        ({"quantize": "int8"}, False, Backend.OPENVINO),  # nncf is in the test extra
+        ({"dtype": "bfloat16"}, False, Backend.TORCH),  # openvino's needs bfloat16 units
+        ({"torch_compile": True}, False, Backend.TORCH),
+        ({"backend": "torch"}, False, Backend.TORCH),
+    ],
+)
+def test_the_default_backend_is_openvino_on_cpus_unless_only_torch_serves_the_settings(
+    monkeypatch, tiny_bert, given, on_gpu, backend
+):
+    pytest.importorskip("openvino")
+    monkeypatch.delenv("PIPESERVE_BACKEND", raising=False)  # conftest's pin for other servers
+    settings = Settings(model=(str(tiny_bert),), **given)
+    assert resolve_backend(settings, on_gpu=on_gpu) is backend
 
 
 def _timed_serve(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:

@@ -155,9 +155,10 @@ class Settings(BaseSettings):
         "activations, calibrated on --calibration-file.",
     )
     backend: Backend = Field(
-        Backend.TORCH,
+        Backend.AUTO,
         description="What runs the model: torch; openvino (CPU workers; pip install "
-        "'pipeserve[openvino]'); auto: openvino on CPU workers where it is installed, else torch.",
+        "'pipeserve[openvino]'); auto: openvino on CPU workers where it is installed and serves "
+        "the precision asked (float32, or --quantize with nncf), else torch.",
     )
     torch_compile: bool = Field(
         False,
