@@ -30,6 +30,9 @@ from tests.conftest import (
     wait_until,
 )
 
+# A server of its own with the admin service, whose models the tests change.
+pytestmark = pytest.mark.slow
+
 ATOL = 1e-5
 SERVICE = "pipeserve.v1.Inference"
 ADMIN_TOKEN = "admin-secret"

@@ -29,6 +29,8 @@ from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
 
 from .conftest import launch_server, wait_until, workers
 
+pytestmark = pytest.mark.slow  # a server of its own with the limits these tests reach
+
 ADMIN_TOKEN = "costs-admin-token"
 METRICS_TOKEN = "costs-metrics-token"
 MAX_TOKENS = 8192
@@ -358,7 +360,6 @@ def test_requests_near_each_limit_are_answered_or_refused_by_it(
         assert not over, (kind, offset)
 
 
-@pytest.mark.slow
 def test_more_front_ends_than_pool_threads_still_respawn_a_dead_worker(tiny_distilbert):
     """Front ends and workers are watched without a thread each: with more front ends than
     the default thread pool has threads (cores + 4), a killed worker is still reaped and

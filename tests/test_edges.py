@@ -97,6 +97,7 @@ def test_the_activation_is_the_one_cross_encoder_applies(case, tmp_path, minilm_
     )
 
 
+@pytest.mark.slow
 def test_a_legacy_identity_reranks_as_cross_encoder_through_two_front_ends(
     edge_server, edge_models
 ):
@@ -130,6 +131,7 @@ def test_max_length_counts_the_position_offset(tiny_roberta):
     assert position_limit(AutoConfig.from_pretrained(tiny_roberta)) == 64
 
 
+@pytest.mark.slow
 def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(edge_server, tiny_roberta):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -162,6 +164,7 @@ def test_a_roberta_without_model_max_length_truncates_to_what_it_takes(edge_serv
     assert "65 tokens; the model accepts at most 64" in error.value.details()
 
 
+@pytest.mark.slow
 def test_openvino_takes_the_same_positions_and_refuses_oversized_answers(
     tiny_roberta, openvino_cache
 ):
@@ -204,6 +207,7 @@ def test_old_sentence_config_names_and_tokenizer_args_are_read(tmp_path, minilm_
     assert (config.do_lower_case, config.max_seq_length) == (True, 24)
 
 
+@pytest.mark.slow
 def test_lowercasing_and_old_settings_embed_as_sentence_transformers(edge_server, edge_models):
     from sentence_transformers import SentenceTransformer
 
@@ -250,6 +254,7 @@ def test_pairs_limits_count_what_the_caller_sent():
         check_pairs(29, 200, max_items=256, max_queued_items=4096)
 
 
+@pytest.mark.slow
 def test_zero_shot_mistakes_are_invalid_argument_through_two_front_ends(edge_server, edge_models):
     from transformers import pipeline
 
@@ -307,6 +312,7 @@ def test_an_answer_over_a_limit_is_refused_before_any_work():
         check_answer_bytes(256, 256, shapes, {"logits"}, 4, 1 << 40)
 
 
+@pytest.mark.slow
 def test_forward_over_max_message_bytes_is_invalid_argument(tiny_bert_mlm):
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -360,6 +366,7 @@ def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert)
         parent.recv()
 
 
+@pytest.mark.slow
 def test_a_respawned_worker_gets_its_removed_shared_memory_anew(tiny_distilbert):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

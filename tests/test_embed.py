@@ -266,6 +266,7 @@ def poolings_server(servers, poolings, tmp_path_factory) -> ServerProcess:
     return servers.get(None, "--models-file", str(models), "--max-batch-size", "8")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_each_declared_pooling_equals_sentence_transformers(name, poolings, poolings_server):
     pooling, _, settings = CHECKPOINTS[name]

@@ -34,6 +34,8 @@ from .conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow  # servers of two front ends or more, and of their own
+
 
 def test_each_front_end_serves_and_their_items_share_batches(
     every_task_two_front_ends, tiny_logits
@@ -69,7 +71,6 @@ def test_each_front_end_serves_and_their_items_share_batches(
             client.close()
 
 
-@pytest.mark.slow
 def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny_logits):
     sentences = list(tiny_logits)
     with serving(tiny_distilbert, "--frontends", "2") as server:
@@ -115,7 +116,6 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny
         assert len(clients_by_frontend(server.address)) == 2
 
 
-@pytest.mark.slow
 def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
     with serving(tiny_distilbert, "--frontends", "2", "--shutdown-grace-s", "30") as server:
         clients = clients_by_frontend(server.address)
@@ -248,7 +248,6 @@ class _FrontEnds:
             connection.close()
 
 
-@pytest.mark.slow
 def test_several_models_and_the_admin_service_through_each_front_end(
     tiny_distilbert, tiny_bert, tmp_path
 ):

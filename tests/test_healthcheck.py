@@ -36,6 +36,7 @@ def _probe(pid: int) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_probe_finds_the_port_a_server_was_given(tiny_distilbert):
     server = launch_server(tiny_distilbert, "--port", str(free_port()))
     try:

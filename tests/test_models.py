@@ -47,6 +47,7 @@ def sentences() -> list[str]:
     return sst2_sentences(48)
 
 
+@pytest.mark.slow
 def test_each_model_answers_as_in_process_with_callers_of_both_at_once(
     two, tiny_distilbert, tiny_bert, sentences
 ):
@@ -89,6 +90,7 @@ def test_each_model_answers_as_in_process_with_callers_of_both_at_once(
     assert worst_hidden <= ATOL
 
 
+@pytest.mark.slow
 def test_an_unknown_model_is_not_found_naming_the_served_ones(two):
     with Client(two.address) as client:
         for call in (
@@ -107,6 +109,7 @@ def test_an_unknown_model_is_not_found_naming_the_served_ones(two):
         assert refused.value.code is grpc.StatusCode.FAILED_PRECONDITION
 
 
+@pytest.mark.slow
 def test_list_models_and_model_info_per_model(two, tiny_distilbert, tiny_bert):
     with Client(two.address) as client:
         listed = client.list_models()
@@ -131,6 +134,7 @@ def test_list_models_and_model_info_per_model(two, tiny_distilbert, tiny_bert):
         assert clf_worker.shared_with == enc_worker.shared_with == []
 
 
+@pytest.mark.slow
 def test_health_per_model(two):
     with grpc.insecure_channel(two.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -142,6 +146,7 @@ def test_health_per_model(two):
         assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.slow
 def test_metrics_carry_the_model(two):
     before = scrape(two.metrics_url)
     with Client(two.address) as client:
@@ -169,6 +174,7 @@ def test_metrics_carry_the_model(two):
         assert after[("pipeserve_queue_depth", (("model", model),))] == 0
 
 
+@pytest.mark.slow
 def test_cli_lists_models_and_calls_the_one_named(two, tiny_bert):
     listed = pipeserve("models", "--target", two.address)
     assert listed.returncode == 0, listed.stderr
@@ -277,6 +283,7 @@ max_tokens_per_request = 1000
         yield server
 
 
+@pytest.mark.slow
 def test_a_models_file_gives_each_model_its_own_settings(from_file):
     # Sent whole (the client would split it), so that the server's own limit answers.
     with Client(from_file.address, split_concurrency=0) as client:

@@ -18,6 +18,8 @@ from pipeserve.client import Client, PipeserveError
 
 from .conftest import launch_server, paused, require, scrape, wait_until
 
+pytestmark = pytest.mark.slow  # servers of their own: metrics, loading states, log formats
+
 # The model's name, the `model` label of every metric.
 MODEL = ("model", "sst2")
 
@@ -145,10 +147,7 @@ def _openvino(cache: Path) -> list[str]:
     return ["--backend", "openvino", "--cache-dir", str(cache)]
 
 
-@pytest.mark.parametrize(
-    "variant",
-    ["torch", *(pytest.param(v, marks=pytest.mark.slow) for v in ("openvino", "two front ends"))],
-)
+@pytest.mark.parametrize("variant", ["torch", "openvino", "two front ends"])
 def test_json_logs_are_only_json_workers_and_libraries_included(tiny_bert, tmp_path, variant):
     flags = []
     if variant == "openvino":

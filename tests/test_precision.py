@@ -97,9 +97,8 @@ def float32(tiny_distilbert, tokenizer, sentences) -> dict[str, list[np.ndarray]
     return _outputs(_load(tiny_distilbert, None), tokenizer, sentences)
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "bfloat16" else n for n in PRECISIONS]
-)
+@pytest.mark.slow  # a server per precision
+@pytest.mark.parametrize("name", list(PRECISIONS))
 def test_reduced_precision_is_that_precision_and_close_to_float32(
     tiny_distilbert, tokenizer, sentences, float32, name
 ):

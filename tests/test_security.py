@@ -16,6 +16,8 @@ from pipeserve.client.cli.main import subcommands
 
 from .conftest import MTLS_ADMIN_TOKEN, MTLS_TOKEN, SEED_SENTENCES, launch_server, pipeserve
 
+pytestmark = pytest.mark.slow  # servers of their own with TLS and tokens
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -45,7 +47,6 @@ def test_tls_server_refuses_plain_text_and_serves_tls(tiny_distilbert, pki):
         server.stop()
 
 
-@pytest.mark.slow
 def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(mtls_server, pki):
     for credentials in (
         tls_credentials(pki / "ca.pem"),
@@ -93,7 +94,6 @@ def test_the_commands_are_every_client_subcommand():
 
 
 # Each command once, the three ways of giving the token taken in turn.
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "token_from"),
     list(zip(_COMMANDS, itertools.cycle(["flag", "environment", "file"]), strict=False)),
@@ -117,7 +117,6 @@ def test_every_command_reaches_a_server_with_tls_and_a_token(
     assert "UNAUTHENTICATED" not in result.stdout
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", _COMMANDS)
 def test_commands_without_the_token_are_refused(mtls_server, pki, command):
     result = pipeserve(
@@ -134,7 +133,6 @@ def test_commands_without_the_token_are_refused(mtls_server, pki, command):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 def test_admin_commands_reach_a_server_with_tls_and_a_token(
     mtls_server, pki, task_models, tmp_path
 ):
@@ -154,7 +152,6 @@ def test_admin_commands_reach_a_server_with_tls_and_a_token(
     assert json.loads(unloaded.stdout)["name"] == "spare"
 
 
-@pytest.mark.slow
 def test_a_load_test_that_cannot_succeed_stops_early_and_says_why(mtls_server, pki):
     # Asked to run for ten minutes: every call fails the same way, so it gives up at once.
     result = pipeserve(

@@ -162,6 +162,7 @@ def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_results(small_vo
     assert "running it in halves" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(every_task_two_front_ends):
     # Two front ends: the caller's cancel ends its call in a front end, which tells the engine
     # process, which withdraws the batch it has already sent to the worker.
@@ -206,6 +207,7 @@ def test_a_large_output_comes_through_shared_memory_exactly(client, tiny_distilb
             assert not hidden[row, length:].any()
 
 
+@pytest.mark.slow
 def test_a_killed_server_leaves_no_shared_memory(tiny_distilbert):
     server = launch_server(tiny_distilbert)
     try:

@@ -171,6 +171,7 @@ def assert_same_labels(got, expected) -> None:
         np.testing.assert_allclose([s.score for s in labels], [s.score for s in wanted], atol=ATOL)
 
 
+@pytest.mark.slow
 def test_sync_and_async_calls_over_the_limits_equal_one_request(small, client, texts):
     whole = client.classify(texts, top_k=None)
     with Client(small.address, timeout=60, token=TOKEN) as parted:
@@ -185,6 +186,7 @@ def test_sync_and_async_calls_over_the_limits_equal_one_request(small, client, t
     assert_same_labels(asyncio.run(both()), whole)
 
 
+@pytest.mark.slow
 def test_split_forward_and_tokenize_equal_one_request(small, client, texts):
     with Client(small.address, timeout=60, token=TOKEN) as parted:
         output = parted.forward(texts, outputs=["last_hidden_state", "logits"])
@@ -199,6 +201,7 @@ def test_split_forward_and_tokenize_equal_one_request(small, client, texts):
         assert parted.tokenize(texts, **unmasked) == client.tokenize(texts, **unmasked)
 
 
+@pytest.mark.slow
 def test_a_failing_part_fails_the_call_naming_where(small):
     # Short texts: the item limit cuts them, 8 a request.
     bad = [f"text {i}" for i in range(20)] + [""] + [f"text {i}" for i in range(20, 30)]
@@ -213,6 +216,7 @@ def test_a_failing_part_fails_the_call_naming_where(small):
     assert "inputs[16:24]" in error.value.details
 
 
+@pytest.mark.slow
 def test_split_concurrency_0_sends_the_call_whole(small, texts):
     refused = pytest.raises(PipeserveError, match=f"max_items_per_request={MAX_ITEMS}")
     with Client(small.address, timeout=60, token=TOKEN, split_concurrency=0) as whole, refused:
@@ -300,6 +304,7 @@ def test_a_text_the_wire_cannot_carry_is_named(client):
     assert answered == ["a"]  # the request before it was answered
 
 
+@pytest.mark.slow
 def test_the_node_example_splits_and_sends_its_token(small, client, texts):
     # Short texts, as the example splits by items alone: 8 of them stay within the tokens.
     require_tool("node")

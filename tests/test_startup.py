@@ -127,7 +127,8 @@ def test_an_unreachable_hub_fails_at_once_with_one_line(endpoint):
     assert seconds < STARTUP_FAILURE_S
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a start that loads the model (torch) or converts it (openvino)
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
 def test_a_head_the_checkpoint_lacks_is_refused(tiny_bert, tmp_path, backend):
     if backend == "openvino":
         require(importlib.util.find_spec("openvino") is not None, "openvino not installed")
@@ -148,6 +149,7 @@ def test_a_head_the_checkpoint_lacks_is_refused(tiny_bert, tmp_path, backend):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_head_is_served_when_asked_and_said_so(tiny_bert):
     server = launch_server(tiny_bert, "--task", "text-classification", "--allow-missing-weights")
     try:
@@ -160,6 +162,7 @@ def test_a_missing_head_is_served_when_asked_and_said_so(tiny_bert):
         server.stop()
 
 
+@pytest.mark.slow
 def test_unloadable_weights_stop_startup_with_one_line(tmp_path, tiny_distilbert):
     broken = tmp_path / "broken"
     broken.mkdir()
