@@ -145,6 +145,7 @@ def test_a_two_label_classifier_cannot_rerank(client: Client):
     assert "Rerank" not in client.model_info().served_rpcs
 
 
+@pytest.mark.slow  # the edge models' server
 def test_an_activation_crossencoder_would_not_apply_is_refused(edge_server):
     with ModelClient(edge_server.address, "ce-tanh", timeout=60) as client:
         served = client.model_info().served_rpcs
