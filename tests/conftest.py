@@ -40,6 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (the test extra installs it) and convert every tiny model as its server starts: a conversion
 # per model, where test_openvino converts once per model and precision and checks auto itself.
 os.environ.setdefault("PIPESERVE_BACKEND", "torch")
+# And one worker unless a test asks for more (auto gives a lone CPU model two): each worker
+# loads its model again, and few tests are about how many there are.
+os.environ.setdefault("PIPESERVE_WORKERS_PER_DEVICE", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SST2_DEV = SHARED / "data" / "sst2" / "dev.tsv"

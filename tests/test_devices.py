@@ -4,6 +4,7 @@ import pytest
 
 from pipeserve.server.errors import StartupError
 from pipeserve.server.settings import Settings
+from pipeserve.server.workers import devices
 from pipeserve.server.workers.devices import check_precision, plan_devices, split_cores
 
 
@@ -28,6 +29,23 @@ def test_auto_without_gpus_uses_the_cpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     specs = plan_devices("auto", 2)
     assert all(s.gpu is None and s.cpus for s in specs)
+
+
+def test_auto_gives_a_lone_cpu_model_two_workers_and_shared_devices_one(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    (alone,) = devices.plan_models([("cpu", 0)])
+    assert [d.cpus for d in alone] == [(0, 1), (2, 3)]
+    one, two = devices.plan_models([("cpu", 0), ("cpu", 0)])
+    assert [d.cpus for d in one + two] == [(0, 1), (2, 3)]
+    one, two = devices.plan_models([("cpu", 3), ("cpu", 0)])  # asked stays as asked
+    assert (len(one), len(two)) == (3, 1)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0})
+    (alone,) = devices.plan_models([("cpu", 0)])
+    assert [d.cpus for d in alone] == [(0,)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    (gpus,) = devices.plan_models([("auto", 0)])
+    assert [d.label for d in gpus] == ["cuda:3", "cuda:5"]
 
 
 def test_asking_for_a_gpu_that_is_not_visible_stops_startup(monkeypatch):

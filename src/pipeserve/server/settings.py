@@ -132,7 +132,12 @@ class Settings(BaseSettings):
         "auto",
         description="auto (every visible GPU, else CPU), cpu, or GPU indices such as 0,1.",
     )
-    workers_per_device: int = Field(1, ge=1, description="Worker processes per device.")
+    workers_per_device: int = Field(
+        0,
+        ge=0,
+        description="Worker processes per device; 0 (auto): 1 per GPU, and on CPU 2 (each on "
+        "half the cores) for a model that has the cores to itself, else 1.",
+    )
     allow_missing_weights: bool = Field(
         False,
         description="Serve a checkpoint that lacks weights of the model it is loaded as (say, "
