@@ -227,7 +227,10 @@ def tokenizer_cpu_per_item_us(folder: Path, requests: list[list[str]]) -> float:
 def run_pipeserve(folder: Path, flags: list[str], workloads: dict, seconds: float) -> dict:
     command = [
         sys.executable, "-m", "pipeserve.server", "--model", str(folder), "--port", "0",
-        "--metrics-port", "0", *flags,
+        "--metrics-port", "0",
+        # One worker, as on the one accelerator the near-free model stands in for (auto's two
+        # on a CPU would each take the next item at once: batches of one, the path's worst).
+        "--workers-per-device", "1", *flags,
     ]  # fmt: skip
     server = Process(command, r"ready on (\S+:\d+)")
     try:
