@@ -81,7 +81,7 @@ def _auto_workers(on_gpu: bool, cpu_models: int, cores: int) -> int:
     """Workers per device when none were asked for. On a CPU that one model has to itself,
     two workers on half the cores each: two batches side by side keep the cores busier than
     one batch on all of them, with less threads' synchronisation (README, Performance:
-    1.2-1.3x the sentences/s of one worker on two cores). Models sharing the CPU get one each."""
+    about 1.2x the sentences/s of one worker on two cores). Models sharing the CPU get one each."""
     if on_gpu or cpu_models > 1:
         return 1
     return min(_CPU_WORKERS, cores)
