@@ -150,12 +150,13 @@ def pipeline_rate(folder: Path, sentences: list[str], batch_size: int) -> float:
 
 
 class Server:
-    """`pipeserve serve` in a subprocess, ready when it logs so; its log is drained after."""
+    """`pipeserve serve` in a subprocess with one worker on every core, as the in-process runs
+    it is compared with; ready when it logs so; its log is drained after."""
 
     def __init__(self, folder: Path, *flags: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeserve.server", "--model", str(folder), "--port", "0",
-             "--devices", "cpu", *flags],
+             "--devices", "cpu", "--workers-per-device", "1", *flags],
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stderr is not None
@@ -249,7 +250,8 @@ def main() -> None:
         figures["pipeline_bs1"] = pipeline_rate(folder, sentences, 1)
         figures["pipeline_bs32"] = pipeline_rate(folder, sentences, 32)
 
-        server = Server(folder)
+        # torch, one worker on every core: as the in-process model it is compared with.
+        server = Server(folder, "--backend", "torch")
         try:
             figures["server_c1_p50_ms"] = client_latency_ms(server.address, sentences[:100])
             runs = {c: loadtest(server.address, args.texts, c, duration) for c in (1, 8, 32, 128)}
@@ -265,7 +267,7 @@ def main() -> None:
         precision_rows["float32"]["server"] = runs[32]["items_per_s"]
         for precision, flags in (("bfloat16", ("--dtype", "bfloat16")),
                                  ("int8", ("--quantize", "int8"))):  # fmt: skip
-            server = Server(folder, *flags)
+            server = Server(folder, "--backend", "torch", *flags)
             try:
                 run = loadtest(server.address, args.texts, 32, duration)
                 precision_rows[precision]["server"] = run["items_per_s"]
