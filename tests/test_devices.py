@@ -40,6 +40,8 @@ def test_auto_gives_a_lone_cpu_model_two_workers_and_shared_devices_one(monkeypa
     assert [d.cpus for d in one + two] == [(0, 1), (2, 3)]
     one, two = devices.plan_models([("cpu", 3), ("cpu", 0)])  # asked stays as asked
     assert (len(one), len(two)) == (3, 1)
+    (beside,) = devices.plan_models([("cpu", 0)], cpu_models_beside=1)  # LoadModel's case
+    assert [d.cpus for d in beside] == [(0, 1, 2, 3)]
     monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0})
     (alone,) = devices.plan_models([("cpu", 0)])
     assert [d.cpus for d in alone] == [(0,)]

@@ -234,9 +234,10 @@ class ModelRegistry:
         loop = asyncio.get_running_loop()
         # Its CPU workers split the cores as if it were alone: the served models' workers
         # keep theirs, so they share cores (ModelInfo's shared_with says with whom). Auto
-        # gives it one worker beside them, as models started together get.
-        workers = settings.workers_per_device or (1 if self._served else 0)
-        (plan,) = plan_models([(settings.devices, workers)])
+        # counts the models served on the CPU, as it counts models started together.
+        on_cpu = sum(1 for plan in self._plans.values() if plan[0].gpu is None)
+        asks = [(settings.devices, settings.workers_per_device)]
+        (plan,) = plan_models(asks, cpu_models_beside=on_cpu)
         on_gpu = plan[0].gpu is not None
         backend = await loop.run_in_executor(None, check_model, settings, terms, on_gpu)
         card = await load_card(settings)

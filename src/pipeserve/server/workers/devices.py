@@ -53,14 +53,17 @@ def plan_devices(devices: str, workers_per_device: int) -> list[DeviceSpec]:
     return plan_models([(devices, workers_per_device)])[0]
 
 
-def plan_models(asks: Sequence[tuple[str, int]]) -> list[list[DeviceSpec]]:
+def plan_models(
+    asks: Sequence[tuple[str, int]], cpu_models_beside: int = 0
+) -> list[list[DeviceSpec]]:
     """Each model's workers' devices, from its (devices, workers per device; 0: auto). Models
     may share GPUs; the CPU workers of all models together split the cores, so that they do not
-    oversubscribe them."""
+    oversubscribe them. `cpu_models_beside`: models already served on the CPU, which auto
+    counts as sharing it."""
     gpus = visible_gpus()
     chosen = [_chosen_gpus(devices, gpus) for devices, _ in asks]
     available = sorted(os.sched_getaffinity(0))
-    cpu_models = sum(1 for on in chosen if not on)
+    cpu_models = cpu_models_beside + sum(1 for on in chosen if not on)
     counts = [
         asked or _auto_workers(bool(on), cpu_models, len(available))
         for (_, asked), on in zip(asks, chosen, strict=True)
