@@ -70,11 +70,6 @@ SHARES = {
     "mutated": 0.25,
 }
 
-# The fuzz server's limits (conftest's limited_server): small, so that huge requests stay cheap.
-MAX_ITEMS = LIMITED_ITEMS
-MAX_CHARS = LIMITED_CHARS
-MAX_TOKENS = LIMITED_TOKENS
-MAX_MESSAGE_BYTES = LIMITED_MESSAGE_BYTES
 # The tiny DistilBERT of conftest (checked against ModelInfo before fuzzing).
 VOCAB = 30522
 MAX_LENGTH = 512
@@ -230,11 +225,11 @@ tame_text = st.one_of(
     words_text,
     unicode_text.filter(bool),
     control_text,
-    _repeated(st.sampled_from([MAX_CHARS - 1, MAX_CHARS]) | st.integers(1, MAX_CHARS)),
+    _repeated(st.sampled_from([LIMITED_CHARS - 1, LIMITED_CHARS]) | st.integers(1, LIMITED_CHARS)),
 ).map(str.encode)
 wild_text = st.one_of(
     st.just(b""),
-    _repeated(st.sampled_from([MAX_CHARS + 1, 10 * MAX_CHARS])).map(str.encode),
+    _repeated(st.sampled_from([LIMITED_CHARS + 1, 10 * LIMITED_CHARS])).map(str.encode),
     surrogate_text(),
     bad_utf8_text(),
     st.binary(max_size=16),
@@ -327,9 +322,10 @@ def request_bytes(
 ) -> Wire:
     """A request twin with random items, serialized; `fill` sets the RPC's other fields.
 
-    The item list is short (1 to MAX_ITEMS items when tame, 0 to MAX_ITEMS + 2 when wild), or
-    huge: one item repeated up to millions of times, built by concatenating its serialization
-    (repeated fields append when serialized messages are concatenated), so it costs nothing."""
+    The item list is short (1 to LIMITED_ITEMS items when tame, 0 to LIMITED_ITEMS + 2 when
+    wild), or huge: one item repeated up to millions of times, built by concatenating its
+    serialization (repeated fields append when serialized messages are concatenated), so it
+    costs nothing."""
     chaos = Chaos(draw, draw(chaos_level))
     rest = W[message]()
     fill(rest, chaos)
@@ -339,11 +335,11 @@ def request_bytes(
     tail = rest.SerializeToString() + (draw(unknown_fields()) if chaos.wild() else b"")
     if chaos.wild() and draw(st.integers(0, 3)) == 0:
         one = W[message](inputs=[draw(text_item(item, allow_ids, chaos))]).SerializeToString()
-        count = draw(st.sampled_from([MAX_ITEMS + 1, 1000, 100_000, 3_000_000]))
+        count = draw(st.sampled_from([LIMITED_ITEMS + 1, 1000, 100_000, 3_000_000]))
         # At most twice the server's message limit: over it, yet cheap to build and send.
-        count = min(count, max(MAX_ITEMS + 1, 2 * MAX_MESSAGE_BYTES // len(one)))
+        count = min(count, max(LIMITED_ITEMS + 1, 2 * LIMITED_MESSAGE_BYTES // len(one)))
         return Wire(one * count + tail)
-    sizes = chaos.pick(st.integers(1, MAX_ITEMS), st.integers(0, MAX_ITEMS + 2))
+    sizes = chaos.pick(st.integers(1, LIMITED_ITEMS), st.integers(0, LIMITED_ITEMS + 2))
     items = [draw(text_item(item, allow_ids, chaos)) for _ in range(sizes)]
     return Wire(W[message](inputs=items).SerializeToString() + tail)
 
@@ -459,7 +455,7 @@ def parse(message_type: type, data: bytes) -> Any | None:
 def _text_faults(value: str, where: str) -> list[str]:
     if not value:
         return [f"{where} is empty"]
-    if len(value) > MAX_CHARS:
+    if len(value) > LIMITED_CHARS:
         return [f"{where} has {len(value)} chars"]
     return []
 
@@ -494,7 +490,7 @@ def request_faults(method: str, request, outputs: frozenset[str]) -> list[str]:
     count = len(request.inputs)
     if count == 0:
         faults.append("no inputs")
-    elif count > MAX_ITEMS:
+    elif count > LIMITED_ITEMS:
         faults.append(f"{count} items")
     else:
         for index, item in enumerate(request.inputs):
@@ -526,7 +522,7 @@ def request_faults(method: str, request, outputs: frozenset[str]) -> list[str]:
 
 def token_faults(tokenizer, request) -> list[str]:
     """Rules that only tokenizing can tell, decided by the same tokenizer in-process: an
-    untruncated text longer than the model, or more tokens in all than MAX_TOKENS."""
+    untruncated text longer than the model, or more tokens in all than LIMITED_TOKENS."""
     options = request.options
     truncation = options.truncation if options.HasField("truncation") else True
     max_length = options.max_length or MAX_LENGTH
@@ -541,7 +537,7 @@ def token_faults(tokenizer, request) -> list[str]:
         if count > MAX_LENGTH:
             faults.append(f"inputs[{index}] has {count} tokens untruncated")
         total += count
-    if total > MAX_TOKENS:
+    if total > LIMITED_TOKENS:
         faults.append(f"{total} tokens in all")
     return faults
 
@@ -624,8 +620,8 @@ def check_model_info(_request, response: pb.ModelInfoResponse) -> None:
     assert response.model and response.task_type == pb.TASK_TEXT_CLASSIFICATION
     assert list(response.labels) == LABELS
     assert response.max_length == MAX_LENGTH and response.vocab_size == VOCAB
-    assert response.max_items_per_request == MAX_ITEMS
-    assert response.max_tokens_per_request == MAX_TOKENS
+    assert response.max_items_per_request == LIMITED_ITEMS
+    assert response.max_tokens_per_request == LIMITED_TOKENS
     assert "logits" in response.outputs
     assert len(response.workers) == 2
 
@@ -747,7 +743,7 @@ def fuzz_unary(fuzz: Fuzzer, method: str, data: bytes, *, raw: bool = False) -> 
     assert code in ALLOWED, context
     if request is None:
         assert code == INVALID or (
-            code == grpc.StatusCode.RESOURCE_EXHAUSTED and len(data) > MAX_MESSAGE_BYTES
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED and len(data) > LIMITED_MESSAGE_BYTES
         ), context
         return
     faults = fuzz.faults(method, request)
@@ -834,9 +830,9 @@ def test_fuzz_classify_stream(fuzzer: Fuzzer, messages: list[bytes]) -> None:
     # (INVALID_ARGUMENT from the handler) or one over the size limit (RESOURCE_EXHAUSTED from
     # gRPC, which can overtake an earlier undecodable one that the handler has not read yet).
     ending = {
-        grpc.StatusCode.RESOURCE_EXHAUSTED if len(m) > MAX_MESSAGE_BYTES else INVALID
+        grpc.StatusCode.RESOURCE_EXHAUSTED if len(m) > LIMITED_MESSAGE_BYTES else INVALID
         for m, r in zip(messages, requests, strict=True)
-        if r is None or len(m) > MAX_MESSAGE_BYTES
+        if r is None or len(m) > LIMITED_MESSAGE_BYTES
     }
     if ending:
         assert code in ending, context

@@ -33,12 +33,9 @@ from tests.conftest import (
 )
 
 TIMEOUT = 60.0
-MAX_ITEMS = LIMITED_ITEMS  # --max-items-per-request of the "limited" server
-MAX_CHARS = LIMITED_CHARS  # --max-text-chars of the "limited" server
-MAX_TOKENS = LIMITED_TOKENS  # --max-tokens-per-request of the "limited" server
-# Words ("word", one token each) of an item that, MAX_ITEMS times with [CLS] and [SEP], pass
-# MAX_TOKENS; an item stays within MAX_CHARS and the model's 512 tokens.
-OVER_TOKENS_WORDS = MAX_TOKENS // MAX_ITEMS
+# Words ("word", one token each) of an item that, LIMITED_ITEMS times with [CLS] and [SEP], pass
+# LIMITED_TOKENS; an item stays within LIMITED_CHARS and the model's 512 tokens.
+OVER_TOKENS_WORDS = LIMITED_TOKENS // LIMITED_ITEMS
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 _WORKER_READY = re.compile(r"worker (\d+) ready: pid (\d+)")
 
@@ -227,52 +224,55 @@ CASES = [
     # --max-items-per-request.
     Case(
         "classify-too-many-items",
-        lambda t, m: t.client.classify([GOOD] * (MAX_ITEMS + 1)),
-        (f"{MAX_ITEMS + 1} ", f"max_items_per_request={MAX_ITEMS}"),
+        lambda t, m: t.client.classify([GOOD] * (LIMITED_ITEMS + 1)),
+        (f"{LIMITED_ITEMS + 1} ", f"max_items_per_request={LIMITED_ITEMS}"),
         server="limited",
     ),
     Case(
         "tokenize-too-many-items",
-        lambda t, m: t.client.tokenize(["a"] * (MAX_ITEMS + 1)),
-        (f"{MAX_ITEMS + 1} ", f"max_items_per_request={MAX_ITEMS}"),
+        lambda t, m: t.client.tokenize(["a"] * (LIMITED_ITEMS + 1)),
+        (f"{LIMITED_ITEMS + 1} ", f"max_items_per_request={LIMITED_ITEMS}"),
         server="limited",
     ),
     Case(
         "forward-too-many-items",
-        lambda t, m: t.client.forward([[101, 102]] * (MAX_ITEMS + 1)),
-        (f"{MAX_ITEMS + 1} ", f"max_items_per_request={MAX_ITEMS}"),
+        lambda t, m: t.client.forward([[101, 102]] * (LIMITED_ITEMS + 1)),
+        (f"{LIMITED_ITEMS + 1} ", f"max_items_per_request={LIMITED_ITEMS}"),
         server="limited",
     ),
     # --max-text-chars.
     Case(
         "classify-text-over-chars",
-        lambda t, m: t.client.classify(["short", "x" * (MAX_CHARS + 1)]),
-        ("inputs[1].text", str(MAX_CHARS + 1), f"max_text_chars={MAX_CHARS}"),
+        lambda t, m: t.client.classify(["short", "x" * (LIMITED_CHARS + 1)]),
+        ("inputs[1].text", str(LIMITED_CHARS + 1), f"max_text_chars={LIMITED_CHARS}"),
         server="limited",
     ),
     Case(
         "tokenize-text-pair-over-chars",
-        lambda t, m: t.client.tokenize([("short", "y" * (MAX_CHARS + 1))]),
-        ("inputs[0].text_pair", str(MAX_CHARS + 1), f"max_text_chars={MAX_CHARS}"),
+        lambda t, m: t.client.tokenize([("short", "y" * (LIMITED_CHARS + 1))]),
+        ("inputs[0].text_pair", str(LIMITED_CHARS + 1), f"max_text_chars={LIMITED_CHARS}"),
         server="limited",
     ),
     Case(
         "forward-text-over-chars",
-        lambda t, m: t.client.forward(["z" * (MAX_CHARS + 1)]),
-        ("inputs[0].text", f"max_text_chars={MAX_CHARS}"),
+        lambda t, m: t.client.forward(["z" * (LIMITED_CHARS + 1)]),
+        ("inputs[0].text", f"max_text_chars={LIMITED_CHARS}"),
         server="limited",
     ),
     # --max-tokens-per-request: as many items as allowed, each a little over its share.
     Case(
         "classify-too-many-tokens",
-        lambda t, m: t.client.classify(["word " * OVER_TOKENS_WORDS] * MAX_ITEMS),
-        ("tokens", f"max_tokens_per_request={MAX_TOKENS}"),
+        lambda t, m: t.client.classify(["word " * OVER_TOKENS_WORDS] * LIMITED_ITEMS),
+        ("tokens", f"max_tokens_per_request={LIMITED_TOKENS}"),
         server="limited",
     ),
     Case(
         "forward-too-many-tokens",
-        lambda t, m: t.client.forward([[101] + [2773] * OVER_TOKENS_WORDS + [102]] * MAX_ITEMS),
-        (f"{(OVER_TOKENS_WORDS + 2) * MAX_ITEMS} tokens", f"max_tokens_per_request={MAX_TOKENS}"),
+        lambda t, m: t.client.forward([[101] + [2773] * OVER_TOKENS_WORDS + [102]] * LIMITED_ITEMS),
+        (
+            f"{(OVER_TOKENS_WORDS + 2) * LIMITED_ITEMS} tokens",
+            f"max_tokens_per_request={LIMITED_TOKENS}",
+        ),
         server="limited",
     ),
     # max_length above the model's maximum.
