@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -400,14 +401,16 @@ class ServerProcess:
     reader: threading.Thread | None = None
 
     def worker_processes(self) -> list[int]:
-        """Pids of the worker processes that the server has spawned (loading or ready)."""
-        pid = self.proc.pid
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        """Pids of the worker processes that the server has started (loading or ready): the
+        children of its fork server (torch on a CPU), and its spawned children (front ends too)."""
         workers = []
-        for child in children:
-            with suppress(FileNotFoundError):  # it may have exited since
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    workers.append(int(child))
+        for child in psutil.Process(self.proc.pid).children():
+            with suppress(psutil.NoSuchProcess):  # it may have exited since
+                command = " ".join(child.cmdline())
+                if "multiprocessing.forkserver" in command:
+                    workers += [worker.pid for worker in child.children()]
+                elif "spawn_main" in command:
+                    workers.append(child.pid)
         return workers
 
     @property

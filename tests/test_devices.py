@@ -1,5 +1,6 @@
 """Which device each worker gets: GPUs by CUDA_VISIBLE_DEVICES, or disjoint core sets."""
 
+import psutil
 import pytest
 
 from pipeserve.server.errors import StartupError
@@ -64,3 +65,15 @@ def test_int8_is_refused_on_a_gpu_and_float16_on_a_cpu():
         check_precision(float16, on_gpu=False)
     check_precision(int8, on_gpu=False)
     check_precision(float16, on_gpu=True)
+
+
+def test_torch_workers_on_a_cpu_fork_from_one_fork_server_each_on_its_own_cores(server):
+    """They start from a process that has torch loaded (not importing it again each), and
+    each forked worker still holds only its share of the cores."""
+    workers = [psutil.Process(pid) for pid in server.worker_processes()]
+    assert len(workers) == 2
+    (fork_server,) = {worker.ppid() for worker in workers}
+    assert fork_server != server.proc.pid
+    assert psutil.Process(fork_server).ppid() == server.proc.pid
+    first, second = (set(worker.cpu_affinity()) for worker in workers)
+    assert first and second and first.isdisjoint(second)

@@ -343,8 +343,8 @@ def test_forward_over_max_message_bytes_is_invalid_argument(tiny_bert_mlm):
 def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert):
     from pipeserve.server.schema import DeviceSpec, WorkerSpec, WorkerStartFailed
     from pipeserve.server.settings import DType, Quantize, Task
+    from pipeserve.server.workers.launch import start_worker_process
     from pipeserve.server.workers.shm import InputSlots
-    from pipeserve.server.workers.worker import run_worker
 
     slots = InputSlots.create(1, 16)
     slots.close(unlink=True)
@@ -352,11 +352,8 @@ def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert)
         0, str(tiny_distilbert), None, Task.AUTO, DType.FLOAT32, Quantize.NONE,
         DeviceSpec(cpus=tuple(sorted(os.sched_getaffinity(0)))[:1]), slots=slots.spec,
     )  # fmt: skip
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=run_worker, args=(spec, child))
-    process.start()
-    child.close()
+    parent, child = multiprocessing.Pipe()
+    process = start_worker_process(spec, child)
     message = parent.recv()
     process.join(60)
     assert isinstance(message, WorkerStartFailed)

@@ -31,6 +31,7 @@ from pipeserve.server.settings import Settings
 from pipeserve.server.terms import start_up_terms
 from pipeserve.server.token_files import load_tokens
 from pipeserve.server.workers.devices import plan_frontends, plan_models
+from pipeserve.server.workers.launch import forks, start_fork_server
 
 log = logging.getLogger("pipeserve")
 
@@ -87,6 +88,9 @@ async def serve(settings: Settings) -> None:
     # The models load (an OpenVINO model converts) while the port opens and after: callers
     # and probes meet a server that answers NOT_SERVING, not a closed port.
     models_file = settings.models_file is not None
+    # Started now, the fork server's imports overlap the loading of the models' cards.
+    if any(_forks_workers(m, plan) for m, plan in zip(per_model, plans, strict=True)):
+        start_fork_server()
     starting = asyncio.create_task(_start_models(per_model, plans, registry, models_file))
     deadline: float | None = None
     try:
@@ -145,6 +149,15 @@ async def serve(settings: Settings) -> None:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     log.info("stopped")
+
+
+def _forks_workers(settings: Settings, devices: list[DeviceSpec]) -> bool:
+    """Whether the workers of `settings`' model will fork from the fork server."""
+    try:
+        backend = resolve_backend(settings, on_gpu=devices[0].gpu is not None)
+    except StartupError:
+        return False  # refused by _start_models, once the port is open
+    return forks(devices[0], backend)
 
 
 async def _start_models(

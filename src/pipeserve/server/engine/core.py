@@ -43,12 +43,8 @@ from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.supervisor import (
-    Supervisor,
-    WorkerHandle,
-    WorkerStarter,
-    spawn_worker,
-)
+from pipeserve.server.workers.launch import start_worker_process
+from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle, WorkerStarter
 
 log = logging.getLogger("pipeserve.engine")
 
@@ -91,7 +87,7 @@ class Engine:
         specs: list[WorkerSpec],
         metrics: Metrics,
         on_alive_change: Callable[[int], None],
-        start_worker: WorkerStarter = spawn_worker,
+        start_worker: WorkerStarter = start_worker_process,
     ) -> None:
         self._settings = settings
         self.queue = Queue(settings.max_queued_items)

@@ -1,6 +1,6 @@
 """Supervision of the worker processes: spawn, ready, exit, respawn with back-off.
 
-One process per device slot, started with spawn. Each worker slot owns shared input slots
+One process per device slot, started as `launch.py` says. Each worker slot owns shared input slots
 (`shm.py`) that outlive its processes. Messages are read on the event loop as the pipe becomes
 readable (no reader threads) and handed to a `WorkerEvents` listener, the dispatcher, which
 alone knows what is in flight. Dead workers are respawned with back-off; a worker that served
@@ -32,8 +32,8 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
+from pipeserve.server.workers.launch import start_worker_process
 from pipeserve.server.workers.shm import InputSlots
-from pipeserve.server.workers.worker import run_worker
 
 log = logging.getLogger("pipeserve.workers")
 
@@ -88,19 +88,6 @@ class WorkerEvents(Protocol):
 WorkerStarter = Callable[[WorkerSpec, Connection], BaseProcess]
 
 
-def spawn_worker(spec: WorkerSpec, conn: Connection) -> BaseProcess:
-    """A worker process running `run_worker`, started with spawn."""
-    process = multiprocessing.get_context("spawn").Process(
-        target=run_worker,
-        args=(spec, conn),
-        name=f"pipeserve-worker-{spec.worker_id}",
-        daemon=True,
-    )
-    process.start()
-    conn.close()  # so the parent sees EOF when the worker exits
-    return process
-
-
 class Supervisor:
     def __init__(
         self,
@@ -110,7 +97,7 @@ class Supervisor:
         depth: int,
         slot_capacity: int,
         on_alive_change: Callable[[int], None] = lambda alive: None,
-        start_worker: WorkerStarter = spawn_worker,
+        start_worker: WorkerStarter = start_worker_process,
     ) -> None:
         self._events = events
         self._on_alive_change = on_alive_change

@@ -37,7 +37,8 @@ def _pin(spec: WorkerSpec) -> str:
         return "cuda:0"
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     os.sched_setaffinity(0, spec.device.cpus)
-    # Intra-op threads match the cores, so workers sharing a machine do not oversubscribe.
+    # Intra-op threads match the cores, so workers sharing a machine do not oversubscribe (a
+    # forked worker's OpenMP has read it already: TorchRunner.load sets torch's threads too).
     os.environ["OMP_NUM_THREADS"] = str(len(spec.device.cpus))
     # Idle OpenMP threads sleep instead of spinning on cores that the front end needs: a
     # small batch otherwise costs several times its compute. An operator's choice stands.
