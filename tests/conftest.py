@@ -401,15 +401,17 @@ class ServerProcess:
     reader: threading.Thread | None = None
 
     def worker_processes(self) -> list[int]:
-        """Pids of the worker processes that the server has started (loading or ready): the
-        children of its fork server (torch on a CPU), and its spawned children (front ends too)."""
+        """Pids of the worker processes that the server has started (loading or ready): those
+        it spawned and those its fork server forked, but its front ends (they hold its port)."""
+        port = int(self.address.rsplit(":", 1)[1])
         workers = []
-        for child in psutil.Process(self.proc.pid).children():
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
             with suppress(psutil.NoSuchProcess):  # it may have exited since
-                command = " ".join(child.cmdline())
-                if "multiprocessing.forkserver" in command:
-                    workers += [worker.pid for worker in child.children()]
-                elif "spawn_main" in command:
+                parent = child.parent()
+                forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
+                spawned = "spawn_main" in " ".join(child.cmdline())
+                listening = any(c.laddr.port == port for c in child.net_connections("tcp"))
+                if (forked or spawned) and not listening:
                     workers.append(child.pid)
         return workers
 

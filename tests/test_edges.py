@@ -343,8 +343,8 @@ def test_forward_over_max_message_bytes_is_invalid_argument(tiny_bert_mlm):
 def test_a_worker_without_its_shared_memory_never_reports_ready(tiny_distilbert):
     from pipeserve.server.schema import DeviceSpec, WorkerSpec, WorkerStartFailed
     from pipeserve.server.settings import DType, Quantize, Task
-    from pipeserve.server.workers.launch import start_worker_process
     from pipeserve.server.workers.shm import InputSlots
+    from pipeserve.server.workers.supervisor import start_worker_process
 
     slots = InputSlots.create(1, 16)
     slots.close(unlink=True)

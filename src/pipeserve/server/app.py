@@ -24,6 +24,7 @@ from pipeserve.server.engine.registry import ModelRegistry
 from pipeserve.server.errors import StartupError
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.pool import FrontendPool
+from pipeserve.server.launch import forks_worker, start_fork_server
 from pipeserve.server.metrics import Metrics, frontends_metrics_dir
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
 from pipeserve.server.schema import DeviceSpec
@@ -31,7 +32,6 @@ from pipeserve.server.settings import Settings
 from pipeserve.server.terms import start_up_terms
 from pipeserve.server.token_files import load_tokens
 from pipeserve.server.workers.devices import plan_frontends, plan_models
-from pipeserve.server.workers.launch import forks, start_fork_server
 
 log = logging.getLogger("pipeserve")
 
@@ -66,12 +66,17 @@ async def serve(settings: Settings) -> None:
     edge: Edge | None = None
     metrics_dir = None
     if frontends > 1 and settings.metrics_port is not None:
-        # Front ends spawned from here on keep their metrics in files, served from here.
+        # Front ends started from here on keep their metrics in files, served from here.
         metrics_dir = frontends_metrics_dir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     metrics = Metrics(
         default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
     )
+    # Started now (after PROMETHEUS_MULTIPROC_DIR, which front ends read), the fork server's
+    # imports overlap the loading of the models' cards.
+    forked = (_forks_workers(m, plan) for m, plan in zip(per_model, plans, strict=True))
+    if frontends > 1 or any(forked):
+        start_fork_server()
     registry = ModelRegistry(settings, metrics, stop.set)
     registry.expect(names)
     frontend_pool: FrontendPool | None = None
@@ -88,9 +93,6 @@ async def serve(settings: Settings) -> None:
     # The models load (an OpenVINO model converts) while the port opens and after: callers
     # and probes meet a server that answers NOT_SERVING, not a closed port.
     models_file = settings.models_file is not None
-    # Started now, the fork server's imports overlap the loading of the models' cards.
-    if any(_forks_workers(m, plan) for m, plan in zip(per_model, plans, strict=True)):
-        start_fork_server()
     starting = asyncio.create_task(_start_models(per_model, plans, registry, models_file))
     deadline: float | None = None
     try:
@@ -157,7 +159,7 @@ def _forks_workers(settings: Settings, devices: list[DeviceSpec]) -> bool:
         backend = resolve_backend(settings, on_gpu=devices[0].gpu is not None)
     except StartupError:
         return False  # refused by _start_models, once the port is open
-    return forks(devices[0], backend)
+    return forks_worker(devices[0], backend)
 
 
 async def _start_models(

@@ -43,8 +43,12 @@ from pipeserve.server.model.card import ModelCard
 from pipeserve.server.pipeline.tokenize import Encoded
 from pipeserve.server.schema import Output, WorkerReady, WorkerSpec, WorkerStatus
 from pipeserve.server.settings import Settings
-from pipeserve.server.workers.launch import start_worker_process
-from pipeserve.server.workers.supervisor import Supervisor, WorkerHandle, WorkerStarter
+from pipeserve.server.workers.supervisor import (
+    Supervisor,
+    WorkerHandle,
+    WorkerStarter,
+    start_worker_process,
+)
 
 log = logging.getLogger("pipeserve.engine")
 

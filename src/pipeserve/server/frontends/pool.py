@@ -1,5 +1,6 @@
-"""The front-end processes of the main process (with `--frontends` N > 1): spawned one by one
-on the same port, and respawned with back-off when one dies, while the others serve on."""
+"""The front-end processes of the main process (with `--frontends` N > 1): started one by one
+on the same port (forked: `launch.py`), and respawned with back-off when one dies, while the
+others serve on."""
 
 import asyncio
 import contextlib
@@ -13,6 +14,7 @@ from pipeserve.server.errors import StartupError
 from pipeserve.server.exits import when_exited
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.process import run_frontend
+from pipeserve.server.launch import start_process
 from pipeserve.server.schema import Drain
 from pipeserve.server.settings import Settings
 
@@ -24,7 +26,6 @@ class FrontendPool:
         self._settings = settings
         self._count = count
         self._hub = hub
-        self._context = multiprocessing.get_context("spawn")
         self._processes: dict[int, BaseProcess] = {}
         self._conns: dict[int, multiprocessing.connection.Connection] = {}
         self._backoff = Backoff()
@@ -36,21 +37,16 @@ class FrontendPool:
         """Starts every front end, the first on the configured port (0: one picked), the
         others on the port it got; returns the port once all listen."""
         try:
-            self.port = await self._spawn(0)
-            await asyncio.gather(*(self._spawn(i) for i in range(1, self._count)))
+            self.port = await self._start(0)
+            await asyncio.gather(*(self._start(i) for i in range(1, self._count)))
         except EOFError as error:
             raise StartupError(f"a front end did not start: {error}") from error
         return self.port
 
-    async def _spawn(self, index: int) -> int:
-        parent, child = self._context.Pipe()
-        process = self._context.Process(
-            target=run_frontend,
-            args=(self._settings, index, self.port, child),
-            name=f"pipeserve-frontend-{index}",
-            daemon=True,
-        )
-        process.start()
+    async def _start(self, index: int) -> int:
+        parent, child = multiprocessing.Pipe()
+        args = (self._settings, index, self.port, child)
+        process = start_process(run_frontend, args, f"pipeserve-frontend-{index}", forked=True)
         child.close()
         self._processes[index] = process
         self._started_at[index] = time.monotonic()
@@ -77,7 +73,7 @@ class FrontendPool:
         if self._stopping:
             return
         with contextlib.suppress(EOFError):
-            await self._spawn(index)
+            await self._start(index)
 
     async def drain(self, timeout_s: float) -> None:
         """Tells every front end to drain (within the shutdown grace), and waits up to

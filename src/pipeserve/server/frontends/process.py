@@ -40,7 +40,7 @@ log = logging.getLogger("pipeserve.frontend")
 
 
 def run_frontend(settings: Settings, index: int, port: int, conn: Connection) -> None:
-    """Entry point of a front-end process (spawned)."""
+    """Entry point of a front-end process (forked from the fork server)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_level, settings.log_format, transformers=False)

@@ -21,6 +21,7 @@ from typing import Protocol
 from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import ModelLoadError, Unavailable
 from pipeserve.server.exits import when_exited
+from pipeserve.server.launch import forks_worker, start_process
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -32,8 +33,8 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
-from pipeserve.server.workers.launch import start_worker_process
 from pipeserve.server.workers.shm import InputSlots
+from pipeserve.server.workers.worker import run_worker
 
 log = logging.getLogger("pipeserve.workers")
 
@@ -86,6 +87,15 @@ class WorkerEvents(Protocol):
 # Starts a worker on `spec` that talks over `conn`, and returns its process, or what stands for
 # one (pid, exitcode, is_alive, join, kill): the seam where tests run the worker loop in a thread.
 WorkerStarter = Callable[[WorkerSpec, Connection], BaseProcess]
+
+
+def start_worker_process(spec: WorkerSpec, conn: Connection) -> BaseProcess:
+    """A worker process running `run_worker` on `spec`, talking over `conn`."""
+    forked = forks_worker(spec.device, spec.backend)
+    name = f"pipeserve-worker-{spec.worker_id}"
+    process = start_process(run_worker, (spec, conn), name, forked=forked)
+    conn.close()  # so the parent sees EOF when the worker exits
+    return process
 
 
 class Supervisor:

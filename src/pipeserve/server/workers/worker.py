@@ -47,7 +47,7 @@ def _pin(spec: WorkerSpec) -> str:
 
 
 def run_worker(spec: WorkerSpec, conn: Connection) -> None:
-    """Entry point of a worker process (spawned)."""
+    """Entry point of a worker process (forked or spawned: `launch.py`)."""
     # Ctrl-C and a SIGTERM to the process group reach workers too; the server alone decides
     # when they stop (Stop message, pipe closed, or killed), so it can drain first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

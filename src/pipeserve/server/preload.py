@@ -1,5 +1,5 @@
-"""Imported once by the fork server of torch CPU workers (`launch.py`), never by the server:
-what every worker forked from it would otherwise import itself.
+"""Imported once by the fork server (`launch.py`), never by the server: what every worker
+and front end forked from it would otherwise import itself.
 
 OpenMP reads its settings from the environment once, when torch loads it, so they are set
 here, before torch: a forked worker can no longer change them (its thread count it sets with
@@ -8,9 +8,9 @@ torch.set_num_threads).
 
 import os
 
-# These workers run on the CPU; a CUDA build of torch must not see the GPUs.
+# What forks from here runs on the CPU; a CUDA build of torch must not see the GPUs.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
-# As worker._pin sets it for the workers it spawns (why: there).
+# As worker._pin sets it for spawned workers (why: there).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pipeserve.server.backends.torch_runner  # noqa: F401  (imported to be shared)
