@@ -401,18 +401,23 @@ class ServerProcess:
     reader: threading.Thread | None = None
 
     def worker_processes(self) -> list[int]:
-        """Pids of the worker processes that the server has started (loading or ready): those
-        it spawned and those its fork server forked, but its front ends (they hold its port)."""
+        """Pids of the worker processes that the server has started (loading or ready): its
+        spawned children and its fork server's children, but its front ends (they hold its
+        port)."""
         port = int(self.address.rsplit(":", 1)[1])
-        workers = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
+        candidates = []
+        for child in psutil.Process(self.proc.pid).children():
             with suppress(psutil.NoSuchProcess):  # it may have exited since
-                parent = child.parent()
-                forked = parent is not None and "forkserver" in " ".join(parent.cmdline())
-                spawned = "spawn_main" in " ".join(child.cmdline())
-                listening = any(c.laddr.port == port for c in child.net_connections("tcp"))
-                if (forked or spawned) and not listening:
-                    workers.append(child.pid)
+                command = " ".join(child.cmdline())
+                if "forkserver" in command:
+                    candidates += child.children()
+                elif "spawn_main" in command:
+                    candidates.append(child)
+        workers = []
+        for candidate in candidates:
+            with suppress(psutil.NoSuchProcess):
+                if not any(c.laddr.port == port for c in candidate.net_connections("tcp")):
+                    workers.append(candidate.pid)
         return workers
 
     @property
@@ -441,13 +446,15 @@ def launch_server(
     timeout: float = 180,
     until_listening: bool = False,
     with_stdout: bool = False,
+    own_group: bool = False,
 ) -> ServerProcess:
     """Starts `python -m pipeserve.server` on 127.0.0.1 port 0 and waits for its ready line.
 
     Returns when the server logs that every worker is ready (or, with `until_listening`, that
     its port is open), or fails with its log when the process exits or the timeout passes first.
     `model` None passes no --model (for a server given --models-file). `log` holds what it
-    writes on stderr, and with `with_stdout` what it writes on stdout too.
+    writes on stderr, and with `with_stdout` what it writes on stdout too. With `own_group`
+    it leads a process group of its own, as a service does (its pid is the group's id).
     """
     awaited = _LISTENING if until_listening else _READY
     command = [
@@ -471,6 +478,7 @@ def launch_server(
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         preexec_fn=_stop_with_the_tests,
+        start_new_session=own_group,
     )
     server = ServerProcess(proc)
     ready = threading.Event()
@@ -495,9 +503,10 @@ def launch_server(
 
 
 @contextmanager
-def serving(model, *flags: str) -> Iterator[ServerProcess]:
-    """A server launched for the `with` block and stopped after it."""
-    server = launch_server(model, *flags)
+def serving(model, *flags: str, **options) -> Iterator[ServerProcess]:
+    """A server launched for the `with` block (`options` as launch_server's) and stopped after
+    it."""
+    server = launch_server(model, *flags, **options)
     try:
         yield server
     finally:

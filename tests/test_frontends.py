@@ -29,6 +29,7 @@ from .conftest import (
     frontend_of,
     in_process,
     paused,
+    queued,
     scrape,
     serving,
     wait_until,
@@ -116,22 +117,40 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny
         assert len(clients_by_frontend(server.address)) == 2
 
 
-def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert):
-    with serving(tiny_distilbert, "--frontends", "2", "--shutdown-grace-s", "30") as server:
+@pytest.mark.parametrize("whole_group", [False, True], ids=["server", "process group"])
+def test_sigterm_drains_every_front_end_and_exits_zero(tiny_distilbert, whole_group):
+    """SIGTERM to the server alone, or to its whole process group as systemd and a terminal
+    send it: the front ends and the fork server they came from ignore it, and the server
+    drains them, a call still queued (a batch waits 3 s for a second item) answered."""
+    flags = ("--frontends", "2", "--shutdown-grace-s", "30")
+    batching = ("--max-batch-size", "2", "--max-wait-ms", "3000")
+    with serving(tiny_distilbert, *flags, *batching, own_group=whole_group) as server:
         clients = clients_by_frontend(server.address)
         try:
-            with grpc.insecure_channel(server.address) as channel:
+            with (
+                grpc.insecure_channel(server.address) as channel,
+                ThreadPoolExecutor(len(clients)) as pool,
+            ):
                 updates = health_pb2_grpc.HealthStub(channel).Watch(
                     health_pb2.HealthCheckRequest(), timeout=60
                 )
                 assert next(updates).status == health_pb2.HealthCheckResponse.SERVING
-                results = [c.classify(["before the end"]) for c in clients.values()]
+                # Two at once: one batch, cut as it fills.
+                results = list(pool.map(lambda c: c.classify(["before"]), clients.values()))
+                queued_call = pool.submit(next(iter(clients.values())).classify, ["queued"])
+                wait_until(lambda: queued(server) == 1)
                 started = time.monotonic()
-                server.proc.send_signal(signal.SIGTERM)
+                if whole_group:
+                    os.killpg(server.proc.pid, signal.SIGTERM)
+                else:
+                    server.proc.send_signal(signal.SIGTERM)
                 assert next(updates).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                results.append(queued_call.result(timeout=60))
             assert server.proc.wait(60) == 0
             assert time.monotonic() - started < 30
             assert all(r[0][0].label for r in results)
+            server.stop()  # its log complete
+            assert not [line for line in server.log if "died" in line]
         finally:
             for client in clients.values():
                 client.close()

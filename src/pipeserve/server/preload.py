@@ -7,10 +7,17 @@ torch.set_num_threads).
 """
 
 import os
+import signal
 
+# A SIGTERM or Ctrl-C sent to the server's whole process group (systemd, a terminal) must
+# not end the fork server: the server still watches its forked children through it, and
+# drains them. It ends when the server does (multiprocessing closes its pipe). Its children
+# inherit these; workers and front ends ignore both signals anyway.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 # What forks from here runs on the CPU; a CUDA build of torch must not see the GPUs.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 # As worker._pin sets it for spawned workers (why: there).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pipeserve.server.backends.torch_runner  # noqa: F401  (imported to be shared)
+import pipeserve.server.backends.torch_runner  # noqa: E402, F401  (imported to be shared)

@@ -55,7 +55,7 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs to load its model; sent once, at spawn."""
+    """Everything a worker needs to load its model; sent once, as it starts."""
 
     worker_id: int
     model: str

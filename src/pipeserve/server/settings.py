@@ -1,7 +1,7 @@
 """The server's one settings object, fed by CLI flags and PIPESERVE_* environment variables.
 
 Precedence: a flag on the command line, then the environment variable, then the default.
-Settings are read once in `main` and passed explicitly, also to worker processes at spawn.
+Settings are read once in `main` and passed explicitly, also to worker processes as they start.
 """
 
 import argparse

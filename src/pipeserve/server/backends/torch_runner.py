@@ -1,7 +1,8 @@
 """The torch backend: the checkpoint loaded with transformers, run eagerly.
 
-Imported only inside worker processes (and the export child), after CUDA_VISIBLE_DEVICES is
-set, because importing torch is what fixes the visible GPUs.
+Imported only inside worker processes, the export child and the fork server of CPU workers
+and front ends (`launch.py`), after CUDA_VISIBLE_DEVICES is set, because importing torch is
+what fixes the visible GPUs.
 """
 
 import logging
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
+import torch._inductor.config
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -221,6 +223,9 @@ class TorchRunner(ModelRunner):
         torch_device = torch.device(device)
         if torch_device.type == "cpu":
             torch.set_num_threads(threads)
+            # Inductor counted its compile threads when it was imported, in a worker forked
+            # from the fork server before the worker was pinned: all the host's cores.
+            torch._inductor.config.compile_threads = threads
         loaded = load_model(model, revision, task, dtype, allow_missing_weights, terms)
         loaded = loaded.to(torch_device)
         if quantize is Quantize.INT8:

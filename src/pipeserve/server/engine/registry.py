@@ -29,6 +29,7 @@ from pipeserve.server.errors import (
     Unavailable,
     quoted,
 )
+from pipeserve.server.launch import forks_worker, start_fork_server
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.model.card import ModelCard
 from pipeserve.server.model.loading import load_card, prepare_backend, worker_specs
@@ -240,6 +241,10 @@ class ModelRegistry:
         (plan,) = plan_models(asks, cpu_models_beside=on_cpu)
         on_gpu = plan[0].gpu is not None
         backend = await loop.run_in_executor(None, check_model, settings, terms, on_gpu)
+        if forks_worker(plan[0], backend):
+            # As at start-up: its imports overlap the card's, and the loop does not wait for
+            # them when the first worker forks.
+            start_fork_server()
         card = await load_card(settings)
         settings, converted = await prepare_backend(settings, card, backend, terms)
         specs = worker_specs(settings, card, plan, converted, terms)

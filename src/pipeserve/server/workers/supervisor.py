@@ -1,4 +1,4 @@
-"""Supervision of the worker processes: spawn, ready, exit, respawn with back-off.
+"""Supervision of the worker processes: start, ready, exit, respawn with back-off.
 
 One process per device slot, started as `launch.py` says. Each worker slot owns shared input slots
 (`shm.py`) that outlive its processes. Messages are read on the event loop as the pipe becomes
@@ -126,7 +126,7 @@ class Supervisor:
     # Lifecycle.
 
     async def start(self) -> None:
-        """Spawns every worker and returns when all are ready; raises ModelLoadError if not."""
+        """Starts every worker and returns when all are ready; raises ModelLoadError if not."""
         self._loop = asyncio.get_running_loop()
         for spec in self._specs:
             self._spawn(spec)

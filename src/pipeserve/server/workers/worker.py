@@ -1,7 +1,9 @@
 """A worker process: holds the model on one device and runs the batches it is sent.
 
-This module must not import torch at import time: the worker pins itself to its device
-(CUDA_VISIBLE_DEVICES, CPU affinity) first, and only then imports the model code.
+This module must not import torch at import time: a spawned worker pins itself to its device
+(CUDA_VISIBLE_DEVICES, CPU affinity) first, and only then imports the model code. A worker
+forked from the fork server (torch on a CPU, `launch.py`) has torch loaded already, with no
+GPU visible; it pins itself to its cores and sets torch's threads when it loads the model.
 """
 
 import logging
