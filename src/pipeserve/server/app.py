@@ -72,10 +72,9 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics(
         default_model=settings.default_name, calls=frontends == 1, frontends_dir=metrics_dir
     )
-    # Started now (after PROMETHEUS_MULTIPROC_DIR, which front ends read), the fork server's
-    # imports overlap the loading of the models' cards.
-    forked = (_forks_workers(m, plan) for m, plan in zip(per_model, plans, strict=True))
-    if frontends > 1 or any(forked):
+    if frontends > 1:
+        # The front ends fork from it: started now (after PROMETHEUS_MULTIPROC_DIR, which they
+        # read), its imports overlap the loading of the models' cards.
         start_fork_server()
     registry = ModelRegistry(settings, metrics, stop.set)
     registry.expect(names)
@@ -153,15 +152,6 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def _forks_workers(settings: Settings, devices: list[DeviceSpec]) -> bool:
-    """Whether the workers of `settings`' model will fork from the fork server."""
-    try:
-        backend = resolve_backend(settings, on_gpu=devices[0].gpu is not None)
-    except StartupError:
-        return False  # refused by _start_models, once the port is open
-    return forks_worker(devices[0], backend)
-
-
 async def _start_models(
     per_model: tuple[Settings, ...],
     plans: list[list[DeviceSpec]],
@@ -172,8 +162,10 @@ async def _start_models(
     serves it, and returns once all their workers are ready."""
     for settings, devices in zip(per_model, plans, strict=True):
         terms = start_up_terms(models_file, settings.model_name)
-        card = await load_card(settings)
         backend = resolve_backend(settings, on_gpu=devices[0].gpu is not None)
+        if forks_worker(devices[0], backend):
+            start_fork_server()  # its imports overlap the card's, as in a LoadModel
+        card = await load_card(settings)
         settings, converted = await prepare_backend(settings, card, backend, terms)
         specs = worker_specs(settings, card, devices, converted, terms)
         workers = ", ".join(f"{s.worker_id}={s.device.label}" for s in specs)
