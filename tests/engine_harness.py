@@ -6,6 +6,7 @@ holding one, its thread does here on demand: such a test takes milliseconds inst
 server's start-up."""
 
 import asyncio
+import errno
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -178,9 +179,14 @@ class Workers:
         self.hold_next = [threading.Event() for _ in range(count)]
         self._gates = [Gate() for _ in range(count)]
         self.started: dict[int, ThreadWorker] = {}
+        # By worker id, how many of its next starts fail, as a fork the system refuses does.
+        self.refused_starts = [0] * count
 
     def start(self, spec: WorkerSpec, conn: Connection) -> ThreadWorker:
         worker_id = spec.worker_id
+        if self.refused_starts[worker_id]:
+            self.refused_starts[worker_id] -= 1
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
         worker = ThreadWorker(spec, conn, self.hold_next[worker_id], self._gates[worker_id])
         self.started[worker_id] = worker
         return worker

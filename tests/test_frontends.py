@@ -4,6 +4,7 @@ serves every model, those loaded and unloaded while serving (Admin) too. Checks 
 server as they found it share servers (every_task_two_front_ends, one_place_queue); those that
 kill a front end, stop the server or load models have one each (`slow`)."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,6 +30,7 @@ from .conftest import (
     clients_by_frontend,
     frontend_of,
     in_process,
+    launch_server,
     paused,
     queued,
     scrape,
@@ -115,6 +118,48 @@ def test_a_killed_front_end_loses_none_of_the_others_calls(tiny_distilbert, tiny
         # It is respawned: new connections reach two live front ends again.
         wait_until(lambda: survivor != frontend_of(server.address) != victim, timeout=90)
         assert len(clients_by_frontend(server.address)) == 2
+
+
+def _gone(pid: int) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return True
+
+
+def test_a_killed_fork_server_is_no_front_ends_or_workers_death(tiny_distilbert, tiny_logits):
+    """The front ends and workers forked from the fork server outlive it if it is killed (the
+    OOM killer may pick it): none is taken for dead or started twice, a worker that dies later
+    is respawned from a fork server started anew, and SIGTERM still drains them all."""
+    sentence = next(iter(tiny_logits))
+    server = launch_server(tiny_distilbert, "--frontends", "2")
+    try:
+        fork_server = next(
+            child
+            for child in psutil.Process(server.proc.pid).children()
+            if "forkserver" in " ".join(child.cmdline())
+        )
+        clients = clients_by_frontend(server.address)
+        one = next(iter(clients.values()))
+        worker = one.model_info().workers[0].pid
+        fork_server.kill()
+        wait_until(lambda: _gone(fork_server.pid))  # its pipes closed
+        for pid, client in clients.items():
+            logits = client.forward([sentence], outputs=["logits"]).logits[0]
+            np.testing.assert_allclose(logits, tiny_logits[sentence], atol=1e-5)
+            assert client.model_info().frontend_pid == pid
+        assert one.model_info().workers[0].pid == worker
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: one.model_info().workers[0].pid not in (0, worker), timeout=90)
+        wait_until(lambda: one.model_info().workers[0].ready)
+        logits = one.forward([sentence], outputs=["logits"]).logits[0]
+        np.testing.assert_allclose(logits, tiny_logits[sentence], atol=1e-5)
+        for client in clients.values():
+            client.close()
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert [line for line in server.log if "front end" in line and "died" in line] == []
+    wait_until(lambda: all(_gone(pid) for pid in clients))
 
 
 @pytest.mark.parametrize("whole_group", [False, True], ids=["server", "process group"])

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import multiprocessing
 import time
+from functools import partial
 from multiprocessing.process import BaseProcess
 
 from pipeserve.server.backoff import Backoff
@@ -14,7 +15,7 @@ from pipeserve.server.errors import StartupError
 from pipeserve.server.exits import when_exited
 from pipeserve.server.frontends.hub import Hub
 from pipeserve.server.frontends.process import run_frontend
-from pipeserve.server.launch import start_process
+from pipeserve.server.launch import start_process, started
 from pipeserve.server.schema import Drain
 from pipeserve.server.settings import Settings
 
@@ -39,15 +40,21 @@ class FrontendPool:
         try:
             self.port = await self._start(0)
             await asyncio.gather(*(self._start(i) for i in range(1, self._count)))
-        except EOFError as error:
+        except (OSError, EOFError) as error:
             raise StartupError(f"a front end did not start: {error}") from error
         return self.port
 
     async def _start(self, index: int) -> int:
         parent, child = multiprocessing.Pipe()
         args = (self._settings, index, self.port, child)
-        process = start_process(run_frontend, args, f"pipeserve-frontend-{index}", forked=True)
-        child.close()
+        name = f"pipeserve-frontend-{index}"
+        try:
+            process = await started(partial(start_process, run_frontend, args, name, forked=True))
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self._processes[index] = process
         self._started_at[index] = time.monotonic()
         self._conns[index] = parent
@@ -58,7 +65,7 @@ class FrontendPool:
     def _on_exit(self, index: int, process: BaseProcess) -> None:
         if self._stopping or self._processes.get(index) is not process:
             return
-        delay = self._backoff.delay_s(index, time.monotonic() - self._started_at[index])
+        delay = self._respawn_later(index, time.monotonic() - self._started_at[index])
         log.error(
             "front end %d (pid %s) died with exit code %s; respawning in %.1f s",
             index,
@@ -66,14 +73,23 @@ class FrontendPool:
             process.exitcode,
             delay,
         )
-        loop = asyncio.get_running_loop()
-        loop.call_later(delay, lambda: loop.create_task(self._respawn(index)))
+
+    def _respawn_later(self, index: int, lived_s: float) -> float:
+        return self._backoff.respawn_later(index, lived_s, lambda: self._respawn(index))
 
     async def _respawn(self, index: int) -> None:
         if self._stopping:
             return
-        with contextlib.suppress(EOFError):
+        dead = self._processes[index]
+        try:
             await self._start(index)
+        except (OSError, EOFError) as error:
+            # One that started and died before it listened is respawned as it exits.
+            if self._processes[index] is dead:
+                delay = self._respawn_later(index, 0.0)
+                log.error(
+                    "front end %d did not start (%s); trying again in %.1f s", index, error, delay
+                )
 
     async def drain(self, timeout_s: float) -> None:
         """Tells every front end to drain (within the shutdown grace), and waits up to

@@ -14,6 +14,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -21,7 +22,7 @@ from typing import Protocol
 from pipeserve.server.backoff import Backoff
 from pipeserve.server.errors import ModelLoadError, Unavailable
 from pipeserve.server.exits import when_exited
-from pipeserve.server.launch import forks_worker, start_process
+from pipeserve.server.launch import forks_worker, start_process, started
 from pipeserve.server.schema import (
     BatchDone,
     BatchFailed,
@@ -129,7 +130,7 @@ class Supervisor:
         """Starts every worker and returns when all are ready; raises ModelLoadError if not."""
         self._loop = asyncio.get_running_loop()
         for spec in self._specs:
-            self._spawn(spec)
+            await self._spawn(spec)
         await self._started.wait()
         if self._start_failure is not None:
             await self.stop()
@@ -155,13 +156,21 @@ class Supervisor:
         for slots in self._slots.values():
             slots.close(unlink=True)
 
-    def _spawn(self, spec: WorkerSpec) -> None:
+    async def _spawn(self, spec: WorkerSpec) -> None:
         assert self._loop is not None
         parent, child = multiprocessing.Pipe()
-        process = self._start_worker(spec, child)
+        try:
+            process = await started(partial(self._start_worker, spec, child))
+        except (OSError, EOFError) as error:  # no fork left, or the fork server died meanwhile
+            parent.close()
+            child.close()
+            self._not_started(spec, f"worker {spec.worker_id} did not start: {error}")
+            return
         handle = WorkerHandle(spec, process, parent, self._slots[spec.worker_id])
         self._workers[spec.worker_id] = handle
         self._loop.add_reader(parent.fileno(), self._on_readable, handle)
+        if self._stopping:  # stopped while it started: stop() did not see it
+            handle.send(Stop())
 
     def _on_readable(self, handle: WorkerHandle) -> None:
         """Hands the message that has arrived to the listener; at EOF, reaps the worker.
@@ -236,7 +245,7 @@ class Supervisor:
             )
             self._started.set()
             return
-        delay = self._backoff.delay_s(worker_id, time.monotonic() - worker.started_at)
+        delay = self._respawn_later(worker.spec, time.monotonic() - worker.started_at)
         log.error(
             "worker %d (pid %d) died with exit code %s; respawning in %.1f s",
             worker_id,
@@ -245,10 +254,20 @@ class Supervisor:
             delay,
         )
         self.restarts[worker_id] += 1
-        assert self._loop is not None
-        self._loop.call_later(delay, self._respawn, worker.spec)
 
-    def _respawn(self, spec: WorkerSpec) -> None:
+    def _not_started(self, spec: WorkerSpec, reason: str) -> None:
+        if self._stopping:
+            return
+        if not self._started.is_set():
+            self._start_failure = reason
+            self._started.set()
+            return
+        log.error("%s; trying again in %.1f s", reason, self._respawn_later(spec, 0.0))
+
+    def _respawn_later(self, spec: WorkerSpec, lived_s: float) -> float:
+        return self._backoff.respawn_later(spec.worker_id, lived_s, lambda: self._respawn(spec))
+
+    async def _respawn(self, spec: WorkerSpec) -> None:
         if self._stopping:
             return
         slots = self._slots[spec.worker_id]
@@ -271,4 +290,4 @@ class Supervisor:
             self._slots[spec.worker_id] = fresh
             spec = replace(spec, slots=fresh.spec)
             self._specs = [spec if s.worker_id == spec.worker_id else s for s in self._specs]
-        self._spawn(spec)
+        await self._spawn(spec)
