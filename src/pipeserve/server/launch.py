@@ -57,7 +57,9 @@ class _WatchedPopen(popen_forkserver.Popen):
         self._status = self.sentinel
         try:
             self.sentinel = os.pidfd_open(self.pid)
-        except ProcessLookupError:  # it has ended already: the fork server's pipe says so
+        except (OSError, AttributeError):
+            # It has ended already, or there are no pidfds here (Linux before 5.3, not
+            # Linux): the fork server's pipe tells, as in multiprocessing's own watch.
             return
         util.Finalize(self, os.close, (self.sentinel,))
 
