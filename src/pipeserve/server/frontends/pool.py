@@ -45,6 +45,12 @@ class FrontendPool:
         return self.port
 
     async def _start(self, index: int) -> int:
+        """Starts front end `index`; returns the port it listens on."""
+        return await (await self._launch(index))
+
+    async def _launch(self, index: int) -> asyncio.Future[int]:
+        """Starts front end `index` (OSError or EOFError: it did not start); returns the future
+        of the port it listens on."""
         parent, child = multiprocessing.Pipe()
         args = (self._settings, index, self.port, child)
         name = f"pipeserve-frontend-{index}"
@@ -60,7 +66,7 @@ class FrontendPool:
         self._conns[index] = parent
         listening = self._hub.attach(index, parent)
         when_exited(process).add_done_callback(lambda _: self._on_exit(index, process))
-        return await listening
+        return listening
 
     def _on_exit(self, index: int, process: BaseProcess) -> None:
         if self._stopping or self._processes.get(index) is not process:
@@ -80,16 +86,16 @@ class FrontendPool:
     async def _respawn(self, index: int) -> None:
         if self._stopping:
             return
-        dead = self._processes[index]
         try:
-            await self._start(index)
+            listening = await self._launch(index)
         except (OSError, EOFError) as error:
-            # One that started and died before it listened is respawned as it exits.
-            if self._processes[index] is dead:
-                delay = self._respawn_later(index, 0.0)
-                log.error(
-                    "front end %d did not start (%s); trying again in %.1f s", index, error, delay
-                )
+            delay = self._respawn_later(index, 0.0)
+            log.error(
+                "front end %d did not start (%s); trying again in %.1f s", index, error, delay
+            )
+            return
+        with contextlib.suppress(EOFError):  # it died before it listened: respawned as it exits
+            await listening
 
     async def drain(self, timeout_s: float) -> None:
         """Tells every front end to drain (within the shutdown grace), and waits up to
