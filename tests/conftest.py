@@ -44,7 +44,8 @@ os.environ.setdefault("PIPESERVE_BACKEND", "torch")
 # loads its model again, and few tests are about how many there are.
 os.environ.setdefault("PIPESERVE_WORKERS_PER_DEVICE", "1")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 SST2_DEV = SHARED / "data" / "sst2" / "dev.tsv"
 SEED_SENTENCES = [
     "I've been waiting for a HuggingFace course my whole life.",
@@ -108,13 +109,72 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    misplaced = [
+        item.nodeid for item in items if _in_unit(item.nodeid) and "servers" in item.fixturenames
+    ]
+    if misplaced:
+        raise pytest.UsageError(_E2E_ONLY + ", ".join(misplaced))
     if config.getoption("--reverse"):
         items.reverse()
+
+
+def _in_unit(nodeid: str) -> bool:
+    return nodeid.startswith("tests/unit/")
+
+
+_E2E_ONLY = "tests/unit/ runs in the test process; starting a server belongs in tests/e2e/: "
+
+
+def _not_in_a_unit_test() -> None:
+    """Fails a unit test that starts a pipeserve process (pytest names the running test)."""
+    running = os.environ.get("PYTEST_CURRENT_TEST", "")
+    assert not _in_unit(running), _E2E_ONLY + running.rsplit(" ", 1)[0]
 
 
 def pytest_report_header() -> str:
     found = "found" if SST2_DEV.exists() else "MISSING, so the tests on real sentences skip"
     return f"SST-2 dev set (../shared, real sentences for fidelity tests): {SST2_DEV} {found}"
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The README's fenced code blocks in `language`, in order."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(rf"```{language}\n(.*?)```", readme, re.S)
+
+
+# Session scope: checked before a session server starts for nothing.
+@pytest.fixture(scope="session")
+def node_example() -> Path:
+    """The Node.js example's client (examples/node/client.js), with its locked dependencies."""
+    require_tool("node")
+    require(
+        (ROOT / "examples" / "node" / "node_modules").is_dir(),
+        "examples/node has no node_modules: run `npm ci --prefix examples/node`",
+    )
+    return ROOT / "examples" / "node" / "client.js"
+
+
+def loadtest_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`pipeserve loadtest ARGS` run in this process: its exit status, stdout and stderr."""
+    from pipeserve.client.cli import main
+
+    status = main.main(["loadtest", *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def caller_spans(count: int) -> list:
+    """OpenTelemetry spans standing for `count` callers, each the root of its own trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("caller")
+    return [tracer.start_span(f"caller {i}") for i in range(count)]
+
+
+def traceparent(span) -> str:
+    """The W3C traceparent header that makes `span` a call's parent."""
+    context = span.get_span_context()
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-01"
 
 
 def sst2_sentences(limit: int | None = None) -> list[str]:
@@ -169,7 +229,7 @@ def _tiny_distilbert_classifier(seed: int, **config):
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
     """A DistilBERT sentiment classifier, random weights, real uncased vocabulary, whose
-    outputs depend strongly on its input (tests/test_test_models.py checks how strongly)."""
+    outputs depend strongly on its input (tests/unit/test_test_models.py checks how strongly)."""
     import torch
 
     model = _tiny_distilbert_classifier(
@@ -303,6 +363,7 @@ PIPESERVE = _command()
 def pipeserve(
     *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess:
+    _not_in_a_unit_test()
     return subprocess.run(
         [*PIPESERVE, *args],
         input=stdin,
@@ -364,19 +425,25 @@ def clients_by_frontend(address: str, count: int = 2, **kwargs) -> dict:
     )
 
 
-def in_process(path, head, sentences: list[str], output: str) -> list[np.ndarray]:
-    """Each sentence alone through the transformers model `head` loads from `path`: the
-    reference a server's answers must equal."""
+def in_process(path, head, sentences: list[str], *outputs: str) -> list[list[np.ndarray]]:
+    """Each sentence alone (a batch of one: no padding) through the transformers model `head`
+    loads from `path`, in eval mode without autograd: the reference a server's answers must
+    equal. For each of `outputs` (the model's outputs by name) a list of one array per sentence; a
+    model with a head gives its last hidden layer as `last_hidden_state`."""
     import torch
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = head.from_pretrained(path).eval()
+    rows: list[list[np.ndarray]] = [[] for _ in outputs]
     with torch.inference_mode():
-        return [
-            getattr(model(**tokenizer(s, return_tensors="pt")), output)[0].numpy()
-            for s in sentences
-        ]
+        for sentence in sentences:
+            encoded = tokenizer(sentence, truncation=True, return_tensors="pt")
+            out = model(**encoded, output_hidden_states=True)
+            for name, row in zip(outputs, rows, strict=True):
+                last_layer = name == "last_hidden_state" and name not in out
+                row.append((out.hidden_states[-1] if last_layer else out[name])[0].numpy())
+    return rows
 
 
 @contextmanager
@@ -460,6 +527,7 @@ def launch_server(
     writes on stderr, and with `with_stdout` what it writes on stdout too. With `own_group`
     it leads a process group of its own, as a service does (its pid is the group's id).
     """
+    _not_in_a_unit_test()
     awaited = _LISTENING if until_listening else _READY
     command = [
         sys.executable,
@@ -790,6 +858,11 @@ def edge_models(tmp_path_factory, minilm_path, task_models) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("edge-models")
     return {**save_edge_models(folder, minilm_path), "nli": task_models["nli"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(edge_models) -> Path:
+    return edge_models["roberta"]
 
 
 @pytest.fixture(scope="session")
