@@ -20,7 +20,9 @@ def test_max_wait_holds_a_batch_open_until_it_is_full(tiny_distilbert):
     batch, so calls sent one by one, each queued before the next, go as one batch."""
     # Of about one length, so that the batcher would not split them to save padding.
     sentences = [*(f"sentence number {count}" for count in range(1, 4)), "the fourth fills it"]
-    expected = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+    (expected,) = in_process(
+        tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits"
+    )
 
     async def scenario() -> None:
         async with engine_of(tiny_distilbert, max_wait_ms=60000, max_batch_size=4) as harness:

@@ -82,7 +82,9 @@ def test_a_full_queue_refuses_before_tokenizing(tiny_distilbert, tiny_logits):
 def test_a_stream_holds_at_most_its_bound_of_requests(tiny_distilbert):
     bound = 2
     sentences = [f"stream sentence number {i}" for i in range(10)]
-    expected = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
+    (expected,) = in_process(
+        tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits"
+    )
 
     async def scenario() -> dict[str, np.ndarray]:
         async with engine_of(tiny_distilbert) as harness:
@@ -121,7 +123,7 @@ def test_a_stream_holds_at_most_its_bound_of_requests(tiny_distilbert):
 def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_results(small_vocab_model, caplog):
     good = ["a b c .", "the a !", "x y z", "the the", "q , r"]
     bad = "hello world"  # word pieces past the model's vocabulary
-    expected = in_process(small_vocab_model, DistilBertForSequenceClassification, good, "logits")
+    (expected,) = in_process(small_vocab_model, DistilBertForSequenceClassification, good, "logits")
 
     async def scenario() -> list[object]:
         # A long wait and a big batch: the six requests, queued together, go as one batch.
