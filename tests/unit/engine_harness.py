@@ -89,6 +89,7 @@ class _Line:
         self._woken, self._waker = Pipe(duplex=False)
         self._killed = threading.Event()
         self.loading = True
+        self.received: list[ForwardBatch] = []
 
     def kill(self) -> None:
         self._killed.set()
@@ -100,6 +101,8 @@ class _Line:
         if self._killed.is_set():
             raise Killed
         message = self._conn.recv()
+        if isinstance(message, ForwardBatch):
+            self.received.append(message)
         if isinstance(message, ForwardBatch) and self._hold_next.is_set():
             self._hold_next.clear()  # the next batch only: a respawned worker serves
             wait([self._woken])
@@ -134,6 +137,7 @@ class ThreadWorker:
         self, spec: WorkerSpec, conn: Connection, hold_next: threading.Event, gate: Gate
     ) -> None:
         self._line = _Line(conn, hold_next, gate)
+        self.spec = spec
         self.exitcode: int | None = None
         # A process's sentinel: readable once it has ended (the write end closes as it ends);
         # the read end closes with this object, as a process's does with its Process.
@@ -147,6 +151,11 @@ class ThreadWorker:
     @property
     def pid(self) -> int:
         return os.getpid()
+
+    @property
+    def received(self) -> list[ForwardBatch]:
+        """The batch messages it has received, as the worker loop got them."""
+        return self._line.received
 
     def _run(self, spec: WorkerSpec) -> None:
         _LOADING.acquire()
@@ -208,11 +217,18 @@ class Harness:
         self.infer = infer
         self.alive_changed = asyncio.Condition()
 
-    def submit(self, texts: Sequence[str], outputs: tuple[str, ...] = ("logits",)) -> Request:
-        """Queues `texts` as one request, tokenized as the request path does; returns it."""
+    def submit(
+        self,
+        texts: Sequence[str],
+        outputs: tuple[str, ...] = ("logits",),
+        traceparent: str | None = None,
+    ) -> Request:
+        """Queues `texts` as one request, tokenized as the request path does, under the caller's
+        `traceparent` if given; returns it."""
         card = self.card
         sequences = card.tokenizer.encode(texts, truncation=True, max_length=card.max_length)
-        return self.engine.submit(sequences, outputs, None, self.engine.admit(len(sequences)))
+        permit = self.engine.admit(len(sequences))
+        return self.engine.submit(sequences, outputs, None, permit, traceparent)
 
     async def alive(self, count: int) -> None:
         """Returns once `count` workers are ready."""

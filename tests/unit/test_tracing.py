@@ -1,17 +1,15 @@
 """OpenTelemetry traces (--tracing): one call's spans form one tree under the caller's span,
 across a front end, the engine and a worker.
 
-In process, with the SDK's in-memory exporter: the engine, driven as the batcher drives it,
-and the real worker loop (in a thread, on the tiny model) answering over a real pipe, so the
-trace context crosses the same messages as between processes. Then a real server with two
-front ends and the console exporter: the spans of every process, parsed from its output.
+In process, with the SDK's in-memory exporter: the engine and the real worker loop on the tiny
+model (tests/unit/engine_harness.py), answering over a real pipe, so the trace context crosses
+the same messages as between processes. Through a real server with two front ends and the
+console exporter: tests/e2e/test_tracing.py.
 """
 
 import asyncio
 import multiprocessing
 import os
-import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,68 +26,14 @@ from pipeserve.server.engine.dispatch import PIPELINE_DEPTH
 from pipeserve.server.errors import StartupError, Unavailable
 from pipeserve.server.metrics import Metrics
 from pipeserve.server.pipeline.tokenize import Encoded
-from pipeserve.server.schema import DeviceSpec, ForwardBatch, Stop, WorkerReady, WorkerSpec
+from pipeserve.server.schema import DeviceSpec, WorkerReady, WorkerSpec
 from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.server.workers.shm import InputSlots
 from pipeserve.server.workers.supervisor import WorkerHandle
 from tests.conftest import caller_spans, traceparent
+from tests.unit.engine_harness import engine_of
 
 _CAPACITY = 256  # ids per input slot: more than any batch here
-
-
-class _InProcessWorker:
-    """Worker 0 of an engine in this process: the real worker's loading and loop, in a
-    thread, over a pipe."""
-
-    def __init__(self, model: Path) -> None:
-        import torch
-
-        # As many cores as this process's torch threads: loading leaves them as they are.
-        cores = tuple(range(torch.get_num_threads()))
-        self.spec = WorkerSpec(0, str(model), None, Task.TEXT_CLASSIFICATION, DType.FLOAT32,
-                               Quantize.NONE, DeviceSpec(cpus=cores))  # fmt: skip
-        self.slots = InputSlots.create(PIPELINE_DEPTH, _CAPACITY)
-        here, self._there = multiprocessing.Pipe()
-        process = multiprocessing.get_context("spawn").Process()  # never started
-        self.handle = WorkerHandle(self.spec, process, here, self.slots)
-        self.sent: list[ForwardBatch] = []
-
-    async def start(self, engine: Engine) -> None:
-        """Starts the worker; returns once `engine` has its WorkerReady. Every message it
-        sends goes to `engine` as the supervisor hands them over."""
-        from pipeserve.server.workers.worker import _load_and_serve
-
-        conn, handle = self.handle.conn, self.handle
-        asyncio.get_running_loop().add_reader(
-            conn.fileno(), lambda: engine.workers._on_message(handle, conn.recv())
-        )
-        there = _Recording(self._there, self.sent)
-        args = (self.spec, there, self.slots, "cpu")
-        self._thread = threading.Thread(target=_load_and_serve, args=args, daemon=True)
-        self._thread.start()
-        await engine.dispatcher.wait_for_room()
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.handle.conn.fileno())
-        self.handle.conn.send(Stop())
-        self._thread.join(60)
-        self.slots.close(unlink=True)
-
-
-class _Recording:
-    """The worker's end of its pipe, keeping each batch message it receives."""
-
-    def __init__(self, conn, received: list) -> None:
-        self._conn = conn
-        self._received = received
-
-    def recv(self):
-        message = self._conn.recv()
-        self._received.append(message)
-        return message
-
-    def send(self, message) -> None:
-        self._conn.send(message)
 
 
 def _engine() -> Engine:
@@ -105,33 +49,6 @@ def _submit(engine: Engine, lengths: tuple[int, ...], caller: trace.Span):
     sequences = [Encoded(np.arange(1000, 1000 + n), None) for n in lengths]
     permit = engine.admit(len(sequences))
     return engine.submit(sequences, ("logits",), None, permit, traceparent(caller))
-
-
-def _send(engine: Engine, worker: _InProcessWorker, max_size: int = 32) -> None:
-    """Cuts the next batch, of up to `max_size` items, and sends it to the worker, as the
-    batcher does."""
-    # A batch's fixed cost far above its padding: the batch takes every item it may.
-    overhead_tokens = 1e6
-    now = asyncio.get_running_loop().time()
-    batch = engine.queue.take(_CAPACITY, max_size, overhead_tokens, now)
-    engine.dispatcher.dispatch(worker.handle, batch)
-
-
-def _run_engine(model: Path, scenario) -> WorkerSpec:
-    """Runs `scenario(engine, worker)` on an engine with one in-process worker of `model`;
-    returns the worker's spec."""
-    worker = _InProcessWorker(model)
-
-    async def run() -> None:
-        engine = _engine()
-        try:
-            await worker.start(engine)
-            await scenario(engine, worker)
-        finally:
-            worker.close()
-
-    asyncio.run(run())
-    return worker.spec
 
 
 @pytest.fixture
@@ -157,16 +74,26 @@ def _child_of(span: ReadableSpan, parent: trace.SpanContext) -> bool:
     )
 
 
+# Tokens with [CLS] and [SEP]: 5, 7 and 6, padding short of a call's cost, so the engine sends
+# the three in one call of the longest length.
+_SHORT, _LONG, _MIDDLE = "one two three", "one two three four five", "one two three four"
+
+
 def test_one_batch_span_in_the_worker_links_every_request_it_served(tiny_distilbert, exported):
     first, second = caller_spans(2)
 
-    async def scenario(engine: Engine, worker: _InProcessWorker) -> None:
-        requests = [_submit(engine, (5, 7), first), _submit(engine, (6,), second)]
-        _send(engine, worker)
-        for request in requests:
-            assert (await request.future)["logits"].shape[1] == 2
+    async def scenario() -> WorkerSpec:
+        # A batch held open until it holds both requests' three items.
+        async with engine_of(tiny_distilbert, max_wait_ms=60000, max_batch_size=3) as harness:
+            requests = [
+                harness.submit([_SHORT, _LONG], traceparent=traceparent(first)),
+                harness.submit([_MIDDLE], traceparent=traceparent(second)),
+            ]
+            for request in requests:
+                assert (await request.future)["logits"].shape[1] == 2
+            return harness.workers.started[0].spec
 
-    worker = _run_engine(tiny_distilbert, scenario)
+    worker = asyncio.run(scenario())
     spans = exported.get_finished_spans()
     for caller in (first, second):
         (queue,) = [s for s in _named(spans, "queue") if _child_of(s, caller.get_span_context())]
@@ -192,20 +119,19 @@ def test_one_batch_span_in_the_worker_links_every_request_it_served(tiny_distilb
 def test_the_queue_span_lasts_until_the_requests_last_item_is_sent(tiny_distilbert, exported):
     (caller,) = caller_spans(1)
 
-    async def scenario(engine: Engine, worker: _InProcessWorker) -> None:
-        request = _submit(engine, (4, 9), caller)
-        _send(engine, worker, max_size=1)
-        assert not _named(exported.get_finished_spans(), "queue")  # one item still queued
-        _send(engine, worker, max_size=1)
-        assert len(_named(exported.get_finished_spans(), "queue")) == 1
-        await request.future
+    async def scenario() -> None:
+        async with engine_of(tiny_distilbert, max_batch_size=1) as harness:
+            await harness.submit([_SHORT, _LONG], traceparent=traceparent(caller)).future
 
-    _run_engine(tiny_distilbert, scenario)
+    asyncio.run(scenario())
     spans = exported.get_finished_spans()
     forwards = _named(spans, "forward")
     assert [f.attributes["pipeserve.batch.size"] for f in forwards] == [1, 1]
     assert all(_child_of(f, caller.get_span_context()) for f in forwards)
     assert len(_named(spans, "batch")) == 2
+    # Open while the second item waits, ended as it is sent, before its forward starts.
+    (queue,) = _named(spans, "queue")
+    assert forwards[0].start_time < queue.end_time <= forwards[1].start_time
 
 
 def test_a_batch_whose_worker_died_ends_its_forward_spans_failed(exported):
@@ -239,16 +165,16 @@ def test_a_batch_whose_worker_died_ends_its_forward_spans_failed(exported):
 def test_with_tracing_off_the_engine_keeps_no_spans_and_sends_no_trace_context(tiny_distilbert):
     assert tracing.active is None
 
-    async def scenario(engine: Engine, worker: _InProcessWorker) -> None:
-        # A traceparent reaching an engine that does not trace is ignored.
-        request = _submit(engine, (5,), caller_spans(1)[0])
-        assert request.trace is None
-        _send(engine, worker)
-        await request.future
-        (sent,) = worker.sent
-        assert sent.links == ()
+    async def scenario() -> None:
+        async with engine_of(tiny_distilbert) as harness:
+            # A traceparent reaching an engine that does not trace is ignored.
+            request = harness.submit([_SHORT], traceparent=traceparent(caller_spans(1)[0]))
+            assert request.trace is None
+            await request.future
+            (sent,) = harness.workers.started[0].received
+            assert sent.links == ()
 
-    _run_engine(tiny_distilbert, scenario)
+    asyncio.run(scenario())
 
 
 def test_the_exporter_and_service_name_follow_the_otel_variables(monkeypatch):
