@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeserve.client import AdminClient, Client  # noqa: E402
-from tests.conftest import launch_server, sst2_sentences  # noqa: E402
+from tests.helpers import sst2_sentences  # noqa: E402
+from tests.servers import launch_server  # noqa: E402
 
 
 def _models(folder: Path) -> tuple[Path, Path]:

@@ -20,15 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import AdminClient, AsyncAdminClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import AdminStub
-from tests.conftest import (
-    in_process,
-    launch_server,
-    paused,
-    pipeserve,
-    scrape,
-    sst2_sentences,
-    wait_until,
-)
+from tests.helpers import in_process, sst2_sentences
+from tests.servers import launch_server, paused, pipeserve, scrape, wait_until
 
 # A server of its own with the admin service, whose models the tests change.
 pytestmark = pytest.mark.slow

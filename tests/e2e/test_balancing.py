@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess, launch_server
+from tests.servers import ServerProcess, launch_server
 
 TEXT = "I've been waiting for a HuggingFace course my whole life."
 

@@ -17,7 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from tests.conftest import launch_server, require, wait_until
+from tests.helpers import require
+from tests.servers import launch_server, wait_until
 
 # Runs `pipeserve serve` as the command does, then says which heavy libraries it imported.
 _REPORTING_MAIN = (

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeserve.client import LabelScore, PipeserveError
-from tests.conftest import SEED_SENTENCES, ModelClient
+from tests.helpers import SEED_SENTENCES
+from tests.servers import ModelClient
 
 SCORE_ATOL = 1e-5
 PAIRS = [

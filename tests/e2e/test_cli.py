@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeserve.client import Client
-from tests.conftest import SEED_SENTENCES, pipeserve
+from tests.helpers import SEED_SENTENCES
+from tests.servers import pipeserve
 
 HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
 

@@ -30,7 +30,8 @@ from pipeserve.client import (
     PipeserveError,
     StreamResult,
 )
-from tests.conftest import SEED_SENTENCES, ServerProcess
+from tests.helpers import SEED_SENTENCES
+from tests.servers import ServerProcess
 
 TIMEOUT = 60.0
 PAIR = ("Where is the course?", "The course is on the Hugging Face website.")

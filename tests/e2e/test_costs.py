@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import launch_server, wait_until, workers
+from tests.servers import launch_server, wait_until, workers
 
 pytestmark = pytest.mark.slow  # a server of its own with the limits these tests reach
 

@@ -13,10 +13,8 @@ import pytest
 from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import SEED_SENTENCES, ModelClient, serving, shared_blocks, wait_until
-from tests.tiny_tasks import (
-    front_end_clients,
-)
+from tests.helpers import SEED_SENTENCES
+from tests.servers import ModelClient, front_end_clients, serving, shared_blocks, wait_until
 
 # Real sentences of several lengths (the tests must not need the SST-2 files).
 SENTENCES = [

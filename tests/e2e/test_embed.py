@@ -16,8 +16,8 @@ import pytest
 from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import SEED_SENTENCES, ModelClient, ServerProcess, pipeserve, sst2_sentences
-from tests.tiny_tasks import front_end_clients
+from tests.helpers import SEED_SENTENCES, sst2_sentences
+from tests.servers import ModelClient, ServerProcess, front_end_clients, pipeserve
 
 COSINE = 0.99999
 

@@ -19,7 +19,7 @@ from pipeserve.client import (
     PipeserveError,
     StreamResult,
 )
-from tests.conftest import SEED_SENTENCES, in_process, sst2_sentences
+from tests.helpers import SEED_SENTENCES, in_process, sst2_sentences
 
 LOGITS_ATOL = 1e-5
 SCORE_ATOL = 1e-5

@@ -22,13 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import AdminClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import (
+from tests.helpers import SEED_SENTENCES, in_process
+from tests.servers import (
     OWN_CONNECTION,
-    SEED_SENTENCES,
     by_frontend,
     clients_by_frontend,
     frontend_of,
-    in_process,
     launch_server,
     paused,
     queued,

@@ -50,12 +50,12 @@ from transformers import AutoTokenizer
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import (
+from tests.helpers import SEED_SENTENCES, assert_classified_alike
+from tests.servers import (
     LIMITED_CHARS,
     LIMITED_ITEMS,
     LIMITED_MESSAGE_BYTES,
     LIMITED_TOKENS,
-    SEED_SENTENCES,
     ServerProcess,
 )
 
@@ -682,12 +682,7 @@ class Fuzzer:
     def assert_survived(self) -> None:
         """The process is alive and answers as before the fuzzing."""
         assert self.server.proc.poll() is None, "\n".join(self.server.log[-30:])
-        after = self.known_good()
-        assert [[label for label, _ in row] for row in after] == [
-            [label for label, _ in row] for row in self.baseline
-        ]
-        for row, before in zip(after, self.baseline, strict=True):
-            assert [s for _, s in row] == pytest.approx([s for _, s in before], abs=1e-5)
+        assert_classified_alike(self.known_good(), self.baseline)
         unexpected = [line for line in self.server.log if "unexpected error" in line]
         print(
             f"\nfuzz so far: {self.calls} calls, {self.sent} request messages "

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import Client
-from tests.conftest import SEED_SENTENCES, launch_server
+from tests.helpers import SEED_SENTENCES
+from tests.servers import launch_server
 
 pytestmark = [
     pytest.mark.gpu,

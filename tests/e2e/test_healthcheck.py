@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, launch_server, venv_path
+from tests.helpers import venv_path
+from tests.servers import free_port, launch_server
 
 ROOT = Path(__file__).resolve().parents[2]
 

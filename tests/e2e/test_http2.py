@@ -21,7 +21,8 @@ import pytest
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import SEED_SENTENCES, ServerProcess, paused
+from tests.helpers import SEED_SENTENCES, assert_classified_alike
+from tests.servers import ServerProcess, paused
 
 READ_TIMEOUT = 10.0  # a read that waits this long means the server neither answered nor closed
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -246,12 +247,7 @@ class Target:
     def assert_healthy(self) -> None:
         """Alive, answering as before, and nothing unexpected in its log."""
         assert self.server.proc.poll() is None, "\n".join(self.server.log[-30:])
-        after = self.known_good()
-        assert [[label for label, _ in row] for row in after] == [
-            [label for label, _ in row] for row in self.baseline
-        ]
-        for row, before in zip(after, self.baseline, strict=True):
-            assert [s for _, s in row] == pytest.approx([s for _, s in before], abs=1e-5)
+        assert_classified_alike(self.known_good(), self.baseline)
         unexpected = [line for line in self.server.log if "unexpected error" in line]
         assert not unexpected, unexpected
 

@@ -13,7 +13,7 @@ from pipeserve.loadtest import (
     load_test,
 )
 from pipeserve.loadtest.texts import BUILTIN_TEXTS
-from tests.conftest import loadtest_cli
+from tests.helpers import loadtest_cli
 
 # --- Load models ---------------------------------------------------------------------------------
 

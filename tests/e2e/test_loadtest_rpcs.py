@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from pipeserve.loadtest import Plan, Setup, build_report, load_test
-from tests.conftest import PIPESERVE, pipeserve
+from tests.servers import PIPESERVE, pipeserve
 
 ALL_STAGES = {"tokenize", "queue", "forward", "postprocess"}
 

@@ -11,7 +11,8 @@ import pytest
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import pipeserve, sst2_sentences
+from tests.helpers import sst2_sentences
+from tests.servers import pipeserve
 
 WINDOW_LENGTH = 32
 STRIDE = 8

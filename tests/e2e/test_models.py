@@ -13,15 +13,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError
-from tests.conftest import (
+from tests.helpers import in_process, sst2_sentences
+from tests.servers import (
     ServerProcess,
     clients_by_frontend,
-    in_process,
     launch_server,
     pipeserve,
     scrape,
     serving,
-    sst2_sentences,
     wait_until,
 )
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeserve.client import Client
-from tests.conftest import SEED_SENTENCES
+from tests.helpers import SEED_SENTENCES
 
 # Non-ASCII text checks that argv and the strings on the wire stay UTF-8.
 TEXTS = [*SEED_SENTENCES, "Ça marche très bien, naïve café 👍"]

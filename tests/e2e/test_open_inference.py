@@ -25,13 +25,13 @@ from pipeserve.oip import grpc_service_pb2 as oip
 from pipeserve.oip import grpc_service_pb2_grpc as oip_grpc
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import (
+from tests.helpers import sst2_sentences
+from tests.servers import (
     OWN_CONNECTION,
     ServerProcess,
     by_frontend,
     launch_server,
     paused,
-    sst2_sentences,
     wait_until,
 )
 

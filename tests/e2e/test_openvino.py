@@ -16,7 +16,8 @@ from transformers import (
 )
 
 from pipeserve.client import Client
-from tests.conftest import SHARED, in_process, launch_server, require, sst2_sentences
+from tests.helpers import SHARED, in_process, require, sst2_sentences
+from tests.servers import launch_server
 
 pytestmark = pytest.mark.slow  # a conversion per model and precision: minutes on a CPU
 

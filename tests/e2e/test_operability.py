@@ -15,7 +15,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from pipeserve.client import Client, PipeserveError
-from tests.conftest import launch_server, paused, require, scrape, wait_until
+from tests.helpers import require
+from tests.servers import launch_server, paused, scrape, wait_until
 
 pytestmark = pytest.mark.slow  # servers of their own: metrics, loading states, log formats
 

@@ -13,7 +13,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeserve.client import Client
-from tests.conftest import launch_server, sst2_sentences
+from tests.helpers import sst2_sentences
+from tests.servers import launch_server
 
 OUTPUTS = ("logits", "last_hidden_state")
 # Served against in-process at the same precision, item by item: the same kernels on the same

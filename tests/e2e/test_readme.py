@@ -4,7 +4,7 @@ encoder."""
 import contextlib
 import io
 
-from tests.conftest import readme_blocks
+from tests.helpers import readme_blocks
 
 
 def test_the_offline_calling_example_runs_as_written(minilm_server):

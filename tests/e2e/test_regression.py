@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tests.conftest import ModelClient, sst2_sentences
+from tests.helpers import sst2_sentences
+from tests.servers import ModelClient
 
 
 @pytest.fixture(scope="module")

@@ -19,15 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pipeserve.client import Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import (
-    ServerProcess,
-    launch_server,
-    queued,
-    scrape,
-    serving,
-    wait_until,
-    workers,
-)
+from tests.servers import ServerProcess, launch_server, queued, scrape, serving, wait_until, workers
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _RESPAWNING = re.compile(r"respawning in ([\d.]+) s")

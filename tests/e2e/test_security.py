@@ -13,7 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pipeserve.client import Client, PipeserveError, tls_credentials
 from pipeserve.client.cli.main import subcommands
-from tests.conftest import MTLS_ADMIN_TOKEN, MTLS_TOKEN, SEED_SENTENCES, launch_server, pipeserve
+from tests.helpers import SEED_SENTENCES
+from tests.servers import MTLS_ADMIN_TOKEN, MTLS_TOKEN, launch_server, pipeserve
 
 pytestmark = pytest.mark.slow  # servers of their own with TLS and tokens
 

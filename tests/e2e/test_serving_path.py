@@ -17,17 +17,8 @@ from transformers import (
 from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import (
-    SEED_SENTENCES,
-    launch_server,
-    paused,
-    queued,
-    scrape,
-    shared_blocks,
-    sst2_sentences,
-    wait_until,
-    workers,
-)
+from tests.helpers import SEED_SENTENCES, sst2_sentences
+from tests.servers import launch_server, paused, queued, scrape, shared_blocks, wait_until, workers
 
 
 @pytest.mark.slow

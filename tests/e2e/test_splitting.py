@@ -18,15 +18,8 @@ import numpy as np
 import pytest
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
-from tests.conftest import (
-    PIPESERVE,
-    ServerProcess,
-    launch_server,
-    pipeserve,
-    require,
-    require_tool,
-    sst2_sentences,
-)
+from tests.helpers import require, require_tool, sst2_sentences
+from tests.servers import PIPESERVE, ServerProcess, launch_server, pipeserve
 
 MAX_ITEMS = 8
 MAX_TOKENS = 200

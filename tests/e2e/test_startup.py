@@ -11,7 +11,8 @@ import pytest
 
 from pipeserve.client import Client
 from pipeserve.server.settings import Settings
-from tests.conftest import free_port, launch_server, require
+from tests.helpers import require
+from tests.servers import free_port, launch_server
 
 # What a user would call "at once" on a loaded 2-core machine; the failures measure 2-4 s here,
 # and took 7 s (a mistyped folder) and 26 s (an unreachable hub) before they were checked early.

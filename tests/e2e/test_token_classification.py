@@ -14,7 +14,8 @@ import pytest
 from pipeserve.client import AsyncClient, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import ModelClient, for_model, pipeserve, sst2_sentences
+from tests.helpers import sst2_sentences
+from tests.servers import ModelClient, for_model, pipeserve
 
 STRATEGIES = ["none", "simple", "first", "average", "max"]
 SCORE_ATOL = 1e-5

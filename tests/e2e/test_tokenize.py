@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeserve.client import Encoding, PipeserveError
-from tests.conftest import SEED_SENTENCES
+from tests.helpers import SEED_SENTENCES
 
 # The expected ids for SEED_SENTENCES, verbatim (bert-base-uncased vocabulary).
 # fmt: off

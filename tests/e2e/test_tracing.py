@@ -20,7 +20,8 @@ from opentelemetry import trace
 
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import caller_spans, traceparent, wait_until
+from tests.helpers import caller_spans, traceparent
+from tests.servers import wait_until
 
 
 def test_the_server_runs_without_opentelemetry_and_tracing_says_what_to_install(tiny_distilbert):

@@ -24,13 +24,8 @@ import pytest
 from pipeserve.client import Client, Encoding, LabelScore, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1.pipeserve_pb2_grpc import InferenceStub
-from tests.conftest import (
-    LIMITED_CHARS,
-    LIMITED_ITEMS,
-    LIMITED_TOKENS,
-    SEED_SENTENCES,
-    ServerProcess,
-)
+from tests.helpers import SEED_SENTENCES
+from tests.servers import LIMITED_CHARS, LIMITED_ITEMS, LIMITED_TOKENS, ServerProcess
 
 TIMEOUT = 60.0
 # Words ("word", one token each) of an item that, LIMITED_ITEMS times with [CLS] and [SEP], pass

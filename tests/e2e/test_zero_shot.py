@@ -15,8 +15,8 @@ import pytest
 from pipeserve.client import AsyncClient, Client, PipeserveError
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.conftest import ModelClient, for_model, pipeserve, sst2_sentences
-from tests.tiny_tasks import front_end_clients
+from tests.helpers import sst2_sentences
+from tests.servers import ModelClient, for_model, front_end_clients, pipeserve
 
 LABELS = ["politics", "sports", "cinema", "cooking"]
 

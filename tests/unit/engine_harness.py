@@ -201,7 +201,7 @@ class Workers:
         return worker
 
     def paused(self, worker_id: int) -> AbstractContextManager[None]:
-        """Holds the worker, as `conftest.paused` holds a process: the batches sent to it
+        """Holds the worker, as `servers.paused` holds a process: the batches sent to it
         stay in flight, not started, for the block."""
         return self._gates[worker_id].held()
 
@@ -259,12 +259,12 @@ class Harness:
         return stats.batches, stats.items
 
 
-# How long `until` waits for its condition: as conftest.wait_until.
+# How long `until` waits for its condition: as servers.wait_until.
 _UNTIL_S = 60
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    """Returns once `condition` holds, as conftest.wait_until does over RPCs; fails after
+    """Returns once `condition` holds, as servers.wait_until does over RPCs; fails after
     _UNTIL_S seconds. What it looks at (queue, batches in flight, counters) changes in many
     places of the engine with no event for a test to wait on, so it looks every millisecond."""
     async with asyncio.timeout(_UNTIL_S):

@@ -6,7 +6,6 @@ metric that the server really exports, the same one in both.
 """
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from pipeserve.server.metrics import Metrics
-from tests.conftest import require_tool
+from tests.helpers import kustomized
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -29,14 +28,7 @@ VERSIONS = ["1.27.0", kubernetes_validate.latest_version()]
 
 
 def _build(overlay: str) -> dict[str, dict[str, Any]]:
-    built = subprocess.run(
-        [require_tool("kubectl"), "kustomize", str(DEPLOY / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    documents = [doc for doc in yaml.safe_load_all(built) if doc]
+    documents = kustomized(overlay)
     by_kind = {doc["kind"]: doc for doc in documents}
     assert len(by_kind) == len(documents), "two resources of a kind"
     return by_kind

@@ -7,7 +7,6 @@ unknown or misspelt field fails), for the oldest Kubernetes with GA gRPC probes 
 
 import inspect
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import yaml
 
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor
-from tests.conftest import require_tool
+from tests.helpers import kustomized
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -88,14 +87,7 @@ def test_kustomization_lists_every_manifest():
 
 
 def test_kustomize_build_is_valid():
-    built = subprocess.run(
-        [require_tool("kubectl"), "kustomize", str(DEPLOY)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    documents = [doc for doc in yaml.safe_load_all(built) if doc]
+    documents = kustomized("kubernetes")
     assert sorted(doc["kind"] for doc in documents) == sorted(_resources())
     for doc in documents:
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
@@ -183,14 +175,7 @@ def test_service_and_budget_select_the_pods(resources):
 
 
 def test_the_multi_model_overlay_serves_the_models_of_its_configmap(tmp_path):
-    built = subprocess.run(
-        [require_tool("kubectl"), "kustomize", str(ROOT / "deploy" / "kubernetes-multi-model")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    documents = {doc["kind"]: doc for doc in yaml.safe_load_all(built) if doc}
+    documents = {doc["kind"]: doc for doc in kustomized("kubernetes-multi-model")}
     for doc in documents.values():
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
     config_map, pod = documents["ConfigMap"], documents["Deployment"]["spec"]["template"]["spec"]

@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 

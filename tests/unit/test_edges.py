@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.tiny_tasks import IDENTITY, save_cross_encoder, save_lowercasing_minilm
+from tests.checkpoints import IDENTITY, save_cross_encoder, save_lowercasing_minilm
 
 SIGMOID = "torch.nn.modules.activation.Sigmoid"
 

@@ -32,7 +32,7 @@ from pipeserve.loadtest.command import parse_warmup
 from pipeserve.loadtest.senders import stage_times
 from pipeserve.loadtest.texts import BUILTIN_TEXTS, read_texts
 from pipeserve.v1 import pipeserve_pb2 as pb
-from tests.conftest import loadtest_cli, require_sst2_dev
+from tests.helpers import loadtest_cli, require_sst2_dev
 
 # --- Statistics --------------------------------------------------------------------------------
 

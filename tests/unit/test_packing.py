@@ -26,7 +26,7 @@ from pipeserve.server.schema import BatchDone, MaskRows, Pooled
 from pipeserve.server.settings import Backend, DType, Quantize, Settings, Task
 from pipeserve.server.terms import FLAG_TERMS
 from pipeserve.server.workers.buckets import forward_buckets
-from tests.conftest import in_process
+from tests.helpers import in_process
 from tests.unit.engine_standins import _BIG, _run, _submit
 
 TOLERANCE = 1e-5

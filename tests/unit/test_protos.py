@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import venv_path
+from tests.helpers import venv_path
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = (

@@ -6,7 +6,7 @@ import shlex
 from google.protobuf import json_format
 
 from pipeserve.v1 import pipeserve_pb2 as pb
-from tests.conftest import readme_blocks
+from tests.helpers import readme_blocks
 
 
 def test_the_grpcurl_requests_are_valid_for_their_rpcs():

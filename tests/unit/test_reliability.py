@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from transformers import AutoModelForSequenceClassification
 
-from tests.conftest import (
-    in_process,
-)
+from tests.helpers import in_process
 from tests.unit.engine_harness import engine_of, until
 
 

@@ -22,9 +22,7 @@ from pipeserve.server.edge.status import status_of
 from pipeserve.server.edge.streams import answer_each
 from pipeserve.server.errors import InvalidInput, ModelFailed, Overloaded
 from pipeserve.server.pipeline.inputs import TextOptions
-from tests.conftest import (
-    in_process,
-)
+from tests.helpers import in_process
 from tests.unit.engine_harness import engine_of, until
 
 # Word pieces of bert-base-uncased below this id: [PAD], [unused*], punctuation, single letters

@@ -1,6 +1,6 @@
 """The test classifier itself: its outputs must depend strongly on the input, or the fidelity
 tests (served results equal in-process results within 1e-5) would pass for a server that
-swapped items, mixed up stream ids or dropped the softmax. If a change to tests/conftest.py
+swapped items, mixed up stream ids or dropped the softmax. If a change to tests/checkpoints.py
 makes the tiny model bland again, these tests say so."""
 
 import itertools
@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tests.conftest import SEED_SENTENCES, sst2_sentences
+from tests.helpers import SEED_SENTENCES, sst2_sentences
 
 # The tightest tolerance the fidelity tests compare logits and scores with.
 TOLERANCE = 1e-5

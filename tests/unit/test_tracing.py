@@ -30,7 +30,7 @@ from pipeserve.server.schema import DeviceSpec, WorkerReady, WorkerSpec
 from pipeserve.server.settings import DType, Quantize, Settings, Task
 from pipeserve.server.workers.shm import InputSlots
 from pipeserve.server.workers.supervisor import WorkerHandle
-from tests.conftest import caller_spans, traceparent
+from tests.helpers import caller_spans, traceparent
 from tests.unit.engine_harness import engine_of
 
 _CAPACITY = 256  # ids per input slot: more than any batch here

@@ -1,14 +1,39 @@
-"""What the Embed, Rerank, ClassifyZeroShot and edge-case tests share: tiny random checkpoints
-whose outputs vary strongly with their input, checkpoints saved the ways older or other tools
-save them, and a client on each of a server's two front ends."""
+"""Tiny random checkpoints whose outputs vary strongly with their input, one per task, and
+checkpoints saved the ways older or other tools save them (the edge cases): each written to a
+folder, with the real bert-base-uncased tokenizer."""
 
 import json
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from .conftest import OWN_CONNECTION, ModelClient, ServerProcess, _save_tiny, by_frontend
+
+def save_tiny(folder: Path, model, tokenizer_path: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(folder)
+    return folder
+
+
+def tiny_distilbert_classifier(seed: int, **config):
+    """A two-layer DistilBERT sequence classifier with random weights (`seed`)."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        # The default 0.02 gives logits below 1e-2 that hardly move with the input, so a
+        # server that swapped two items' results would still match. 0.3 spreads the logits
+        # over several units without saturating the softmax.
+        initializer_range=0.3,
+        **config,
+    )
+    return DistilBertForSequenceClassification(config).eval()
+
 
 IDENTITY = "torch.nn.modules.linear.Identity"
 TANH = "torch.nn.modules.activation.Tanh"
@@ -31,7 +56,7 @@ def save_tiny_bert(folder: Path, model_class: str, tokenizer: Path, seed: int, *
         **config,
     )
     model = getattr(transformers, model_class)(bert).eval()
-    return _save_tiny(folder, model, tokenizer)
+    return save_tiny(folder, model, tokenizer)
 
 
 def save_cross_encoder(folder: Path, tokenizer: Path, seed: int = 5, **config) -> Path:
@@ -59,7 +84,7 @@ def save_tiny_roberta(folder: Path, tokenizer: Path) -> Path:
         initializer_range=0.3,
         num_labels=2,
     )
-    _save_tiny(folder, RobertaForSequenceClassification(config).eval(), tokenizer)
+    save_tiny(folder, RobertaForSequenceClassification(config).eval(), tokenizer)
     tokenizer_config = folder / "tokenizer_config.json"
     settings = json.loads(tokenizer_config.read_text())
     settings.pop("model_max_length", None)
@@ -102,17 +127,3 @@ def save_edge_models(folder: Path, minilm_path: Path) -> dict[str, Path]:
         "roberta": save_tiny_roberta(folder / "roberta", minilm_path),
         "lowercasing": save_lowercasing_minilm(folder / "lowercasing", minilm_path),
     }
-
-
-@contextmanager
-def front_end_clients(server: ServerProcess, model: str = "") -> Iterator[list[ModelClient]]:
-    """A client of `model` on each of `server`'s two front ends."""
-    clients = by_frontend(
-        lambda: ModelClient(server.address, model, timeout=60, channel_options=OWN_CONNECTION),
-        lambda client: client.model_info().frontend_pid,
-    )
-    try:
-        yield list(clients.values())
-    finally:
-        for client in clients.values():
-            client.close()
