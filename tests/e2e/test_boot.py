@@ -1,6 +1,7 @@
 """Start-up and shutdown as an operator meets them: every setting that cannot work refused in
 one line before anything loads, the port open (NOT_SERVING) while the models load, a shutdown
-within its grace, and what the logs and reflection show."""
+within its grace, and what the server's logs and reflection show. LoadModel's refusals and the
+log lines' form, in process: tests/unit/test_boot.py."""
 
 import importlib.util
 import json

@@ -12,7 +12,7 @@ from pipeserve.client import Client
 from tests.helpers import SEED_SENTENCES
 from tests.servers import pipeserve
 
-HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
+HIDDEN_SIZE = 32  # dim of the tiny DistilBERT (tests/checkpoints.py)
 
 
 def json_output(result: subprocess.CompletedProcess) -> object:

@@ -35,7 +35,7 @@ from tests.servers import ServerProcess
 
 TIMEOUT = 60.0
 PAIR = ("Where is the course?", "The course is on the Hugging Face website.")
-HIDDEN_SIZE = 32  # dim of the tiny DistilBERT in conftest
+HIDDEN_SIZE = 32  # dim of the tiny DistilBERT (tests/checkpoints.py)
 
 
 # --- Sync and async agree ---------------------------------------------------------------------

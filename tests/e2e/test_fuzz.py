@@ -70,7 +70,7 @@ SHARES = {
     "mutated": 0.25,
 }
 
-# The tiny DistilBERT of conftest (checked against ModelInfo before fuzzing).
+# The tiny DistilBERT of tests/checkpoints.py (checked against ModelInfo before fuzzing).
 VOCAB = 30522
 MAX_LENGTH = 512
 LABELS = ["NEGATIVE", "POSITIVE"]

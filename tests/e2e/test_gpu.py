@@ -6,10 +6,10 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from pipeserve.client import Client
-from tests.helpers import SEED_SENTENCES
+from tests.helpers import SEED_SENTENCES, in_process
 from tests.servers import launch_server
 
 pytestmark = [
@@ -30,12 +30,9 @@ def test_worker_is_pinned_to_the_gpu_and_matches_in_process(tiny_distilbert):
             logits = client.forward(SEED_SENTENCES, outputs=["logits"]).logits
     finally:
         server.stop()
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_distilbert).eval()
-    with torch.inference_mode():
-        expected = [
-            model(**tokenizer(s, return_tensors="pt")).logits[0].numpy() for s in SEED_SENTENCES
-        ]
+    (expected,) = in_process(
+        tiny_distilbert, AutoModelForSequenceClassification, SEED_SENTENCES, "logits"
+    )
     np.testing.assert_allclose(logits, np.stack(expected), atol=1e-4)
 
 

@@ -5,14 +5,11 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import venv_path
+from tests.helpers import ROOT, venv_path
 from tests.servers import free_port, launch_server
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _healthcheck_command() -> list[str]:

@@ -15,7 +15,7 @@ from pipeserve.loadtest import (
 from pipeserve.loadtest.texts import BUILTIN_TEXTS
 from tests.helpers import loadtest_cli
 
-# --- Load models ---------------------------------------------------------------------------------
+# --- Against a real server -----------------------------------------------------------------------
 
 
 def run_report(setup: Setup, texts=BUILTIN_TEXTS) -> dict:

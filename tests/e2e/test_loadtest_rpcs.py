@@ -1,6 +1,7 @@
 """`pipeserve loadtest` on every inference RPC, each with its own options, against the shared
-server of a model per task (conftest's every_task); Ctrl-C ending a run with its report and
-exit status 130; texts from a file refused in the user's terms (a line that is not UTF-8)."""
+server of a model per task (conftest's every_task); task options given to another RPC are usage
+errors; Ctrl-C ends a run with its report and exit status 130. In process:
+tests/unit/test_loadtest_rpcs.py."""
 
 import asyncio
 import json

@@ -11,7 +11,6 @@ import shlex
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -25,7 +24,7 @@ from pipeserve.oip import grpc_service_pb2 as oip
 from pipeserve.oip import grpc_service_pb2_grpc as oip_grpc
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.helpers import sst2_sentences
+from tests.helpers import ROOT, sst2_sentences
 from tests.servers import (
     OWN_CONNECTION,
     ServerProcess,
@@ -444,7 +443,7 @@ README_NAMES = {'"sentiment"': '"clf"', '"minilm"': '"enc"'}
 
 
 def _readme_section() -> str:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     start = readme.index("### Open Inference Protocol")
     return readme[start : readme.index("\n## ", start)]
 

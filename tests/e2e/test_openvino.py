@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from pipeserve.client import Client
-from tests.helpers import SHARED, in_process, require, sst2_sentences
+from tests.helpers import ROOT, SHARED, in_process, require, sst2_sentences
 from tests.servers import launch_server
 
 pytestmark = pytest.mark.slow  # a conversion per model and precision: minutes on a CPU
@@ -154,7 +154,7 @@ FLIPS = {
 
 
 # bench/sst2_classifier.py: shared with bench/backends.py, which measured the bounds above.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 @pytest.fixture(scope="module")

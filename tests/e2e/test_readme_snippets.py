@@ -8,19 +8,15 @@ test_open_inference's.)"""
 import contextlib
 import io
 import re
-from pathlib import Path
 
 import pytest
 
 import pipeserve.client
 from pipeserve.client import Client
+from tests.helpers import ROOT, readme_blocks
 
-README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-SNIPPETS = [
-    snippet
-    for snippet in re.findall(r"```python\n(.*?)```", README, re.S)
-    if "pipeserve.client" in snippet
-]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SNIPPETS = [snippet for snippet in readme_blocks("python") if "pipeserve.client" in snippet]
 
 # The model each example's comment names, by a phrase of it; the rest call the default model
 # (every_task's, the tiny sentiment classifier).

@@ -1,7 +1,8 @@
 """Faults against real servers: killed workers and SIGTERM, workers paused with SIGSTOP to hold
 work in flight on purpose. What needs no process to show is tested in process, in
-tests/unit/test_reliability.py, test_engine_faults.py and test_serving_path.py (a full queue's
-gRPC trailers through the front ends in tests/e2e/test_frontends.py)."""
+tests/unit/test_reliability.py, tests/unit/test_engine_faults.py and
+tests/unit/test_serving_path.py (a full queue's gRPC trailers through the front ends in
+tests/e2e/test_frontends.py)."""
 
 import os
 import re

@@ -8,16 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
-import torch
 from transformers import (
-    AutoTokenizer,
     DistilBertForSequenceClassification,
 )
 
 from pipeserve.client import Client
 from pipeserve.v1 import pipeserve_pb2 as pb
 from pipeserve.v1 import pipeserve_pb2_grpc as pb_grpc
-from tests.helpers import SEED_SENTENCES, sst2_sentences
+from tests.helpers import SEED_SENTENCES, in_process, sst2_sentences
 from tests.servers import launch_server, paused, queued, scrape, shared_blocks, wait_until, workers
 
 
@@ -51,19 +49,17 @@ def test_a_batch_in_the_inbox_whose_caller_left_is_not_computed(every_task_two_f
 
 def test_a_large_output_comes_through_shared_memory_exactly(client, tiny_distilbert):
     sentences = sst2_sentences(256)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_distilbert)
-    model = DistilBertForSequenceClassification.from_pretrained(tiny_distilbert).eval()
     out = client.forward(sentences, outputs=["last_hidden_state"])
     hidden = out.last_hidden_state
     assert hidden.nbytes > 1024 * 1024  # far past what travels in the message itself
-    with torch.inference_mode():
-        for row, sentence in enumerate(sentences):
-            encoded = tokenizer(sentence, return_tensors="pt")
-            expected = model(**encoded, output_hidden_states=True).hidden_states[-1][0].numpy()
-            length = out.sequence_lengths[row]
-            assert length == len(expected)
-            np.testing.assert_allclose(hidden[row, :length], expected, rtol=0, atol=1e-5)
-            assert not hidden[row, length:].any()
+    (states,) = in_process(
+        tiny_distilbert, DistilBertForSequenceClassification, sentences, "last_hidden_state"
+    )
+    for row, expected in enumerate(states):
+        length = out.sequence_lengths[row]
+        assert length == len(expected)
+        np.testing.assert_allclose(hidden[row, :length], expected, rtol=0, atol=1e-5)
+        assert not hidden[row, length:].any()
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipeserve.client import AsyncClient, Client, PipeserveError
-from tests.helpers import require, require_tool, sst2_sentences
+from tests.helpers import ROOT, require, require_tool, sst2_sentences
 from tests.servers import PIPESERVE, ServerProcess, launch_server, pipeserve
 
 MAX_ITEMS = 8
@@ -193,7 +193,7 @@ def test_a_text_the_wire_cannot_carry_is_named(client):
 def test_the_node_example_splits_and_sends_its_token(small, client, texts):
     # Short texts, as the example splits by items alone: 8 of them stay within the tokens.
     require_tool("node")
-    example = Path(__file__).resolve().parents[2] / "examples" / "node"
+    example = ROOT / "examples" / "node"
     require(
         (example / "node_modules").is_dir(),
         "examples/node has no node_modules: run `npm ci --prefix examples/node`",

@@ -1,11 +1,8 @@
-"""OpenTelemetry traces (--tracing): one call's spans form one tree under the caller's span,
-across a front end, the engine and a worker.
-
-In process, with the SDK's in-memory exporter: the engine, driven as the batcher drives it,
-and the real worker loop (in a thread, on the tiny model) answering over a real pipe, so the
-trace context crosses the same messages as between processes. Then a real server with two
-front ends and the console exporter: the spans of every process, parsed from its output.
-"""
+"""OpenTelemetry traces (--tracing) through a real server with two front ends and the console
+exporter: one call's spans, parsed from every process's output, form one tree under the
+caller's span across a front end, the engine and a worker; a stream's messages are children of
+its one server span; a refused call marks the step that refused it. A server without
+OpenTelemetry says what to install. The engine's spans in process: tests/unit/test_tracing.py."""
 
 import json
 import os

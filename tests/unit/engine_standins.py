@@ -77,6 +77,10 @@ async def _with_engine(
     await scenario(engine, fakes)
 
 
-def _submit(engine: Engine, *lengths: int, outputs: tuple = ("logits",)) -> Request:
+def _submit(
+    engine: Engine, *lengths: int, outputs: tuple = ("logits",), traceparent: str | None = None
+) -> Request:
+    """Queues a request of sequences of `lengths`, as a front end does for a caller whose span
+    is `traceparent`."""
     sequences = [Encoded(np.arange(1, n + 1), None) for n in lengths]
-    return engine.submit(sequences, outputs, None, engine.admit(len(sequences)))
+    return engine.submit(sequences, outputs, None, engine.admit(len(sequences)), traceparent)

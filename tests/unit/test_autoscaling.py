@@ -1,7 +1,7 @@
 """The autoscaling overlays (deploy/kubernetes-hpa, deploy/kubernetes-keda and their component
 deploy/kubernetes-scaling): schema-valid offline, strict, built-in kinds against
 kubernetes-validate's schemas and the custom resources against their CRDs' schemas (vendored
-in tests/crds, SOURCE.md); aimed at the base's Deployment and Service; and scaling on a queue
+in tests/unit/crds, SOURCE.md); aimed at the base's Deployment and Service; and scaling on a queue
 metric that the server really exports, the same one in both.
 """
 
@@ -15,11 +15,10 @@ import yaml
 from prometheus_client import generate_latest
 
 from pipeserve.server.metrics import Metrics
-from tests.helpers import kustomized
+from tests.helpers import ROOT, kustomized
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CRDS = Path(__file__).resolve().parent / "crds"
 OVERLAYS = ["kubernetes-hpa", "kubernetes-keda"]

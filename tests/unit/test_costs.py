@@ -1,11 +1,7 @@
 """The bearer token's scheme is read in any case (RFC 6750), as a caller of a protected server
 may send it; the refusals of requests that cost more than they weigh: tests/e2e/test_costs.py."""
 
-import pytest
-
 from pipeserve.server.edge.security import bearer_accepted
-
-pytestmark = pytest.mark.slow  # a server of its own with the limits these tests reach
 
 
 def test_the_bearer_scheme_is_read_in_any_case():

@@ -15,11 +15,10 @@ import yaml
 
 from pipeserve.server.settings import Settings
 from pipeserve.server.workers.supervisor import Supervisor
-from tests.helpers import kustomized
+from tests.helpers import ROOT, kustomized
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 MANIFESTS = sorted(p for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
 # gRPC probes are GA from 1.27.

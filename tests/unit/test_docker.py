@@ -3,11 +3,8 @@ the CPU image in CI; tests/e2e/test_healthcheck.py runs its HEALTHCHECK against 
 
 import re
 import subprocess
-from pathlib import Path
 
-from tests.helpers import require_tool
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, require_tool
 
 
 def _pip_installs(text: str) -> list[str]:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.helpers import ROOT
+
+SRC = ROOT / "src"
 SERVER = SRC / "pipeserve" / "server"
 SUBPACKAGES = (
     "edge",

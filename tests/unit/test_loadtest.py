@@ -8,7 +8,6 @@ import itertools
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +31,7 @@ from pipeserve.loadtest.command import parse_warmup
 from pipeserve.loadtest.senders import stage_times
 from pipeserve.loadtest.texts import BUILTIN_TEXTS, read_texts
 from pipeserve.v1 import pipeserve_pb2 as pb
-from tests.helpers import loadtest_cli, require_sst2_dev
+from tests.helpers import ROOT, loadtest_cli, require_sst2_dev
 
 # --- Statistics --------------------------------------------------------------------------------
 
@@ -382,7 +381,7 @@ def test_console_script_entry_point_is_the_same_command(capsys):
         cli.build_parser().parse_args(["loadtest", "--help"])
     assert "--rate" in capsys.readouterr().out
     assert loadtest.main(["--target", "127.0.0.1:1", "--rpc", "nope"]) == 2
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text("utf-8"))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     scripts = pyproject["project"]["scripts"]
     assert scripts["pipeserve-loadtest"] == "pipeserve.loadtest:main"
     assert pyproject["project"]["optional-dependencies"]["plot"] == ["matplotlib>=3.8"]

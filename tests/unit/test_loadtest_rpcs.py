@@ -1,7 +1,7 @@
 """`pipeserve loadtest`'s per-RPC inputs in process: fill-mask texts get the mask token they
-lack, the progress line counts what the report counts, and a column the rows do not have is
-refused in the user's terms. Against the shared server of a model per task:
-tests/e2e/test_loadtest_rpcs.py."""
+lack, the progress line counts what the report counts, and texts from a file are refused in the
+user's terms (a column the rows do not have, a file of blank lines, a line that is not UTF-8).
+Against the shared server of a model per task: tests/e2e/test_loadtest_rpcs.py."""
 
 import asyncio
 import io

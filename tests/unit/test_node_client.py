@@ -1,7 +1,8 @@
 """The Node.js example's tensor decoding (examples/node/client.js, decodeTensor): every dtype,
 and both halves of the 16-bit floats, as numpy reads them.
 
-Needs `node`; skipped without it locally, failed without it in CI. Against a server:
+Needs `node` and the example's locked dependencies (`npm ci --prefix examples/node`, as
+.ci/run does); skipped without them locally, failed without them in CI. Against a server:
 tests/e2e/test_node_client.py."""
 
 import json

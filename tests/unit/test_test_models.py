@@ -1,7 +1,7 @@
 """The test classifier itself: its outputs must depend strongly on the input, or the fidelity
 tests (served results equal in-process results within 1e-5) would pass for a server that
 swapped items, mixed up stream ids or dropped the softmax. If a change to tests/checkpoints.py
-makes the tiny model bland again, these tests say so."""
+or the tiny_distilbert fixture makes the tiny model bland again, these tests say so."""
 
 import itertools
 

@@ -1,18 +1,14 @@
-"""OpenTelemetry traces (--tracing): one call's spans form one tree under the caller's span,
-across a front end, the engine and a worker.
-
-In process, with the SDK's in-memory exporter: the engine and the real worker loop on the tiny
-model (tests/unit/engine_harness.py), answering over a real pipe, so the trace context crosses
-the same messages as between processes. Through a real server with two front ends and the
-console exporter: tests/e2e/test_tracing.py.
+"""OpenTelemetry traces (--tracing) in the engine, in process with the SDK's in-memory exporter:
+the engine and the real worker loop on the tiny model (tests/unit/engine_harness.py), answering
+over a real pipe, so the trace context crosses the same messages as between processes; a batch
+whose worker died ends its spans failed; with tracing off nothing is kept or sent; the exporter
+and service name follow the OTEL_* variables. Through a real server:
+tests/e2e/test_tracing.py.
 """
 
 import asyncio
-import multiprocessing
 import os
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -22,33 +18,11 @@ from opentelemetry.trace import StatusCode
 
 from pipeserve.server import tracing
 from pipeserve.server.engine.core import Engine
-from pipeserve.server.engine.dispatch import PIPELINE_DEPTH
 from pipeserve.server.errors import StartupError, Unavailable
-from pipeserve.server.metrics import Metrics
-from pipeserve.server.pipeline.tokenize import Encoded
-from pipeserve.server.schema import DeviceSpec, WorkerReady, WorkerSpec
-from pipeserve.server.settings import DType, Quantize, Settings, Task
-from pipeserve.server.workers.shm import InputSlots
-from pipeserve.server.workers.supervisor import WorkerHandle
+from pipeserve.server.schema import WorkerSpec
 from tests.helpers import caller_spans, traceparent
 from tests.unit.engine_harness import engine_of
-
-_CAPACITY = 256  # ids per input slot: more than any batch here
-
-
-def _engine() -> Engine:
-    settings = Settings(forward_timeout_s=600)
-    card = SimpleNamespace(
-        tokenizer=SimpleNamespace(pad_token_id=0, uses_token_type_ids=False), max_length=64
-    )
-    return Engine(settings, card, [], Metrics(), lambda alive: None)  # type: ignore[arg-type]
-
-
-def _submit(engine: Engine, lengths: tuple[int, ...], caller: trace.Span):
-    """Queues a request of sequences of `lengths` for `caller`, as a front end does."""
-    sequences = [Encoded(np.arange(1000, 1000 + n), None) for n in lengths]
-    permit = engine.admit(len(sequences))
-    return engine.submit(sequences, ("logits",), None, permit, traceparent(caller))
+from tests.unit.engine_standins import _BIG, _run, _submit, _Worker
 
 
 @pytest.fixture
@@ -137,26 +111,16 @@ def test_the_queue_span_lasts_until_the_requests_last_item_is_sent(tiny_distilbe
 def test_a_batch_whose_worker_died_ends_its_forward_spans_failed(exported):
     (caller,) = caller_spans(1)
 
-    async def scenario() -> None:
-        engine = _engine()
-        slots = InputSlots.create(PIPELINE_DEPTH, _CAPACITY)
-        here, there = multiprocessing.Pipe()
-        spec = WorkerSpec(0, "tiny", None, Task.TEXT_CLASSIFICATION, DType.FLOAT32,
-                          Quantize.NONE, DeviceSpec(cpus=(0,)))  # fmt: skip
-        ready = WorkerReady(0, 0, "cpu:0", "Tiny", ("logits",), ("logits",))
-        handle = WorkerHandle(spec, multiprocessing.Process(), here, slots, ready=ready)
-        try:
-            engine.workers._on_message(handle, ready)
-            request = _submit(engine, (3,), caller)
-            batch = engine.queue.take(_CAPACITY, 32, 0.0, asyncio.get_running_loop().time())
-            engine.dispatcher.dispatch(handle, batch)
-            assert there.recv().links  # the worker is told whom the batch serves
-            engine.dispatcher.on_exit(handle, alive=0)
-            assert isinstance(request.future.exception(), Unavailable)
-        finally:
-            slots.close(unlink=True)
+    async def scenario(engine: Engine, workers: list[_Worker]) -> None:
+        (worker,) = workers
+        request = _submit(engine, 3, traceparent=traceparent(caller))
+        batch = engine.queue.take(_BIG, _BIG, 0.0, asyncio.get_running_loop().time())
+        engine.dispatcher.dispatch(worker.handle, batch)
+        assert worker.received().links  # the worker is told whom the batch serves
+        engine.dispatcher.on_exit(worker.handle, alive=0)
+        assert isinstance(request.future.exception(), Unavailable)
 
-    asyncio.run(scenario())
+    _run(scenario)
     (forward,) = _named(exported.get_finished_spans(), "forward")
     assert forward.status.status_code is StatusCode.ERROR
     assert forward.status.description == "the worker died"
