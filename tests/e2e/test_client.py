@@ -1,6 +1,7 @@
 """The Python clients against the real session server (tiny DistilBERT, two CPU workers):
 sync and asyncio agree, results read like transformers', errors keep their gRPC status,
-deadlines and streams behave, and the client package stays free of torch."""
+deadlines and streams behave, and the client package stays free of torch. The clients'
+signatures and docstrings: tests/unit/test_client.py."""
 
 import asyncio
 import dataclasses

@@ -4,10 +4,13 @@ fill-mask targets, templates that format into megabytes, megabytes to tokenize, 
 LoadModel asks, echoed input larger than gRPC's metadata) are refused before the work, while
 a health watcher and a well-behaved caller keep being answered. Every refusal is
 INVALID_ARGUMENT or RESOURCE_EXHAUSTED (NOT_FOUND for an unknown model) with a message under
-1 KB that names the limit, never INTERNAL or UNKNOWN.
+1 KB that names the limit, never INTERNAL or UNKNOWN. Also: ModelInfo gives the limits, the
+metrics endpoint answers metrics alone and to its tokens, requests near each limit are answered
+or refused by it, a dead worker is respawned with more front ends than pool threads, and a
+stream is served after the default model is unloaded.
 
 Timings are not asserted: the watcher's calls carry generous deadlines, and must all succeed.
-"""
+The bearer scheme's reading, in process: tests/unit/test_costs.py."""
 
 import os
 import signal

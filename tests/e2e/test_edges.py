@@ -1,7 +1,8 @@
 """Fidelity at the edges through real servers: checkpoints saved in older formats, position
 tables that start past padding_idx, lowercasing that is not str.lower(), workers whose shared
 memory went missing, and caller mistakes that must answer INVALID_ARGUMENT naming the cause,
-never INTERNAL."""
+never INTERNAL. What needs no server (activations, limits, templates):
+tests/unit/test_edges.py."""
 
 import multiprocessing
 import os

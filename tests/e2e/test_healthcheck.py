@@ -1,5 +1,6 @@
 """The image's HEALTHCHECK (python -m pipeserve.server.healthcheck) against real servers: told
-nothing, it finds the port, TLS and token in the server's own settings."""
+nothing, it finds the port, TLS and token in the server's own settings. Its reading of command
+lines: tests/unit/test_healthcheck.py."""
 
 import json
 import os

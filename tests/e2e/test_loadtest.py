@@ -1,5 +1,6 @@
 """`pipeserve loadtest` against a real server: both load models, every RPC, status-code
-counting, the reports and the command line's exit status."""
+counting, the reports and the command line's exit status. Statistics, the load models on a
+virtual clock and the command line's parsing: tests/unit/test_loadtest.py."""
 
 import asyncio
 import json

@@ -1,5 +1,9 @@
 """Several models in one server: each chosen by the request's `model` field, each answering
-exactly as in-process with callers of both at once, each with its own workers and health."""
+exactly as in-process with callers of both at once, each with its own workers, health and
+metrics; an unknown model is NOT_FOUND naming the served ones; the CLI lists them and calls the
+one named; a killed worker of one model leaves the other alone; a models file gives each model
+its own settings, through several front ends too. The plan before anything loads:
+tests/unit/test_models.py."""
 
 import json
 import os

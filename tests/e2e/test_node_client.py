@@ -2,8 +2,7 @@
 
 Needs `node` and the example's locked dependencies, which the test never installs itself (tests
 use no network): `npm ci --prefix examples/node` once, as .ci/run does. Skipped without them
-locally, failed without them in CI.
-"""
+locally, failed without them in CI. Its tensor decoding alone: tests/unit/test_node_client.py."""
 
 import json
 import subprocess

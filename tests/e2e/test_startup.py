@@ -1,5 +1,7 @@
-"""Start-up as an operator sees it: --help, and clear one-line failures for what cannot
-start."""
+"""Start-up as an operator sees it: --help documents every setting; what cannot start fails at
+once with one line (a missing folder, a folder with no checkpoint, an unreachable hub, a head
+the checkpoint lacks, unloadable weights, invalid settings); a missing head asked for is
+served and said so. Settings and the default backend, in process: tests/unit/test_startup.py."""
 
 import importlib.util
 import os

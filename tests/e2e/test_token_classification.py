@@ -1,6 +1,7 @@
 """ClassifyTokens against transformers' token-classification pipeline on the same tiny NER
 checkpoint, for every aggregation strategy, long texts by windows, many texts at once; its bad
-inputs; and what a token classifier serves (ModelInfo.served_rpcs, FAILED_PRECONDITION)."""
+inputs; and what a token classifier serves (ModelInfo.served_rpcs, FAILED_PRECONDITION). The
+RPC table of every task: tests/unit/test_token_classification.py."""
 
 import asyncio
 import json
