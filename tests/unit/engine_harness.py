@@ -103,11 +103,10 @@ class _Line:
         message = self._conn.recv()
         if isinstance(message, ForwardBatch):
             self.received.append(message)
-        if isinstance(message, ForwardBatch) and self._hold_next.is_set():
-            self._hold_next.clear()  # the next batch only: a respawned worker serves
-            wait([self._woken])
-            raise Killed
-        if isinstance(message, ForwardBatch):
+            if self._hold_next.is_set():
+                self._hold_next.clear()  # the next batch only: a respawned worker serves
+                wait([self._woken])
+                raise Killed
             self._gate.wait(self._killed)
             if self._killed.is_set():
                 raise Killed
