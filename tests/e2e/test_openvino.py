@@ -1,7 +1,10 @@
 """The openvino backend (--backend openvino) through real servers: float32 equals
 transformers within 1e-5, token-level outputs at varied lengths, a converted model reused on
-restart, workers without torch, and reduced precisions that flip few labels on SST-2 dev."""
+restart, workers without torch, auto serving the backend it measured faster, and reduced
+precisions that flip few labels on SST-2 dev."""
 
+import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,10 @@ pytest.importorskip("openvino")  # the test extra installs it; CI fails in the t
 
 # float32 on OpenVINO against transformers: measured at most 4e-6 on these models.
 ATOL = 1e-5
+# auto's log line of its choice, with where it kept the measurement.
+_AUTO_CHOICE = re.compile(
+    r"auto: on \d+ core\(s\).*\((?P<record>[^()]+)\): serving (?P<backend>\w+)"
+)
 SST2_TRAIN = SHARED / "data" / "sst2" / "train.tsv"
 
 
@@ -58,9 +65,7 @@ def _loads_torch(pid: int) -> bool:
 
 def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, openvino_cache):
     sentences = sst2_sentences(48)
-    # auto, the default a CPU user gets where openvino is installed (conftest pins torch).
-    server = launch_server(tiny_distilbert, "--backend", "auto", "--cache-dir",
-                           str(openvino_cache), "--workers-per-device", "2")  # fmt: skip
+    server = _serve(tiny_distilbert, openvino_cache, "--workers-per-device", "2")
     try:
         with Client(server.address, timeout=60) as client:
             info = client.model_info()
@@ -77,6 +82,31 @@ def test_float32_equals_transformers_and_workers_hold_no_torch(tiny_distilbert, 
         diff = _max_diff(_rows(results, name, token_level), want)
         print(f"\ntiny DistilBERT {name}: max |diff| vs transformers {diff:.1e}")
         assert diff <= ATOL, name
+
+
+def test_auto_serves_the_backend_it_measured_faster(tiny_distilbert, openvino_cache):
+    # auto, the default a CPU user gets where openvino is installed (conftest pins torch):
+    # openvino where it measured faster than torch on a worker's cores, else torch.
+    sentences = sst2_sentences(16)
+    server = launch_server(tiny_distilbert, "--backend", "auto", "--cache-dir",
+                           str(openvino_cache), "--workers-per-device", "2")  # fmt: skip
+    try:
+        with Client(server.address, timeout=60) as client:
+            info = client.model_info()
+        results = _forward_concurrently(server.address, sentences, ["logits"])
+    finally:
+        server.stop()
+    (choice,) = [m for line in server.log if (m := _AUTO_CHOICE.search(line))]
+    record = Path(choice["record"])
+    assert record.parent.parent == openvino_cache / "openvino"
+    spent = json.loads(record.read_text())
+    assert spent["torch"] > 0 and spent["openvino"] > 0
+    measured_faster = "openvino" if spent["openvino"] <= spent["torch"] else "torch"
+    assert choice["backend"] == measured_faster
+    assert info.backend.startswith(f"{measured_faster} ") and info.dtype == "float32"
+    (logits,) = in_process(tiny_distilbert, AutoModelForSequenceClassification, sentences,
+                           "logits")  # fmt: skip
+    assert _max_diff(_rows(results, "logits", False), logits) <= ATOL
 
 
 def test_float32_real_minilm_equals_transformers(minilm_path, openvino_cache):

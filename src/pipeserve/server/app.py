@@ -166,7 +166,7 @@ async def _start_models(
         if forks_worker(devices[0], backend):
             start_fork_server()  # its imports overlap the card's, as in a LoadModel
         card = await load_card(settings)
-        settings, converted = await prepare_backend(settings, card, backend, terms)
+        settings, converted = await prepare_backend(settings, card, backend, devices, terms)
         specs = worker_specs(settings, card, devices, converted, terms)
         workers = ", ".join(f"{s.worker_id}={s.device.label}" for s in specs)
         log.info("workers of %s: %s", settings.model_name, workers)

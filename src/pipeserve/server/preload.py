@@ -17,7 +17,7 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 # What forks from here runs on the CPU; a CUDA build of torch must not see the GPUs.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
-# As worker._pin sets it for spawned workers (why: there).
+# As worker.pin sets it for spawned workers (why: there).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pipeserve.server.backends.torch_runner  # noqa: E402, F401  (imported to be shared)

@@ -22,6 +22,13 @@ from pipeserve.server.terms import FLAG_TERMS, Terms
 ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 
 
+def random_batch(shape: tuple[int, int], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (and their all-ones mask) of `shape` to time a model on: its cost does not
+    depend on which ids they are."""
+    ids = np.random.default_rng(0).integers(0, vocab_size, shape)
+    return ids, np.ones_like(ids)
+
+
 class ModelRunner(ABC):
     """A loaded model. `outputs`: the names it returns; `token_level`: those with a token axis
     (dim 1 follows the length); `item_shapes`: each output's shape past the batch and token

@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from pipeserve.server.errors import ModelLoadError, StartupError
 from pipeserve.server.logs import configure_logging
@@ -168,7 +170,7 @@ def converted_model(settings: Settings, task: Task, terms: Terms) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        _convert_in_child(settings, task, calibration, terms, partial)
+        _convertin_child(settings, task, calibration, terms, partial)
         try:
             partial.rename(entry)  # whole or not at all, even if the server dies meanwhile
         except OSError:  # another server converted it first: theirs is as good
@@ -180,40 +182,50 @@ def converted_model(settings: Settings, task: Task, terms: Terms) -> Path:
     return entry
 
 
-# The conversions running, each in a thread that waits for its process: a shutdown meanwhile
-# kills them (`stop_conversions`), and the threads, and so the server, need not wait a minute.
-_converting: set[BaseProcess] = set()
+# The conversions and auto's measurements running, each in a thread that waits for its
+# process: a shutdown meanwhile kills them (`stop_conversions`), and the threads, and so the
+# server, need not wait a minute.
+_children: set[BaseProcess] = set()
 
 
 def stop_conversions() -> None:
-    """Kills the conversions running (the server is stopping); theirs are left unconverted."""
-    for process in list(_converting):
+    """Kills the conversions and measurements running (the server is stopping); theirs are
+    left unconverted or unmeasured."""
+    for process in list(_children):
         process.kill()
 
 
-def _convert_in_child(
+def _convertin_child(
     settings: Settings, task: Task, calibration: list[str], terms: Terms, folder: Path
 ) -> None:
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe(duplex=False)
-    args = (settings, task, calibration, terms, folder, child)
-    process = context.Process(target=_export, args=args, name="pipeserve-convert")
-    process.start()
-    _converting.add(process)
-    child.close()
-    try:
-        failure = parent.recv()
-    except EOFError:
-        failure = "the conversion process died"
-    finally:
-        process.join()
-        _converting.discard(process)
-    if failure is None and process.exitcode != 0:
-        failure = f"the conversion process exited with code {process.exitcode}"
+    args = (settings, task, calibration, terms, folder)
+    failure = in_child(_export, args, "pipeserve-convert", "conversion")
     if failure is not None:
         raise ModelLoadError(
             f"cannot convert model {settings.model_source!r} for openvino: {failure}"
         )
+
+
+def in_child(target: Callable[..., None], args: tuple, name: str, what: str) -> Any:
+    """Runs `target(*args, conn)` in a spawned process (the `what`, e.g. "conversion"), killed
+    if the server stops meanwhile, and returns what it sent on `conn`, its one message: a
+    result, or a line saying why it failed; such a line too if it died."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(*args, child), name=name)
+    process.start()
+    _children.add(process)
+    child.close()
+    try:
+        sent = parent.recv()
+    except EOFError:
+        sent = f"the {what} process died"
+    finally:
+        process.join()
+        _children.discard(process)
+    if sent is None and process.exitcode != 0:
+        sent = f"the {what} process exited with code {process.exitcode}"
+    return sent
 
 
 def _export(

@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from pipeserve.server.backends.runner import ENCODER_OUTPUTS, ModelRunner
+from pipeserve.server.backends.runner import ENCODER_OUTPUTS, ModelRunner, random_batch
 from pipeserve.server.settings import DType, Quantize, Task
 from pipeserve.server.terms import FLAG_TERMS, Terms
 
@@ -48,11 +48,6 @@ _WARM_UP_SHAPES = ((1, 9), (4, 17), (9, 31))
 _MEASURE_SHAPES = ((1, 12), (8, 24), (32, 32))
 _MEASURE_ROUNDS = 3
 _MIN_GAIN = 0.03
-
-
-def _random_batch(shape: tuple[int, int], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.random.default_rng(0).integers(0, vocab_size, shape)
-    return ids, np.ones_like(ids)
 
 
 class MissingWeights(ValueError):
@@ -170,7 +165,7 @@ class TorchRunner(ModelRunner):
         try:
             compiled = torch.compile(self._named, dynamic=True)
             for shape in _WARM_UP_SHAPES:
-                self._call(compiled, *_random_batch(shape, vocab))
+                self._call(compiled, *random_batch(shape, vocab))
         except Exception as exc:  # an inductor or toolchain failure must not stop serving
             log.warning("torch.compile failed, running eager: %s: %s", type(exc).__name__, exc)
             return
@@ -178,7 +173,7 @@ class TorchRunner(ModelRunner):
         spent = {"eager": 0.0, "compiled": 0.0}
         for _ in range(_MEASURE_ROUNDS):
             for shape in _MEASURE_SHAPES:
-                batch = _random_batch(shape, vocab)
+                batch = random_batch(shape, vocab)
                 for name, module in (("eager", self._named), ("compiled", compiled)):
                     start = self._clock()
                     self._call(module, *batch)

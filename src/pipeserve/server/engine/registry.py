@@ -246,7 +246,7 @@ class ModelRegistry:
             # them when the first worker forks.
             start_fork_server()
         card = await load_card(settings)
-        settings, converted = await prepare_backend(settings, card, backend, terms)
+        settings, converted = await prepare_backend(settings, card, backend, plan, terms)
         specs = worker_specs(settings, card, plan, converted, terms)
         engine = self._engine(settings, card, specs)
         self._loading[name] = engine

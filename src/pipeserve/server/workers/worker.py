@@ -12,6 +12,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeserve.server import tracing
 from pipeserve.server.logs import configure_logging
@@ -26,13 +27,17 @@ from pipeserve.server.schema import (
     WorkerSpec,
     WorkerStartFailed,
 )
+from pipeserve.server.settings import Backend
 from pipeserve.server.workers.buckets import forward_buckets
 from pipeserve.server.workers.shm import InputSlots, share
+
+if TYPE_CHECKING:
+    from pipeserve.server.backends.runner import ModelRunner
 
 log = logging.getLogger(f"pipeserve.worker.{os.getpid()}")
 
 
-def _pin(spec: WorkerSpec) -> str:
+def pin(spec: WorkerSpec) -> str:
     """Restricts this process to its device; returns the device name for the backend."""
     if spec.device.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(spec.device.gpu)
@@ -58,7 +63,7 @@ def run_worker(spec: WorkerSpec, conn: Connection) -> None:
     if spec.tracing:
         tracing.start("worker", tracing.worker_attributes(spec))
     try:
-        serve_worker(spec, conn, _pin(spec))
+        serve_worker(spec, conn, pin(spec))
     finally:
         tracing.stop()
     exit_now(0)  # told to stop, or the server is gone: no teardown to wait for
@@ -82,24 +87,29 @@ def serve_worker(spec: WorkerSpec, conn: Connection, device: str) -> None:
         slots.close(unlink=False)
 
 
+def load_spec(spec: WorkerSpec, device: str, backend: Backend | None = None) -> "ModelRunner":
+    """The model `spec` names, loaded on `device` (pinned) with its backend, or `backend`."""
+    from pipeserve.server.backends.runner import load_runner
+
+    return load_runner(
+        backend or spec.backend,
+        model=spec.model,
+        revision=spec.revision,
+        task=spec.task,
+        dtype=spec.dtype,
+        quantize=spec.quantize,
+        device=device,
+        threads=len(spec.device.cpus) or 1,
+        allow_missing_weights=spec.allow_missing_weights,
+        terms=spec.terms,
+        converted=Path(spec.converted) if spec.converted else None,
+        torch_compile=spec.torch_compile,
+    )
+
+
 def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, device: str) -> None:
     try:
-        from pipeserve.server.backends.runner import load_runner
-
-        runner = load_runner(
-            spec.backend,
-            model=spec.model,
-            revision=spec.revision,
-            task=spec.task,
-            dtype=spec.dtype,
-            quantize=spec.quantize,
-            device=device,
-            threads=len(spec.device.cpus) or 1,
-            allow_missing_weights=spec.allow_missing_weights,
-            terms=spec.terms,
-            converted=Path(spec.converted) if spec.converted else None,
-            torch_compile=spec.torch_compile,
-        )
+        runner = load_spec(spec, device)
     except Exception as exc:  # reported to the server as one line, which stops start-up
         conn.send(WorkerStartFailed(spec.worker_id, f"{type(exc).__name__}: {exc}"))
         return
