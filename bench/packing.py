@@ -1,5 +1,5 @@
 """Compute on padding: how much the batcher's batches carry, and what running them as length
-buckets saves, in one in-process run.
+buckets, or packed, saves, in one in-process run.
 
     python bench/packing.py              # a few minutes on 2 cores
     python bench/packing.py --rounds 1   # a smoke test
@@ -7,8 +7,9 @@ buckets saves, in one in-process run.
 Lengths are SST-2 dev sentences tokenized by bert-base-uncased's tokenizer (MiniLM's). Per
 model, the cost model is first fitted on forwards of assorted shapes (its per-call overhead in
 tokens, on CPU time), then two kinds of batch run in-process through the worker's own code
-(`workers/buckets.py`), A/B interleaved batch by batch, each run padded to its longest (one
-call, as before length buckets) and cut by `cost.plan_buckets` at the fitted overhead:
+(`workers/buckets.py`), interleaved batch by batch, each run padded to its longest (one call,
+as before length buckets), cut by `cost.plan_buckets` at the fitted overhead, and packed (one
+call of the rows' real tokens, `backends/packing.py`, as torch on a CPU runs them):
   - replay: what 32 closed-loop callers of one sentence get from the batcher
     (`queue.pick_batch` over what is queued, the running batch's callers back once it ends);
   - batch 32: 32 sentences at random, as one caller's request of 32 arrives alone.
@@ -66,7 +67,14 @@ def at_random(lengths: list[int], batches: int) -> list[list[int]]:
     return [rng.sample(range(len(lengths)), CALLERS) for _ in range(batches)]
 
 
-def padding(batches: list[list[int]], lengths: list[int], overhead: float | None) -> float:
+# An arm: (the per-call overhead it cuts buckets at, None for one call; whether it packs).
+Arm = tuple[float | None, bool]
+
+
+def padding(batches: list[list[int]], lengths: list[int], arm: Arm) -> float:
+    overhead, packs = arm
+    if packs:
+        return 0.0  # the real tokens alone are computed
     real = computed = 0
     for batch in batches:
         sizes = sorted(lengths[i] for i in batch)
@@ -76,7 +84,8 @@ def padding(batches: list[list[int]], lengths: list[int], overhead: float | None
     return 1 - real / computed
 
 
-def run(runner, ids: list[list[int]], batch: list[int], outputs, overhead: float | None) -> None:
+def run(runner, ids: list[list[int]], batch: list[int], outputs, arm: Arm) -> None:
+    overhead, runner.packs = arm
     rows = sorted((ids[i] for i in batch), key=len)
     lengths = [len(r) for r in rows]
     array = np.zeros((len(rows), max(lengths)), dtype=np.int64)
@@ -139,21 +148,25 @@ def main() -> None:
             }
             print(f"\n{name}: overhead {overhead:.0f} tokens a call")
             for kind, batches in kinds.items():
-                arms = {"padded": None, "buckets": overhead}
+                arms: dict[str, Arm] = {
+                    "padded": (None, False),
+                    "buckets": (overhead, False),
+                    "packed": (None, True),
+                }
                 cpu = dict.fromkeys(arms, 0.0)
                 for _ in range(args.rounds):
                     for batch in batches:  # interleaved batch by batch
-                        for arm, cut_at in arms.items():
+                        for name, arm in arms.items():
                             start = time.process_time()
-                            run(runner, ids, batch, outputs, cut_at)
-                            cpu[arm] += time.process_time() - start
+                            run(runner, ids, batch, outputs, arm)
+                            cpu[name] += time.process_time() - start
                 items = sum(map(len, batches)) * args.rounds
                 print(f"  {kind}: batches of {np.mean([len(b) for b in batches]):.1f}")
-                for arm, cut_at in arms.items():
+                for name, arm in arms.items():
                     print(
-                        f"    {arm:8s} padding {padding(batches, lengths, cut_at):5.1%}, "
-                        f"CPU {cpu[arm] / items * 1000:6.2f} ms/sentence "
-                        f"({cpu[arm] / cpu['padded']:.2f}x padded)"
+                        f"    {name:8s} padding {padding(batches, lengths, arm):5.1%}, "
+                        f"CPU {cpu[name] / items * 1000:6.2f} ms/sentence "
+                        f"({cpu[name] / cpu['padded']:.2f}x padded)"
                     )
 
 

@@ -24,7 +24,7 @@ _BIG = 10_000  # a token budget and batch size no test reaches
 class _Worker:
     """A worker slot as the dispatcher sees it, and the test's end of its pipe."""
 
-    def __init__(self, worker_id: int) -> None:
+    def __init__(self, worker_id: int, packs: bool = False) -> None:
         self.slots = InputSlots.create(PIPELINE_DEPTH, capacity=64)
         here, self.inbox = multiprocessing.Pipe()
         spec = WorkerSpec(
@@ -36,7 +36,7 @@ class _Worker:
             Quantize.NONE,
             DeviceSpec(cpus=(0,)),
         )
-        ready = WorkerReady(worker_id, 0, "cpu:0", "Tiny", ("logits",), ("logits",))
+        ready = WorkerReady(worker_id, 0, "cpu:0", "Tiny", ("logits",), ("logits",), packs=packs)
         process = multiprocessing.get_context("spawn").Process()  # never started
         self.handle = WorkerHandle(spec, process, here, self.slots, ready=ready)
 
@@ -58,8 +58,13 @@ def _engine(max_queued_items: int = 64) -> Engine:
     return Engine(settings, card, [], Metrics(), lambda alive: None)  # type: ignore[arg-type]
 
 
-def _run(scenario: Callable[[Engine, list[_Worker]], Awaitable[None]], workers: int = 1) -> None:
-    fakes = [_Worker(i) for i in range(workers)]
+def _run(
+    scenario: Callable[[Engine, list[_Worker]], Awaitable[None]],
+    workers: int = 1,
+    packs: bool = False,
+) -> None:
+    """Runs `scenario` on an engine with `workers` stand-ins (that pack, if `packs`)."""
+    fakes = [_Worker(i, packs) for i in range(workers)]
     try:
         asyncio.run(_with_engine(scenario, fakes))
     finally:

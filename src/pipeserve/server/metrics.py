@@ -155,7 +155,7 @@ class Metrics:
             self.batch_tokens = Histogram(
                 "pipeserve_batch_tokens",
                 "Tokens computed per batch, padding included (longest x sequences of each "
-                "length bucket it runs as).",
+                "length bucket it runs as), or its real tokens where the worker packs them.",
                 ["model"],
                 buckets=_TOKENS,
                 registry=self.registry,

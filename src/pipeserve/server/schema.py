@@ -151,6 +151,9 @@ class WorkerReady:
     # Each output's shape past the batch and token axes, so an answer's size is known before
     # its forward (a [batch, tokens, vocab] output: (vocab,)).
     item_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # It runs a batch as one stream of its real tokens (backends/packing.py): padding costs
+    # nothing, so batches are cut in arrival order and run as one call.
+    packs: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,27 @@ ENCODER_OUTPUTS = ("last_hidden_state", "pooler_output")
 
 
 def random_batch(shape: tuple[int, int], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (and their all-ones mask) of `shape` to time a model on: its cost does not
-    depend on which ids they are."""
-    ids = np.random.default_rng(0).integers(0, vocab_size, shape)
-    return ids, np.ones_like(ids)
+    """Token ids and mask of `shape` (rows, longest) to time a model on, as the batcher forms
+    batches: the rows' lengths spread from 70% of the longest to all of it (about 15% padding,
+    which a runner that packs does not compute). A model's cost does not depend on which ids
+    they are."""
+    rows, longest = shape
+    lengths = np.linspace(longest, longest * 0.7, rows).round().astype(np.int64)
+    mask = (np.arange(longest) < lengths[:, None]).astype(np.int64)
+    ids = np.random.default_rng(0).integers(1, vocab_size, shape) * mask
+    return ids, mask
 
 
 class ModelRunner(ABC):
     """A loaded model. `outputs`: the names it returns; `token_level`: those with a token axis
     (dim 1 follows the length); `item_shapes`: each output's shape past the batch and token
     axes; `default_outputs`: what Forward returns when none is named; `model_class`: the
-    transformers class it is, e.g. DistilBertForSequenceClassification."""
+    transformers class it is, e.g. DistilBertForSequenceClassification; `packs`: whether it
+    runs a padded batch as one stream of its rows' real tokens, so that padding costs it
+    nothing (see packing.py)."""
 
     model_class: str
+    packs: bool = False
     outputs: tuple[str, ...]
     token_level: frozenset[str]
     item_shapes: dict[str, tuple[int, ...]]

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from pipeserve.server.backends.runner import ModelRunner, random_batch
 from pipeserve.server.settings import Backend
 
-# (rows, tokens): a lone short request, a small batch and a full one of SST-2-like lengths.
+# (rows, longest): a lone short request, a small batch and a full one of SST-2-like lengths,
+# the rows of a batch padded as the batcher's are (see `random_batch`): a runner that packs
+# gains there what it gains in serving.
 MEASURE_SHAPES = ((1, 12), (8, 24), (32, 32))
 # Rounds over every shape and runner after one round of warm-up (first calls of a shape
 # allocate, OpenVINO's reshape its kernels).

@@ -8,7 +8,7 @@ what fixes the visible GPUs.
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from pipeserve.server.backends import packing
 from pipeserve.server.backends.runner import ENCODER_OUTPUTS, ModelRunner, random_batch
 from pipeserve.server.settings import DType, Quantize, Task
 from pipeserve.server.terms import FLAG_TERMS, Terms
@@ -127,14 +128,19 @@ class NamedOutputs(torch.nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cu_seqlens: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """`position_ids` and `cu_seqlens` are a packed batch's (see packing.py)."""
         self._encoder_output = {}
         # Named explicitly (not **kwargs): tracing for the export binds its inputs by name.
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
+        if cu_seqlens is not None:
+            inputs |= {"position_ids": position_ids, "cu_seqlens": cu_seqlens}
         result = self.model(**inputs, return_dict=True)
         found = {
             k: v
@@ -149,6 +155,10 @@ class TorchRunner(ModelRunner):
         self.model = model
         self.model_class = type(model).__name__
         self.device = device
+        self._packing = (
+            packing.Packing(model) if device.type == "cpu" and packing.supports(model) else None
+        )
+        self.packs = self._packing is not None
         self._named = NamedOutputs(model)
         self._run: torch.nn.Module = self._named
         self.probe()
@@ -171,12 +181,16 @@ class TorchRunner(ModelRunner):
             return
         compile_s = time.perf_counter() - started
         spent = {"eager": 0.0, "compiled": 0.0}
+        runs: dict[str, Callable[[np.ndarray, np.ndarray], object]] = {
+            "eager": lambda ids, mask: self.forward(ids, mask, None, None),  # packed, if it packs
+            "compiled": lambda ids, mask: self._call(compiled, ids, mask),
+        }
         for _ in range(_MEASURE_ROUNDS):
             for shape in _MEASURE_SHAPES:
                 batch = random_batch(shape, vocab)
-                for name, module in (("eager", self._named), ("compiled", compiled)):
+                for name, run in runs.items():
                     start = self._clock()
-                    self._call(module, *batch)
+                    run(*batch)
                     spent[name] += self._clock() - start
         ratio = spent["compiled"] / spent["eager"]
         faster = ratio < 1 - _MIN_GAIN
@@ -189,6 +203,8 @@ class TorchRunner(ModelRunner):
         )
         if faster:
             self._run = compiled
+            # A packed stream's row-by-row attention would recompile for every row count.
+            self.packs = False
 
     def _clock(self) -> float:
         """CPU time on a CPU (a shared host's wall time is other jobs' too); wall time once
@@ -241,13 +257,24 @@ class TorchRunner(ModelRunner):
         token_type_ids: np.ndarray | None,
         outputs: Sequence[str] | None,
     ) -> dict[str, np.ndarray]:
-        kwargs = {
-            "input_ids": self._to_device(input_ids),
-            "attention_mask": self._to_device(attention_mask),
-        }
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = self._to_device(token_type_ids)
-        with torch.inference_mode():
-            result = self._run(**kwargs)
+        run: torch.nn.Module
+        if self.packs and len(attention_mask) > 1 and not attention_mask.all():
+            assert self._packing is not None
+            run = self._named
+            kwargs = self._packing.inputs(input_ids, attention_mask, token_type_ids)
+        else:
+            run = self._run
+            kwargs = {
+                "input_ids": self._to_device(input_ids),
+                "attention_mask": self._to_device(attention_mask),
+            }
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = self._to_device(token_type_ids)
+        try:
+            with torch.inference_mode():
+                result = run(**kwargs)
+        finally:
+            if self._packing is not None:
+                self._packing.done()
         names = result if outputs is None else outputs
         return {name: result[name].float().cpu().numpy() for name in names}

@@ -3,7 +3,9 @@
 A batch is cut for a worker with room, so a lone request goes at once and, under load,
 requests pile up into batches while every worker is busy. The cut happens at the token
 budget (longest x count), at the batch size limit, or where splitting by length is cheaper
-than padding (as `cost.BatchCost` learns from the batches run); see `queue.pick_batch`.
+than padding (as `cost.BatchCost` learns from the batches run); see `queue.pick_batch`. Where
+the workers pack a batch's real tokens (no compute on padding), lengths do not matter and
+batches are cut in arrival order.
 
 A worker holds its next batch while it runs one (see `dispatch.py`). For a worker that is
 running, the next batch is cut as soon as a full one is queued, else shortly before the
@@ -99,8 +101,9 @@ class Batcher:
                 continue
             # 2. Let the batch fill while that is worth it; a poke (a batch done) looks again.
             overhead = self._history.cost.overhead_tokens
+            in_order = dispatcher.packs
             if loop.time() < until and not queue.has_full_batch(
-                self._max_tokens, self._max_size, overhead
+                self._max_tokens, self._max_size, overhead, in_order
             ):
                 await queue.wait_for_more(until, loop)
                 continue
@@ -108,6 +111,6 @@ class Batcher:
             worker = dispatcher.pick_worker()
             if worker is None:
                 continue
-            batch = queue.take(self._max_tokens, self._max_size, overhead, loop.time())
+            batch = queue.take(self._max_tokens, self._max_size, overhead, loop.time(), in_order)
             if batch:
                 dispatcher.dispatch(worker, batch, overhead)

@@ -139,6 +139,7 @@ class Dispatcher:
         self._batch_ids = itertools.count(1)
         self._last_sent: dict[int, int] = {}  # worker id -> id of the last batch sent to it
         self._token_level: frozenset[str] = frozenset()
+        self._packs = False
         self.stats: dict[int, WorkerStats] = {}
 
     # What the batcher asks.
@@ -157,6 +158,12 @@ class Dispatcher:
         self._room.clear()
         await self._room.wait()
 
+    @property
+    def packs(self) -> bool:
+        """Whether the workers run a batch as one stream of its real tokens (every worker of a
+        model loads it alike): padding then costs nothing, so no batch is cut by length."""
+        return self._packs
+
     def running(self, worker: WorkerHandle) -> bool:
         return bool(self._in_flight.get(worker.worker_id))
 
@@ -173,7 +180,8 @@ class Dispatcher:
         self, worker: WorkerHandle, entries: list[Entry], overhead_tokens: float = float("inf")
     ) -> None:
         """Sends `entries` to `worker` as one batch, run as calls by length where padding
-        would cost more than `overhead_tokens` a call (see `cost.plan_buckets`)."""
+        would cost more than `overhead_tokens` a call (see `cost.plan_buckets`), or as one
+        packed call where the worker packs."""
         if worker.worker_id not in self._ready:
             # It died while the batcher waited for the batch to fill: the entries never left.
             self._report(Retry(entries))
@@ -182,7 +190,7 @@ class Dispatcher:
         slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
         entries = sorted(entries, key=lambda e: e.length)
         lengths = tuple(e.length for e in entries)
-        cuts = plan_buckets(lengths, overhead_tokens)
+        cuts = () if self._packs else plan_buckets(lengths, overhead_tokens)
         width = max(lengths)
         worker.slots.set_withdrawn(slot, False)
         ids, types = worker.slots.views(slot, len(entries), width)
@@ -203,7 +211,8 @@ class Dispatcher:
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
-        tokens = bucket_tokens(lengths, cuts)
+        # What the forward computes: the real tokens where the worker packs, else the padded.
+        tokens = sum(lengths) if self._packs else bucket_tokens(lengths, cuts)
         spans = None
         if tracing.active is not None:
             traces = [e.request.trace for e in entries]
@@ -264,6 +273,7 @@ class Dispatcher:
     def on_ready(self, worker: WorkerHandle) -> None:
         assert worker.ready is not None
         self._token_level = worker.ready.token_level
+        self._packs = worker.ready.packs
         self._ready[worker.worker_id] = worker
         self._in_flight[worker.worker_id] = deque()
         self.stats.setdefault(worker.worker_id, WorkerStats())

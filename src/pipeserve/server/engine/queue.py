@@ -232,7 +232,12 @@ class Queue:
         return self._pending[0].enqueued_at if self._pending else float("-inf")
 
     def take(
-        self, max_tokens: int, max_size: int, overhead_tokens: float, now: float
+        self,
+        max_tokens: int,
+        max_size: int,
+        overhead_tokens: float,
+        now: float,
+        in_order: bool = False,
     ) -> list[Entry]:
         """Removes and returns the next batch: a formed one first, else see `pick_batch`."""
         if self._formed:
@@ -241,7 +246,7 @@ class Queue:
         if not self._pending:
             return []
         lengths = [e.length for e in self._pending[: max_size * _WINDOW_BATCHES]]
-        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
+        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens, in_order)
         if len(chosen) == len(self._pending):
             taken, self._pending = self._pending, []
         else:
@@ -250,12 +255,14 @@ class Queue:
             self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
         return taken
 
-    def has_full_batch(self, max_tokens: int, max_size: int, overhead_tokens: float) -> bool:
+    def has_full_batch(
+        self, max_tokens: int, max_size: int, overhead_tokens: float, in_order: bool = False
+    ) -> bool:
         """Whether waiting longer cannot make the next batch bigger."""
         if self._formed or len(self._pending) >= max_size * _WINDOW_BATCHES:
             return True
         lengths = [e.length for e in self._pending]
-        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens)
+        chosen = pick_batch(lengths, max_tokens, max_size, overhead_tokens, in_order)
         return len(chosen) >= max_size or len(chosen) < len(lengths)
 
 
@@ -274,11 +281,17 @@ def _wake(waiter: asyncio.Future) -> None:
 
 
 def pick_batch(
-    lengths: list[int], max_tokens: int, max_size: int, overhead_tokens: float = 0.0
+    lengths: list[int],
+    max_tokens: int,
+    max_size: int,
+    overhead_tokens: float = 0.0,
+    in_order: bool = False,
 ) -> list[int]:
     """Indices of the next batch from queued lengths (index 0 is the oldest).
 
-    The oldest entry always goes, so nothing starves. With the entries sorted by length, the
+    `in_order` (the workers pack, so padding costs no compute): the oldest entries, as many as
+    fit. Otherwise the oldest entry always goes, so nothing starves. With the entries sorted by
+    length, the
     batch is the run of neighbours around it that gives the most real tokens per unit of
     cost, where a batch costs `overhead_tokens` plus its padded tokens (longest x count):
     similar lengths go together, and a batch is split where padding would cost more than
@@ -287,6 +300,8 @@ def pick_batch(
     """
     if not lengths:
         return []
+    if in_order:
+        return _oldest(lengths, max_tokens, max_size)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     ordered = [lengths[i] for i in order]
     prefix = [0]
@@ -307,6 +322,17 @@ def pick_batch(
             ):
                 best, best_score = (lo, hi), score
     return [order[i] for i in range(best[0], best[1] + 1)]
+
+
+def _oldest(lengths: list[int], max_tokens: int, max_size: int) -> list[int]:
+    """The oldest entries whose padded tokens (the input slot's size: longest x count) stay
+    within `max_tokens`, at most `max_size` of them; the oldest goes alone if over it."""
+    longest = 0
+    for count, length in enumerate(lengths[:max_size]):
+        longest = max(longest, length)
+        if count and longest * (count + 1) > max_tokens:
+            return list(range(count))
+    return list(range(min(len(lengths), max_size)))
 
 
 def stack_rows(rows: list[np.ndarray], token_level: bool) -> np.ndarray:

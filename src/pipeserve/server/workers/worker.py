@@ -132,6 +132,7 @@ def _load_and_serve(spec: WorkerSpec, conn: Connection, slots: InputSlots, devic
             default_outputs=runner.default_outputs,
             token_level=runner.token_level,
             item_shapes=runner.item_shapes,
+            packs=runner.packs,
         )
     )
     _serve(runner, conn, slots)
