@@ -78,8 +78,8 @@ def supports(model: PreTrainedModel) -> bool:
 
 
 class Packing:
-    """Runs `model` (which `supports`) on packed streams: `inputs` turns a padded batch into
-    the model's packed inputs, and the encoder's output is put back as the padded batch."""
+    """Runs `model` (which `supports`) on packed streams: `run` gives it a padded batch as one
+    stream, and the encoder's output is put back as the padded batch."""
 
     def __init__(self, model: PreTrainedModel) -> None:
         encoder, self._positions = _ARCHITECTURES[model.config.model_type]
@@ -88,27 +88,29 @@ class Packing:
         model.set_attn_implementation(ATTENTION)
         getattr(model.base_model, encoder).register_forward_hook(self._repad)
 
-    def inputs(
-        self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None
-    ) -> dict[str, object]:
-        """The model's keyword arguments for the batch as one stream; its output comes back
-        padded as `mask`, until the next call."""
+    def run(
+        self,
+        module: Callable[..., dict[str, torch.Tensor]],
+        ids: np.ndarray,
+        mask: np.ndarray,
+        types: np.ndarray | None,
+    ) -> dict[str, torch.Tensor]:
+        """`module` (the model, or a wrapper that passes its keywords on) run on the padded
+        batch as one stream; its outputs come back padded as `mask`."""
         real = mask.astype(bool)
-        lengths = real.sum(axis=1)
-        self._mask = torch.from_numpy(real)
         packed: dict[str, object] = {
             "input_ids": torch.from_numpy(ids[real])[None],
             "attention_mask": None,
             "position_ids": torch.from_numpy(self._positions(ids, self._pad)[real])[None],
-            "cu_seqlens": [0, *np.cumsum(lengths).tolist()],
+            "cu_seqlens": [0, *np.cumsum(real.sum(axis=1)).tolist()],
         }
         if types is not None:
             packed["token_type_ids"] = torch.from_numpy(types[real])[None]
-        return packed
-
-    def done(self) -> None:
-        """The next forward is not packed."""
-        self._mask = None
+        self._mask = torch.from_numpy(real)
+        try:
+            return module(**packed)
+        finally:
+            self._mask = None  # the model's other forwards are not packed
 
     def _repad(self, _module, _args, output):
         if self._mask is None:

@@ -257,24 +257,17 @@ class TorchRunner(ModelRunner):
         token_type_ids: np.ndarray | None,
         outputs: Sequence[str] | None,
     ) -> dict[str, np.ndarray]:
-        run: torch.nn.Module
-        if self.packs and len(attention_mask) > 1 and not attention_mask.all():
-            assert self._packing is not None
-            run = self._named
-            kwargs = self._packing.inputs(input_ids, attention_mask, token_type_ids)
-        else:
-            run = self._run
-            kwargs = {
-                "input_ids": self._to_device(input_ids),
-                "attention_mask": self._to_device(attention_mask),
-            }
-            if token_type_ids is not None:
-                kwargs["token_type_ids"] = self._to_device(token_type_ids)
-        try:
-            with torch.inference_mode():
-                result = run(**kwargs)
-        finally:
-            if self._packing is not None:
-                self._packing.done()
+        with torch.inference_mode():
+            if self.packs and len(attention_mask) > 1 and not attention_mask.all():
+                assert self._packing is not None
+                result = self._packing.run(self._named, input_ids, attention_mask, token_type_ids)
+            else:
+                kwargs = {
+                    "input_ids": self._to_device(input_ids),
+                    "attention_mask": self._to_device(attention_mask),
+                }
+                if token_type_ids is not None:
+                    kwargs["token_type_ids"] = self._to_device(token_type_ids)
+                result = self._run(**kwargs)
         names = result if outputs is None else outputs
         return {name: result[name].float().cpu().numpy() for name in names}

@@ -190,7 +190,12 @@ class Dispatcher:
         slot = min(set(range(self._depth)) - {b.slot for b in in_flight})
         entries = sorted(entries, key=lambda e: e.length)
         lengths = tuple(e.length for e in entries)
-        cuts = () if self._packs else plan_buckets(lengths, overhead_tokens)
+        # What the forward computes: the real tokens where the worker packs, else the padded.
+        if self._packs:
+            cuts, tokens = (), sum(lengths)
+        else:
+            cuts = plan_buckets(lengths, overhead_tokens)
+            tokens = bucket_tokens(lengths, cuts)
         width = max(lengths)
         worker.slots.set_withdrawn(slot, False)
         ids, types = worker.slots.views(slot, len(entries), width)
@@ -211,8 +216,6 @@ class Dispatcher:
         deadlines = [e.deadline for e in entries]
         deadline = None if None in deadlines else max(deadlines)  # type: ignore[type-var]
         batch_id = next(self._batch_ids)
-        # What the forward computes: the real tokens where the worker packs, else the padded.
-        tokens = sum(lengths) if self._packs else bucket_tokens(lengths, cuts)
         spans = None
         if tracing.active is not None:
             traces = [e.request.trace for e in entries]

@@ -291,9 +291,8 @@ def pick_batch(
 
     `in_order` (the workers pack, so padding costs no compute): the oldest entries, as many as
     fit. Otherwise the oldest entry always goes, so nothing starves. With the entries sorted by
-    length, the
-    batch is the run of neighbours around it that gives the most real tokens per unit of
-    cost, where a batch costs `overhead_tokens` plus its padded tokens (longest x count):
+    length, the batch is the run of neighbours around it that gives the most real tokens per
+    unit of cost, where a batch costs `overhead_tokens` plus its padded tokens (longest x count):
     similar lengths go together, and a batch is split where padding would cost more than
     running another batch. Ties go to the bigger batch. The padded tokens stay within
     `max_tokens` (a single entry over it still goes alone) and the count within `max_size`.
